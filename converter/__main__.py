@@ -1,0 +1,5 @@
+"""`python -m converter` is the same as `openapi-mcp`."""
+
+from converter.cli import main
+
+raise SystemExit(main())

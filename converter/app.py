@@ -1,0 +1,98 @@
+"""`create_app(settings)`: the MCP server (official SDK, low-level `Server`) over streamable HTTP.
+
+The same `Server` also runs over stdio (`run_stdio`). Tool calls go to the `Catalog`; no
+exception from a call ever reaches the SDK (it would become a JSON-RPC error with code 0).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import mcp.types as types
+from mcp.server import Server, ServerRequestContext
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.exceptions import MCPError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+
+from converter import __version__
+from converter.catalog import Catalog, build_catalog
+from converter.config import Settings
+from converter.invoke.result import error_result
+
+log = logging.getLogger("openapi_mcp")
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def build_server(catalog: Catalog, *, name: str = "openapi-mcp") -> Server[Any]:
+    """The low-level MCP server whose handlers read the catalog."""
+
+    async def list_tools(ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+        return catalog.list_result
+
+    async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
+        try:
+            return await catalog.call_tool(params.name, params.arguments)
+        except MCPError:
+            raise
+        except Exception:  # a bug of ours must not take the session down or leak a traceback
+            log.exception("tool %r failed unexpectedly", params.name)
+            return error_result(f"Internal error while calling tool {params.name!r}; the server log has details")
+
+    return Server(name, version=__version__, on_list_tools=list_tools, on_call_tool=call_tool)
+
+
+def create_app(settings: Settings, *, catalog: Catalog | None = None, upstream_transport: Any = None) -> Starlette:
+    """Build the ASGI app: MCP at `settings.server.path`, plus `/healthz`.
+
+    Args:
+        settings: validated settings.
+        catalog: an already built catalog (the CLI builds it first to report problems).
+        upstream_transport: an httpx transport for the upstream (tests: `httpx.ASGITransport`).
+    """
+    catalog = catalog or build_catalog(settings, transport=upstream_transport)
+    server = build_server(catalog)
+    host = settings.server.host
+    security = None
+    if host in _LOOPBACK:
+        # DNS-rebinding protection for a loopback listener (the SDK does the same by default).
+        security = TransportSecuritySettings(
+            enable_dns_rebinding_protection=True,
+            allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"],
+            allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
+        )
+    mcp_app = server.streamable_http_app(
+        streamable_http_path=settings.server.path,
+        json_response=settings.server.json_response,
+        stateless_http=settings.server.stateless,
+        transport_security=security,
+        host=host,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with catalog, server.session_manager.run():
+            yield
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "tools": len(catalog.plans)})
+
+    app = Starlette(routes=[Route("/healthz", healthz), Mount("/", app=mcp_app)], lifespan=lifespan)
+    app.state.catalog = catalog
+    return app
+
+
+async def run_stdio(settings: Settings, *, catalog: Catalog | None = None) -> None:
+    """Serve MCP over stdin/stdout (for clients that launch the server themselves)."""
+    from mcp.server.stdio import stdio_server
+
+    catalog = catalog or build_catalog(settings)
+    server = build_server(catalog)
+    async with catalog, stdio_server() as (read_stream, write_stream):
+        await server.run(read_stream, write_stream, server.create_initialization_options())

@@ -1,0 +1,188 @@
+"""`openapi-mcp` command line: serve, tools, check, demo.
+
+Every error a user can cause ends in one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from converter import __version__
+from converter.catalog import Catalog, build_catalog
+from converter.config import Settings, load_settings
+from converter.errors import ConverterError
+
+log = logging.getLogger("openapi_mcp")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+                        stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except ConverterError as exc:
+        print(f"openapi-mcp: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `openapi-mcp tools --json | head`
+        sys.stderr.close()
+        return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="openapi-mcp", description="Serve OpenAPI operations as MCP tools.")
+    parser.add_argument("--version", action="version", version=f"openapi-mcp {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve MCP (streamable HTTP by default, or stdio)")
+    _source_args(serve)
+    serve.add_argument("--host", help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default 8000)")
+    serve.add_argument("--path", help="MCP endpoint path (default /mcp)")
+    serve.add_argument("--transport", choices=["http", "stdio"], help="http (default) or stdio")
+    serve.add_argument("--strict", action="store_true", help="refuse to start if any operation cannot be converted")
+    serve.add_argument("-v", "--verbose", action="store_true")
+    serve.set_defaults(func=_serve)
+
+    tools = sub.add_parser("tools", help="print the tools that would be served")
+    _source_args(tools)
+    tools.add_argument("--json", action="store_true", help="print a JSON array of MCP Tool objects")
+    tools.set_defaults(func=_tools)
+
+    check = sub.add_parser("check", help="report what cannot be converted and why")
+    _source_args(check)
+    check.add_argument("--strict", action="store_true", help="also fail on warnings")
+    check.set_defaults(func=_check)
+
+    demo = sub.add_parser("demo", help="run the marketplace mock and an MCP server for it")
+    demo.add_argument("--port", type=int, default=8000, help="MCP server port (default 8000)")
+    demo.add_argument("--mock-port", type=int, default=3000, help="marketplace mock port (default 3000)")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def _source_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", nargs="?", metavar="SPEC", help="OpenAPI/Swagger document: a path or an http(s) URL")
+    parser.add_argument("--config", metavar="FILE", help="YAML config file")
+    parser.add_argument("--upstream", metavar="URL", help="upstream base URL (overrides the spec's servers)")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(
+        args.config, spec=args.spec, upstream_url=getattr(args, "upstream", None), host=getattr(args, "host", None),
+        port=getattr(args, "port", None), path=getattr(args, "path", None),
+        transport=getattr(args, "transport", None), strict=getattr(args, "strict", False),
+    )
+
+
+def _report_problems(catalog: Catalog) -> None:
+    for problem in catalog.problems:
+        log.warning("%s%s", "skipped: " if problem.fatal else "", problem)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    catalog = build_catalog(settings)
+    _report_problems(catalog)
+    if settings.server.transport == "stdio":
+        import anyio
+
+        from converter.app import run_stdio
+
+        anyio.run(run_stdio, settings, catalog)  # type: ignore[arg-type]
+        return 0
+    serve_http(settings, catalog)
+    return 0
+
+
+def serve_http(settings: Settings, catalog: Catalog) -> None:
+    """Bind first (so a busy port is one clear error), then run uvicorn on that socket."""
+    import uvicorn
+
+    from converter.app import create_app
+
+    app = create_app(settings, catalog=catalog)
+    sock = bind_socket(settings.server.host, settings.server.port)
+    host, port = sock.getsockname()[:2]
+    log.info("serving %d tools at http://%s:%d%s", len(catalog.plans), _url_host(host), port, settings.server.path)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", **_fast_loop())
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind a listening socket, turning 'address in use' into one clear error."""
+    from converter.errors import ConfigError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _fast_loop() -> dict[str, Any]:
+    try:
+        import httptools  # noqa: F401
+        import uvloop  # noqa: F401
+    except ImportError:  # pragma: no cover - optional speedups
+        return {}
+    return {"loop": "uvloop", "http": "httptools"}
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _tools(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    catalog = build_catalog(settings, require_upstream=False)
+    tools = [plan.tool.model_dump(by_alias=True, exclude_none=True, mode="json") for plan in catalog.plans]
+    if args.json:
+        json.dump(tools, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return 0
+    for plan in catalog.plans:
+        summary = (plan.tool.description or "").splitlines()[0][:80]
+        print(f"{plan.name:40} {plan.method:7} {plan.path}  {summary}")
+    size = len(json.dumps(tools, separators=(",", ":")))
+    print(f"\n{len(tools)} tools; tools/list is {size:,} bytes (about {size // 4:,} tokens)")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    catalog = build_catalog(settings, require_upstream=False)
+    skipped = [p for p in catalog.problems if p.fatal]
+    warnings = [p for p in catalog.problems if not p.fatal]
+    for problem in skipped:
+        print(f"skipped  {problem}")
+    for problem in warnings:
+        print(f"warning  {problem}")
+    print(f"{len(catalog.plans)} tools, {len(skipped)} operation(s) skipped, {len(warnings)} warning(s)")
+    if skipped or (args.strict and warnings):
+        return 1
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from converter.demo import run_demo
+
+    run_demo(host=args.host, port=args.port, mock_port=args.mock_port)
+    return 0

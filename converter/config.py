@@ -1,0 +1,219 @@
+"""One validated `Settings` object, read once at startup from YAML, `${ENV}` and CLI flags.
+
+Errors name the file and the key at fault. Secrets are kept as `SecretStr` and never printed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from converter.errors import ConfigError
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UpstreamSettings(_Model):
+    """Where calls go and how (PRODUCT.md `upstream:`)."""
+
+    url: str | None = None
+    timeout: float = Field(default=60.0, gt=0)
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    max_response_bytes: int = Field(default=1_000_000, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http(s) URL, not {value!r}")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, text in value.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid HTTP header name")
+            if re.search(r"[\r\n\x00]", text.get_secret_value()):
+                raise ValueError(f"the value of {name!r} contains CR, LF or NUL")
+            if name.lower() == "host":
+                raise ValueError("the Host header cannot be set")
+        return value
+
+
+class SelectionSettings(_Model):
+    """include:/exclude: filters."""
+
+    tags: list[str] = Field(default_factory=list)
+    operations: list[str] = Field(default_factory=list)
+    paths: list[str] = Field(default_factory=list)
+    methods: list[str] = Field(default_factory=list)
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: list[str]) -> list[str]:
+        return [m.upper() for m in value]
+
+
+class InlineTool(_Model):
+    """One Kong `ai-mcp-proxy`-style tool definition."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str | None = None
+    description: str | None = None
+    method: Literal["GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS", "get", "put", "post", "delete", "patch", "head", "options"]
+    path: str
+    parameters: list[dict[str, Any]] = Field(default_factory=list)
+    request_body: dict[str, Any] | None = Field(default=None, alias="requestBody")
+    responses: dict[str, Any] | None = None
+    tags: list[str] = Field(default_factory=list)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"must start with '/', not {value!r}")
+        return value
+
+
+class ServerSettings(_Model):
+    """How this server listens."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    path: str = "/mcp"
+    transport: Literal["http", "stdio"] = "http"
+    json_response: bool = True
+    stateless: bool = False
+
+
+class Settings(_Model):
+    """Everything the server needs, validated."""
+
+    spec: str | None = None
+    upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
+    include: SelectionSettings = Field(default_factory=SelectionSettings)
+    exclude: SelectionSettings = Field(default_factory=SelectionSettings)
+    tools: list[InlineTool] = Field(default_factory=list)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    strict: bool = False
+    auth: dict[str, Any] | None = None
+    acl: dict[str, Any] | None = None
+    mcp_upstream: str | None = None
+    config_file: str | None = Field(default=None, exclude=True)
+
+
+def substitute_env(value: Any, *, key: str = "", source: str = "<config>") -> Any:
+    """Replace `${VAR}` and `${VAR:-default}` in every string of a parsed YAML tree."""
+    if isinstance(value, str):
+        def repl(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            found = os.environ.get(name)
+            if found is None or (found == "" and default is not None):
+                if default is None:
+                    raise ConfigError(f"{source}: {key or 'value'}: environment variable {name} is not set "
+                                      f"(use ${{{name}:-default}} for a default)", key=key, source=source)
+                return default
+            return found
+        return _ENV_REF.sub(repl, value)
+    if isinstance(value, dict):
+        return {k: substitute_env(v, key=f"{key}.{k}" if key else str(k), source=source) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute_env(v, key=f"{key}[{i}]", source=source) for i, v in enumerate(value)]
+    return value
+
+
+def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
+    """Read the YAML config (if any), substitute `${ENV}`, apply CLI overrides and validate.
+
+    Args:
+        config_file: path of the YAML file, or None.
+        overrides: CLI values; `None` means "not given". Keys: spec, upstream_url, host, port,
+            path, transport, strict.
+
+    Raises:
+        ConfigError: the file cannot be read or a key is wrong; the message names both.
+    """
+    raw: dict[str, Any] = {}
+    source = config_file or "<command line>"
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{config_file}: no such config file", source=config_file) from exc
+        except OSError as exc:
+            raise ConfigError(f"{config_file}: cannot be read ({exc.strerror})", source=config_file) from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{config_file}: is not valid YAML{where}", source=config_file) from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{config_file}: the top level must be a mapping of keys", source=config_file)
+        raw = substitute_env(loaded, source=config_file)
+        if isinstance(raw.get("spec"), str):
+            raw["spec"] = _relative_to(raw["spec"], path.parent)
+    raw = _apply_overrides(raw, overrides)
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{source}: {key}: {message}{more}", key=key, source=source) from exc
+    settings = settings.model_copy(update={"config_file": config_file})
+    _check_supported(settings, source)
+    return settings
+
+
+def _apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    raw = dict(raw)
+    if overrides.get("spec") is not None:
+        raw["spec"] = overrides["spec"]
+    if overrides.get("upstream_url") is not None:
+        raw["upstream"] = {**(raw.get("upstream") or {}), "url": overrides["upstream_url"]}
+    server = dict(raw.get("server") or {})
+    for key in ("host", "port", "path", "transport"):
+        if overrides.get(key) is not None:
+            server[key] = overrides[key]
+    if server:
+        raw["server"] = server
+    if overrides.get("strict"):
+        raw["strict"] = True
+    return raw
+
+
+def _check_supported(settings: Settings, source: str) -> None:
+    # Fail closed: a config that asks for protection we do not provide must not start unprotected.
+    for key in ("auth", "acl", "mcp_upstream"):
+        if getattr(settings, key) is not None:
+            raise ConfigError(f"{source}: {key}: is not supported by this version yet; remove it to start "
+                              "(the server refuses to start rather than run without it)", key=key, source=source)
+    if settings.spec is None and not settings.tools:
+        raise ConfigError(f"{source}: nothing to serve: give a SPEC (path or URL), `spec:` or `tools:`",
+                          key="spec", source=source)
+    if not settings.server.path.startswith("/"):
+        raise ConfigError(f"{source}: server.path: must start with '/'", key="server.path", source=source)
+
+
+def _relative_to(spec: str, base: Path) -> str:
+    if "://" in spec or Path(spec).is_absolute():
+        return spec
+    candidate = base / spec
+    return str(candidate) if candidate.exists() else spec

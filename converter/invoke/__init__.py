@@ -1,0 +1,1 @@
+"""Calls: build the upstream request from a plan, send it, map the response to a tool result."""

@@ -1,0 +1,205 @@
+"""Turn validated tool arguments into the upstream HTTP request, following a compiled plan."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from converter.errors import ArgumentError
+from converter.invoke import serialize
+from converter.models import Operation, Parameter, Slot
+
+_TEMPLATE_PART = re.compile(r"{([^{}/]+)}")
+_BAD_HEADER_CHARS = re.compile(r"[\r\n\x00]")
+
+
+@dataclass(slots=True)
+class HttpRequest:
+    """Everything needed to send one upstream request (fed to `httpx.AsyncClient.build_request`)."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    content: bytes | None = None
+    data: dict[str, Any] | None = None
+    files: list[tuple[str, tuple[str, bytes, str]]] | None = None
+    template: str = ""  # the path template, for logs and messages
+
+
+@dataclass(slots=True)
+class RequestTemplate:
+    """The per-tool, precomputed part of request building: where each argument goes and how."""
+
+    tool: str
+    method: str
+    path_parts: tuple[str | Slot, ...]
+    path_template: str
+    slots: tuple[Slot, ...]
+    params: dict[str, Parameter]  # argument name -> parameter, for path/query/header/cookie slots
+    body_media_type: str | None
+    body_encoding: Mapping[str, str]
+    binary_fields: frozenset[str]  # body arguments whose value is base64 to be sent as bytes
+    accept: str
+    base_url: str | None
+    static_headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def compile(cls, tool: str, op: Operation, slots: tuple[Slot, ...], binary_fields: frozenset[str]) -> RequestTemplate:
+        """Precompute everything that does not depend on argument values."""
+        by_wire = {(s.name, s.location): s for s in slots}
+        parts: list[str | Slot] = []
+        pos = 0
+        for match in _TEMPLATE_PART.finditer(op.path):
+            parts.append(op.path[pos:match.start()])
+            parts.append(by_wire[(match.group(1), "path")])
+            pos = match.end()
+        parts.append(op.path[pos:])
+        params = {
+            s.argument: p
+            for s in slots
+            for p in op.parameters
+            if s.location == p.location and s.name == p.name
+        }
+        response = op.response
+        accept = response.media_type if response and response.media_type else "application/json"
+        body = op.request_body
+        return cls(
+            tool=tool, method=op.method, path_parts=tuple(p for p in parts if p != ""),
+            path_template=op.path, slots=slots, params=params,
+            body_media_type=body.media_type if body else None,
+            body_encoding=dict(body.encoding) if body else {},
+            binary_fields=binary_fields, accept=accept, base_url=op.base_url,
+        )
+
+    def build(self, arguments: Mapping[str, Any], base_url: str, extra_headers: Mapping[str, str] = {}) -> HttpRequest:
+        """Build the request for already validated `arguments`.
+
+        Raises:
+            ArgumentError: a value cannot be placed safely (a path segment `.`/`..`/empty, CR/LF in a header).
+        """
+        path: list[str] = []
+        for part in self.path_parts:
+            if isinstance(part, str):
+                path.append(part)
+                continue
+            value = arguments.get(part.argument)
+            param = self.params[part.argument]
+            text = serialize.path_value(value, param.style, param.explode, param.name)
+            if text in ("", ".", "..") or value is None:
+                raise ArgumentError(
+                    f"{self.tool}: argument {part.argument!r} must not be empty, '.' or '..' "
+                    "(it is a path segment)", tool=self.tool, json_path=f"$.{part.argument}",
+                )
+            path.append(text)
+        query: list[str] = []
+        headers: dict[str, str] = {"accept": self.accept}
+        headers.update(self.static_headers)
+        cookies: list[str] = []
+        body_fields: dict[str, Any] = {}
+        whole_body: Any = _MISSING
+        for slot in self.slots:
+            if slot.argument not in arguments:
+                continue
+            value = arguments[slot.argument]
+            location = slot.location
+            if location == "query":
+                p = self.params[slot.argument]
+                if value is None:
+                    continue
+                if p.content_type:
+                    query.append(f"{serialize.encode(p.name)}={serialize.encode(serialize.scalar(value))}")
+                else:
+                    query.extend(serialize.query_pairs(p.name, value, p.style, p.explode, p.allow_reserved))
+            elif location == "header":
+                p = self.params[slot.argument]
+                text = serialize.scalar(value) if p.content_type else serialize.header_value(value, p.explode)
+                if _BAD_HEADER_CHARS.search(text):
+                    raise ArgumentError(
+                        f"{self.tool}: argument {slot.argument!r} must not contain CR, LF or NUL (it is sent as "
+                        f"the header {p.name!r})", tool=self.tool, json_path=f"$.{slot.argument}",
+                    )
+                headers[p.name] = text
+            elif location == "cookie":
+                p = self.params[slot.argument]
+                cookies.append(serialize.cookie_pair(p.name, value, p.explode))
+            elif location == "body_field":
+                body_fields[slot.name] = value
+            elif location == "body":
+                whole_body = value
+        if cookies:
+            headers["cookie"] = "; ".join(cookies)
+        headers.update(extra_headers)
+        url = base_url.rstrip("/") + "".join(path)
+        if query:
+            url += "?" + "&".join(query)
+        request = HttpRequest(method=self.method, url=url, headers=headers, template=self.path_template)
+        if self.body_media_type is not None and (body_fields or whole_body is not _MISSING):
+            self._encode_body(request, body_fields if whole_body is _MISSING else whole_body)
+        return request
+
+    def _encode_body(self, request: HttpRequest, body: Any) -> None:
+        media_type = self.body_media_type or "application/json"
+        essence = media_type.split(";", 1)[0].strip().lower()
+        if essence == "multipart/form-data":
+            request.data, request.files = self._multipart(body)
+            return
+        if essence == "application/x-www-form-urlencoded":
+            request.headers["content-type"] = media_type
+            request.content = _form_urlencoded(body).encode()
+            return
+        request.headers["content-type"] = media_type
+        if essence == "application/json" or essence.endswith("+json"):
+            request.content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        elif "body" in self.binary_fields:
+            request.content = self._decode("body", body)
+        elif isinstance(body, str):
+            request.content = body.encode()
+        else:
+            request.content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def _multipart(self, body: Any) -> tuple[dict[str, Any], list[tuple[str, tuple[str, bytes, str]]]]:
+        data: dict[str, Any] = {}
+        files: list[tuple[str, tuple[str, bytes, str]]] = []
+        for name, value in (body.items() if isinstance(body, Mapping) else ()):
+            if name in self.binary_fields:
+                content_type = self.body_encoding.get(name, "application/octet-stream")
+                files.append((name, (name, self._decode(name, value), content_type)))
+            elif isinstance(value, (dict, list)):
+                # OAS 3.x: object and array parts default to application/json
+                data[name] = json.dumps(value, separators=(",", ":"))
+            else:
+                data[name] = serialize.scalar(value)
+        return data, files
+
+    def _decode(self, name: str, value: Any) -> bytes:
+        try:
+            return base64.b64decode(str(value), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ArgumentError(
+                f"{self.tool}: argument {name!r} must be base64-encoded file content", tool=self.tool,
+                json_path=f"$.{name}",
+            ) from exc
+
+
+class _Missing:
+    pass
+
+
+_MISSING: Any = _Missing()
+
+
+def _form_urlencoded(body: Any) -> str:
+    pairs: list[str] = []
+    for name, value in (body.items() if isinstance(body, Mapping) else ()):
+        if isinstance(value, list):  # OAS: form fields default to style form, explode true
+            pairs.extend(f"{serialize.encode(name)}={serialize.encode(serialize.scalar(v))}" for v in value)
+        elif isinstance(value, Mapping):
+            pairs.extend(f"{serialize.encode(str(k))}={serialize.encode(serialize.scalar(v))}" for k, v in value.items())
+        elif value is not None:
+            pairs.append(f"{serialize.encode(name)}={serialize.encode(serialize.scalar(value))}")
+    return "&".join(pairs)

@@ -1,0 +1,93 @@
+"""Turn an upstream response (or failure) into an MCP `CallToolResult`."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import mcp.types as types
+
+from converter.invoke.upstream import UpstreamResponse
+
+EXCERPT_CHARS = 500
+MISMATCH_BODY_CHARS = 20_000
+_TEXTUAL = ("text/", "application/xml", "application/javascript", "application/x-www-form-urlencoded",
+            "application/yaml", "application/x-yaml", "application/graphql")
+
+
+def error_result(message: str) -> types.CallToolResult:
+    """A tool error the model can read and correct itself from."""
+    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
+
+
+def map_response(response: UpstreamResponse, plan: Any) -> types.CallToolResult:
+    """Map an upstream response to the tool result (plan: the `ToolPlan` that made the call)."""
+    essence = response.content_type.split(";", 1)[0].strip().lower()
+    where = f"{plan.method} {plan.path}"
+    if not 200 <= response.status < 300:
+        excerpt = _excerpt(response.body)
+        text = f"Upstream answered HTTP {response.status} {response.reason} to {where}"
+        return error_result(f"{text}: {excerpt}" if excerpt else text)
+    notice = ""
+    if response.truncated:
+        notice = (f"\n[response truncated: only the first {len(response.body):,} bytes are shown; "
+                  "the body is larger than the configured limit]")
+    if essence.startswith("image/") and not response.truncated:
+        return types.CallToolResult(content=[types.ImageContent(
+            type="image", data=base64.b64encode(response.body).decode(), mime_type=essence)])
+    if not response.body:
+        if plan.output_schema is not None:
+            return error_result(f"Upstream answered HTTP {response.status} to {where} with an empty body, "
+                                "but the operation documents a JSON response")
+        return types.CallToolResult(content=[types.TextContent(type="text", text=f"HTTP {response.status} {response.reason}".strip())])
+    is_json = essence == "application/json" or essence.endswith("+json")
+    if is_json or essence.startswith(_TEXTUAL) or _looks_textual(response.body):
+        text = response.body.decode("utf-8", errors="replace")
+        if is_json and not response.truncated:
+            return _json_result(text, plan, where)
+        if plan.output_schema is not None and not response.truncated:
+            return error_result(f"Upstream answered {where} with {essence or 'no content type'}, not the JSON "
+                                f"the operation documents: {_excerpt(response.body)}")
+        return types.CallToolResult(content=[types.TextContent(type="text", text=text + notice)])
+    blob = types.BlobResourceContents(uri=response.url, mime_type=essence or "application/octet-stream",
+                                      blob=base64.b64encode(response.body).decode())
+    content: list[Any] = [types.EmbeddedResource(type="resource", resource=blob)]
+    if notice:
+        content.append(types.TextContent(type="text", text=notice.strip()))
+    return types.CallToolResult(content=content)
+
+
+def _json_result(text: str, plan: Any, where: str) -> types.CallToolResult:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        if plan.output_schema is not None:
+            return error_result(f"Upstream answered {where} with invalid JSON: {text[:EXCERPT_CHARS]}")
+        return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
+    content = [types.TextContent(type="text", text=text)]
+    if plan.output_schema is None:
+        return types.CallToolResult(content=content)
+    structured = {"result": data} if plan.wraps_result else data
+    problem = plan.check_output(structured)
+    if problem is not None:
+        # MCP: a result must conform to the tool's outputSchema; the body does not, so say so
+        # (as a tool error, which clients do not validate) and still give the model the data.
+        return error_result(f"Upstream answered {where} with JSON that does not match the documented "
+                            f"response schema ({problem}); the body was: {text[:MISMATCH_BODY_CHARS]}")
+    return types.CallToolResult(content=content, structured_content=structured)
+
+
+def _excerpt(body: bytes) -> str:
+    text = body[: EXCERPT_CHARS * 4].decode("utf-8", errors="replace").strip()
+    text = " ".join(text.split())
+    return text[:EXCERPT_CHARS] + ("..." if len(text) > EXCERPT_CHARS else "")
+
+
+def _looks_textual(body: bytes) -> bool:
+    sample = body[:512]
+    try:
+        sample.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return b"\x00" not in sample

@@ -1,0 +1,105 @@
+"""OpenAPI parameter serialization (OAS 3.x §4.8.12.4 style values) and percent-encoding."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+# RFC 3986 reserved characters a parameter may carry unencoded when allowReserved is true.
+_RESERVED = ":/?#[]@!$&'()*+,;="
+
+
+def scalar(value: Any) -> str:
+    """The text form of a primitive value (booleans as JSON does, not as Python does)."""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return str(value)
+
+
+def encode(text: str, *, allow_reserved: bool = False) -> str:
+    """Percent-encode everything but unreserved characters (and reserved ones if allowed)."""
+    return quote(text, safe=_RESERVED if allow_reserved else "")
+
+
+def path_value(value: Any, style: str, explode: bool, name: str) -> str:
+    """Serialize a path parameter value, already percent-encoded (simple, label or matrix style)."""
+    if style == "label":
+        prefix, sep = ".", "." if explode else ","
+    elif style == "matrix":
+        return _matrix(value, explode, name)
+    else:
+        prefix, sep = "", ","
+    if isinstance(value, list):
+        return prefix + sep.join(encode(scalar(v)) for v in value)
+    if isinstance(value, Mapping):
+        if explode:
+            return prefix + sep.join(f"{encode(str(k))}={encode(scalar(v))}" for k, v in value.items())
+        return prefix + sep.join(f"{encode(str(k))},{encode(scalar(v))}" for k, v in value.items())
+    return prefix + encode(scalar(value))
+
+
+def _matrix(value: Any, explode: bool, name: str) -> str:
+    key = encode(name)
+    if isinstance(value, list):
+        if explode:
+            return "".join(f";{key}={encode(scalar(v))}" for v in value)
+        return f";{key}=" + ",".join(encode(scalar(v)) for v in value)
+    if isinstance(value, Mapping):
+        if explode:
+            return "".join(f";{encode(str(k))}={encode(scalar(v))}" for k, v in value.items())
+        return f";{key}=" + ",".join(f"{encode(str(k))},{encode(scalar(v))}" for k, v in value.items())
+    return f";{key}={encode(scalar(value))}"
+
+
+def query_pairs(
+    name: str, value: Any, style: str, explode: bool, allow_reserved: bool
+) -> list[str]:
+    """Serialize one query parameter into encoded `key=value` pieces (joined later with `&`)."""
+    key = encode(name)
+
+    def enc(v: Any) -> str:
+        return encode(scalar(v), allow_reserved=allow_reserved)
+
+    if isinstance(value, list):
+        if style == "spaceDelimited" and not explode:
+            return [f"{key}=" + "%20".join(enc(v) for v in value)]
+        if style == "pipeDelimited" and not explode:
+            return [f"{key}=" + "|".join(enc(v) for v in value)]
+        if explode:
+            return [f"{key}={enc(v)}" for v in value]
+        return [f"{key}=" + ",".join(enc(v) for v in value)]
+    if isinstance(value, Mapping):
+        if style == "deepObject":
+            return [f"{key}%5B{encode(str(k))}%5D={enc(v)}" for k, v in value.items()]
+        if explode:
+            return [f"{encode(str(k))}={enc(v)}" for k, v in value.items()]
+        return [f"{key}=" + ",".join(f"{encode(str(k))},{enc(v)}" for k, v in value.items())]
+    return [f"{key}={enc(value)}"]
+
+
+def header_value(value: Any, explode: bool) -> str:
+    """Serialize a header parameter (simple style); the caller refuses CR/LF."""
+    if isinstance(value, list):
+        return ",".join(scalar(v) for v in value)
+    if isinstance(value, Mapping):
+        if explode:
+            return ",".join(f"{k}={scalar(v)}" for k, v in value.items())
+        return ",".join(f"{k},{scalar(v)}" for k, v in value.items())
+    return scalar(value)
+
+
+def cookie_pair(name: str, value: Any, explode: bool) -> str:
+    """Serialize a cookie parameter (form style) into `name=value`."""
+    if isinstance(value, list):
+        return f"{name}=" + ",".join(encode(scalar(v)) for v in value)
+    if isinstance(value, Mapping):
+        return f"{name}=" + ",".join(f"{encode(str(k))},{encode(scalar(v))}" for k, v in value.items())
+    return f"{name}={encode(scalar(value))}"

@@ -1,0 +1,262 @@
+"""Walk `paths` and turn every operation into an `Operation` record."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urljoin
+
+from converter.errors import SpecError
+from converter.models import HTTP_METHODS, Operation, Parameter, Problem, RequestBody, Response
+from converter.spec.resolve import Resolver, escape_pointer_token
+from converter.spec.schema import SchemaConverter
+
+_LOCATIONS = ("path", "query", "header", "cookie")
+# OAS 3.x §4.8.12.1: these header parameters SHALL be ignored (HTTP owns them).
+_IGNORED_HEADERS = frozenset({"accept", "content-type", "authorization"})
+_TEMPLATE_VAR = re.compile(r"{([^{}/]+)}")
+_BODY_PREFERENCE = ("application/json", "application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def is_json_media_type(media_type: str) -> bool:
+    """True for application/json and its relatives (`+json`, `json-patch`, `x-ndjson` excluded)."""
+    essence = media_type.split(";", 1)[0].strip().lower()
+    return essence == "application/json" or essence.endswith("+json") or essence == "text/json"
+
+
+def resolve_servers(servers: Any, base_uri: str) -> tuple[str, ...]:
+    """Server URLs with `{variables}` replaced by their defaults, made absolute where possible."""
+    urls: list[str] = []
+    for server in servers if isinstance(servers, list) else ():
+        if not isinstance(server, dict) or not isinstance(server.get("url"), str):
+            continue
+        url = server["url"]
+        variables = server.get("variables") if isinstance(server.get("variables"), dict) else {}
+        for name, var in variables.items():
+            default = var.get("default") if isinstance(var, dict) else None
+            if default is not None:
+                url = url.replace("{" + name + "}", str(default))
+        if base_uri.startswith(("http://", "https://")) and not url.startswith(("http://", "https://")):
+            url = urljoin(base_uri, url)  # OAS: a relative server URL is relative to the document
+        urls.append(url)
+    return tuple(urls)
+
+
+class OperationBuilder:
+    """Builds `Operation`s from one loaded document; problems are collected, not raised."""
+
+    def __init__(self, doc: Mapping[str, Any], resolver: Resolver, schemas: SchemaConverter) -> None:
+        self._doc = doc
+        self._resolver = resolver
+        self._schemas = schemas
+        self.problems: list[Problem] = []
+
+    def build_all(self) -> list[Operation]:
+        """Return every convertible operation; the rest become fatal `Problem`s."""
+        operations: list[Operation] = []
+        paths = self._doc.get("paths")
+        if paths is None:
+            return operations
+        if not isinstance(paths, dict):
+            raise SpecError("#/paths: must be an object", pointer="#/paths")
+        root = self._resolver.root_uri
+        global_security = self._doc.get("security")
+        for path, item in paths.items():
+            item_pointer = f"#/paths/{escape_pointer_token(str(path))}"
+            if not isinstance(path, str) or not path.startswith("/"):
+                self.problems.append(Problem(item_pointer, "a path must start with '/'; skipped", fatal=True))
+                continue
+            try:
+                item, item_base = self._resolver.deref(item, root)
+            except SpecError as exc:
+                self.problems.append(Problem(item_pointer, f"{exc}; skipped", fatal=True))
+                continue
+            if not isinstance(item, dict) or item.get("x-mcp-exclude") is True:
+                continue
+            for method in HTTP_METHODS:
+                op = item.get(method)
+                if op is None:
+                    continue
+                pointer = f"{item_pointer}/{method}"
+                if not isinstance(op, dict):
+                    self.problems.append(Problem(pointer, "an operation must be an object; skipped", fatal=True))
+                    continue
+                if op.get("x-mcp-exclude") is True:
+                    continue
+                try:
+                    operations.append(self._operation(path, method, op, item, item_base, pointer, global_security))
+                except SpecError as exc:
+                    self.problems.append(Problem(pointer, f"{_strip_pointer(str(exc), pointer)}; skipped", fatal=True))
+        return operations
+
+    # -- one operation ---------------------------------------------------------------------
+
+    def _operation(
+        self, path: str, method: str, op: dict[str, Any], item: dict[str, Any], base: str,
+        pointer: str, global_security: Any,
+    ) -> Operation:
+        parameters = self._parameters(path, item.get("parameters"), op.get("parameters"), base, pointer)
+        servers = op.get("servers") or item.get("servers")
+        base_urls = resolve_servers(servers, self._resolver.root_uri) if servers else ()
+        mcp_name = op.get("x-mcp-name")
+        if mcp_name is not None and not isinstance(mcp_name, str):
+            raise SpecError(f"{pointer}: x-mcp-name must be a string")
+        return Operation(
+            method=method.upper(),
+            path=path,
+            pointer=pointer,
+            operation_id=op["operationId"] if isinstance(op.get("operationId"), str) else None,
+            summary=_text(op.get("summary")),
+            description=_text(op.get("description")),
+            tags=tuple(t for t in op.get("tags", ()) if isinstance(t, str)) if isinstance(op.get("tags"), list) else (),
+            parameters=parameters,
+            request_body=self._request_body(op.get("requestBody"), base, pointer),
+            response=self._response(op.get("responses"), base, pointer),
+            security=_security(op.get("security", global_security), pointer),
+            deprecated=op.get("deprecated") is True,
+            mcp_name=mcp_name,
+            base_url=base_urls[0] if base_urls else None,
+        )
+
+    def _parameters(self, path: str, shared: Any, own: Any, base: str, pointer: str) -> tuple[Parameter, ...]:
+        merged: dict[tuple[str, str], Parameter] = {}
+        for where, group in ((pointer.rsplit("/", 1)[0], shared), (pointer, own)):
+            if group is None:
+                continue
+            if not isinstance(group, list):
+                raise SpecError(f"{where}/parameters: must be a list")
+            for i, raw in enumerate(group):
+                param = self._parameter(raw, base, f"{where}/parameters/{i}")
+                if param is not None:
+                    merged[(param.name, param.location)] = param  # operation level overrides path level
+        declared = {name for name, location in merged if location == "path"}
+        for name in _TEMPLATE_VAR.findall(path):
+            if name not in declared:
+                self.problems.append(
+                    Problem(pointer, f"path parameter {name!r} is not declared; treated as a required string")
+                )
+                merged[(name, "path")] = Parameter(name=name, location="path", schema={"type": "string"},
+                                                   required=True, style="simple", explode=False)
+        in_template = set(_TEMPLATE_VAR.findall(path))
+        for (name, location) in list(merged):
+            if location == "path" and name not in in_template:
+                self.problems.append(Problem(pointer, f"path parameter {name!r} is not in the path {path!r}; ignored"))
+                del merged[(name, location)]
+        return tuple(merged.values())
+
+    def _parameter(self, raw: Any, base: str, where: str) -> Parameter | None:
+        node, node_base = self._resolver.deref(raw, base)
+        if not isinstance(node, dict):
+            raise SpecError(f"{where}: a parameter must be an object")
+        name, location = node.get("name"), node.get("in")
+        if not isinstance(name, str) or not name:
+            raise SpecError(f"{where}: a parameter needs a non-empty string 'name'")
+        if location not in _LOCATIONS:
+            raise SpecError(f"{where}: parameter {name!r} has 'in' {location!r}; expected one of {', '.join(_LOCATIONS)}")
+        if location == "header" and name.lower() in _IGNORED_HEADERS:
+            return None
+        content_type = None
+        if isinstance(node.get("schema"), (dict, bool)):
+            schema = self._schemas.convert(node["schema"], node_base, "in", f"{where}/schema")
+        elif isinstance(node.get("content"), dict) and node["content"]:
+            content_type, media = next(iter(node["content"].items()))
+            raw_schema = media.get("schema", {}) if isinstance(media, dict) else {}
+            schema = self._schemas.convert(raw_schema, node_base, "in", f"{where}/content")
+        else:
+            schema = {"type": "string"}
+        default_style = "simple" if location in ("path", "header") else "form"
+        style = node.get("style") if isinstance(node.get("style"), str) else default_style
+        explode = node.get("explode")
+        description = _text(node.get("description"))
+        if isinstance(schema, dict) and description and "description" not in schema:
+            schema = {**schema, "description": description}
+        return Parameter(
+            name=name,
+            location=location,
+            schema=schema,
+            required=True if location == "path" else node.get("required") is True,
+            description=description,
+            style=style,
+            explode=explode if isinstance(explode, bool) else style == "form",
+            allow_reserved=node.get("allowReserved") is True,
+            content_type=content_type,
+        )
+
+    def _request_body(self, raw: Any, base: str, pointer: str) -> RequestBody | None:
+        if raw is None:
+            return None
+        where = f"{pointer}/requestBody"
+        node, node_base = self._resolver.deref(raw, base)
+        if not isinstance(node, dict) or not isinstance(node.get("content"), dict) or not node["content"]:
+            raise SpecError(f"{where}: needs a non-empty 'content' map")
+        content: dict[str, Any] = node["content"]
+        media_type = _choose_media_type(content)
+        media = content[media_type] if isinstance(content[media_type], dict) else {}
+        raw_schema = media.get("schema", {})
+        schema = self._schemas.convert(raw_schema, node_base, "in", f"{where}/content/{escape_pointer_token(media_type)}/schema")
+        encoding = {
+            prop: enc["contentType"]
+            for prop, enc in (media.get("encoding") or {}).items()
+            if isinstance(enc, dict) and isinstance(enc.get("contentType"), str)
+        }
+        return RequestBody(media_type=media_type, schema=schema, required=node.get("required") is True,
+                           description=_text(node.get("description")), encoding=encoding)
+
+    def _response(self, raw: Any, base: str, pointer: str) -> Response | None:
+        if not isinstance(raw, dict):
+            return None
+        codes = sorted(str(code) for code in raw if str(code).startswith("2"))
+        if not codes:
+            return None
+        status = codes[0]
+        key = status if status in raw else int(status)
+        node, node_base = self._resolver.deref(raw[key], base)
+        if not isinstance(node, dict):
+            return None
+        content = node.get("content")
+        if not isinstance(content, dict) or not content:
+            return Response(status=status, media_type=None, schema=None, description=_text(node.get("description")))
+        json_types = [mt for mt in content if is_json_media_type(mt)]
+        media_type = json_types[0] if json_types else next(iter(content))
+        schema = None
+        media = content[media_type]
+        if json_types and isinstance(media, dict) and "schema" in media:
+            where = f"{pointer}/responses/{status}/content/{escape_pointer_token(media_type)}/schema"
+            schema = self._schemas.convert(media["schema"], node_base, "out", where)
+        return Response(status=status, media_type=media_type, schema=schema, description=_text(node.get("description")))
+
+
+def _choose_media_type(content: Mapping[str, Any]) -> str:
+    for preferred in _BODY_PREFERENCE:
+        for media_type in content:
+            if media_type.split(";", 1)[0].strip().lower() == preferred:
+                return media_type
+    for media_type in content:
+        if is_json_media_type(media_type):
+            return media_type
+    return next(iter(content))
+
+
+def _security(raw: Any, pointer: str) -> tuple[Mapping[str, tuple[str, ...]], ...] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise SpecError(f"{pointer}/security: must be a list of security requirement objects")
+    alternatives = []
+    for requirement in raw:
+        if isinstance(requirement, dict):
+            alternatives.append({
+                str(name): tuple(s for s in scopes if isinstance(s, str)) if isinstance(scopes, list) else ()
+                for name, scopes in requirement.items()
+            })
+    return tuple(alternatives)
+
+
+def _text(value: Any) -> str | None:
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def _strip_pointer(message: str, pointer: str) -> str:
+    prefix = f"{pointer}: "
+    return message[len(prefix):] if message.startswith(prefix) else message

@@ -1,0 +1,210 @@
+"""Convert OpenAPI 3.0/3.1 schema objects to JSON Schema 2020-12 for tool schemas.
+
+Every `$ref` to a schema becomes `{"$ref": "#/$defs/<key>"}` and its target is converted once
+and stored under that key, so recursive schemas work and each tool can later take only the
+definitions it reaches. Request-side and response-side variants are kept apart because
+`readOnly` properties must not be asked for in requests and `writeOnly` ones never come back.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+from urllib.parse import unquote, urldefrag
+
+import regex
+
+from converter.errors import SpecError
+from converter.models import JsonSchema, Problem
+from converter.spec.resolve import Resolver
+
+Mode = Literal["in", "out"]
+
+_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "dependentSchemas"})
+_SCHEMA_LISTS = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
+_SCHEMA_ONE = frozenset(
+    {"items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames",
+     "unevaluatedItems", "unevaluatedProperties", "additionalItems", "contentSchema"}
+)
+# OpenAPI-only or identity keywords that would change meaning (or just add bulk) in a tool schema.
+_DROPPED = frozenset(
+    {"discriminator", "xml", "externalDocs", "example", "nullable", "$schema", "$id", "$anchor",
+     "$dynamicAnchor", "$dynamicRef", "$comment", "$defs", "definitions", "$vocabulary"}
+)
+_JSON_TYPES = frozenset({"string", "number", "integer", "boolean", "array", "object", "null"})
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_MAX_DEPTH = 256
+
+
+class SchemaConverter:
+    """Converts schemas of one document set, collecting the definitions they reference."""
+
+    def __init__(self, resolver: Resolver, *, is_31: bool) -> None:
+        self._resolver = resolver
+        self._is_31 = is_31
+        self.defs: dict[Mode, dict[str, JsonSchema]] = {"in": {}, "out": {}}
+        self.problems: list[Problem] = []
+        self._keys: dict[str, str] = {}  # absolute ref URI -> def key
+        self._taken: set[str] = set()
+        self._patterns: dict[str, bool] = {}
+        self._depth = 0
+
+    def convert(self, node: Any, base: str, mode: Mode, where: str) -> Any:
+        """Return the JSON Schema 2020-12 form of the schema `node` found in document `base`.
+
+        Args:
+            node: the OpenAPI schema object (or boolean schema).
+            base: URI of the document the node is in (for relative `$ref`s).
+            mode: "in" for request schemas, "out" for response schemas.
+            where: JSON Pointer of the node, used in problem messages.
+        """
+        if isinstance(node, bool):
+            return node
+        if not isinstance(node, dict):
+            self.problems.append(Problem(where, f"a schema must be an object, not {type(node).__name__}; ignored"))
+            return {}
+        self._depth += 1
+        try:
+            if self._depth > _MAX_DEPTH:
+                raise SpecError(f"{where}: schema is nested more than {_MAX_DEPTH} levels deep", pointer=where)
+            return self._convert_object(node, base, mode, where)
+        finally:
+            self._depth -= 1
+
+    def ref(self, ref: Any, base: str, mode: Mode) -> JsonSchema:
+        """Register the schema behind `ref` as a definition and return a reference to it."""
+        target, uri = self._resolver.lookup(ref, base)
+        key = self._keys.get(uri)
+        if key is None:
+            key = self._new_key(uri)
+        defs = self.defs[mode]
+        if key not in defs:
+            defs[key] = {}  # placeholder first: a recursive schema refers back to itself
+            defs[key] = self.convert(target, urldefrag(uri).url, mode, f"#{urldefrag(uri).fragment}")
+        return {"$ref": f"#/$defs/{key}"}
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _convert_object(self, node: dict[str, Any], base: str, mode: Mode, where: str) -> Any:
+        if "$ref" in node:
+            out = self.ref(node["$ref"], base, mode)
+            if not self._is_31:
+                # OAS 3.0: siblings of $ref are ignored, but `nullable` next to it is common intent.
+                return _nullable(out) if node.get("nullable") is True else out
+            for key in ("description", "default", "title"):
+                if key in node:
+                    out[key] = node[key]
+            return out
+
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key in _DROPPED or key.startswith("x-"):
+                continue
+            if key == "properties" and isinstance(value, dict):
+                out[key] = {
+                    name: self.convert(sub, base, mode, f"{where}/properties/{name}")
+                    for name, sub in value.items()
+                    if not self._is_hidden(sub, base, mode)
+                }
+            elif key in _SCHEMA_MAPS and isinstance(value, dict):
+                out[key] = {name: self.convert(sub, base, mode, f"{where}/{key}/{name}") for name, sub in value.items()}
+            elif key in _SCHEMA_LISTS and isinstance(value, list):
+                out[key] = [self.convert(sub, base, mode, f"{where}/{key}/{i}") for i, sub in enumerate(value)]
+            elif key == "items" and isinstance(value, list):  # draft-4 tuple form
+                out["prefixItems"] = [self.convert(sub, base, mode, f"{where}/items/{i}") for i, sub in enumerate(value)]
+            elif key in _SCHEMA_ONE:
+                out[key] = self.convert(value, base, mode, f"{where}/{key}")
+            elif key == "type":
+                self._type(value, out, where)
+            elif key == "required":
+                if isinstance(value, list):
+                    out[key] = [name for name in value if isinstance(name, str)]
+            elif key == "pattern":
+                if isinstance(value, str) and self._pattern_ok(value):
+                    out[key] = value
+                else:
+                    self.problems.append(Problem(where, f"pattern {value!r} is not a valid regular expression; ignored"))
+            elif key in ("exclusiveMinimum", "exclusiveMaximum") and isinstance(value, bool):
+                bound = "minimum" if key == "exclusiveMinimum" else "maximum"
+                if value and bound in node:  # OAS 3.0 boolean form -> 2020-12 numeric form
+                    out[key] = node[bound]
+            elif key == "enum" and not isinstance(value, list):
+                self.problems.append(Problem(where, "enum must be a list; ignored"))
+            else:
+                out[key] = value
+        if "example" in node and "examples" not in out:
+            out["examples"] = [node["example"]]
+        if "exclusiveMinimum" in out and out.get("minimum") == out["exclusiveMinimum"]:
+            del out["minimum"]
+        if "exclusiveMaximum" in out and out.get("maximum") == out["exclusiveMaximum"]:
+            del out["maximum"]
+        if "properties" in out and "required" in out:
+            hidden = set(node.get("properties", {})) - set(out["properties"])
+            if hidden:
+                out["required"] = [name for name in out["required"] if name not in hidden]
+        if node.get("nullable") is True:
+            return _nullable(out)
+        return out
+
+    def _type(self, value: Any, out: dict[str, Any], where: str) -> None:
+        if value == "file":  # Swagger 2.0 leftover
+            out["type"] = "string"
+            out.setdefault("format", "binary")
+        elif isinstance(value, str) and value in _JSON_TYPES:
+            out["type"] = value
+        elif isinstance(value, list) and value and all(isinstance(t, str) and t in _JSON_TYPES for t in value):
+            out["type"] = list(dict.fromkeys(value))
+        else:
+            self.problems.append(Problem(where, f"type {value!r} is not a JSON Schema type; ignored"))
+
+    def _is_hidden(self, prop: Any, base: str, mode: Mode) -> bool:
+        """readOnly properties are left out of requests, writeOnly ones out of responses."""
+        flag = "readOnly" if mode == "in" else "writeOnly"
+        if isinstance(prop, dict) and "$ref" in prop and flag not in prop:
+            try:
+                prop, _ = self._resolver.deref(prop, base)
+            except SpecError:
+                return False
+        return isinstance(prop, dict) and prop.get(flag) is True
+
+    def _pattern_ok(self, pattern: str) -> bool:
+        known = self._patterns.get(pattern)
+        if known is None:
+            try:
+                regex.compile(pattern)
+                known = True
+            except (regex.error, ValueError, OverflowError, RecursionError):
+                known = False
+            self._patterns[pattern] = known
+        return known
+
+    def _new_key(self, uri: str) -> str:
+        fragment = urldefrag(uri).fragment
+        token = unquote(fragment.rsplit("/", 1)[-1]).replace("~1", "/").replace("~0", "~") if fragment else ""
+        if not token:
+            token = urldefrag(uri).url.rsplit("/", 1)[-1].split(".", 1)[0] or "schema"
+        stem = _KEY_UNSAFE.sub("_", token).strip("_") or "schema"
+        key, n = stem, 1
+        while key in self._taken:
+            n += 1
+            key = f"{stem}_{n}"
+        self._taken.add(key)
+        self._keys[uri] = key
+        return key
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """OAS 3.0 `nullable: true` -> a 2020-12 schema that also accepts null."""
+    kind = schema.get("type")
+    if isinstance(kind, str) and not any(k in schema for k in ("allOf", "anyOf", "oneOf", "$ref")):
+        schema["type"] = [kind, "null"]
+        if isinstance(schema.get("enum"), list) and None not in schema["enum"]:
+            schema["enum"] = [*schema["enum"], None]
+        return schema
+    if isinstance(kind, list):
+        if "null" not in kind:
+            schema["type"] = [*kind, "null"]
+        return schema
+    if not schema:
+        return schema  # {} already accepts null
+    return {"anyOf": [schema, {"type": "null"}]}

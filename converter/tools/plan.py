@@ -1,0 +1,206 @@
+"""Compile each operation once into a `ToolPlan`: the MCP tool plus everything a call needs."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import jsonschema
+import mcp.types as types
+import regex
+from jsonschema.exceptions import ValidationError, best_match
+
+from converter.errors import ArgumentError
+from converter.invoke.request import RequestTemplate
+from converter.models import JsonSchema, Operation, Problem, Slot, Spec
+from converter.tools.names import assign_names
+from converter.tools.schemas import BODY, DefsIndex, build_input_schema, build_output_schema
+
+META_KEY = "openapi-mcp/operation"
+_BASE64_HINT = "File content, base64-encoded."
+
+
+@lru_cache(maxsize=4096)
+def _regex(pattern: str) -> Any:
+    return regex.compile(pattern)
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterable[ValidationError]:
+    # JSON Schema patterns are ECMA-262; the `regex` module understands \p{L} and friends, `re` does not.
+    if validator.is_type(instance, "string") and not _regex(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+_Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _pattern})
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """include/exclude filters from the config (PRODUCT.md `include:` / `exclude:`)."""
+
+    tags: tuple[str, ...] = ()
+    operations: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+
+    def is_empty(self) -> bool:
+        return not (self.tags or self.operations or self.paths or self.methods)
+
+    def matches(self, op: Operation, name: str) -> bool:
+        return (
+            any(tag in self.tags for tag in op.tags)
+            or (op.operation_id in self.operations or name in self.operations)
+            or any(fnmatch.fnmatchcase(op.path, pattern) for pattern in self.paths)
+            or op.method in self.methods
+        )
+
+
+@dataclass(slots=True)
+class ToolPlan:
+    """A compiled tool: its MCP definition and the request template its calls follow."""
+
+    name: str
+    operation: Operation
+    tool: types.Tool
+    input_schema: JsonSchema
+    output_schema: JsonSchema | None
+    wraps_result: bool
+    request: RequestTemplate
+    _validator: Any = field(default=None, repr=False)
+    _output_validator: Any = field(default=None, repr=False)
+
+    @property
+    def method(self) -> str:
+        return self.operation.method
+
+    @property
+    def path(self) -> str:
+        return self.operation.path
+
+    def validate_arguments(self, arguments: Mapping[str, Any]) -> None:
+        """Check arguments against the input schema before anything is sent.
+
+        Raises:
+            ArgumentError: naming the argument (JSON path) and the rule it broke.
+        """
+        if self._validator is None:
+            self._validator = _Validator(self.input_schema)
+        error = best_match(self._validator.iter_errors(arguments))
+        if error is not None:
+            raise ArgumentError(
+                f"Invalid arguments for tool {self.name!r} at {error.json_path}: {error.message}",
+                tool=self.name, json_path=error.json_path,
+            )
+
+    def check_output(self, structured: Any) -> str | None:
+        """Return why `structured` does not match the output schema, or None when it does."""
+        if self.output_schema is None:
+            return None
+        if self._output_validator is None:
+            self._output_validator = _Validator(self.output_schema)
+        error = best_match(self._output_validator.iter_errors(structured))
+        return None if error is None else f"at {error.json_path}: {error.message}"
+
+    def __repr__(self) -> str:
+        return f"ToolPlan(name={self.name!r}, method={self.method!r}, path={self.path!r})"
+
+
+def build_plans(
+    spec: Spec,
+    *,
+    include: Selection = Selection(),
+    exclude: Selection = Selection(),
+) -> tuple[list[ToolPlan], list[Problem]]:
+    """Compile every selected operation of `spec` into a ToolPlan; report what was renamed."""
+    names, problems = assign_names(spec.operations)
+    in_defs, out_defs = DefsIndex(spec.input_defs), DefsIndex(spec.output_defs)
+    plans: list[ToolPlan] = []
+    for op, name in zip(spec.operations, names, strict=True):
+        if not include.is_empty() and not include.matches(op, name):
+            continue
+        if not exclude.is_empty() and exclude.matches(op, name):
+            continue
+        plans.append(_plan(op, name, in_defs, out_defs))
+    return plans, problems
+
+
+def _plan(op: Operation, name: str, in_defs: DefsIndex, out_defs: DefsIndex) -> ToolPlan:
+    input_schema, slots = build_input_schema(op, in_defs)
+    binary = _binary_arguments(op, input_schema, slots, in_defs)
+    output_schema, wraps = build_output_schema(op, out_defs)
+    tool = types.Tool(
+        name=name,
+        title=op.summary,
+        description=_description(op),
+        input_schema=input_schema,
+        output_schema=output_schema,
+        annotations=_annotations(op),
+        _meta={META_KEY: _operation_meta(op)},
+    )
+    return ToolPlan(
+        name=name, operation=op, tool=tool, input_schema=input_schema, output_schema=output_schema,
+        wraps_result=wraps, request=RequestTemplate.compile(name, op, slots, binary),
+    )
+
+
+def _binary_arguments(op: Operation, schema: JsonSchema, slots: Sequence[Slot], defs: DefsIndex) -> frozenset[str]:
+    """Body arguments that carry file bytes: their schema becomes a base64 string."""
+    body = op.request_body
+    if body is None:
+        return frozenset()
+    essence = body.media_type.split(";", 1)[0].strip().lower()
+    binary: set[str] = set()
+    properties = schema["properties"]
+    for slot in slots:
+        if slot.location == "body_field" and essence == "multipart/form-data":
+            prop = defs.deref(properties[slot.argument])
+            if isinstance(prop, dict) and prop.get("format") == "binary":
+                properties[slot.argument] = _base64_schema(prop)
+                binary.add(slot.name)
+        elif slot.location == "body" and not _is_textual(essence):
+            prop = defs.deref(properties[slot.argument])
+            if isinstance(prop, dict) and (prop.get("format") == "binary" or not prop.get("type")):
+                properties[slot.argument] = _base64_schema(prop)
+                binary.add(BODY)
+    return frozenset(binary)
+
+
+def _base64_schema(prop: Mapping[str, Any]) -> JsonSchema:
+    description = prop.get("description")
+    text = f"{description} ({_BASE64_HINT})" if description else _BASE64_HINT
+    return {"type": "string", "contentEncoding": "base64", "description": text}
+
+
+def _is_textual(essence: str) -> bool:
+    return essence.startswith("text/") or essence.endswith(("json", "xml")) or essence in (
+        "application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def _description(op: Operation) -> str:
+    parts = [p for p in (op.summary, op.description) if p]
+    if len(parts) == 2 and parts[1].startswith(parts[0]):
+        parts = parts[1:]
+    text = "\n\n".join(parts) or f"{op.method} {op.path}"
+    return f"(Deprecated) {text}" if op.deprecated else text
+
+
+def _annotations(op: Operation) -> types.ToolAnnotations:
+    method = op.method
+    read_only = method in ("GET", "HEAD", "OPTIONS")
+    return types.ToolAnnotations(
+        title=op.summary,
+        read_only_hint=read_only,
+        destructive_hint=None if read_only else method == "DELETE",
+        idempotent_hint=method in ("GET", "HEAD", "OPTIONS", "PUT", "DELETE"),
+        open_world_hint=True,
+    )
+
+
+def _operation_meta(op: Operation) -> dict[str, Any]:
+    meta: dict[str, Any] = {"method": op.method, "path": op.path}
+    if op.operation_id is not None:
+        meta["operationId"] = op.operation_id
+    return meta

@@ -1,0 +1,161 @@
+"""Build a tool's input and output JSON Schemas from an `Operation`.
+
+Path, query, header and cookie parameters and the request body become one object schema. An
+object body is flattened into the top level (its properties become arguments); any other body
+is one `body` argument. A name used in two locations becomes `name__location` in every location
+(fastmcp's convention). Only the `$defs` a schema reaches are attached to it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+from converter.models import JsonSchema, Operation, Slot, SlotLocation
+
+BODY: Final = "body"
+MAX_OUTPUT_SCHEMA_BYTES: Final = 32_000
+
+_FORM_TYPES: Final = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+class DefsIndex:
+    """Finds the `$defs` a schema reaches; each definition's own references are computed once."""
+
+    def __init__(self, defs: Mapping[str, JsonSchema]) -> None:
+        self.defs = defs
+        self._direct: dict[str, frozenset[str]] = {}
+
+    def closure(self, schema: Any) -> dict[str, JsonSchema]:
+        todo = list(_refs(schema))
+        reached: dict[str, JsonSchema] = {}
+        while todo:
+            key = todo.pop()
+            if key in reached or key not in self.defs:
+                continue
+            reached[key] = self.defs[key]
+            direct = self._direct.get(key)
+            if direct is None:
+                direct = self._direct[key] = frozenset(_refs(self.defs[key]))
+            todo.extend(direct)
+        return dict(sorted(reached.items()))
+
+    def deref(self, schema: Any) -> Any:
+        """Follow a top-level `{"$ref": "#/$defs/x"}` (chains included) to the schema it names."""
+        seen: set[str] = set()
+        while isinstance(schema, dict) and set(schema) == {"$ref"} and schema["$ref"].startswith("#/$defs/"):
+            key = schema["$ref"][len("#/$defs/"):]
+            if key in seen or key not in self.defs:
+                break
+            seen.add(key)
+            schema = self.defs[key]
+        return schema
+
+
+def build_input_schema(op: Operation, defs: DefsIndex) -> tuple[JsonSchema, tuple[Slot, ...]]:
+    """Return the tool's inputSchema and the map saying where each argument goes."""
+    entries: list[tuple[str, SlotLocation, Any, bool]] = []  # wire name, location, schema, required
+    for param in op.parameters:
+        entries.append((param.name, param.location, param.schema, param.required))
+    body = op.request_body
+    if body is not None:
+        fields = _flattenable(body.schema, body.media_type, body.required, defs)
+        if fields is None:
+            schema = body.schema
+            if body.description and isinstance(schema, dict) and "description" not in schema:
+                schema = {**schema, "description": body.description}
+            entries.append((BODY, "body", schema, body.required))
+        else:
+            properties, required = fields
+            for name, schema in properties.items():
+                entries.append((name, "body_field", schema, name in required))
+
+    counts: dict[str, int] = {}
+    for name, *_ in entries:
+        counts[name] = counts.get(name, 0) + 1
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    slots: list[Slot] = []
+    for name, location, schema, is_required in entries:
+        argument = name if counts[name] == 1 else f"{name}__{'body' if location == 'body_field' else location}"
+        properties[argument] = schema
+        if is_required:
+            required.append(argument)
+        slots.append(Slot(argument=argument, location=location, name=name))
+
+    result: JsonSchema = {"type": "object", "properties": properties}
+    if required:
+        result["required"] = required
+    result["additionalProperties"] = False
+    reached = defs.closure(properties)
+    if reached:
+        result["$defs"] = reached
+    return result, tuple(slots)
+
+
+def build_output_schema(op: Operation, defs: DefsIndex) -> tuple[JsonSchema | None, bool]:
+    """Return the outputSchema (or None) and whether results are wrapped as `{"result": ...}`.
+
+    MCP needs an object at the top (through 2025-11-25), so any other JSON response is wrapped.
+    A schema larger than MAX_OUTPUT_SCHEMA_BYTES is left out: it would cost clients more context
+    than it is worth.
+    """
+    response = op.response
+    if response is None or response.schema is None:
+        return None, False
+    top = defs.deref(response.schema)
+    if isinstance(top, dict) and _is_object_schema(top):
+        schema: JsonSchema = dict(top)
+        wrapped = False
+    else:
+        schema = {"type": "object", "properties": {"result": response.schema}, "required": ["result"]}
+        wrapped = True
+    reached = defs.closure(schema)
+    schema.pop("$defs", None)
+    if reached:
+        schema["$defs"] = reached
+    if len(json.dumps(schema, separators=(",", ":"))) > MAX_OUTPUT_SCHEMA_BYTES:
+        return None, False
+    return schema, wrapped
+
+
+def _flattenable(
+    schema: Any, media_type: str, required: bool, defs: DefsIndex
+) -> tuple[dict[str, Any], set[str]] | None:
+    """The properties of an object body that can be spread into the arguments, or None."""
+    top = defs.deref(schema)
+    if not isinstance(top, dict) or not isinstance(top.get("properties"), dict) or not top["properties"]:
+        return None
+    if any(k in top for k in ("allOf", "anyOf", "oneOf", "not", "if", "patternProperties")):
+        return None
+    inner_required = {n for n in top.get("required", ()) if isinstance(n, str)}
+    is_form = media_type.split(";", 1)[0].strip().lower() in _FORM_TYPES
+    if not required and inner_required and not is_form:
+        return None  # an optional body with required fields cannot be spread: keep it whole
+    return dict(top["properties"]), inner_required if required or is_form else set()
+
+
+def _is_object_schema(schema: Mapping[str, Any]) -> bool:
+    kind = schema.get("type")
+    if kind == "object":
+        return True
+    return kind is None and isinstance(schema.get("properties"), dict) and not any(
+        k in schema for k in ("anyOf", "oneOf", "allOf")
+    )
+
+
+def _refs(node: Any) -> set[str]:
+    """The `#/$defs/<key>` keys referenced anywhere in `node` (not following them)."""
+    found: set[str] = set()
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            ref = item.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                found.add(ref[len("#/$defs/"):])
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
