@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import base64
+
+import anyio
+import httpx
+import pytest
+import respx
+
+from converter import ArgumentError, UpstreamError
+from converter.invoke.request import HttpRequest
+from converter.invoke.result import map_response
+from converter.invoke.upstream import Upstream
+
+OK = {"200": {"description": "ok"}}
+BASE = "http://up.test/api"
+
+
+def build(make_plans, paths, name, args, **extra) -> HttpRequest:
+    plan = make_plans(paths, **extra)[name]
+    plan.validate_arguments(args)
+    return plan.request.build(args, BASE)
+
+
+def q(name: str, schema: dict, **kw) -> dict:
+    return {"name": name, "in": "query", "schema": schema, **kw}
+
+
+def test_path_values_are_percent_encoded_and_cannot_escape(make_plans) -> None:
+    paths = {"/files/{name}/meta": {"get": {"operationId": "f", "parameters": [
+        {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}], "responses": OK}}}
+    assert build(make_plans, paths, "f", {"name": "../admin?x=1#"}).url == f"{BASE}/files/..%2Fadmin%3Fx%3D1%23/meta"
+    assert build(make_plans, paths, "f", {"name": "%2e%2e"}).url == f"{BASE}/files/%252e%252e/meta"
+    for bad in ("..", ".", ""):
+        with pytest.raises(ArgumentError, match="must not be empty, '.' or '..'"):
+            build(make_plans, paths, "f", {"name": bad})
+
+
+def test_query_styles(make_plans) -> None:
+    params = [
+        q("form", {"type": "array", "items": {"type": "string"}}, explode=False),
+        q("multi", {"type": "array", "items": {"type": "integer"}}),
+        q("space", {"type": "array", "items": {"type": "string"}}, style="spaceDelimited", explode=False),
+        q("pipe", {"type": "array", "items": {"type": "string"}}, style="pipeDelimited", explode=False),
+        q("deep", {"type": "object"}, style="deepObject", explode=True),
+        q("flag", {"type": "boolean"}),
+        q("text", {"type": "string"}),
+    ]
+    request = build(make_plans, {"/s": {"get": {"operationId": "s", "parameters": params, "responses": OK}}}, "s", {
+        "form": ["a", "b c"], "multi": [1, 2], "space": ["x", "y"], "pipe": ["p", "q"],
+        "deep": {"min": 1, "max": 2}, "flag": True, "text": "a&b=c",
+    })
+    assert request.url == (f"{BASE}/s?form=a,b%20c&multi=1&multi=2&space=x%20y&pipe=p|q"
+                           "&deep%5Bmin%5D=1&deep%5Bmax%5D=2&flag=true&text=a%26b%3Dc")
+
+
+def test_path_label_and_matrix_styles(make_plans) -> None:
+    params = [{"name": "l", "in": "path", "required": True, "style": "label", "schema": {"type": "array"}},
+              {"name": "m", "in": "path", "required": True, "style": "matrix", "schema": {"type": "string"}}]
+    request = build(make_plans, {"/x/{l}/{m}": {"get": {"operationId": "x", "parameters": params, "responses": OK}}},
+                    "x", {"l": [1, 2], "m": "v"})
+    assert request.url == f"{BASE}/x/.1,2/;m=v"
+
+
+def test_headers_and_cookies(make_plans) -> None:
+    params = [{"name": "X-Ids", "in": "header", "schema": {"type": "array", "items": {"type": "integer"}}},
+              {"name": "session", "in": "cookie", "schema": {"type": "string"}}]
+    paths = {"/h": {"get": {"operationId": "h", "parameters": params, "responses": OK}}}
+    request = build(make_plans, paths, "h", {"X-Ids": [1, 2], "session": "a b"})
+    assert request.headers["X-Ids"] == "1,2"
+    assert request.headers["cookie"] == "session=a%20b"
+
+
+def test_header_injection_is_refused(make_plans) -> None:
+    paths = {"/h": {"get": {"operationId": "h", "parameters": [
+        {"name": "X-Note", "in": "header", "schema": {"type": "string"}}], "responses": OK}}}
+    with pytest.raises(ArgumentError, match="must not contain CR, LF or NUL"):
+        build(make_plans, paths, "h", {"X-Note": "a\r\nX-Admin: 1"})
+
+
+def test_json_form_and_multipart_bodies(make_plans) -> None:
+    obj = {"type": "object", "properties": {"a": {"type": "string"}, "n": {"type": "array", "items": {"type": "integer"}}}}
+    paths = {
+        "/j": {"post": {"operationId": "j", "requestBody": {"content": {"application/json": {"schema": obj}}}, "responses": OK}},
+        "/f": {"post": {"operationId": "f", "requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": obj}}}, "responses": OK}},
+        "/m": {"post": {"operationId": "m", "requestBody": {"content": {"multipart/form-data": {"schema": {
+            "type": "object", "properties": {"file": {"type": "string", "format": "binary"}, "meta": {"type": "object"}}}}}}, "responses": OK}},
+    }
+    j = build(make_plans, paths, "j", {"a": "é", "n": [1]})
+    assert (j.content, j.headers["content-type"]) == ('{"a":"é","n":[1]}'.encode(), "application/json")
+    f = build(make_plans, paths, "f", {"a": "x y", "n": [1, 2]})
+    assert f.content == b"a=x%20y&n=1&n=2"
+    m = build(make_plans, paths, "m", {"file": base64.b64encode(b"\x00bin").decode(), "meta": {"k": 1}})
+    assert m.files == [("file", ("file", b"\x00bin", "application/octet-stream"))]
+    assert m.data == {"meta": '{"k":1}'}
+    with pytest.raises(ArgumentError, match="must be base64-encoded"):
+        build(make_plans, paths, "m", {"file": "not base64!"})
+
+
+def send(handler, request: HttpRequest, **kw):
+    async def go():
+        async with Upstream(transport=httpx.MockTransport(handler), **kw) as upstream:
+            return await upstream.send(request)
+    return anyio.run(go)
+
+
+def test_timeout_connect_error_and_body_cap() -> None:
+    request = HttpRequest("GET", f"{BASE}/x", {})
+
+    async def slow(req):
+        await anyio.sleep(5)
+
+    with pytest.raises(UpstreamError) as exc:
+        send(slow, request, timeout=0.2)
+    assert str(exc.value) == f"GET {BASE}/x timed out after 0.2 s"
+
+    def refuse(req):
+        raise httpx.ConnectError("Connection refused")
+
+    with pytest.raises(UpstreamError, match=r"cannot connect \(Connection refused\)"):
+        send(refuse, request)
+    response = send(lambda req: httpx.Response(200, content=b"x" * 100), request, max_response_bytes=10)
+    assert (response.body, response.truncated) == (b"x" * 10, True)
+
+
+@respx.mock
+def test_respx_upstream_sees_exact_request(make_plans) -> None:
+    route = respx.get(f"{BASE}/u/42").mock(return_value=httpx.Response(200, json={"ok": True}))
+    plan = make_plans({"/u/{id}": {"get": {"operationId": "u", "parameters": [
+        {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}], "responses": OK}}})["u"]
+
+    async def go():
+        async with Upstream(transport=httpx.AsyncHTTPTransport()) as upstream:
+            return await upstream.send(plan.request.build({"id": 42}, BASE))
+
+    assert anyio.run(go).status == 200
+    assert route.calls.last.request.headers["accept"] == "application/json"
+
+
+def result_for(make_plans, response_schema, status=200, body=b"{}", content_type="application/json", truncated=False):
+    from converter.invoke.upstream import UpstreamResponse
+
+    responses = {"200": {"description": "ok", "content": {"application/json": {"schema": response_schema}}}} \
+        if response_schema is not None else OK
+    plan = make_plans({"/r": {"get": {"operationId": "r", "responses": responses}}})["r"]
+    return map_response(UpstreamResponse(status, "OK" if status == 200 else "Error", content_type, body, truncated, 0.0,
+                                         f"{BASE}/r"), plan)
+
+
+def test_results(make_plans) -> None:
+    obj = {"type": "object", "required": ["a"], "properties": {"a": {"type": "string"}}}
+    ok = result_for(make_plans, obj, body=b'{"a":"x"}')
+    assert (ok.is_error, ok.structured_content, ok.content[0].text) == (False, {"a": "x"}, '{"a":"x"}')
+    wrapped = result_for(make_plans, {"type": "array"}, body=b"[1]")
+    assert wrapped.structured_content == {"result": [1]}
+    mismatch = result_for(make_plans, obj, body=b'{"a":1}')
+    assert mismatch.is_error and mismatch.structured_content is None
+    assert "does not match the documented response schema (at $.a: 1 is not of type 'string')" in mismatch.content[0].text
+    failed = result_for(make_plans, obj, status=404, body=b'{"error":"no such thing"}')
+    assert failed.is_error and failed.content[0].text == 'Upstream answered HTTP 404 Error to GET /r: {"error":"no such thing"}'
+    image = result_for(make_plans, None, body=b"\x89PNG\r\n", content_type="image/png")
+    assert (image.content[0].type, base64.b64decode(image.content[0].data)) == ("image", b"\x89PNG\r\n")
+    blob = result_for(make_plans, None, body=b"\x00\x01\xff", content_type="application/pdf")
+    assert blob.content[0].type == "resource" and blob.content[0].resource.mime_type == "application/pdf"
+    cut = result_for(make_plans, None, body=b'{"a":', truncated=True)
+    assert "[response truncated" in cut.content[0].text and cut.structured_content is None

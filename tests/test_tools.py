@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+import pytest
+
+from converter import ArgumentError, spec_from_document
+from converter.tools import META_KEY, Selection, build_plans
+from converter.tools.names import MAX_NAME_LENGTH
+from tests.conftest import openapi
+
+OK = {"200": {"description": "ok"}}
+
+
+def test_names_come_from_operation_id_then_method_and_path(make_plans) -> None:
+    plans = make_plans({
+        "/users/{id}/orders": {"get": {"responses": OK}, "post": {"operationId": "createOrder", "responses": OK}},
+    })
+    assert sorted(plans) == ["createOrder", "get_users_id_orders"]
+
+
+def test_long_operation_ids_are_cut_to_64_with_a_stable_hash(make_spec) -> None:
+    long_id = "getTheVeryLongNamedResourceCollectionForTheCurrentlyAuthenticatedUserAccount"  # 76 chars
+    spec = make_spec({"/a": {"get": {"operationId": long_id, "responses": OK}}})
+    plans, problems = build_plans(spec)
+    name = plans[0].name
+    assert len(name) == MAX_NAME_LENGTH and name.startswith("getTheVeryLong")
+    assert build_plans(spec)[0][0].name == name  # deterministic
+    assert problems[0].message.startswith(f"operationId {long_id!r} is longer than 64 characters")
+
+
+def test_invalid_operation_ids_are_slugged_and_reported(make_spec) -> None:
+    plans, problems = build_plans(make_spec({"/a": {"get": {"operationId": "list pets!", "responses": OK}}}))
+    assert plans[0].name == "list_pets"
+    assert str(problems[0]) == "#/paths/~1a/get: operationId 'list pets!' is not a valid tool name; using 'list_pets'"
+
+
+def test_duplicate_names_get_suffixes_and_are_reported(make_spec) -> None:
+    spec = make_spec({
+        "/a": {"get": {"operationId": "same", "responses": OK}},
+        "/b": {"get": {"operationId": "same", "responses": OK}},
+    })
+    plans, problems = build_plans(spec)
+    assert [p.name for p in plans] == ["same", "same_2"]
+    assert str(problems[0]) == "#/paths/~1b/get: tool name 'same' is already used by #/paths/~1a/get; using 'same_2'"
+
+
+def test_x_mcp_name_wins(make_plans) -> None:
+    assert list(make_plans({"/a": {"get": {"operationId": "x", "x-mcp-name": "nicer", "responses": OK}}})) == ["nicer"]
+
+
+def test_input_schema_merges_locations_and_renames_collisions(make_plans) -> None:
+    plan = make_plans({"/items/{id}": {"put": {
+        "operationId": "put",
+        "parameters": [
+            {"name": "id", "in": "path", "schema": {"type": "string"}},
+            {"name": "id", "in": "query", "schema": {"type": "integer"}},
+            {"name": "X-Trace", "in": "header", "required": True, "schema": {"type": "string"}},
+        ],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["id", "name"],
+            "properties": {"id": {"type": "string"}, "name": {"type": "string"}}}}}},
+        "responses": OK,
+    }}})["put"]
+    schema = plan.input_schema
+    assert list(schema["properties"]) == ["id__path", "id__query", "X-Trace", "id__body", "name"]
+    assert schema["required"] == ["id__path", "X-Trace", "id__body", "name"]
+    assert schema["additionalProperties"] is False
+
+
+def test_non_object_body_is_one_body_argument(make_plans) -> None:
+    plan = make_plans({"/tags": {"post": {"operationId": "p", "requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"type": "array", "items": {"type": "string"}}}}}, "responses": OK}}})["p"]
+    assert plan.input_schema["properties"] == {"body": {"type": "array", "items": {"type": "string"}}}
+    assert plan.input_schema["required"] == ["body"]
+
+
+def test_optional_body_with_required_fields_is_kept_whole(make_plans) -> None:
+    plan = make_plans({"/x": {"post": {"operationId": "p", "requestBody": {"content": {"application/json": {"schema": {
+        "type": "object", "required": ["a"], "properties": {"a": {"type": "string"}}}}}}, "responses": OK}}})["p"]
+    assert list(plan.input_schema["properties"]) == ["body"]
+    assert "required" not in plan.input_schema
+
+
+def test_only_reached_defs_are_attached(make_plans) -> None:
+    plans = make_plans({"/a": {"post": {"operationId": "a", "requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/A"}}}}, "responses": OK}}},
+        components={"schemas": {
+            "A": {"type": "object", "properties": {"b": {"$ref": "#/components/schemas/B"}}},
+            "B": {"type": "object", "properties": {"a": {"$ref": "#/components/schemas/A"}}},
+            "Unused": {"type": "string"},
+        }})
+    schema = plans["a"].input_schema
+    assert schema["properties"] == {"b": {"$ref": "#/$defs/B"}}
+    assert sorted(schema["$defs"]) == ["A", "B"]
+
+
+def test_output_schema_objects_are_used_and_arrays_wrapped(make_plans) -> None:
+    plans = make_plans({
+        "/one": {"get": {"operationId": "one", "responses": {"200": {"description": "ok", "content": {
+            "application/json": {"schema": {"type": "object", "properties": {"a": {"type": "string"}}}}}}}}},
+        "/many": {"get": {"operationId": "many", "responses": {"200": {"description": "ok", "content": {
+            "application/json": {"schema": {"type": "array", "items": {"type": "string"}}}}}}}},
+        "/text": {"get": {"operationId": "text", "responses": {"200": {"description": "ok", "content": {
+            "text/plain": {"schema": {"type": "string"}}}}}}},
+    })
+    assert plans["one"].output_schema == {"type": "object", "properties": {"a": {"type": "string"}}}
+    assert not plans["one"].wraps_result
+    assert plans["many"].output_schema == {"type": "object", "properties": {"result": {
+        "type": "array", "items": {"type": "string"}}}, "required": ["result"]}
+    assert plans["many"].wraps_result
+    assert plans["text"].output_schema is None
+
+
+def test_annotations_and_meta(make_plans) -> None:
+    plans = make_plans({"/r/{id}": {
+        "get": {"operationId": "g", "responses": OK},
+        "delete": {"operationId": "d", "responses": OK},
+        "put": {"operationId": "p", "responses": OK},
+        "post": {"responses": OK},
+    }})
+    g, d, p, post = (plans[n].tool for n in ("g", "d", "p", "post_r_id"))
+    assert (g.annotations.read_only_hint, g.annotations.idempotent_hint) == (True, True)
+    assert (d.annotations.destructive_hint, d.annotations.idempotent_hint) == (True, True)
+    assert (p.annotations.destructive_hint, p.annotations.idempotent_hint) == (False, True)
+    assert (post.annotations.read_only_hint, post.annotations.idempotent_hint) == (False, False)
+    assert g.meta == {META_KEY: {"method": "GET", "path": "/r/{id}", "operationId": "g"}}
+    assert post.meta == {META_KEY: {"method": "POST", "path": "/r/{id}"}}
+
+
+def test_include_and_exclude_filters(make_spec) -> None:
+    spec = make_spec({
+        "/a": {"get": {"operationId": "a", "tags": ["x"], "responses": OK},
+               "delete": {"operationId": "del_a", "tags": ["x"], "responses": OK}},
+        "/b/c": {"get": {"operationId": "b", "responses": OK}},
+    })
+    names = lambda **kw: [p.name for p in build_plans(spec, **kw)[0]]  # noqa: E731
+    assert names(include=Selection(tags=("x",))) == ["a", "del_a"]
+    assert names(include=Selection(paths=("/b/*",))) == ["b"]
+    assert names(exclude=Selection(methods=("DELETE",))) == ["a", "b"]
+    assert names(exclude=Selection(operations=("a",))) == ["del_a", "b"]
+
+
+def test_arguments_are_validated_with_a_message_naming_the_argument(make_plans) -> None:
+    plan = make_plans({"/x": {"get": {"operationId": "x", "parameters": [
+        {"name": "n", "in": "query", "required": True, "schema": {"type": "integer", "maximum": 5}},
+        {"name": "name", "in": "query", "schema": {"type": "string", "pattern": "^\\p{Lu}"}}],
+        "responses": OK}}})["x"]
+    plan.validate_arguments({"n": 5, "name": "Émile"})
+    with pytest.raises(ArgumentError) as exc:
+        plan.validate_arguments({"n": 6})
+    assert str(exc.value) == "Invalid arguments for tool 'x' at $.n: 6 is greater than the maximum of 5"
+    assert exc.value.json_path == "$.n"
+    with pytest.raises(ArgumentError, match=r"at \$: 'n' is a required property"):
+        plan.validate_arguments({})
+    with pytest.raises(ArgumentError, match=r"'bogus' was unexpected"):
+        plan.validate_arguments({"n": 1, "bogus": 1})
+    with pytest.raises(ArgumentError, match=r"at \$.name: 'émile' does not match"):
+        plan.validate_arguments({"n": 1, "name": "émile"})
+
+
+def test_multipart_file_fields_become_base64_strings(make_plans) -> None:
+    plan = make_plans({"/upload": {"post": {"operationId": "up", "requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+            "file": {"type": "string", "format": "binary"}, "note": {"type": "string"}}}}}}, "responses": OK}}})["up"]
+    assert plan.input_schema["properties"]["file"]["contentEncoding"] == "base64"
+    assert plan.request.binary_fields == frozenset({"file"})
+
+
+def test_inline_document_uses_the_same_converter() -> None:
+    spec = spec_from_document(openapi({"/x": {"get": {"responses": OK}}}), "inline:tools", source="cfg")
+    assert build_plans(spec)[0][0].name == "get_x"
