@@ -1,0 +1,111 @@
+"""End to end in one process: SDK client -> our MCP server -> marketplace mock (ASGI)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import anyio
+import httpx
+import pytest
+from mcp import Client
+from mcp.shared.exceptions import MCPError
+
+import mock_api
+from converter.app import build_server
+from converter.catalog import build_catalog
+from converter.config import load_settings
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def marketplace():
+    """(client, mock app): the SDK client talks in-process to our server, which calls the mock."""
+    upstream_app = mock_api.create_app()
+    settings = load_settings(None, spec=str(mock_api.SPEC_PATH), upstream_url="http://mock.test")
+    catalog = build_catalog(settings, transport=httpx.ASGITransport(app=upstream_app))
+    async with catalog, Client(build_server(catalog)) as client:
+        yield client, upstream_app
+
+
+async def mock_log(app) -> list[dict]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://mock.test") as http:
+        return (await http.get("/__mock/requests")).json()
+
+
+async def test_every_tool_is_listed_with_its_operation(marketplace) -> None:
+    client, _ = marketplace
+    tools = (await client.list_tools()).tools
+    assert len(tools) == 10
+    by_name = {t.name: t for t in tools}
+    assert by_name["listUserOrders"].meta["openapi-mcp/operation"] == {
+        "method": "GET", "path": "/marketplace/{userId}/orders", "operationId": "listUserOrders"}
+
+
+async def test_calls_reach_the_mock_and_conform_to_its_spec(marketplace) -> None:
+    client, app = marketplace
+    users = await client.call_tool("listUsers", {})
+    assert not users.is_error and len(users.structured_content["result"]) >= 2
+    user_id = users.structured_content["result"][0]["id"]
+    created = await client.call_tool("createOrder", {"userId": user_id, "item": "lamp", "quantity": 2, "price": 9.5})
+    assert not created.is_error, created.content[0].text
+    order_id = created.structured_content["id"]
+    updated = await client.call_tool("updateOrder", {"userId": user_id, "orderId": order_id, "quantity": 3})
+    assert updated.structured_content["quantity"] == 3
+    orders = await client.call_tool("listOrdersByUser", {"userid": user_id})
+    assert order_id in [o["id"] for o in orders.structured_content["result"]]
+    deleted = await client.call_tool("deleteOrder", {"userId": user_id, "orderId": order_id})
+    assert not deleted.is_error
+    avatar = await client.call_tool("getUserAvatar", {"userId": user_id})
+    assert avatar.content[0].type == "image"
+    assert base64.b64decode(avatar.content[0].data).startswith(b"\x89PNG\r\n\x1a\n")
+    log = await mock_log(app)
+    assert log and all(entry["status"] < 400 for entry in log if entry["path"] != "/__mock/requests"), json.dumps(log)[:2000]
+
+
+async def test_bad_arguments_never_reach_the_upstream(marketplace) -> None:
+    client, app = marketplace
+    result = await client.call_tool("createOrder", {"userId": "u1", "item": "lamp", "quantity": 0, "price": 1})
+    assert result.is_error
+    assert result.content[0].text == "Invalid arguments for tool 'createOrder' at $.quantity: 0 is less than the minimum of 1"
+    assert [e for e in await mock_log(app) if e["method"] == "POST"] == []
+
+
+async def test_upstream_errors_are_tool_errors_and_unknown_tools_protocol_errors(marketplace) -> None:
+    client, _ = marketplace
+    missing = await client.call_tool("getUser", {"userId": "nobody"})
+    assert missing.is_error and "HTTP 404" in missing.content[0].text
+    with pytest.raises(MCPError) as exc:
+        await client.call_tool("noSuchTool", {})
+    assert exc.value.code == -32602
+
+
+async def test_cancelling_a_call_cancels_the_upstream_request() -> None:
+    started, cancelled = anyio.Event(), anyio.Event()
+
+    async def slow_upstream(scope, receive, send):
+        started.set()
+        try:
+            await anyio.sleep(30)
+        except anyio.get_cancelled_exc_class():
+            cancelled.set()
+            raise
+
+    settings = load_settings(None, spec=str(mock_api.SPEC_PATH), upstream_url="http://mock.test")
+    catalog = build_catalog(settings, transport=httpx.ASGITransport(app=slow_upstream))
+    async with catalog:
+        plan = catalog.plan("listUsers")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(catalog.call_tool, "listUsers", {})
+            with anyio.fail_after(5):
+                await started.wait()
+            tg.cancel_scope.cancel()
+        with anyio.fail_after(5):
+            await cancelled.wait()
+    assert plan is not None
