@@ -27,6 +27,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
                         stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    # httpx logs every request at INFO: noise, and a measurable cost per call.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except ConverterError as exc:

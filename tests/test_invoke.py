@@ -164,3 +164,79 @@ def test_results(make_plans) -> None:
     assert blob.content[0].type == "resource" and blob.content[0].resource.mime_type == "application/pdf"
     cut = result_for(make_plans, None, body=b'{"a":', truncated=True)
     assert "[response truncated" in cut.content[0].text and cut.structured_content is None
+
+
+# -- the production (aiohttp) path, against real sockets on loopback ---------------------------
+
+async def _serve_raw(handler):
+    """A tiny HTTP server on 127.0.0.1 whose connection handler is `handler(reader, writer)`."""
+    import asyncio
+
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+def aio(handler, request_path="/x", **kw):
+    async def go():
+        server, base = await _serve_raw(handler)
+        try:
+            async with Upstream(**kw) as upstream:
+                return await upstream.send(HttpRequest("GET", base + request_path, {"accept": "*/*"}))
+        finally:
+            server.close()
+    return anyio.run(go)
+
+
+async def _http_reply(reader, writer, body=b'{"ok":true}', delay=0.0, chunks=1):
+    import asyncio
+
+    await reader.readuntil(b"\r\n\r\n")
+    await asyncio.sleep(delay)
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body))
+    step = max(1, len(body) // chunks)
+    for i in range(0, len(body), step):
+        writer.write(body[i:i + step])
+        await writer.drain()
+    writer.close()
+
+
+def test_aiohttp_path_reads_a_real_response() -> None:
+    response = aio(_http_reply)
+    assert (response.status, response.body, response.truncated) == (200, b'{"ok":true}', False)
+
+
+def test_aiohttp_path_times_out_on_a_slow_upstream() -> None:
+    with pytest.raises(UpstreamError, match=r"^GET http://127.0.0.1:\d+/x timed out after 0.3 s$"):
+        aio(lambda r, w: _http_reply(r, w, delay=5), timeout=0.3)
+
+
+def test_aiohttp_path_caps_the_body() -> None:
+    response = aio(lambda r, w: _http_reply(r, w, body=b"y" * 100_000, chunks=10), max_response_bytes=1000)
+    assert (len(response.body), response.truncated) == (1000, True)
+
+
+def test_aiohttp_path_reports_refused_connections() -> None:
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+
+    async def go():
+        async with Upstream() as upstream:
+            return await upstream.send(HttpRequest("GET", f"http://127.0.0.1:{port}/x", {}))
+
+    with pytest.raises(UpstreamError, match=r"failed: cannot connect \(.*refused.*\)"):
+        anyio.run(go)
+
+
+def test_aiohttp_path_reports_a_connection_reset_mid_body() -> None:
+    async def reset(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\npartial")
+        await writer.drain()
+        writer.transport.abort()
+
+    with pytest.raises(UpstreamError, match="failed: "):
+        aio(reset)
