@@ -65,7 +65,8 @@ class Upstream:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=30),
                 cookie_jar=aiohttp.DummyCookieJar(),  # an upstream must not set state for all users
-                timeout=aiohttp.ClientTimeout(total=None, connect=self.timeout),
+                # `total` bounds the whole exchange, body included, while the response is open.
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
                 headers={"user-agent": USER_AGENT},
             )
         return self
@@ -139,13 +140,12 @@ class Upstream:
         started = time.perf_counter()
         where = f"{request.method} {request.url.split('?', 1)[0]}"
         try:
-            with anyio.fail_after(self.timeout):
-                async with self._session.request(
-                    request.method, URL(request.url, encoded=True), headers=request.headers, data=data,
-                    allow_redirects=False,
-                ) as response:
-                    body, truncated = await self._read_aiohttp(response)
-        except TimeoutError as exc:
+            async with self._session.request(
+                request.method, URL(request.url, encoded=True), headers=request.headers, data=data,
+                allow_redirects=False,
+            ) as response:
+                body, truncated = await self._read_aiohttp(response)
+        except TimeoutError as exc:  # before ClientError: aiohttp's timeouts are both
             raise UpstreamError(f"{where} timed out after {self.timeout:g} s", method=request.method, url=request.url) from exc
         except aiohttp.ClientConnectorError as exc:
             errno = getattr(exc.os_error, "errno", None)

@@ -9,6 +9,7 @@ from functools import lru_cache
 from typing import Any
 
 import jsonschema
+import jsonschema_rs
 import mcp.types as types
 import regex
 from jsonschema.exceptions import ValidationError, best_match
@@ -35,6 +36,33 @@ def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterab
 
 
 _Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _pattern})
+
+
+class SchemaCheck:
+    """A compiled schema: a Rust validator answers "valid?" per call (~50x faster than
+    python-jsonschema here); python-jsonschema's `best_match` explains the rare failures."""
+
+    __slots__ = ("_fast", "_explain", "_schema")
+
+    def __init__(self, schema: JsonSchema) -> None:
+        self._schema = schema
+        self._explain: Any = None
+        try:
+            self._fast: Any = jsonschema_rs.Draft202012Validator(schema, validate_formats=False)
+        except (jsonschema_rs.ValidationError, ValueError):  # e.g. a regex fancy-regex cannot compile
+            self._fast = None
+
+    def error(self, instance: Any) -> ValidationError | None:
+        """None when `instance` is valid, else the error most worth showing."""
+        if self._fast is not None and self._fast.is_valid(instance):
+            return None
+        if self._explain is None:
+            self._explain = _Validator(self._schema)
+        error = best_match(self._explain.iter_errors(instance))
+        if error is None and self._fast is not None:  # the two disagree: report the Rust verdict
+            first = next(iter(self._fast.iter_errors(instance)))
+            return ValidationError(first.message, path=list(first.instance_path))
+        return error
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +97,8 @@ class ToolPlan:
     output_schema: JsonSchema | None
     wraps_result: bool
     request: RequestTemplate
-    _validator: Any = field(default=None, repr=False)
-    _output_validator: Any = field(default=None, repr=False)
+    _input_check: SchemaCheck | None = field(default=None, repr=False)
+    _output_check: SchemaCheck | None = field(default=None, repr=False)
 
     @property
     def method(self) -> str:
@@ -86,9 +114,9 @@ class ToolPlan:
         Raises:
             ArgumentError: naming the argument (JSON path) and the rule it broke.
         """
-        if self._validator is None:
-            self._validator = _Validator(self.input_schema)
-        error = best_match(self._validator.iter_errors(arguments))
+        if self._input_check is None:
+            self._input_check = SchemaCheck(self.input_schema)
+        error = self._input_check.error(arguments)
         if error is not None:
             raise ArgumentError(
                 f"Invalid arguments for tool {self.name!r} at {error.json_path}: {error.message}",
@@ -99,9 +127,9 @@ class ToolPlan:
         """Return why `structured` does not match the output schema, or None when it does."""
         if self.output_schema is None:
             return None
-        if self._output_validator is None:
-            self._output_validator = _Validator(self.output_schema)
-        error = best_match(self._output_validator.iter_errors(structured))
+        if self._output_check is None:
+            self._output_check = SchemaCheck(self.output_schema)
+        error = self._output_check.error(structured)
         return None if error is None else f"at {error.json_path}: {error.message}"
 
     def __repr__(self) -> str:
