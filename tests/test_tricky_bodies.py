@@ -69,9 +69,6 @@ async def test_multipart_upload_sends_the_file_bytes_text_and_json_fields(tmp_pa
     assert sorted(part["name"] for part in echo["parts"]) == ["file", "metadata", "pages", "title"]
 
 
-@pytest.mark.xfail(strict=True, reason="converter bug: an array of strings in a multipart body is sent as ONE "
-                   "part holding JSON text ('[\"tax\",\"2024\"]'); OAS encodes each item as its own text/plain "
-                   "part, so the echo mock reads labels == ['[\"tax\",\"2024\"]']")
 async def test_multipart_array_fields_are_sent_as_one_part_per_item(tmp_path: Path) -> None:
     async with serve("multipart.yaml", tmp_path) as (catalog, mock):
         echo, _ = await call(catalog, mock, "uploadDocument", {
@@ -79,9 +76,6 @@ async def test_multipart_array_fields_are_sent_as_one_part_per_item(tmp_path: Pa
     assert echo["body"]["labels"] == ["tax", "2024"]
 
 
-@pytest.mark.xfail(strict=True, reason="converter bug: an object field of a multipart body is sent as JSON text "
-                   "in a part without Content-Type (so text/plain by RFC 7578); OAS 3.0 Encoding says an object "
-                   "property defaults to application/json")
 async def test_multipart_object_fields_are_sent_as_application_json_parts(tmp_path: Path) -> None:
     async with serve("multipart.yaml", tmp_path) as (catalog, mock):
         echo, _ = await call(catalog, mock, "uploadDocument", {
@@ -89,23 +83,20 @@ async def test_multipart_object_fields_are_sent_as_application_json_parts(tmp_pa
     assert {p["name"]: p["content_type"] for p in echo["parts"]}["metadata"] == "application/json"
 
 
-@pytest.mark.xfail(strict=True, reason="converter bug: a multipart body without any file field given is sent "
-                   "as application/x-www-form-urlencoded (httpx does that when `files` is empty), which the "
-                   "echo mock refuses: 'Content for the following mimetype not found'")
 async def test_multipart_body_without_a_file_is_still_multipart(tmp_path: Path) -> None:
     async with serve("multipart.yaml", tmp_path) as (catalog, mock):
         echo, _ = await call(catalog, mock, "updateDocument", {"folderId": "inbox", "documentId": 3, "title": "New"})
     assert echo["content_type"].startswith("multipart/form-data") and echo["body"] == {"title": "New"}
 
 
-@pytest.mark.xfail(strict=True, reason="converter bug: a required request body whose fields are all optional "
-                   "is not sent at all when no field is given (RequestTemplate.build only encodes a body when "
-                   "a body argument is present; JSON bodies too); the echo mock answers 'Missing required "
-                   "request body'")
-async def test_a_required_body_is_sent_even_when_no_field_is_given(tmp_path: Path) -> None:
+async def test_a_required_multipart_body_with_no_field_given_is_a_clear_tool_error(tmp_path: Path) -> None:
+    # RFC 2046: a multipart body has at least one part, so there is no valid empty one to send.
     async with serve("multipart.yaml", tmp_path) as (catalog, mock):
-        echo, _ = await call(catalog, mock, "updateDocument", {"folderId": "inbox", "documentId": 3})
-    assert echo["body"] == {}
+        result = await catalog.call_tool("updateDocument", {"folderId": "inbox", "documentId": 3})
+        assert mock.answers == []
+    assert result.is_error
+    assert result.content[0].text == ("updateDocument: the request body is required; give at least one of: "
+                                      "file, title")
 
 
 async def test_form_urlencoded_and_raw_byte_bodies(tmp_path: Path) -> None:
@@ -171,9 +162,6 @@ async def test_image_responses_are_image_content_and_pdfs_embedded_resources() -
                                        '{"error":"no such user"}')
 
 
-@pytest.mark.xfail(strict=True, reason="converter bug: map_response sniffs the bytes before trusting the "
-                   "Content-Type, so an application/pdf body that happens to be ASCII (legal, uncompressed PDF) "
-                   "becomes TextContent instead of an embedded resource")
 async def test_a_pdf_without_binary_bytes_is_still_an_embedded_resource() -> None:
     result = await media_call("downloadInvoice", {"invoiceId": "ascii"}, [])
     assert result.content[0].type == "resource" and result.content[0].resource.mime_type == "application/pdf"
@@ -256,10 +244,6 @@ async def test_openapi_31_null_types_const_examples_and_ref_siblings(tmp_path: P
         assert echo["body"] == filled and echo["parameters"]["query"] == {}
 
 
-@pytest.mark.xfail(strict=True, reason="converter bug: an OAS 3.1 file field (`contentMediaType: image/png`, no "
-                   "`format: binary`) is not a base64 file argument: the value is sent as a text field, so with no "
-                   "file part the body goes out form-urlencoded (the echo mock refuses it), and the inputSchema "
-                   "has no contentEncoding telling the model to send base64")
 async def test_openapi_31_file_fields_are_base64_arguments_sent_as_bytes(tmp_path: Path) -> None:
     async with serve("openapi31.yaml", tmp_path) as (catalog, mock):
         echo, _ = await call(catalog, mock, "uploadPhoto", {"handle": "ada", "caption": "me", "photo": b64(PNG)})

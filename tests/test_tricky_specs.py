@@ -397,9 +397,6 @@ async def test_bad_arguments_are_tool_errors_that_never_reach_the_upstream(
     assert mock.log() == [] and mock.answers == []
 
 
-@pytest.mark.xfail(strict=True, reason="converter bug: a non-ASCII header argument raises UnicodeEncodeError "
-                   "out of Catalog.call_tool (httpx encodes header values as ASCII) instead of a tool error "
-                   "naming the argument")
 async def test_a_header_value_that_http_cannot_carry_is_a_tool_error(tmp_path: Path) -> None:
     async with serve("collisions.yaml", tmp_path) as (catalog, mock):
         result = await catalog.call_tool("upsertNote", {"id__path": 7, "X-Request-Id": "requête-1",

@@ -26,8 +26,6 @@ class HttpRequest:
     url: str
     headers: dict[str, str]
     content: bytes | None = None
-    data: dict[str, Any] | None = None
-    files: list[tuple[str, tuple[str, bytes, str]]] | None = None
     template: str = ""  # the path template, for logs and messages
 
 
@@ -42,6 +40,7 @@ class RequestTemplate:
     slots: tuple[Slot, ...]
     params: dict[str, Parameter]  # argument name -> parameter, for path/query/header/cookie slots
     body_media_type: str | None
+    body_required: bool
     body_encoding: Mapping[str, str]
     binary_fields: frozenset[str]  # body arguments whose value is base64 to be sent as bytes
     accept: str
@@ -72,6 +71,7 @@ class RequestTemplate:
             tool=tool, method=op.method, path_parts=tuple(p for p in parts if p != ""),
             path_template=op.path, slots=slots, params=params,
             body_media_type=body.media_type if body else None,
+            body_required=body.required if body else False,
             body_encoding=dict(body.encoding) if body else {},
             binary_fields=binary_fields, accept=accept, base_url=op.base_url,
         )
@@ -118,10 +118,10 @@ class RequestTemplate:
             elif location == "header":
                 p = self.params[slot.argument]
                 text = serialize.scalar(value) if p.content_type else serialize.header_value(value, p.explode)
-                if _BAD_HEADER_CHARS.search(text):
+                if _BAD_HEADER_CHARS.search(text) or not text.isascii():
                     raise ArgumentError(
-                        f"{self.tool}: argument {slot.argument!r} must not contain CR, LF or NUL (it is sent as "
-                        f"the header {p.name!r})", tool=self.tool, json_path=f"$.{slot.argument}",
+                        f"{self.tool}: argument {slot.argument!r} must be ASCII without CR, LF or NUL (it is sent "
+                        f"as the header {p.name!r})", tool=self.tool, json_path=f"$.{slot.argument}",
                     )
                 headers[p.name] = text
             elif location == "cookie":
@@ -138,7 +138,8 @@ class RequestTemplate:
         if query:
             url += "?" + "&".join(query)
         request = HttpRequest(method=self.method, url=url, headers=headers, template=self.path_template)
-        if self.body_media_type is not None and (body_fields or whole_body is not _MISSING):
+        if self.body_media_type is not None and (body_fields or whole_body is not _MISSING or self.body_required):
+            # A required body goes out even when none of its (optional) fields were given.
             self._encode_body(request, body_fields if whole_body is _MISSING else whole_body)
         return request
 
@@ -146,7 +147,14 @@ class RequestTemplate:
         media_type = self.body_media_type or "application/json"
         essence = media_type.split(";", 1)[0].strip().lower()
         if essence == "multipart/form-data":
-            request.data, request.files = self._multipart(body)
+            parts = self._parts(body)
+            if not parts:  # RFC 2046 §5.1.1: a multipart body has at least one part
+                fields = ", ".join(s.argument for s in self.slots if s.location == "body_field")
+                raise ArgumentError(f"{self.tool}: the request body is required; give at least one of: {fields}",
+                                    tool=self.tool)
+            content, boundary = serialize.multipart(parts)
+            request.headers["content-type"] = f"multipart/form-data; boundary={boundary}"
+            request.content = content
             return
         if essence == "application/x-www-form-urlencoded":
             request.headers["content-type"] = media_type
@@ -162,19 +170,22 @@ class RequestTemplate:
         else:
             request.content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
-    def _multipart(self, body: Any) -> tuple[dict[str, Any], list[tuple[str, tuple[str, bytes, str]]]]:
-        data: dict[str, Any] = {}
-        files: list[tuple[str, tuple[str, bytes, str]]] = []
+    def _parts(self, body: Any) -> list[serialize.Part]:
+        """Multipart parts (OAS 3.x §4.8.14.3): files as bytes, arrays as one part per item,
+        objects as application/json, primitives as text; `encoding.contentType` wins."""
+        parts: list[serialize.Part] = []
         for name, value in (body.items() if isinstance(body, Mapping) else ()):
+            declared = self.body_encoding.get(name)
             if name in self.binary_fields:
-                content_type = self.body_encoding.get(name, "application/octet-stream")
-                files.append((name, (name, self._decode(name, value), content_type)))
-            elif isinstance(value, (dict, list)):
-                # OAS 3.x: object and array parts default to application/json
-                data[name] = json.dumps(value, separators=(",", ":"))
-            else:
-                data[name] = serialize.scalar(value)
-        return data, files
+                parts.append(serialize.Part(name, self._decode(name, value), declared or "application/octet-stream", name))
+                continue
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, (dict, list)):
+                    data = json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode()
+                    parts.append(serialize.Part(name, data, declared or "application/json"))
+                else:
+                    parts.append(serialize.Part(name, serialize.scalar(item).encode(), declared))
+        return parts
 
     def _decode(self, name: str, value: Any) -> bytes:
         try:

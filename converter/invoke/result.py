@@ -12,6 +12,11 @@ from converter.invoke.upstream import UpstreamResponse
 
 EXCERPT_CHARS = 500
 MISMATCH_BODY_CHARS = 20_000
+# Declared binary types are never sniffed: an all-ASCII PDF is still a PDF.
+_BINARY = ("application/pdf", "application/octet-stream", "application/zip", "application/gzip", "application/x-gzip",
+           "application/x-tar", "application/x-7z", "application/msword", "application/vnd.ms-",
+           "application/vnd.openxmlformats", "application/protobuf", "application/x-protobuf", "application/wasm",
+           "audio/", "video/", "font/", "image/")
 _TEXTUAL = ("text/", "application/xml", "application/javascript", "application/x-www-form-urlencoded",
             "application/yaml", "application/x-yaml", "application/graphql")
 
@@ -42,7 +47,7 @@ def map_response(response: UpstreamResponse, plan: Any) -> types.CallToolResult:
                                 "but the operation documents a JSON response")
         return types.CallToolResult(content=[types.TextContent(type="text", text=f"HTTP {response.status} {response.reason}".strip())])
     is_json = essence == "application/json" or essence.endswith("+json")
-    if is_json or essence.startswith(_TEXTUAL) or _looks_textual(response.body):
+    if is_json or essence.startswith(_TEXTUAL) or (not essence.startswith(_BINARY) and _looks_textual(response.body)):
         text = response.body.decode("utf-8", errors="replace")
         if is_json and not response.truncated:
             return _json_result(text, plan, where)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
+import secrets
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 # RFC 3986 reserved characters a parameter may carry unencoded when allowReserved is true.
@@ -103,3 +104,33 @@ def cookie_pair(name: str, value: Any, explode: bool) -> str:
     if isinstance(value, Mapping):
         return f"{name}=" + ",".join(f"{encode(str(k))},{encode(scalar(v))}" for k, v in value.items())
     return f"{name}={encode(scalar(value))}"
+
+
+class Part(NamedTuple):
+    """One part of a multipart/form-data body."""
+
+    name: str
+    data: bytes
+    content_type: str | None = None
+    filename: str | None = None
+
+
+def multipart(parts: Sequence[Part]) -> tuple[bytes, str]:
+    """Encode multipart/form-data (RFC 7578); returns the body and its boundary."""
+    boundary = secrets.token_hex(16)
+    out: list[bytes] = []
+    for part in parts:
+        disposition = f'form-data; name="{_quote_param(part.name)}"'
+        if part.filename is not None:
+            disposition += f'; filename="{_quote_param(part.filename)}"'
+        head = f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
+        if part.content_type:
+            head += f"Content-Type: {part.content_type}\r\n"
+        out.append(head.encode() + b"\r\n" + part.data + b"\r\n")
+    out.append(f"--{boundary}--\r\n".encode())
+    return b"".join(out), boundary
+
+
+def _quote_param(value: str) -> str:
+    # RFC 7578 §4.2 / HTML: percent-encode the characters that would end the quoted string.
+    return value.replace("\\", "%5C").replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")

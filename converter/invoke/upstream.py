@@ -93,10 +93,6 @@ class Upstream:
         kwargs: dict[str, Any] = {"headers": request.headers}
         if request.content is not None:
             kwargs["content"] = request.content
-        if request.files is not None or request.data is not None:
-            kwargs["data"] = request.data or {}
-            if request.files:
-                kwargs["files"] = request.files
         started = time.perf_counter()
         where = f"{request.method} {request.url.split('?', 1)[0]}"
         try:
@@ -129,19 +125,11 @@ class Upstream:
         import aiohttp
         from yarl import URL
 
-        data: Any = request.content
-        if request.files is not None or request.data is not None:
-            form = aiohttp.FormData(quote_fields=False)
-            for name, value in (request.data or {}).items():
-                form.add_field(name, value)
-            for name, (filename, content, content_type) in request.files or ():
-                form.add_field(name, content, filename=filename, content_type=content_type)
-            data = form
         started = time.perf_counter()
         where = f"{request.method} {request.url.split('?', 1)[0]}"
         try:
             async with self._session.request(
-                request.method, URL(request.url, encoded=True), headers=request.headers, data=data,
+                request.method, URL(request.url, encoded=True), headers=request.headers, data=request.content,
                 allow_redirects=False,
             ) as response:
                 body, truncated = await self._read_aiohttp(response)

@@ -185,7 +185,7 @@ def _binary_arguments(op: Operation, schema: JsonSchema, slots: Sequence[Slot], 
     for slot in slots:
         if slot.location == "body_field" and essence == "multipart/form-data":
             prop = defs.deref(properties[slot.argument])
-            if isinstance(prop, dict) and prop.get("format") == "binary":
+            if _is_file(prop):
                 properties[slot.argument] = _base64_schema(prop)
                 binary.add(slot.name)
         elif slot.location == "body" and not _is_textual(essence):
@@ -194,6 +194,17 @@ def _binary_arguments(op: Operation, schema: JsonSchema, slots: Sequence[Slot], 
                 properties[slot.argument] = _base64_schema(prop)
                 binary.add(BODY)
     return frozenset(binary)
+
+
+def _is_file(prop: Any) -> bool:
+    """A file field: OAS 3.0 `format: binary`, or OAS 3.1 `contentMediaType` without an encoding."""
+    if not isinstance(prop, dict):
+        return False
+    if prop.get("format") == "binary":
+        return True
+    media = prop.get("contentMediaType")
+    return (isinstance(media, str) and "contentEncoding" not in prop and prop.get("type", "string") == "string"
+            and not media.startswith("text/"))
 
 
 def _base64_schema(prop: Mapping[str, Any]) -> JsonSchema:
