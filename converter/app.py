@@ -30,6 +30,28 @@ log = logging.getLogger("openapi_mcp")
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+class ListCache:
+    """Answers repeated `tools/list` requests from the wire dict of the first one.
+
+    The SDK validates and re-dumps every result against the protocol surface: for GitHub's
+    1,223 tools that is ~1 s of CPU per `tools/list`. The list only changes with the catalog,
+    so the dict the SDK produced once per protocol version is reused (the runner copies the
+    top level before shaping the envelope, so sharing it is safe).
+    """
+
+    def __init__(self) -> None:
+        self._by_version: dict[str, Any] = {}
+
+    async def __call__(self, ctx: ServerRequestContext[Any], call_next: Any) -> Any:
+        if ctx.method != "tools/list" or (ctx.params or {}).get("cursor") is not None:
+            return await call_next(ctx)
+        cached = self._by_version.get(ctx.protocol_version)
+        if cached is None:
+            cached = await call_next(ctx)
+            self._by_version[ctx.protocol_version] = cached
+        return cached
+
+
 def build_server(catalog: Catalog, *, name: str = "openapi-mcp") -> Server[Any]:
     """The low-level MCP server whose handlers read the catalog."""
 
@@ -45,7 +67,9 @@ def build_server(catalog: Catalog, *, name: str = "openapi-mcp") -> Server[Any]:
             log.exception("tool %r failed unexpectedly", params.name)
             return error_result(f"Internal error while calling tool {params.name!r}; the server log has details")
 
-    return Server(name, version=__version__, on_list_tools=list_tools, on_call_tool=call_tool)
+    server: Server[Any] = Server(name, version=__version__, on_list_tools=list_tools, on_call_tool=call_tool)
+    server.middleware.append(ListCache())
+    return server
 
 
 def create_app(settings: Settings, *, catalog: Catalog | None = None, upstream_transport: Any = None) -> Starlette:

@@ -6,6 +6,7 @@ Every error a user can cause ends in one line on stderr and exit code 2, never a
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import socket
@@ -102,7 +103,7 @@ def _serve(args: argparse.Namespace) -> int:
 
         from converter.app import run_stdio
 
-        anyio.run(run_stdio, settings, catalog)  # type: ignore[arg-type]
+        anyio.run(functools.partial(run_stdio, settings, catalog=catalog))
         return 0
     serve_http(settings, catalog)
     return 0

@@ -109,3 +109,32 @@ async def test_cancelling_a_call_cancels_the_upstream_request() -> None:
         with anyio.fail_after(5):
             await cancelled.wait()
     assert plan is not None
+
+
+async def test_repeated_tools_list_is_served_from_the_first_answer(marketplace) -> None:
+    client, _ = marketplace
+    first = await client.list_tools()
+    second = await client.list_tools()
+    assert [t.model_dump() for t in first.tools] == [t.model_dump() for t in second.tools]
+
+
+async def test_list_cache_answers_once_per_protocol_version() -> None:
+    from converter.app import ListCache
+
+    calls: list[str] = []
+
+    async def call_next(ctx):
+        calls.append(ctx.protocol_version)
+        return {"tools": [], "n": len(calls)}
+
+    class Ctx:
+        def __init__(self, method, version, params=None):
+            self.method, self.protocol_version, self.params = method, version, params
+
+    cache = ListCache()
+    assert await cache(Ctx("tools/list", "2025-06-18"), call_next) == {"tools": [], "n": 1}
+    assert await cache(Ctx("tools/list", "2025-06-18"), call_next) == {"tools": [], "n": 1}
+    assert await cache(Ctx("tools/list", "2026-07-28"), call_next) == {"tools": [], "n": 2}
+    await cache(Ctx("tools/call", "2025-06-18"), call_next)
+    await cache(Ctx("tools/list", "2025-06-18", {"cursor": "x"}), call_next)
+    assert calls == ["2025-06-18", "2026-07-28", "2025-06-18", "2025-06-18"]

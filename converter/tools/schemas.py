@@ -26,6 +26,14 @@ class DefsIndex:
     def __init__(self, defs: Mapping[str, JsonSchema]) -> None:
         self.defs = defs
         self._direct: dict[str, frozenset[str]] = {}
+        self._sizes: dict[str, int] = {}
+
+    def size(self, key: str) -> int:
+        """Serialized size of one definition (computed once)."""
+        size = self._sizes.get(key)
+        if size is None:
+            size = self._sizes[key] = len(json.dumps(self.defs[key], separators=(",", ":")))
+        return size
 
     def closure(self, schema: Any) -> dict[str, JsonSchema]:
         todo = list(_refs(schema))
@@ -111,12 +119,14 @@ def build_output_schema(op: Operation, defs: DefsIndex) -> tuple[JsonSchema | No
     else:
         schema = {"type": "object", "properties": {"result": response.schema}, "required": ["result"]}
         wrapped = True
-    reached = defs.closure(schema)
     schema.pop("$defs", None)
+    reached = defs.closure(schema)
+    # Sizes of definitions are cached: on Stripe, dumping each tool's whole schema cost 3.5 s.
+    size = len(json.dumps(schema, separators=(",", ":"))) + sum(defs.size(key) + len(key) + 4 for key in reached)
+    if size > MAX_OUTPUT_SCHEMA_BYTES:
+        return None, False
     if reached:
         schema["$defs"] = reached
-    if len(json.dumps(schema, separators=(",", ":"))) > MAX_OUTPUT_SCHEMA_BYTES:
-        return None, False
     return schema, wrapped
 
 

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The test command: `make test` or `bash scripts/test.sh [pytest args...]`, from any directory.
+#
+# Sets up what the tests need on a fresh clone (python3, node and npm are the only
+# prerequisites), then runs pytest from the repository root, so test paths given as arguments
+# are relative to the root:
+#   - .venv: created with `python3 -m venv` when missing; `pip install -e '.[test]'` runs again
+#     only when pyproject.toml changed since the last successful install (stamp in .venv);
+#   - tests/node/node_modules (the Inspector CLI, mcp-remote, oidc-provider, server-everything):
+#     `npm ci` (or `npm install` without a lock file) when missing or when package.json or
+#     package-lock.json changed since the last successful install (stamp in node_modules).
+# Exits with pytest's code; "no tests collected" (pytest's 5) counts as a failure.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+say() { printf 'test.sh: %s\n' "$*" >&2; }
+
+setup_venv() {
+    local stamp=.venv/.openapi-mcp-pyproject.stamp
+    if [[ ! -x .venv/bin/python ]]; then
+        say "creating .venv with $(command -v python3)"
+        python3 -m venv .venv
+    fi
+    if ! cmp -s pyproject.toml "$stamp"; then
+        say "installing the package and its test dependencies into .venv (pyproject.toml changed)"
+        .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+        cp pyproject.toml "$stamp"
+    fi
+}
+
+setup_node() {
+    local dir=tests/node stamp=tests/node/node_modules/.openapi-mcp-lock.stamp
+    command -v npm >/dev/null || { say "npm is required (tests/node holds the Node.js MCP peers)"; exit 2; }
+    if [[ -d $dir/node_modules ]] && cat "$dir/package.json" "$dir/package-lock.json" 2>/dev/null | cmp -s - "$stamp"; then
+        return
+    fi
+    if [[ -f $dir/package-lock.json ]]; then
+        say "npm ci in $dir"
+        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    else
+        say "npm install in $dir (no package-lock.json yet)"
+        (cd "$dir" && npm install --no-audit --no-fund --loglevel=error)
+    fi
+    cat "$dir/package.json" "$dir/package-lock.json" > "$stamp"
+}
+
+setup_venv
+setup_node
+
+status=0
+.venv/bin/python -m pytest "$@" || status=$?
+if [[ $status -eq 5 ]]; then
+    say "pytest collected no tests; that counts as a failure"
+fi
+exit "$status"
