@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, Final
 
 import mcp.types as types
 from mcp.server import Server, ServerRequestContext
@@ -30,25 +31,52 @@ log = logging.getLogger("openapi_mcp")
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+# Set while ListCache asks the SDK for the `tools/list` envelope only (see ListCache).
+_ENVELOPE_ONLY: ContextVar[bool] = ContextVar("openapi_mcp_envelope_only", default=False)
+# Protocol versions whose `tools/list` surface keeps every field our tools carry, so our own dump
+# equals the SDK's validated one (tests/test_app.py proves it for each of these versions).
+FAST_LIST_VERSIONS: Final = frozenset({"2025-06-18", "2025-11-25", "2026-07-28"})
+_EMPTY_LIST = types.ListToolsResult(tools=[])
+
+
 class ListCache:
-    """Answers repeated `tools/list` requests from the wire dict of the first one.
+    """Serves `tools/list` from a wire dict built once per protocol version.
 
     The SDK validates and re-dumps every result against the protocol surface: for GitHub's
-    1,223 tools that is ~1 s of CPU per `tools/list`. The list only changes with the catalog,
-    so the dict the SDK produced once per protocol version is reused (the runner copies the
-    top level before shaping the envelope, so sharing it is safe).
+    1,223 tools that is ~1 s of CPU per `tools/list`. The list only changes with the catalog, so
+    the answer is built once per version and reused (the runner copies the top level before
+    shaping the envelope, so sharing it is safe). For FAST_LIST_VERSIONS even the first answer
+    skips the SDK's pass over the tools: the SDK shapes the envelope of an empty list and our
+    one-pass dump of the tools goes in it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
         self._by_version: dict[str, Any] = {}
+        self._tools: list[dict[str, Any]] | None = None
+
+    def wire_tools(self) -> list[dict[str, Any]]:
+        if self._tools is None:
+            self._tools = [plan.tool.model_dump(by_alias=True, mode="json", exclude_none=True)
+                           for plan in self._catalog.plans]
+        return self._tools
 
     async def __call__(self, ctx: ServerRequestContext[Any], call_next: Any) -> Any:
         if ctx.method != "tools/list" or (ctx.params or {}).get("cursor") is not None:
             return await call_next(ctx)
-        cached = self._by_version.get(ctx.protocol_version)
+        version = ctx.protocol_version
+        cached = self._by_version.get(version)
         if cached is None:
-            cached = await call_next(ctx)
-            self._by_version[ctx.protocol_version] = cached
+            if version in FAST_LIST_VERSIONS:
+                token = _ENVELOPE_ONLY.set(True)
+                try:
+                    envelope = await call_next(ctx)
+                finally:
+                    _ENVELOPE_ONLY.reset(token)
+                cached = {**envelope, "tools": self.wire_tools()}
+            else:
+                cached = await call_next(ctx)
+            self._by_version[version] = cached
         return cached
 
 
@@ -56,7 +84,7 @@ def build_server(catalog: Catalog, *, name: str = "openapi-mcp") -> Server[Any]:
     """The low-level MCP server whose handlers read the catalog."""
 
     async def list_tools(ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
-        return catalog.list_result
+        return _EMPTY_LIST if _ENVELOPE_ONLY.get() else catalog.list_result
 
     async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
         try:
@@ -68,7 +96,7 @@ def build_server(catalog: Catalog, *, name: str = "openapi-mcp") -> Server[Any]:
             return error_result(f"Internal error while calling tool {params.name!r}; the server log has details")
 
     server: Server[Any] = Server(name, version=__version__, on_list_tools=list_tools, on_call_tool=call_tool)
-    server.middleware.append(ListCache())
+    server.middleware.append(ListCache(catalog))
     return server
 
 

@@ -118,6 +118,21 @@ async def test_repeated_tools_list_is_served_from_the_first_answer(marketplace) 
     assert [t.model_dump() for t in first.tools] == [t.model_dump() for t in second.tools]
 
 
+@pytest.mark.parametrize("version", sorted(__import__("converter.app", fromlist=["x"]).FAST_LIST_VERSIONS))
+async def test_fast_tools_list_equals_the_sdk_serialization(version: str) -> None:
+    """The fast path may skip the SDK's surface validation only where it changes nothing."""
+    from mcp_types.methods import serialize_server_result
+
+    from converter.app import ListCache
+    from tests.conftest import SPECS
+
+    for spec in (mock_api.SPEC_PATH, SPECS / "openapi31.yaml", SPECS / "recursive.yaml", SPECS / "multipart.yaml"):
+        catalog = build_catalog(load_settings(None, spec=str(spec), upstream_url="http://x.test"))
+        sdk = serialize_server_result("tools/list", version, catalog.list_result.model_dump(
+            by_alias=True, mode="json", exclude_none=True))
+        assert sdk["tools"] == ListCache(catalog).wire_tools(), spec
+
+
 async def test_list_cache_answers_once_per_protocol_version() -> None:
     from converter.app import ListCache
 
@@ -131,10 +146,11 @@ async def test_list_cache_answers_once_per_protocol_version() -> None:
         def __init__(self, method, version, params=None):
             self.method, self.protocol_version, self.params = method, version, params
 
-    cache = ListCache()
-    assert await cache(Ctx("tools/list", "2025-06-18"), call_next) == {"tools": [], "n": 1}
-    assert await cache(Ctx("tools/list", "2025-06-18"), call_next) == {"tools": [], "n": 1}
-    assert await cache(Ctx("tools/list", "2026-07-28"), call_next) == {"tools": [], "n": 2}
+    cache = ListCache(build_catalog(load_settings(None, spec=str(mock_api.SPEC_PATH), upstream_url="http://x.test")))
+    wire = cache.wire_tools()
+    assert await cache(Ctx("tools/list", "2025-06-18"), call_next) == {"tools": wire, "n": 1}
+    assert await cache(Ctx("tools/list", "2025-06-18"), call_next) == {"tools": wire, "n": 1}
+    assert await cache(Ctx("tools/list", "2025-03-26"), call_next) == {"tools": [], "n": 2}  # SDK path
     await cache(Ctx("tools/call", "2025-06-18"), call_next)
     await cache(Ctx("tools/list", "2025-06-18", {"cursor": "x"}), call_next)
-    assert calls == ["2025-06-18", "2026-07-28", "2025-06-18", "2025-06-18"]
+    assert calls == ["2025-06-18", "2025-03-26", "2025-06-18", "2025-06-18"]
