@@ -89,9 +89,18 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
+_LOGGED_PROBLEMS = 10
+
+
 def _report_problems(catalog: Catalog) -> None:
-    for problem in catalog.problems:
+    """Log what could not be converted; a long list is cut (`openapi-mcp check` shows all)."""
+    problems = sorted(catalog.problems, key=lambda p: not p.fatal)
+    for problem in problems[:_LOGGED_PROBLEMS]:
         log.warning("%s%s", "skipped: " if problem.fatal else "", problem)
+    if len(problems) > _LOGGED_PROBLEMS:
+        skipped = sum(p.fatal for p in problems)
+        log.warning("... %d more (%d operations skipped in all); run `openapi-mcp check` to see every one",
+                    len(problems) - _LOGGED_PROBLEMS, skipped)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -250,3 +250,31 @@ def test_aiohttp_path_reports_a_connection_reset_mid_body() -> None:
 
     with pytest.raises(UpstreamError, match="failed: "):
         aio(reset)
+
+
+def test_aiohttp_path_cancellation_closes_the_upstream_connection() -> None:
+    import asyncio
+
+    async def go():
+        closed = asyncio.Event()
+        arrived = asyncio.Event()
+
+        async def hang(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            arrived.set()
+            await reader.read()  # returns b"" once the client closes the connection
+            closed.set()
+
+        server, base = await _serve_raw(hang)
+        try:
+            async with Upstream(timeout=30) as upstream:
+                task = asyncio.ensure_future(upstream.send(HttpRequest("GET", base + "/x", {})))
+                await asyncio.wait_for(arrived.wait(), 5)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                await asyncio.wait_for(closed.wait(), 5)
+        finally:
+            server.close()
+
+    anyio.run(go)

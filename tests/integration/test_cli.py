@@ -97,3 +97,28 @@ def test_check_missing_file_is_one_error_line_and_exit_2(openapi_mcp_command: st
     assert result.returncode == 2
     [line] = error_lines(result)
     assert line.startswith("openapi-mcp: error: ") and "absent.json" in line, line
+
+
+def test_serve_log_cuts_a_long_problem_list(tmp_path, openapi_mcp_command) -> None:
+    import yaml
+
+    paths = {f"/p{i}": {"get": {"operationId": f"bad id {i}", "responses": {"200": {"description": "ok"}}}}
+             for i in range(15)}
+    spec = tmp_path / "many.yaml"
+    spec.write_text(yaml.safe_dump({"openapi": "3.0.3", "info": {"title": "t", "version": "1"}, "paths": paths}))
+    from tests.integration.conftest import _free_port, child_env
+
+    proc = subprocess.Popen([openapi_mcp_command, "serve", str(spec), "--upstream", "http://127.0.0.1:9",
+                             "--port", str(_free_port())], stderr=subprocess.PIPE, text=True, env=child_env())
+    try:
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if "serving" in line:
+                break
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    warnings = [line for line in lines if line.startswith("WARNING")]
+    assert len(warnings) == 11
+    assert "... 5 more (0 operations skipped in all); run `openapi-mcp check`" in warnings[-1]
