@@ -585,16 +585,6 @@ _NOT_SWAGGER2 = "#/swagger: expected a Swagger 2.0 document (swagger: '2.0')"
         (_doc(securityDefinitions={"s": {"type": "bearer"}}),
          "#/securityDefinitions/s: unknown type 'bearer'; OAS 2.0 allows basic, apiKey and oauth2 "
          "with flow implicit, password, application or accessCode", "#/securityDefinitions/s"),
-        (_doc("{/a/b: {post: {parameters: [{name: a, in: body, schema: {}}, "
-              "{name: b, in: formData, type: string}], responses: {}}}}"),
-         "#/paths/~1a~1b/post: has 1 body and 1 formData parameters; OAS 2.0 allows at most one body "
-         "parameter and no formData next to it", "#/paths/~1a~1b/post"),
-        (_doc("{/a: {get: {parameters: [{in: query, type: string}], responses: {}}}}"),
-         "#/paths/~1a/get/parameters/0: a parameter needs a string name and an in",
-         "#/paths/~1a/get/parameters/0"),
-        (_doc("{/a: {get: {parameters: {name: q}, responses: {}}}}"),
-         "#/paths/~1a/get/parameters: expected a list, got dict", "#/paths/~1a/get/parameters"),
-        (_doc("{/a: [get]}"), "#/paths/~1a: expected an object, got list", "#/paths/~1a"),
     ],
 )
 def test_documents_that_cannot_be_converted_raise_spec_error(doc: Any, message: str, pointer: str) -> None:
@@ -637,3 +627,31 @@ def test_petstore_converts_to_a_valid_openapi_3_document() -> None:
     }
     order_ids = out["paths"]["/store/orders/{orderIds}"]["get"]["parameters"][0]
     assert (order_ids["style"], order_ids["explode"]) == ("simple", False)
+
+
+@pytest.mark.parametrize(
+    ("doc", "message", "pointer"),
+    [
+        (_doc("{/a/b: {post: {parameters: [{name: a, in: body, schema: {}}, "
+              "{name: b, in: formData, type: string}], responses: {}}}}"),
+         "#/paths/~1a~1b/post: has 1 body and 1 formData parameters; OAS 2.0 allows at most one body "
+         "parameter and no formData next to it", "#/paths/~1a~1b/post"),
+        (_doc("{/a: {get: {parameters: [{in: query, type: string}], responses: {}}}}"),
+         "#/paths/~1a/get/parameters/0: a parameter needs a string name and an in",
+         "#/paths/~1a/get/parameters/0"),
+        (_doc("{/a: {get: {parameters: {name: q}, responses: {}}}}"),
+         "#/paths/~1a/get/parameters: expected a list, got dict", "#/paths/~1a/get/parameters"),
+        (_doc("{/a: [get]}"), "#/paths/~1a: expected an object, got list", "#/paths/~1a"),
+    ],
+)
+def test_parts_that_cannot_be_converted_are_marked_and_skipped_by_the_loader(doc: Any, message: str, pointer: str) -> None:
+    """One broken operation must not cost the user the rest of the API (STYLE.md, errors rule 3)."""
+    from converter.spec import spec_from_document
+
+    doc = dict(doc)
+    doc["paths"] = {**doc["paths"], "/ok": {"get": {"operationId": "fine", "responses": {"200": {"description": "ok"}}}}}
+    spec = spec_from_document(doc, "file:///virtual/s.json", source="s.json")
+    assert [op.operation_id for op in spec.operations] == ["fine"]
+    [problem] = [p for p in spec.problems if p.fatal]
+    assert problem.pointer.startswith(pointer.rsplit("/parameters", 1)[0])
+    assert message.split(": ", 1)[1] in problem.message and problem.message.endswith("; skipped")

@@ -16,6 +16,7 @@ _LOCATIONS = ("path", "query", "header", "cookie")
 # OAS 3.x §4.8.12.1: these header parameters SHALL be ignored (HTTP owns them).
 _IGNORED_HEADERS = frozenset({"accept", "content-type", "authorization"})
 _TEMPLATE_VAR = re.compile(r"{([^{}/]+)}")
+CONVERSION_ERROR = "x-openapi-mcp-error"  # set by the Swagger 2.0 conversion on parts it could not convert
 _BODY_PREFERENCE = ("application/json", "application/x-www-form-urlencoded", "multipart/form-data")
 
 
@@ -74,6 +75,10 @@ class OperationBuilder:
                 continue
             if not isinstance(item, dict) or item.get("x-mcp-exclude") is True:
                 continue
+            if isinstance(item.get(CONVERSION_ERROR), str):
+                self.problems.append(Problem(item_pointer, f"{_strip_pointer(item[CONVERSION_ERROR], item_pointer)}; "
+                                                           "skipped", fatal=True))
+                continue
             for method in HTTP_METHODS:
                 op = item.get(method)
                 if op is None:
@@ -83,6 +88,10 @@ class OperationBuilder:
                     self.problems.append(Problem(pointer, "an operation must be an object; skipped", fatal=True))
                     continue
                 if op.get("x-mcp-exclude") is True:
+                    continue
+                if isinstance(op.get(CONVERSION_ERROR), str):
+                    self.problems.append(Problem(pointer, f"{_strip_pointer(op[CONVERSION_ERROR], pointer)}; skipped",
+                                                 fatal=True))
                     continue
                 try:
                     operations.append(self._operation(path, method, op, item, item_base, pointer, global_security))

@@ -64,6 +64,10 @@ def convert_swagger2(doc: Mapping[str, Any], *, source: str = "<spec>") -> dict[
     return _Converter(doc, source).document()
 
 
+# Marks a path item or operation that could not be converted; the loader reports and skips it.
+ERROR_KEY = "x-openapi-mcp-error"
+
+
 class _Converter:
     """One conversion: the source document, its global media types and its shared parts."""
 
@@ -88,7 +92,7 @@ class _Converter:
         out.update({key: _copy(doc[key]) for key in ("tags", "security") if key in doc})
         paths = self.mapping(doc.get("paths"), "#/paths").items()
         out["paths"] = {
-            p: _copy(item) if str(p).startswith("x-") else self.path_item(item, f"#/paths/{_escape(p)}")
+            p: _copy(item) if str(p).startswith("x-") else self.guarded(self.path_item, item, f"#/paths/{_escape(p)}")
             for p, item in paths
         }
         if components := self.components():
@@ -137,10 +141,23 @@ class _Converter:
                 if params := [self.parameter(r) for r, p in shared.values() if p.get("in") not in _IN_BODY]:
                     out[key] = params
             elif key in _METHODS:
-                out[key] = self.operation(value, shared, f"{pointer}/{key}")
+                out[key] = self.guarded(self.operation, value, shared, f"{pointer}/{key}")
             else:
                 out[key] = self.ref(value) if key == "$ref" else _copy(value)
         return out
+
+    def guarded(self, convert: Any, *args: Any) -> dict[str, Any]:
+        """Convert one path item or operation; a part that cannot be converted is marked, not fatal.
+
+        The loader skips a marked part with a warning naming it (real specs have broken corners;
+        users still want the rest).
+        """
+        from converter.errors import SpecError
+
+        try:
+            return convert(*args)  # type: ignore[no-any-return]
+        except SpecError as exc:
+            return {ERROR_KEY: str(exc)}
 
     def operation(self, op: Any, shared: _Entries, pointer: str) -> dict[str, Any]:
         """Convert an Operation: body and formData parameters become its requestBody."""
