@@ -22,8 +22,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
 from converter import __version__
+from converter.auth.introspection import IntrospectionVerifier
+from converter.auth.jwt import JWTVerifier
+from converter.auth.middleware import PRINCIPAL_KEY, AuthLayer, TokenVerifier
+from converter.auth.principal import ANONYMOUS, Principal
 from converter.catalog import Catalog, build_catalog
-from converter.config import Settings
+from converter.config import AuthSettings, Settings
 from converter.invoke.result import error_result
 
 log = logging.getLogger("openapi_mcp")
@@ -50,45 +54,62 @@ class ListCache:
     one-pass dump of the tools goes in it.
     """
 
+    MAX_ENTRIES = 256  # distinct (protocol version, visible tool set) pairs kept
+
     def __init__(self, catalog: Catalog) -> None:
         self._catalog = catalog
-        self._by_version: dict[str, Any] = {}
-        self._tools: list[dict[str, Any]] | None = None
+        self._cache: dict[tuple[str, tuple[str, ...] | None], Any] = {}
+        self._tools: dict[str, dict[str, Any]] | None = None
 
-    def wire_tools(self) -> list[dict[str, Any]]:
+    def wire_tools(self, names: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
         if self._tools is None:
-            self._tools = [plan.tool.model_dump(by_alias=True, mode="json", exclude_none=True)
-                           for plan in self._catalog.plans]
-        return self._tools
+            self._tools = {plan.name: plan.tool.model_dump(by_alias=True, mode="json", exclude_none=True)
+                           for plan in self._catalog.plans}
+        return list(self._tools.values()) if names is None else [self._tools[name] for name in names]
 
     async def __call__(self, ctx: ServerRequestContext[Any], call_next: Any) -> Any:
         if ctx.method != "tools/list" or (ctx.params or {}).get("cursor") is not None:
             return await call_next(ctx)
-        version = ctx.protocol_version
-        cached = self._by_version.get(version)
+        visible = self._catalog.visible_tools(principal_of(ctx))
+        names = None if visible is None else tuple(tool.name for tool in visible)
+        key = (ctx.protocol_version, names)
+        cached = self._cache.get(key)
         if cached is None:
-            if version in FAST_LIST_VERSIONS:
+            if ctx.protocol_version in FAST_LIST_VERSIONS:
                 token = _ENVELOPE_ONLY.set(True)
                 try:
                     envelope = await call_next(ctx)
                 finally:
                     _ENVELOPE_ONLY.reset(token)
-                cached = {**envelope, "tools": self.wire_tools()}
+                cached = {**envelope, "tools": self.wire_tools(names)}
             else:
                 cached = await call_next(ctx)
-            self._by_version[version] = cached
+            if len(self._cache) >= self.MAX_ENTRIES:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = cached
         return cached
+
+
+def principal_of(ctx: ServerRequestContext[Any]) -> Principal:
+    """The caller the auth layer verified for this request; anonymous on stdio or with auth off."""
+    request = getattr(ctx, "request", None)
+    scope = getattr(request, "scope", None)
+    principal = scope.get(PRINCIPAL_KEY) if isinstance(scope, dict) else None
+    return principal if isinstance(principal, Principal) else ANONYMOUS
 
 
 def build_server(catalog: Catalog, *, name: str = "openapi-mcp") -> Server[Any]:
     """The low-level MCP server whose handlers read the catalog."""
 
     async def list_tools(ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
-        return _EMPTY_LIST if _ENVELOPE_ONLY.get() else catalog.list_result
+        if _ENVELOPE_ONLY.get():
+            return _EMPTY_LIST
+        visible = catalog.visible_tools(principal_of(ctx))
+        return catalog.list_result if visible is None else types.ListToolsResult(tools=visible)
 
     async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
         try:
-            return await catalog.call_tool(params.name, params.arguments)
+            return await catalog.call_tool(params.name, params.arguments, principal_of(ctx))
         except MCPError:
             raise
         except Exception:  # a bug of ours must not take the session down or leak a traceback
@@ -100,13 +121,15 @@ def build_server(catalog: Catalog, *, name: str = "openapi-mcp") -> Server[Any]:
     return server
 
 
-def create_app(settings: Settings, *, catalog: Catalog | None = None, upstream_transport: Any = None) -> Starlette:
+def create_app(settings: Settings, *, catalog: Catalog | None = None, upstream_transport: Any = None,
+               auth_transport: Any = None) -> Starlette:
     """Build the ASGI app: MCP at `settings.server.path`, plus `/healthz`.
 
     Args:
         settings: validated settings.
         catalog: an already built catalog (the CLI builds it first to report problems).
         upstream_transport: an httpx transport for the upstream (tests: `httpx.ASGITransport`).
+        auth_transport: an httpx transport for the authorization server (tests).
     """
     catalog = catalog or build_catalog(settings, transport=upstream_transport)
     server = build_server(catalog)
@@ -127,17 +150,38 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None, upstream_t
         host=host,
     )
 
+    verifier = build_verifier(settings.auth, transport=auth_transport) if settings.auth else None
+    if settings.auth is None and host not in _LOOPBACK:
+        log.warning("no auth: configured and listening on %s: anyone who can reach it can call every tool", host)
+    if settings.auth is not None and settings.auth.insecure_relaxed_audience_validation:
+        log.warning("auth.insecure_relaxed_audience_validation is on: tokens issued for other resources are accepted")
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with catalog, server.session_manager.run():
-            yield
+        try:
+            async with catalog, server.session_manager.run():
+                yield
+        finally:
+            if verifier is not None:
+                await verifier.aclose()
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "tools": len(catalog.plans)})
 
     app = Starlette(routes=[Route("/healthz", healthz), Mount("/", app=mcp_app)], lifespan=lifespan)
     app.state.catalog = catalog
+    app.state.verifier = verifier
+    if settings.auth is not None and verifier is not None:
+        app.add_middleware(AuthLayer, settings=settings.auth, verifier=verifier, policy=catalog.policy,
+                           mcp_path=settings.server.path)
     return app
+
+
+def build_verifier(auth: AuthSettings, *, transport: Any = None) -> TokenVerifier:
+    """Introspection when an endpoint is configured, else local JWT validation with the JWKS."""
+    if auth.introspection_endpoint is not None:
+        return IntrospectionVerifier(auth, transport=transport)
+    return JWTVerifier(auth, transport=transport)
 
 
 async def run_stdio(settings: Settings, *, catalog: Catalog | None = None) -> None:

@@ -17,11 +17,13 @@ from typing import Any
 import mcp.types as types
 from mcp.shared.exceptions import MCPError
 
-from converter.config import InlineTool, SelectionSettings, Settings
+from converter.auth.principal import ANONYMOUS, Principal, claim_headers
+from converter.config import AuthSettings, InlineTool, SelectionSettings, Settings
 from converter.errors import ArgumentError, ConfigError, ConverterError, SpecError, UpstreamError
 from converter.invoke.result import error_result, map_response
 from converter.invoke.upstream import Upstream
 from converter.models import Problem, Spec
+from converter.policy import Policy, build_policy
 from converter.spec import load_spec, spec_from_document
 from converter.tools import Selection, ToolPlan, build_plans
 
@@ -32,22 +34,25 @@ class OpenAPISource:
     """Tools compiled from one API description, called through one pooled upstream client."""
 
     def __init__(self, plans: Sequence[ToolPlan], upstream: Upstream, base_url: str | None,
-                 static_headers: Mapping[str, str], problems: Sequence[Problem] = ()) -> None:
+                 static_headers: Mapping[str, str], problems: Sequence[Problem] = (),
+                 security_schemes: Mapping[str, Any] | None = None) -> None:
         self.plans = {plan.name: plan for plan in plans}
+        self.security_schemes = security_schemes or {}
         self.upstream = upstream
         self.base_url = base_url
         self.problems = list(problems)
         for plan in plans:
             plan.request.static_headers = dict(static_headers)
 
-    async def call(self, plan: ToolPlan, arguments: Mapping[str, Any]) -> types.CallToolResult:
+    async def call(self, plan: ToolPlan, arguments: Mapping[str, Any],
+                   extra_headers: Mapping[str, str] = {}) -> types.CallToolResult:
         """Validate, build, send and map one call; every failure becomes an `isError` result."""
         try:
             plan.validate_arguments(arguments)
             base_url = self.base_url or plan.request.base_url
             if base_url is None:  # refused at startup; kept as a guard
                 raise ConfigError(f"tool {plan.name!r} has no upstream URL")
-            request = plan.request.build(arguments, base_url)
+            request = plan.request.build(arguments, base_url, extra_headers)
             response = await self.upstream.send(request)
         except (ArgumentError, UpstreamError) as exc:
             return error_result(str(exc))
@@ -57,8 +62,10 @@ class OpenAPISource:
 class Catalog:
     """All tools of all sources by name, with the `tools/list` result built once."""
 
-    def __init__(self, sources: Sequence[OpenAPISource]) -> None:
+    def __init__(self, sources: Sequence[OpenAPISource], *, auth: AuthSettings | None = None) -> None:
         self.sources = list(sources)
+        self.auth = auth
+        self.claim_headers = tuple((m.claim, m.header) for m in auth.claim_to_header) if auth else ()
         self._routes: dict[str, tuple[OpenAPISource, ToolPlan]] = {}
         self.problems: list[Problem] = []
         for source in self.sources:
@@ -69,6 +76,24 @@ class Catalog:
                                       f"and {plan.operation.pointer}); rename one with x-mcp-name or `name:`")
                 self._routes[name] = (source, plan)
         self.list_result = types.ListToolsResult(tools=[plan.tool for _, plan in self._routes.values()])
+        self.policy = build_policy(
+            [(name, plan.operation, source.security_schemes) for name, (source, plan) in self._routes.items()],
+            overrides=auth.tool_scopes if auth else {},
+            required_scopes=auth.required_scopes if auth else (),
+            implied=auth.scope_implies if auth else {},
+        ) if auth else Policy()
+        unknown = sorted(set(auth.tool_scopes) - set(self._routes)) if auth else []
+        if unknown:
+            raise ConfigError(f"auth.tool_scopes: no tool is named {unknown[0]!r}", key="auth.tool_scopes")
+
+    def visible_tools(self, principal: Principal) -> list[types.Tool] | None:
+        """The tools `principal` may see, or None when that is every tool."""
+        if not self.policy.tool_scopes:
+            return None
+        names = self.policy.visible(self._routes, principal)
+        if len(names) == len(self._routes):
+            return None
+        return [self._routes[name][1].tool for name in names]
 
     @property
     def plans(self) -> list[ToolPlan]:
@@ -78,18 +103,21 @@ class Catalog:
         route = self._routes.get(name)
         return None if route is None else route[1]
 
-    async def call_tool(self, name: str, arguments: Mapping[str, Any] | None) -> types.CallToolResult:
-        """Call tool `name`.
+    async def call_tool(self, name: str, arguments: Mapping[str, Any] | None,
+                        principal: Principal = ANONYMOUS) -> types.CallToolResult:
+        """Call tool `name` for `principal`.
 
         Raises:
-            MCPError: -32602 for an unknown tool (a protocol error, not a tool error).
+            MCPError: -32602 for an unknown tool, or one the principal may not call (so a hidden
+                tool and an unknown tool look alike; the HTTP auth layer answers 403 before this).
         """
         route = self._routes.get(name)
-        if route is None:
+        if route is None or (self.policy.tool_scopes and self.policy.missing_scopes(name, principal)):
             raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {name!r}")
         source, plan = route
         try:
-            return await source.call(plan, arguments or {})
+            headers = claim_headers(principal, self.claim_headers) if self.claim_headers else {}
+            return await source.call(plan, arguments or {}, headers)
         except ConverterError as exc:
             return error_result(str(exc))
 
@@ -115,6 +143,8 @@ def build_catalog(settings: Settings, *, transport: Any = None, require_upstream
     headers = {name: value.get_secret_value() for name, value in settings.upstream.headers.items()}
     sources: list[OpenAPISource] = []
     specs: list[Spec] = []
+    # Headers filled from the caller's token: never taken from tool arguments (no spoofing).
+    reserved = frozenset(m.header.lower() for m in settings.auth.claim_to_header) if settings.auth else frozenset()
     if settings.spec is not None:
         specs.append(load_spec(settings.spec))
     if settings.tools:
@@ -124,12 +154,13 @@ def build_catalog(settings: Settings, *, transport: Any = None, require_upstream
         if settings.strict and fatal:
             raise SpecError(f"{spec.source}: {len(fatal)} operation(s) cannot be converted (--strict): {fatal[0]}",
                             source=spec.source)
-        plans, naming = build_plans(spec, include=_selection(settings.include), exclude=_selection(settings.exclude))
+        plans, naming = build_plans(spec, include=_selection(settings.include), exclude=_selection(settings.exclude),
+                                    reserved_headers=reserved)
         if settings.upstream.url is None:
             _fill_base_urls(spec, plans, required=require_upstream)
         sources.append(OpenAPISource(plans, upstream, settings.upstream.url, headers,
-                                     problems=[*spec.problems, *naming]))
-    return Catalog(sources)
+                                     problems=[*spec.problems, *naming], security_schemes=spec.security_schemes))
+    return Catalog(sources, auth=settings.auth)
 
 
 def inline_tools_spec(tools: Sequence[InlineTool], *, source: str) -> Spec:

@@ -87,6 +87,69 @@ class InlineTool(_Model):
         return value
 
 
+class ClaimHeader(_Model):
+    """Send a claim of the caller's token upstream as a header (Kong `claim_to_header`)."""
+
+    claim: str  # dotted path into the claims: `sub`, `realm_access.roles`
+    header: str
+
+    @field_validator("header")
+    @classmethod
+    def _header(cls, value: str) -> str:
+        if not _HEADER_NAME.match(value) or value.lower() in ("authorization", "host", "content-length", "cookie"):
+            raise ValueError(f"{value!r} cannot be used as a claim header")
+        return value
+
+
+class AuthSettings(_Model):
+    """OAuth 2 resource server (PRODUCT.md `auth:`; key names follow Kong's ai-mcp-oauth2)."""
+
+    resource: str
+    authorization_servers: list[str] = Field(min_length=1)
+    introspection_endpoint: str | None = None
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    client_auth_method: Literal["client_secret_basic", "client_secret_post", "private_key_jwt"] = "client_secret_basic"
+    client_private_key: SecretStr | None = None  # PEM, for private_key_jwt
+    client_key_id: str | None = None
+    jwks_uri: str | None = None
+    issuer: str | None = None  # expected `iss`; defaults to the first authorization server
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+                                                           "ES256", "ES384", "ES512", "EdDSA"])
+    leeway: int = Field(default=30, ge=0, le=600)
+    required_scopes: list[str] = Field(default_factory=list)
+    scopes_supported: list[str] | None = None
+    tool_scopes: dict[str, list[str]] = Field(default_factory=dict)  # per-tool override of the spec's scopes
+    scope_implies: dict[str, list[str]] = Field(default_factory=dict)  # e.g. {"mcp:admin": ["mcp:tools"]}
+    claim_to_header: list[ClaimHeader] = Field(default_factory=list)
+    insecure_relaxed_audience_validation: bool = False
+    cache_ttl: float = Field(default=300, ge=0)  # seconds an introspection result is reused (never past exp)
+    inactive_cache_ttl: float = Field(default=10, ge=0)
+    jwks_refetch_interval: float = Field(default=10, ge=0)  # at most one refetch per interval on unknown kid
+    timeout: float = Field(default=5, gt=0)  # seconds, per call to the authorization server
+    resource_name: str | None = None
+    resource_documentation: str | None = None
+
+    @field_validator("resource", "introspection_endpoint", "jwks_uri")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http(s) URL, not {value!r}")
+        return value
+
+    @field_validator("algorithms")
+    @classmethod
+    def _algorithms(cls, value: list[str]) -> list[str]:
+        unsafe = [alg for alg in value if alg.lower() == "none" or alg.upper().startswith("HS")]
+        if unsafe:
+            raise ValueError(f"{unsafe[0]!r} is not allowed: only asymmetric signatures can be checked with a JWKS")
+        return value
+
+    @property
+    def expected_issuer(self) -> str:
+        return self.issuer or self.authorization_servers[0]
+
+
 class ServerSettings(_Model):
     """How this server listens."""
 
@@ -108,7 +171,7 @@ class Settings(_Model):
     tools: list[InlineTool] = Field(default_factory=list)
     server: ServerSettings = Field(default_factory=ServerSettings)
     strict: bool = False
-    auth: dict[str, Any] | None = None
+    auth: AuthSettings | None = None
     acl: dict[str, Any] | None = None
     mcp_upstream: str | None = None
     config_file: str | None = Field(default=None, exclude=True)
@@ -201,7 +264,24 @@ def _apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str
 
 def _check_supported(settings: Settings, source: str) -> None:
     # Fail closed: a config that asks for protection we do not provide must not start unprotected.
-    for key in ("auth", "acl", "mcp_upstream"):
+    auth = settings.auth
+    if auth is not None:
+        if (auth.introspection_endpoint is None) == (auth.jwks_uri is None):
+            raise ConfigError(f"{source}: auth: give exactly one of introspection_endpoint and jwks_uri",
+                              key="auth", source=source)
+        if auth.introspection_endpoint is not None:
+            if not auth.client_id:
+                raise ConfigError(f"{source}: auth.client_id: is needed to call the introspection endpoint",
+                                  key="auth.client_id", source=source)
+            secret = auth.client_private_key if auth.client_auth_method == "private_key_jwt" else auth.client_secret
+            if secret is None:
+                key = "client_private_key" if auth.client_auth_method == "private_key_jwt" else "client_secret"
+                raise ConfigError(f"{source}: auth.{key}: is needed for {auth.client_auth_method}",
+                                  key=f"auth.{key}", source=source)
+        if settings.server.transport == "stdio":
+            raise ConfigError(f"{source}: auth: applies to the HTTP transport only; stdio carries no bearer "
+                              "tokens (remove auth: or serve over http)", key="auth", source=source)
+    for key in ("acl", "mcp_upstream"):
         if getattr(settings, key) is not None:
             raise ConfigError(f"{source}: {key}: is not supported by this version yet; remove it to start "
                               "(the server refuses to start rather than run without it)", key=key, source=source)

@@ -55,8 +55,8 @@ def test_header_values_with_newlines_are_refused(tmp_path: Path) -> None:
         load_settings(write(tmp_path, 'spec: x\nupstream: {headers: {X-A: "a\\r\\nb: c"}}\n'))
 
 
-def test_auth_acl_and_passthrough_fail_closed_until_supported(tmp_path: Path) -> None:
-    for block in ("auth: {resource: 'http://x/mcp'}", "acl: {rules: []}", "mcp_upstream: http://x/mcp"):
+def test_acl_and_passthrough_fail_closed_until_supported(tmp_path: Path) -> None:
+    for block in ("acl: {rules: []}", "mcp_upstream: http://x/mcp"):
         with pytest.raises(ConfigError, match="is not supported by this version yet"):
             load_settings(write(tmp_path, f"spec: x.yaml\n{block}\n"))
 
@@ -90,3 +90,33 @@ def test_inline_tools_with_the_same_route_are_refused() -> None:
     tools = [InlineTool(method="GET", path="/a"), InlineTool(method="get", path="/a")]
     with pytest.raises(ConfigError, match=r"cfg: tools\[1\]: GET /a is already defined by tools\[0\]"):
         inline_tools_spec(tools, source="cfg")
+
+
+AUTH = "spec: x.yaml\nauth:\n  resource: http://127.0.0.1:8000/mcp\n  authorization_servers: [http://as.test/realms/demo]\n"
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ("", "auth: give exactly one of introspection_endpoint and jwks_uri"),
+    ("  jwks_uri: http://as.test/certs\n  introspection_endpoint: http://as.test/i\n",
+     "auth: give exactly one of introspection_endpoint and jwks_uri"),
+    ("  introspection_endpoint: http://as.test/i\n", "auth.client_id: is needed to call the introspection endpoint"),
+    ("  introspection_endpoint: http://as.test/i\n  client_id: gw\n", "auth.client_secret: is needed for "
+     "client_secret_basic"),
+    ("  jwks_uri: http://as.test/certs\n  algorithms: [RS256, HS256]\n",
+     "auth.algorithms: Value error, 'HS256' is not allowed: only asymmetric signatures can be checked with a JWKS"),
+    ("  jwks_uri: http://as.test/certs\n  claim_to_header: [{claim: sub, header: Authorization}]\n",
+     "auth.claim_to_header.0.header: Value error, 'Authorization' cannot be used as a claim header"),
+])
+def test_auth_config_errors_name_the_key(tmp_path: Path, extra: str, message: str) -> None:
+    path = write(tmp_path, AUTH + extra)
+    with pytest.raises(ConfigError) as exc:
+        load_settings(path)
+    assert str(exc.value) == f"{path}: {message}"
+
+
+def test_auth_is_refused_on_stdio(tmp_path: Path) -> None:
+    path = write(tmp_path, AUTH + "  jwks_uri: http://as.test/certs\n")
+    with pytest.raises(ConfigError, match="auth: applies to the HTTP transport only"):
+        load_settings(path, transport="stdio")
+    settings = load_settings(path)
+    assert settings.auth is not None and settings.auth.expected_issuer == "http://as.test/realms/demo"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -141,8 +141,13 @@ def build_plans(
     *,
     include: Selection = Selection(),
     exclude: Selection = Selection(),
+    reserved_headers: frozenset[str] = frozenset(),
 ) -> tuple[list[ToolPlan], list[Problem]]:
-    """Compile every selected operation of `spec` into a ToolPlan; report what was renamed."""
+    """Compile every selected operation of `spec` into a ToolPlan; report what was renamed.
+
+    Header parameters named in `reserved_headers` (lower case) are left out of the tools: the
+    server fills them itself (claim_to_header), so a client must not be able to set them.
+    """
     names, problems = assign_names(spec.operations)
     in_defs, out_defs = DefsIndex(spec.input_defs), DefsIndex(spec.output_defs)
     plans: list[ToolPlan] = []
@@ -151,8 +156,15 @@ def build_plans(
             continue
         if not exclude.is_empty() and exclude.matches(op, name):
             continue
+        if reserved_headers:
+            op = _without_headers(op, reserved_headers)
         plans.append(_plan(op, name, in_defs, out_defs))
     return plans, problems
+
+
+def _without_headers(op: Operation, reserved: frozenset[str]) -> Operation:
+    kept = tuple(p for p in op.parameters if not (p.location == "header" and p.name.lower() in reserved))
+    return op if len(kept) == len(op.parameters) else replace(op, parameters=kept)
 
 
 def _plan(op: Operation, name: str, in_defs: DefsIndex, out_defs: DefsIndex) -> ToolPlan:

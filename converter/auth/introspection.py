@@ -1,0 +1,204 @@
+"""RFC 7662 token introspection (Keycloak, Gravitee AM, any OAuth 2 server), cached.
+
+Results are cached per token (by its SHA-256, never the token itself) for `cache_ttl` seconds
+and never past the token's `exp`; inactive answers for `inactive_cache_ttl`. Concurrent
+requests with the same new token share one introspection call. If the authorization server
+cannot answer, the request is refused (`AuthServerUnavailableError`), never let through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from converter.auth.principal import (
+    AuthServerUnavailableError,
+    InvalidTokenError,
+    Principal,
+    audience_matches,
+    scopes_of,
+)
+from converter.config import AuthSettings
+
+log = logging.getLogger("openapi_mcp.auth")
+
+MAX_CACHED_TOKENS = 10_000
+
+
+class TokenCache:
+    """A bounded map from token hash to a verdict with an expiry (monotonic clock)."""
+
+    def __init__(self, max_entries: int = MAX_CACHED_TOKENS) -> None:
+        self._entries: OrderedDict[str, tuple[float, Principal | InvalidTokenError]] = OrderedDict()
+        self._max = max_entries
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str) -> Principal | InvalidTokenError | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] <= time.monotonic():
+            if entry is not None:
+                del self._entries[key]
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry[1]
+
+    def put(self, key: str, verdict: Principal | InvalidTokenError, ttl: float) -> None:
+        if ttl <= 0:
+            return
+        self._entries[key] = (time.monotonic() + ttl, verdict)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+
+def token_key(token: str) -> str:
+    """What the caches hold instead of the token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class IntrospectionVerifier:
+    """Verifies opaque (or any) access tokens with the authorization server's introspection endpoint."""
+
+    def __init__(self, settings: AuthSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        assert settings.introspection_endpoint is not None
+        self._settings = settings
+        self._endpoint = settings.introspection_endpoint
+        self._cache = TokenCache()
+        self._inflight: dict[str, asyncio.Future[Principal]] = {}
+        self._client = httpx.AsyncClient(timeout=settings.timeout, transport=transport, follow_redirects=False)
+
+    @property
+    def cache(self) -> TokenCache:
+        return self._cache
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def verify(self, token: str) -> Principal:
+        """Return the token's principal.
+
+        Raises:
+            InvalidTokenError: inactive, expired, or issued for another audience or issuer.
+            AuthServerUnavailableError: the introspection endpoint failed or answered nonsense.
+        """
+        key = token_key(token)
+        cached = self._cache.get(key)
+        if isinstance(cached, Principal):
+            if cached.expires_at is not None and cached.expires_at <= time.time():
+                raise InvalidTokenError("The access token has expired")
+            return cached
+        if isinstance(cached, InvalidTokenError):
+            raise cached
+        pending = self._inflight.get(key)
+        if pending is not None:  # one introspection per new token, however many requests bring it
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Principal] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            principal = await self._introspect(token, key)
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc if isinstance(exc, Exception) else AuthServerUnavailableError("cancelled"))
+                future.exception()  # mark retrieved: waiters re-raise it, nobody else must be warned
+            raise
+        else:
+            future.set_result(principal)
+            return principal
+        finally:
+            self._inflight.pop(key, None)
+
+    async def _introspect(self, token: str, key: str) -> Principal:
+        settings = self._settings
+        data = {"token": token, "token_type_hint": "access_token"}
+        headers = {"accept": "application/json"}
+        client_id = settings.client_id or ""
+        if settings.client_auth_method == "client_secret_basic":
+            secret = settings.client_secret.get_secret_value() if settings.client_secret else ""
+            # RFC 6749 §2.3.1: both parts are form-urlencoded before base64
+            pair = f"{quote(client_id, safe='')}:{quote(secret, safe='')}"
+            headers["authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+        elif settings.client_auth_method == "client_secret_post":
+            data["client_id"] = client_id
+            data["client_secret"] = settings.client_secret.get_secret_value() if settings.client_secret else ""
+        else:
+            data["client_id"] = client_id
+            data["client_assertion_type"] = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+            data["client_assertion"] = self._client_assertion()
+        try:
+            response = await self._client.post(self._endpoint, data=data, headers=headers)
+        except httpx.HTTPError as exc:
+            log.error("introspection endpoint %s failed: %s", self._endpoint, type(exc).__name__)
+            raise AuthServerUnavailableError("The authorization server could not be reached") from exc
+        if response.status_code != 200:
+            log.error("introspection endpoint %s answered HTTP %d", self._endpoint, response.status_code)
+            raise AuthServerUnavailableError(f"The authorization server answered HTTP {response.status_code}")
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise AuthServerUnavailableError("The authorization server answered with invalid JSON") from exc
+        if not isinstance(body, dict) or not isinstance(body.get("active"), bool):
+            raise AuthServerUnavailableError("The authorization server's introspection answer has no 'active'")
+        try:
+            principal = self._principal(body)
+        except InvalidTokenError as exc:
+            self._cache.put(key, exc, settings.inactive_cache_ttl)
+            raise
+        ttl = settings.cache_ttl
+        if principal.expires_at is not None:
+            ttl = min(ttl, principal.expires_at - time.time())
+        self._cache.put(key, principal, ttl)
+        return principal
+
+    def _principal(self, body: dict[str, Any]) -> Principal:
+        settings = self._settings
+        if body["active"] is not True:
+            raise InvalidTokenError("The access token is not active")
+        now = time.time()
+        exp = body.get("exp")
+        if isinstance(exp, (int, float)) and exp + settings.leeway < now:
+            raise InvalidTokenError("The access token has expired")
+        nbf = body.get("nbf")
+        if isinstance(nbf, (int, float)) and nbf - settings.leeway > now:
+            raise InvalidTokenError("The access token is not valid yet")
+        iss = body.get("iss")
+        if iss is not None and iss != settings.expected_issuer:
+            raise InvalidTokenError("The access token was issued by another authorization server")
+        if not settings.insecure_relaxed_audience_validation and not audience_matches(body.get("aud"), settings.resource):
+            raise InvalidTokenError("The access token was not issued for this resource (audience)")
+        claims = {k: v for k, v in body.items() if k != "active"}
+        return Principal(
+            subject=body.get("sub") if isinstance(body.get("sub"), str) else None,
+            client_id=body.get("client_id") if isinstance(body.get("client_id"), str) else None,
+            issuer=iss if isinstance(iss, str) else settings.expected_issuer,
+            scopes=scopes_of(body),
+            claims=claims,
+            expires_at=float(exp) if isinstance(exp, (int, float)) else None,
+            is_authenticated=True,
+        )
+
+    def _client_assertion(self) -> str:
+        """RFC 7523 private_key_jwt client authentication."""
+        from joserfc import jwk, jwt
+
+        settings = self._settings
+        assert settings.client_private_key is not None
+        key = jwk.import_key(settings.client_private_key.get_secret_value())
+        now = int(time.time())
+        header = {"alg": "RS256" if key.key_type == "RSA" else "ES256"}
+        if settings.client_key_id:
+            header["kid"] = settings.client_key_id
+        claims = {"iss": settings.client_id, "sub": settings.client_id, "aud": self._endpoint,
+                  "jti": uuid.uuid4().hex, "iat": now, "exp": now + 60}
+        return jwt.encode(header, claims, key)

@@ -1,0 +1,122 @@
+"""Local validation of JWT access tokens against the authorization server's JWKS.
+
+Checks the signature (an allow-list of asymmetric algorithms: never `none`, never HS* with a
+public key), `iss`, `aud` (the MCP resource), `exp`/`nbf` with leeway. An unknown `kid`
+triggers one JWKS refetch (key rotation), at most once per `jwks_refetch_interval`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import httpx
+from joserfc import errors as jose_errors
+from joserfc import jwk, jwt
+
+from converter.auth.principal import (
+    AuthServerUnavailableError,
+    InvalidTokenError,
+    Principal,
+    audience_matches,
+    scopes_of,
+)
+from converter.config import AuthSettings
+
+log = logging.getLogger("openapi_mcp.auth")
+
+
+class JWTVerifier:
+    """Verifies JWT access tokens (RFC 9068, Keycloak's `typ: JWT` too) with a cached JWKS."""
+
+    def __init__(self, settings: AuthSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        assert settings.jwks_uri is not None
+        self._settings = settings
+        self._keys: jwk.KeySet | None = None
+        self._last_refetch = float("-inf")  # of refetches caused by an unknown kid
+        self._lock = asyncio.Lock()
+        self._client = httpx.AsyncClient(timeout=settings.timeout, transport=transport, follow_redirects=False)
+        self.refetches = 0
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def verify(self, token: str) -> Principal:
+        """Return the token's principal.
+
+        Raises:
+            InvalidTokenError: bad signature or algorithm, unknown key, wrong issuer or audience, expired.
+            AuthServerUnavailableError: the JWKS could not be fetched.
+        """
+        keys = self._keys or await self._refresh(initial=True)
+        try:
+            decoded = self._decode(token, keys)
+        except jose_errors.InvalidKeyIdError:
+            keys = await self._refresh(initial=False)  # maybe the keys rotated
+            try:
+                decoded = self._decode(token, keys)
+            except jose_errors.InvalidKeyIdError as exc:
+                raise InvalidTokenError("The access token is signed with an unknown key") from exc
+        return self._principal(decoded.claims)
+
+    def _decode(self, token: str, keys: jwk.KeySet) -> Any:
+        try:
+            return jwt.decode(token, keys, algorithms=self._settings.algorithms)
+        except jose_errors.InvalidKeyIdError:
+            raise
+        except jose_errors.UnsupportedAlgorithmError as exc:
+            raise InvalidTokenError("The access token's signature algorithm is not accepted") from exc
+        except jose_errors.BadSignatureError as exc:
+            raise InvalidTokenError("The access token's signature is invalid") from exc
+        except (jose_errors.JoseError, ValueError, TypeError, KeyError) as exc:
+            raise InvalidTokenError("The access token is not a valid JWT") from exc
+
+    def _principal(self, claims: dict[str, Any]) -> Principal:
+        settings = self._settings
+        now = time.time()
+        exp = claims.get("exp")
+        if not isinstance(exp, (int, float)):
+            raise InvalidTokenError("The access token has no expiry")
+        if exp + settings.leeway < now:
+            raise InvalidTokenError("The access token has expired")
+        nbf = claims.get("nbf")
+        if isinstance(nbf, (int, float)) and nbf - settings.leeway > now:
+            raise InvalidTokenError("The access token is not valid yet")
+        if claims.get("iss") != settings.expected_issuer:
+            raise InvalidTokenError("The access token was issued by another authorization server")
+        if not settings.insecure_relaxed_audience_validation and not audience_matches(claims.get("aud"), settings.resource):
+            raise InvalidTokenError("The access token was not issued for this resource (audience)")
+        client_id = claims.get("client_id") or claims.get("azp")
+        return Principal(
+            subject=claims.get("sub") if isinstance(claims.get("sub"), str) else None,
+            client_id=client_id if isinstance(client_id, str) else None,
+            issuer=claims["iss"],
+            scopes=scopes_of(claims),
+            claims=claims,
+            expires_at=float(exp),
+            is_authenticated=True,
+        )
+
+    async def _refresh(self, *, initial: bool) -> jwk.KeySet:
+        async with self._lock:
+            if self._keys is not None:
+                if initial:
+                    return self._keys  # another request loaded them while we waited
+                if time.monotonic() - self._last_refetch < self._settings.jwks_refetch_interval:
+                    return self._keys  # rate limit: unknown kids must not make us hammer the AS
+                self._last_refetch = time.monotonic()
+            uri = self._settings.jwks_uri
+            try:
+                response = await self._client.get(uri, headers={"accept": "application/json"})  # type: ignore[arg-type]
+                response.raise_for_status()
+                keys = jwk.KeySet.import_key_set(response.json())
+            except (httpx.HTTPError, ValueError, jose_errors.JoseError) as exc:
+                log.error("cannot fetch the JWKS from %s: %s", uri, type(exc).__name__)
+                if self._keys is None:
+                    raise AuthServerUnavailableError("The authorization server's keys could not be fetched") from exc
+                return self._keys
+            self._keys = keys
+            self.refetches += 1
+            return keys

@@ -1,0 +1,115 @@
+"""What the auth layer learned about the caller, and helpers shared by the token verifiers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from converter.errors import ConverterError
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller behind a request: from a verified token, or anonymous (auth off, stdio)."""
+
+    subject: str | None = None
+    client_id: str | None = None
+    issuer: str | None = None
+    scopes: frozenset[str] = frozenset()
+    claims: Mapping[str, Any] = field(default_factory=dict)
+    expires_at: float | None = None
+    is_authenticated: bool = False
+
+    def __repr__(self) -> str:  # never the claims: they may hold personal data
+        return f"Principal(subject={self.subject!r}, client_id={self.client_id!r}, scopes={sorted(self.scopes)!r})"
+
+
+ANONYMOUS = Principal()
+
+
+class ClaimHeaderError(ConverterError):
+    """A claim cannot be sent as a header (CR/LF, non-ASCII, or not a scalar or list)."""
+
+
+class InvalidTokenError(Exception):
+    """The token is not acceptable (RFC 6750 `invalid_token`); the message is safe to show."""
+
+
+class AuthServerUnavailableError(Exception):
+    """The authorization server could not answer; requests are refused, never let through."""
+
+
+def canonical_resource(url: str) -> str:
+    """RFC 8707 / MCP canonical form: lowercase scheme and host, no fragment, no trailing slash."""
+    parts = urlsplit(url.strip())
+    path = parts.path.rstrip("/") if parts.path != "/" else ""
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), path, parts.query, ""))
+
+
+def audience_matches(audience: Any, resource: str) -> bool:
+    """True when the token's `aud` (a string or a list) names `resource` (canonically compared)."""
+    wanted = canonical_resource(resource)
+    values = audience if isinstance(audience, list) else [audience]
+    return any(isinstance(v, str) and canonical_resource(v) == wanted for v in values)
+
+
+def scopes_of(claims: Mapping[str, Any]) -> frozenset[str]:
+    """Scopes from `scope` (space-separated, RFC 7662 / 9068) or `scp` (a list, some IdPs)."""
+    scope = claims.get("scope")
+    if isinstance(scope, str):
+        return frozenset(scope.split())
+    scp = claims.get("scp")
+    if isinstance(scp, list):
+        return frozenset(s for s in scp if isinstance(s, str))
+    if isinstance(scp, str):
+        return frozenset(scp.split())
+    return frozenset()
+
+
+def claim_value(claims: Mapping[str, Any], dotted: str) -> Any:
+    """Look up a claim by dotted path (`realm_access.roles`); None when absent."""
+    node: Any = claims
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def claim_headers(principal: Principal, mappings: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """Upstream headers from the caller's claims (`claim_to_header`).
+
+    A missing claim sends no header (the argument-side header is never used: see
+    `reserved_headers`); lists are joined with `,`; anything that could split or smuggle a
+    header (CR, LF, NUL, non-ASCII) refuses the call rather than being cleaned silently.
+
+    Raises:
+        ClaimHeaderError: a claim value cannot be sent safely.
+    """
+    headers: dict[str, str] = {}
+    for claim, header in mappings:
+        value = claim_value(principal.claims, claim)
+        if value is None:
+            continue
+        if isinstance(value, list):
+            text = ",".join(_claim_text(v, claim, header) for v in value)
+        else:
+            text = _claim_text(value, claim, header)
+        headers[header] = text
+    return headers
+
+
+def _claim_text(value: Any, claim: str, header: str) -> str:
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, (str, int, float)):
+        text = str(value)
+    else:
+        raise ClaimHeaderError(f"The token claim {claim!r} is not a string, number or list, so it cannot be sent "
+                               f"as the header {header!r}")
+    if not text.isascii() or any(c in text for c in "\r\n\x00"):
+        raise ClaimHeaderError(f"The token claim {claim!r} contains CR, LF, NUL or non-ASCII characters, so it "
+                               f"cannot be sent as the header {header!r}")
+    return text
