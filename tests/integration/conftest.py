@@ -257,3 +257,4 @@ def spec_path() -> Path:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+from tests.integration.authserver import AuthServer, auth_server, start_auth_server  # noqa: E402, F401
