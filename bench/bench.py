@@ -45,7 +45,10 @@ OURS = ROOT / ".venv" / "bin" / "openapi-mcp"
 FASTMCP_PY = BENCH / ".venv-fastmcp" / "bin" / "python"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-LABELS = {"direct": "direct (nginx)", "ours": "openapi-mcp", "fastmcp": "FastMCP"}
+LABELS = {"direct": "direct (nginx)", "ours": "openapi-mcp", "ours-auth": "openapi-mcp+auth", "fastmcp": "FastMCP"}
+# The auth-on target introspects one opaque token once (then serves it from its cache); nginx answers
+# the introspection endpoint with this document, whose `aud` is that target's MCP URL.
+BENCH_TOKEN = "bench-token-0123456789"
 
 
 def log(msg: str) -> None:
@@ -136,8 +139,11 @@ class Proc:
         self.fh.close()
 
 
-def start_nginx(tmp: Path) -> tuple[Proc, int]:
+def start_nginx(tmp: Path, auth_resource: str) -> tuple[Proc, int]:
     port = free_port()
+    introspection = json.dumps({"active": True, "aud": auth_resource, "scope": "mcp:tools", "sub": "bench",
+                                "client_id": "wrk", "iss": "http://127.0.0.1/realms/bench",
+                                "exp": int(time.time()) + 86400})
     d = tmp / "nginx"
     d.mkdir()
     conf = d / "nginx.conf"
@@ -160,6 +166,10 @@ http {{
             default_type application/json;
             return 200 '{USER_JSON}';
         }}
+        location = /introspect {{
+            default_type application/json;
+            return 200 '{introspection}';
+        }}
         location / {{ return 404; }}
     }}
 }}
@@ -170,10 +180,18 @@ http {{
     return proc, port
 
 
-def start_target(target: str, tmp: Path, upstream: str) -> tuple[Proc, str]:
+def start_target(target: str, tmp: Path, upstream: str, auth_port: int) -> tuple[Proc, str]:
     port = free_port()
     if target == "ours":
         cmd = [str(OURS), "serve", str(SPEC), "--upstream", upstream, "--port", str(port)]
+    elif target == "ours-auth":
+        port = auth_port
+        config = tmp / "auth.yaml"
+        config.write_text(json.dumps({"spec": str(SPEC), "upstream": {"url": upstream}, "auth": {
+            "resource": f"http://127.0.0.1:{port}/mcp", "authorization_servers": ["http://127.0.0.1/realms/bench"],
+            "introspection_endpoint": f"{upstream}/introspect", "client_id": "bench", "client_secret": "bench",
+            "required_scopes": ["mcp:tools"]}}))
+        cmd = [str(OURS), "serve", "--config", str(config), "--port", str(port)]
     elif target == "fastmcp":
         cmd = [str(FASTMCP_PY), str(BENCH / "fastmcp_server.py"), str(SPEC), "--upstream", upstream,
                "--port", str(port)]
@@ -212,6 +230,9 @@ def measure(target: str, url: str, server_pid: int, conc: int, args, tmp: Path) 
     if target == "direct":
         env["BENCH_MODE"] = "direct"
     else:
+        os.environ.pop("MCP_TOKEN", None)
+        if target == "ours-auth":
+            os.environ["MCP_TOKEN"] = BENCH_TOKEN  # sessions.py sends it when opening sessions
         ids = [sessions.open_session(url) for _ in range(conc)]
         msg, _ = sessions.request(url, ids[0], "tools/call", {"name": TOOL, "arguments": TOOL_ARGS})
         text = json.dumps(msg)
@@ -221,6 +242,8 @@ def measure(target: str, url: str, server_pid: int, conc: int, args, tmp: Path) 
         sid_file.write_text("".join(i + "\n" for i in ids))
         env.update({"BENCH_MODE": "mcp", "MCP_SESSIONS": str(sid_file), "MCP_TOOL": TOOL,
                     "MCP_ARGS": json.dumps(TOOL_ARGS, separators=(",", ":"))})
+        if target == "ours-auth":
+            env["MCP_TOKEN"] = BENCH_TOKEN
     logf = tmp / f"wrk-{target}.log"
     if args.warmup > 0:
         warm = run_wrk(url, threads, conc, args.warmup, env, logf)
@@ -263,7 +286,7 @@ def _fmt(v: Any, spec: str) -> str:
 def throughput_table(data: dict) -> str:
     runs = data.get("runs", [])
     conc = sorted({r["concurrency"] for r in runs})
-    targets = [t for t in ("direct", "ours", "fastmcp") if any(r["target"] == t for r in runs)]
+    targets = [t for t in ("direct", "ours", "ours-auth", "fastmcp") if any(r["target"] == t for r in runs)]
     by = {(r["target"], r["concurrency"]): r for r in runs}
     out = []
     hdr = f"{'target':<16}{'c':>4}{'calls/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'srv CPU ms/call':>17}{'load1':>7}"
@@ -284,8 +307,11 @@ def throughput_table(data: dict) -> str:
     ratios = []
     for c in conc:
         o, f, d = by.get(("ours", c)), by.get(("fastmcp", c)), by.get(("direct", c))
+        a = by.get(("ours-auth", c))
         ok = lambda r: r is not None and r["status"] == "ok"  # noqa: E731
         parts = []
+        if ok(o) and ok(a):
+            parts.append(f"auth on/off: throughput {a['calls_per_s'] / o['calls_per_s']:.2f}x")
         if ok(o) and ok(f):
             parts.append(f"ours/FastMCP: throughput {o['calls_per_s'] / f['calls_per_s']:.2f}x, "
                          f"CPU/call {o['server_cpu_ms_per_call'] / f['server_cpu_ms_per_call']:.2f}x, "
@@ -384,7 +410,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description="openapi-mcp throughput benchmark")
     ap.add_argument("--duration", type=float, default=float(os.environ.get("DURATION", 10)))
     ap.add_argument("--warmup", type=float, default=float(os.environ.get("WARMUP", 2)))
-    ap.add_argument("--targets", default=os.environ.get("TARGETS", "direct,ours,fastmcp"))
+    ap.add_argument("--targets", default=os.environ.get("TARGETS", "direct,ours,ours-auth,fastmcp"))
     ap.add_argument("--concurrency", default=os.environ.get("CONCURRENCY", "1,32"))
     ap.add_argument("--threads", type=int, default=int(os.environ.get("WRK_THREADS", 2)),
                     help="wrk threads when concurrency > 1 (default 2)")
@@ -412,7 +438,8 @@ def main() -> int:
     failed = False
     tmp = Path(tempfile.mkdtemp(prefix="openapi-mcp-bench-"))
     log(f"work dir {tmp}; load {loadavg()}")
-    nginx, nport = start_nginx(tmp)
+    auth_port = free_port()
+    nginx, nport = start_nginx(tmp, f"http://127.0.0.1:{auth_port}/mcp")
     upstream = f"http://127.0.0.1:{nport}"
     try:
         for target in targets:
@@ -422,7 +449,7 @@ def main() -> int:
                     url, pid = upstream + USER_PATH, nginx.pid
                 else:
                     log(f"starting {LABELS[target]}")
-                    proc, url = start_target(target, tmp, upstream)
+                    proc, url = start_target(target, tmp, upstream, auth_port)
                     pid = proc.pid
                 for c in concs:
                     log(f"{LABELS[target]} c={c}: {args.warmup:g} s warm-up + {args.duration:g} s (load {loadavg()})")

@@ -26,6 +26,7 @@ local mode = os.getenv("BENCH_MODE") or "mcp"
 local expect = os.getenv("BENCH_EXPECT") or "Alice Johnson"
 local tool = os.getenv("MCP_TOOL") or "getUser"
 local args = os.getenv("MCP_ARGS") or '{"userId":"u1"}'
+local token = os.getenv("MCP_TOKEN")  -- set for the auth-on target: one bearer token, cached by the server
 local protocol = "2025-06-18"
 
 -- ---------------------------------------------------------------- main state: setup / done
@@ -80,12 +81,14 @@ function init(argv)
     body_head = '{"jsonrpc":"2.0","id":'
     body_tail = ',"method":"tools/call","params":{"name":"' .. tool .. '","arguments":' .. args .. '}}'
     for _, id in ipairs(ids) do
-      table.insert(reqs, {
+      local h = {
         ["Content-Type"] = "application/json",
         ["Accept"] = "application/json, text/event-stream",
         ["Mcp-Session-Id"] = id,
         ["MCP-Protocol-Version"] = protocol,
-      })
+      }
+      if token then h["Authorization"] = "Bearer " .. token end
+      table.insert(reqs, h)
     end
   end
   nreq = #reqs

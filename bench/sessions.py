@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import sys
 import urllib.parse
 from typing import Any
@@ -43,6 +44,8 @@ def post(
     if session:
         headers["Mcp-Session-Id"] = session
         headers["MCP-Protocol-Version"] = PROTOCOL
+    if os.environ.get("MCP_TOKEN"):
+        headers["Authorization"] = f"Bearer {os.environ['MCP_TOKEN']}"
     try:
         conn.request("POST", u.path or "/", body=json.dumps(message).encode(), headers=headers)
         resp = conn.getresponse()
