@@ -246,3 +246,43 @@ async def test_21_full_client_flow_dcr_pkce_resource_through_the_sdk(introspecti
     assert not result.is_error and result.structured_content["name"] == "Alice Johnson"
     [entry] = [e for e in mock_api.requests() if e["path"] == "/marketplace/users/u1"]
     assert entry["headers"]["x-user-id"] == "carol" and entry["headers"]["x-roles"] == "user"
+
+
+def test_12_15_16_preflight_query_tokens_and_malformed_credentials(introspecting: Guarded, idp: AuthServer) -> None:
+    preflight = httpx.options(introspecting.url, headers={"origin": "http://localhost:6274",
+                                                         "access-control-request-method": "POST",
+                                                         "access-control-request-headers": "authorization"},
+                              trust_env=False)
+    assert preflight.status_code == 204 and "mcp-session-id" in preflight.headers["access-control-expose-headers"]
+    token = idp.token("svc-user", "user-secret", resource=introspecting.url)
+    in_query = httpx.post(f"{introspecting.url}?access_token={token}", json={}, trust_env=False)
+    assert in_query.status_code == 400
+    for headers in ({"authorization": "Basic bWNwOnNlY3JldA=="}, {"authorization": "Bearer"}):
+        assert httpx.post(introspecting.url, headers=headers, json={}, trust_env=False).status_code == 400
+
+
+def test_3_4_5_forged_expired_and_foreign_jwts(jwt_server: Guarded, idp: AuthServer) -> None:
+    import base64
+    import time
+
+    from joserfc import jwk, jwt
+
+    mine = jwk.RSAKey.generate_key(2048, parameters={"kid": "attacker"})
+    now = int(time.time())
+    claims = {"iss": idp.issuer, "aud": jwt_server.url, "sub": "x", "client_id": "x", "scope": "mcp:tools",
+              "iat": now, "exp": now + 300}
+    real_kid = idp.jwks()["keys"][0]["kid"]
+    cases = {
+        "unknown key": jwt.encode({"alg": "RS256", "kid": "attacker"}, claims, mine),
+        "bad signature": jwt.encode({"alg": "RS256", "kid": real_kid}, claims, mine),
+        "alg none": ".".join(base64.urlsafe_b64encode(json.dumps(part).encode()).decode().rstrip("=")
+                             for part in ({"alg": "none", "typ": "JWT"}, claims)) + ".",
+    }
+    for name, token in cases.items():
+        response = post(jwt_server.url, "tools/list", token=token)
+        assert response.status_code == 401, name
+        assert 'error="invalid_token"' in response.headers["www-authenticate"], name
+    # the AS cannot mint a wrong-issuer or expired token; forged ones must fail whatever fails first
+    for bad in ({"iss": "http://evil/realms/demo"}, {"exp": now - 3600}):
+        token = jwt.encode({"alg": "RS256", "kid": "attacker"}, {**claims, **bad}, mine)
+        assert post(jwt_server.url, "tools/list", token=token).status_code == 401
