@@ -28,6 +28,9 @@ from converter.auth.middleware import PRINCIPAL_KEY, AuthLayer, TokenVerifier
 from converter.auth.principal import ANONYMOUS, Principal
 from converter.catalog import Catalog, build_catalog
 from converter.config import AuthSettings, Settings
+from converter.health import healthz, metrics_endpoint, readyz
+from converter.telemetry import McpTelemetry, TelemetryLayer
+from converter.telemetry.setup import Telemetry, build_telemetry
 from converter.invoke.result import error_result
 
 log = logging.getLogger("openapi_mcp")
@@ -98,7 +101,7 @@ def principal_of(ctx: ServerRequestContext[Any]) -> Principal:
     return principal if isinstance(principal, Principal) else ANONYMOUS
 
 
-def build_server(catalog: Catalog, *, name: str = "openapi-mcp") -> Server[Any]:
+def build_server(catalog: Catalog, *, name: str = "openapi-mcp", telemetry: Telemetry | None = None) -> Server[Any]:
     """The low-level MCP server whose handlers read the catalog."""
 
     async def list_tools(ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
@@ -117,6 +120,8 @@ def build_server(catalog: Catalog, *, name: str = "openapi-mcp") -> Server[Any]:
             return error_result(f"Internal error while calling tool {params.name!r}; the server log has details")
 
     server: Server[Any] = Server(name, version=__version__, on_list_tools=list_tools, on_call_tool=call_tool)
+    if telemetry is not None:
+        server.middleware.append(McpTelemetry(telemetry.fanout, log_payloads=telemetry.log_payloads))
     server.middleware.append(ListCache(catalog))
     return server
 
@@ -132,7 +137,11 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None, upstream_t
         auth_transport: an httpx transport for the authorization server (tests).
     """
     catalog = catalog or build_catalog(settings, transport=upstream_transport)
-    server = build_server(catalog)
+    verifier = build_verifier(settings.auth, transport=auth_transport) if settings.auth else None
+    cache = getattr(verifier, "cache", None)
+    telemetry = build_telemetry(settings.telemetry, [p.name for p in catalog.plans],
+                                cache_stats=(lambda: (cache.hits, cache.misses)) if cache is not None else None)
+    server = build_server(catalog, telemetry=telemetry)
     host = settings.server.host
     security = None
     if host in _LOOPBACK:
@@ -150,7 +159,6 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None, upstream_t
         host=host,
     )
 
-    verifier = build_verifier(settings.auth, transport=auth_transport) if settings.auth else None
     if settings.auth is None and host not in _LOOPBACK:
         log.warning("no auth: configured and listening on %s: anyone who can reach it can call every tool", host)
     if settings.auth is not None and settings.auth.insecure_relaxed_audience_validation:
@@ -164,16 +172,21 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None, upstream_t
         finally:
             if verifier is not None:
                 await verifier.aclose()
+            telemetry.close()
 
-    async def healthz(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "tools": len(catalog.plans)})
-
-    app = Starlette(routes=[Route("/healthz", healthz), Mount("/", app=mcp_app)], lifespan=lifespan)
+    routes = [Route("/healthz", healthz(catalog)), Route("/readyz", readyz(catalog))]
+    if telemetry.metrics is not None:
+        routes.append(Route(settings.telemetry.metrics_path, metrics_endpoint(telemetry.metrics)))
+    app = Starlette(routes=[*routes, Mount("/", app=mcp_app)], lifespan=lifespan)
     app.state.catalog = catalog
     app.state.verifier = verifier
+    app.state.telemetry = telemetry
     if settings.auth is not None and verifier is not None:
         app.add_middleware(AuthLayer, settings=settings.auth, verifier=verifier, policy=catalog.policy,
                            mcp_path=settings.server.path)
+    # Outermost, so a request refused by the auth layer is recorded too.
+    app.add_middleware(TelemetryLayer, sink=telemetry.fanout, mcp_path=settings.server.path,
+                       metrics=telemetry.metrics)
     return app
 
 
@@ -189,6 +202,10 @@ async def run_stdio(settings: Settings, *, catalog: Catalog | None = None) -> No
     from mcp.server.stdio import stdio_server
 
     catalog = catalog or build_catalog(settings)
-    server = build_server(catalog)
-    async with catalog, stdio_server() as (read_stream, write_stream):
-        await server.run(read_stream, write_stream, server.create_initialization_options())
+    telemetry = build_telemetry(settings.telemetry, [p.name for p in catalog.plans], transport="stdio")
+    server = build_server(catalog, telemetry=telemetry)
+    try:
+        async with catalog, stdio_server() as (read_stream, write_stream):
+            await server.run(read_stream, write_stream, server.create_initialization_options())
+    finally:
+        telemetry.close()

@@ -150,6 +150,15 @@ class AuthSettings(_Model):
         return self.issuer or self.authorization_servers[0]
 
 
+class TelemetrySettings(_Model):
+    """Access log and metrics (issue: traffic visibility)."""
+
+    access_log: str = "stderr"  # stderr | stdout | off | a file path (JSON lines)
+    log_payloads: bool = False  # arguments and results in the access log, secrets redacted
+    metrics: bool = True  # Prometheus text format at metrics_path
+    metrics_path: str = "/metrics"
+
+
 class ServerSettings(_Model):
     """How this server listens."""
 
@@ -170,6 +179,7 @@ class Settings(_Model):
     exclude: SelectionSettings = Field(default_factory=SelectionSettings)
     tools: list[InlineTool] = Field(default_factory=list)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     strict: bool = False
     auth: AuthSettings | None = None
     acl: dict[str, Any] | None = None

@@ -436,3 +436,25 @@ def test_headers_filled_from_claims_are_not_tool_arguments(make_spec) -> None:
         {"name": "X-Other", "in": "header", "schema": {"type": "string"}}], "responses": {"200": {"description": "ok"}}}}})
     [plan], _ = build_plans(spec, reserved_headers=frozenset({"x-user-id"}))
     assert list(plan.input_schema["properties"]) == ["X-Other"]
+
+
+async def test_auth_outcomes_reach_the_access_log_and_metrics(harness, fake_as) -> None:
+    from prometheus_client import generate_latest
+
+    token = fake_as.add("tok-telemetry", sub="dora")
+    async with harness() as h:
+        await h.rpc("tools/list")
+        await h.rpc("tools/list", token="nope")
+        sid = await h.session(token)
+        await h.rpc("tools/call", {"name": "createOrder", "arguments": {}}, token=token, session=sid)
+        await h.rpc("tools/list", token=token, session=sid)
+        telemetry = h.app.state.telemetry
+        text = generate_latest(telemetry.metrics.registry).decode()
+        recent = list(telemetry.recent.records)
+    assert 'openapi_mcp_auth_failures_total{reason="missing_token"} 1.0' in text
+    assert 'openapi_mcp_auth_failures_total{reason="invalid_token"} 1.0' in text
+    assert 'openapi_mcp_auth_failures_total{reason="insufficient_scope"} 1.0' in text
+    assert 'openapi_mcp_introspection_cache_total{result="hit"}' in text
+    assert [r.get("auth_failure") for r in recent[:2]] == ["missing_token", "invalid_token"]
+    assert recent[-1]["subject"] == "dora" and recent[-1]["http_status"] == 200
+    assert all("tok-telemetry" not in json.dumps(r) for r in recent)

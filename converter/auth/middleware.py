@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from converter.auth.principal import AuthServerUnavailableError, InvalidTokenError, Principal
 from converter.config import AuthSettings
 from converter.policy import Policy
+from converter.telemetry.record import RECORD_KEY
 
 log = logging.getLogger("openapi_mcp.auth")
 
@@ -49,7 +50,7 @@ class AuthLayer:
     """ASGI middleware guarding `mcp_path`; everything else passes through (after CORS)."""
 
     def __init__(self, app: ASGIApp, *, settings: AuthSettings, verifier: TokenVerifier, policy: Policy,
-                 mcp_path: str, on_denied: Callable[[str], None] | None = None) -> None:
+                 mcp_path: str) -> None:
         self.app = app
         self.settings = settings
         self.verifier = verifier
@@ -60,7 +61,6 @@ class AuthLayer:
         origin = urlsplit(settings.resource)
         self.metadata_url = f"{origin.scheme}://{origin.netloc}{PRM_PATH}{resource_path}"
         self.metadata = self._metadata()
-        self._on_denied = on_denied or (lambda reason: None)
 
     def _metadata(self) -> bytes:
         settings = self.settings
@@ -108,7 +108,7 @@ class AuthLayer:
                                   origin)
             return
         if not values:
-            self._on_denied("missing_token")
+            _denied(scope, "missing_token")
             await self._challenge(send, 401, None, None, origin)
             return
         if len(values) > 1:
@@ -122,11 +122,11 @@ class AuthLayer:
         try:
             principal = await self.verifier.verify(token)
         except InvalidTokenError as exc:
-            self._on_denied("invalid_token")
+            _denied(scope, "invalid_token")
             await self._challenge(send, 401, "invalid_token", str(exc), origin)
             return
         except AuthServerUnavailableError as exc:
-            self._on_denied("auth_server_unavailable")
+            _denied(scope, "auth_server_unavailable")
             await _respond(send, 503, json.dumps({"error": "temporarily_unavailable",
                                                   "error_description": str(exc)}).encode(),
                            {"content-type": "application/json", "retry-after": "5"}, origin=origin)
@@ -134,7 +134,7 @@ class AuthLayer:
         have = self.policy.effective_scopes(principal)
         missing = self.policy.required_scopes - have
         if missing:
-            self._on_denied("insufficient_scope")
+            _denied(scope, "insufficient_scope")
             await self._challenge(send, 403, "insufficient_scope", "The access token lacks required scopes", origin,
                                   scopes=self.policy.required_scopes)
             return
@@ -146,13 +146,16 @@ class AuthLayer:
                 return
             for tool in _called_tools(scope, body):
                 if self.policy.missing_scopes(tool, principal, scopes=have):
-                    self._on_denied("insufficient_scope")
+                    _denied(scope, "insufficient_scope")
                     await self._challenge(send, 403, "insufficient_scope",
                                           f"Calling tool {_ascii(tool)} needs more scopes", origin,
                                           scopes=self.policy.needed_scopes(tool, principal))
                     return
             receive = _replay(body, receive)
         scope[PRINCIPAL_KEY] = principal
+        record = scope.get(RECORD_KEY)
+        if record is not None:
+            record.subject, record.client_id = principal.subject, principal.client_id
         scope["user"] = AuthenticatedUser(AccessToken(
             token="", client_id=principal.client_id or "", scopes=sorted(principal.scopes),
             expires_at=int(principal.expires_at) if principal.expires_at else None, subject=principal.subject,
@@ -176,6 +179,12 @@ class AuthLayer:
                            "An access token is required"}).encode()
         await _respond(send, status, body, {"content-type": "application/json",
                                             "www-authenticate": "Bearer " + ", ".join(params)}, origin=origin)
+
+
+def _denied(scope: Scope, reason: str) -> None:
+    record = scope.get(RECORD_KEY)
+    if record is not None:
+        record.auth_failure = reason
 
 
 def _called_tools(scope: Scope, body: bytes) -> list[str]:

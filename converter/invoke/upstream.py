@@ -13,6 +13,7 @@ import httpx
 from converter import __version__
 from converter.errors import UpstreamError
 from converter.invoke.request import HttpRequest
+from converter.telemetry.record import current_record
 
 DEFAULT_MAX_RESPONSE_BYTES = 1_000_000
 USER_AGENT = f"openapi-mcp/{__version__}"
@@ -86,7 +87,28 @@ class Upstream:
             UpstreamError: cannot connect, timed out, or the connection broke mid-response.
         """
         if self._session is not None:
-            return await self._send_aiohttp(request)
+            response = await self._send_aiohttp(request)
+        else:
+            response = await self._send_httpx(request)
+        record = current_record.get()
+        if record is not None:
+            record.upstream_method, record.upstream_url = request.method, request.template or None
+            record.upstream_status, record.upstream_ms = response.status, round(response.elapsed * 1000, 3)
+        return response
+
+    async def reachable(self, base_url: str) -> bool:
+        """True when something answers HTTP at `base_url` (any status: the upstream is up)."""
+        request = HttpRequest("HEAD", base_url, {"accept": "*/*"})
+        try:
+            if self._session is not None:
+                await self._send_aiohttp(request)
+            else:
+                await self._send_httpx(request)
+        except UpstreamError:
+            return False
+        return True
+
+    async def _send_httpx(self, request: HttpRequest) -> UpstreamResponse:
         client = self._client
         if client is None:
             raise RuntimeError("Upstream used outside its `async with` block")

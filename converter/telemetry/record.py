@@ -1,0 +1,67 @@
+"""CallRecord: one per request, filled by each layer it passes, emitted once at the end."""
+
+from __future__ import annotations
+
+import time
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """What happened to one request: who, what, how it went upstream, how long, how big."""
+
+    started: float = field(default_factory=time.perf_counter)
+    time: float = field(default_factory=time.time)
+    transport: str = "http"
+    http_method: str | None = None
+    path: str | None = None
+    http_status: int | None = None
+    mcp_method: str | None = None
+    name: str | None = None  # tool / resource / prompt name
+    session: str | None = None
+    client_name: str | None = None
+    subject: str | None = None
+    client_id: str | None = None
+    auth_failure: str | None = None  # missing_token, invalid_token, insufficient_scope, auth_server_unavailable
+    jsonrpc_error: int | None = None
+    is_error: bool | None = None  # tools/call result isError
+    upstream_method: str | None = None
+    upstream_url: str | None = None  # the path template, not the filled URL (no argument values)
+    upstream_status: int | None = None
+    upstream_ms: float | None = None
+    duration_ms: float | None = None
+    request_bytes: int = 0
+    response_bytes: int = 0
+    request_payload: Any = None  # only when payload logging is on (secrets redacted)
+    response_payload: Any = None
+
+    @property
+    def outcome(self) -> str:
+        """ok | tool_error | rpc_error | denied | error, for metrics labels and filters."""
+        if self.auth_failure is not None:
+            return "denied"
+        if self.jsonrpc_error is not None:
+            return "rpc_error"
+        if self.is_error:
+            return "tool_error"
+        if self.http_status is not None and self.http_status >= 400:
+            return "error"
+        return "ok"
+
+    def finish(self) -> None:
+        self.duration_ms = round((time.perf_counter() - self.started) * 1000, 3)
+
+    def as_log(self) -> dict[str, Any]:
+        """The JSON access-log form: no empty fields, no clock internals."""
+        data = {k: v for k, v in asdict(self).items() if v is not None and k != "started"}
+        data["outcome"] = self.outcome
+        return data
+
+
+# The record of the request being handled, for layers that do not see the ASGI scope
+# (the upstream client fills its fields through this).
+current_record: ContextVar[CallRecord | None] = ContextVar("openapi_mcp_record", default=None)
+
+RECORD_KEY = "openapi_mcp.record"

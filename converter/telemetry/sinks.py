@@ -1,0 +1,128 @@
+"""Where finished CallRecords go: a JSON access log, Prometheus metrics, a ring buffer.
+
+A sink is anything with `emit(record)`; adding one never touches a handler.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import IO, Any, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+
+from converter.telemetry.record import CallRecord
+
+UNKNOWN = "(unknown)"
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_MCP_METHODS = frozenset({
+    "initialize", "ping", "tools/list", "tools/call", "resources/list", "resources/read", "resources/templates/list",
+    "resources/subscribe", "resources/unsubscribe", "prompts/list", "prompts/get", "completion/complete",
+    "server/discover", "subscriptions/listen", "logging/setLevel", "notifications/initialized",
+    "notifications/cancelled", "notifications/progress", "notifications/roots/list_changed",
+})
+
+
+class Sink(Protocol):
+    def emit(self, record: CallRecord) -> None: ...
+
+
+class AccessLog:
+    """One JSON line per request on a stream (stderr by default) or a file."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self._stream = stream or sys.stderr
+        self._lock = threading.Lock()
+
+    def emit(self, record: CallRecord) -> None:
+        line = json.dumps(record.as_log(), separators=(",", ":"), default=str) + "\n"
+        with self._lock:
+            self._stream.write(line)
+            self._stream.flush()
+
+
+class Recent:
+    """The last N records, for the traffic page."""
+
+    def __init__(self, size: int = 500) -> None:
+        self.records: deque[dict[str, Any]] = deque(maxlen=size)
+
+    def emit(self, record: CallRecord) -> None:
+        self.records.append(record.as_log())
+
+
+class Metrics:
+    """Prometheus metrics with bounded labels: tool names come from the catalog, never from clients."""
+
+    def __init__(self, tool_names: Iterable[str], *, cache_stats: Callable[[], tuple[int, int]] | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._tools = frozenset(tool_names)
+        r = self.registry
+        self.requests = Counter("openapi_mcp_requests", "MCP requests by method and outcome",
+                                ["method", "outcome"], registry=r)
+        self.tool_calls = Counter("openapi_mcp_tool_calls", "tools/call requests by tool and outcome",
+                                  ["tool", "outcome"], registry=r)
+        self.duration = Histogram("openapi_mcp_request_duration_seconds", "Time to answer an MCP request",
+                                  ["method"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.upstream = Histogram("openapi_mcp_upstream_duration_seconds", "Time of the upstream HTTP call",
+                                  ["tool"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.auth_failures = Counter("openapi_mcp_auth_failures", "Requests refused by the auth layer",
+                                     ["reason"], registry=r)
+        self.in_flight = Gauge("openapi_mcp_in_flight_requests", "Requests being handled", registry=r)
+        if cache_stats is not None:
+            r.register(_CacheCollector(cache_stats))
+
+    def emit(self, record: CallRecord) -> None:
+        method = record.mcp_method if record.mcp_method in _MCP_METHODS else (
+            UNKNOWN if record.mcp_method else (record.http_method or UNKNOWN).lower())
+        outcome = record.outcome
+        self.requests.labels(method, outcome).inc()
+        if record.duration_ms is not None:
+            self.duration.labels(method).observe(record.duration_ms / 1000)
+        if record.auth_failure:
+            self.auth_failures.labels(record.auth_failure).inc()
+        if record.mcp_method == "tools/call":
+            tool = record.name if record.name in self._tools else UNKNOWN
+            self.tool_calls.labels(tool, outcome).inc()
+            if record.upstream_ms is not None:
+                self.upstream.labels(tool).observe(record.upstream_ms / 1000)
+
+
+class _CacheCollector:
+    """Introspection cache hits and misses, read from the verifier when scraped."""
+
+    def __init__(self, stats: Callable[[], tuple[int, int]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        hits, misses = self._stats()
+        family = CounterMetricFamily("openapi_mcp_introspection_cache", "Token introspection cache lookups",
+                                     labels=["result"])
+        family.add_metric(["hit"], hits)
+        family.add_metric(["miss"], misses)
+        yield family
+
+    def describe(self) -> Sequence[Any]:
+        return []
+
+
+class Fanout:
+    """All configured sinks; one failing sink must not break the request or the others."""
+
+    def __init__(self, sinks: Sequence[Sink]) -> None:
+        self.sinks = list(sinks)
+
+    def emit(self, record: CallRecord) -> None:
+        if record.duration_ms is None:
+            record.finish()
+        for sink in self.sinks:
+            try:
+                sink.emit(record)
+            except Exception:  # noqa: BLE001 - telemetry never takes a request down
+                import logging
+
+                logging.getLogger("openapi_mcp").exception("telemetry sink %r failed", type(sink).__name__)

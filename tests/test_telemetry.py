@@ -1,0 +1,129 @@
+"""Access-log records and metric values after real calls through the app (in process)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import mock_api
+from converter.app import create_app
+from converter.config import load_settings
+
+pytestmark = pytest.mark.anyio
+ACCEPT = "application/json, text/event-stream"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def make_app(tmp_path: Path, transport: httpx.AsyncBaseTransport | None = None, **telemetry: Any):
+    config = tmp_path / "c.yaml"
+    log = tmp_path / "access.log"
+    config.write_text(json.dumps({"spec": str(mock_api.SPEC_PATH), "upstream": {"url": "http://mock.test"},
+                                  "telemetry": {"access_log": str(log), **telemetry}}))
+    app = create_app(load_settings(str(config)),
+                     upstream_transport=transport or httpx.ASGITransport(app=mock_api.create_app()))
+    return app, log
+
+
+async def rpc(http: httpx.AsyncClient, method: str, params: dict | None = None, session: str | None = None,
+              id: int | None = 1) -> httpx.Response:
+    headers = {"content-type": "application/json", "accept": ACCEPT, "mcp-protocol-version": "2025-06-18"}
+    if session:
+        headers["mcp-session-id"] = session
+    body: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params or {}}
+    if id is not None:
+        body["id"] = id
+    return await http.post("/mcp", headers=headers, json=body)
+
+
+async def run_calls(app) -> str:
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8000") as http:
+            init = await rpc(http, "initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                                                  "clientInfo": {"name": "pytest-client", "version": "1"}})
+            sid = init.headers["mcp-session-id"]
+            await rpc(http, "notifications/initialized", session=sid, id=None)
+            await rpc(http, "tools/call", {"name": "getUser", "arguments": {"userId": "u1"}}, session=sid)
+            await rpc(http, "tools/call", {"name": "getUser", "arguments": {"userId": "nobody"}}, session=sid)
+            await rpc(http, "tools/call", {"name": "nope", "arguments": {}}, session=sid)
+            await rpc(http, "tools/call", {"name": "createOrder", "arguments": {
+                "userId": "u1", "item": "x", "quantity": 1, "price": 2, "note": "password=hunter2"}}, session=sid)
+            return (await http.get("/metrics")).text
+
+
+def records(log: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+async def test_one_access_log_record_per_request(tmp_path: Path) -> None:
+    app, log = make_app(tmp_path)
+    await run_calls(app)
+    recs = records(log)
+    assert [r.get("mcp_method") for r in recs] == ["initialize", "notifications/initialized", "tools/call",
+                                                   "tools/call", "tools/call", "tools/call"]
+    init, _, ok, missing, unknown, create = recs
+    assert init["client_name"] == "pytest-client" and init["session"] and init["http_status"] == 200
+    assert ok["name"] == "getUser" and ok["outcome"] == "ok" and ok["is_error"] is False
+    assert (ok["upstream_method"], ok["upstream_url"], ok["upstream_status"]) == ("GET", "/marketplace/users/{userId}", 200)
+    assert ok["duration_ms"] >= ok["upstream_ms"] > 0 and ok["request_bytes"] > 0 and ok["response_bytes"] > 0
+    assert ok["session"] == init["session"]
+    assert (missing["outcome"], missing["upstream_status"]) == ("tool_error", 404)
+    assert (unknown["outcome"], unknown["jsonrpc_error"]) == ("rpc_error", -32602)
+    assert "request_payload" not in create  # payloads are off by default
+
+
+async def test_payload_logging_is_opt_in_and_redacts_secrets(tmp_path: Path) -> None:
+    app, log = make_app(tmp_path, log_payloads=True)
+    await run_calls(app)
+    create = records(log)[-1]
+    assert create["request_payload"]["arguments"]["item"] == "x"
+    assert create["request_payload"]["arguments"]["note"] == "password=hunter2"  # a value, not a secret key
+    redacted = [r for r in records(log) if r.get("mcp_method") == "initialize"][0]
+    assert redacted["request_payload"]["clientInfo"]["name"] == "pytest-client"
+
+
+async def test_metrics_after_calls(tmp_path: Path) -> None:
+    app, _ = make_app(tmp_path)
+    text = await run_calls(app)
+    assert 'openapi_mcp_tool_calls_total{outcome="ok",tool="getUser"} 1.0' in text
+    assert 'openapi_mcp_tool_calls_total{outcome="tool_error",tool="getUser"} 1.0' in text
+    assert 'openapi_mcp_tool_calls_total{outcome="rpc_error",tool="(unknown)"} 1.0' in text  # not the client's name
+    assert 'openapi_mcp_requests_total{method="initialize",outcome="ok"} 1.0' in text
+    assert 'openapi_mcp_upstream_duration_seconds_count{tool="getUser"} 2.0' in text
+    assert "openapi_mcp_in_flight_requests 0.0" in text
+    assert "nope" not in text
+
+
+async def test_access_log_off_and_metrics_off(tmp_path: Path) -> None:
+    app, log = make_app(tmp_path, access_log="off", metrics=False)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8000") as http:
+            assert (await http.get("/metrics")).status_code in (404, 405, 406)
+    assert not log.exists()
+
+
+async def test_readyz_reports_the_upstream(tmp_path: Path) -> None:
+    app, _ = make_app(tmp_path)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8000") as http:
+            ready = await http.get("/readyz")
+    assert ready.status_code == 200 and ready.json() == {
+        "status": "ready", "tools": 10, "upstreams": {"http://mock.test": "reachable"}}
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("Connection refused")
+
+    app, _ = make_app(tmp_path, transport=httpx.MockTransport(refuse))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8000") as http:
+            down = await http.get("/readyz")
+            alive = await http.get("/healthz")
+    assert down.status_code == 503 and down.json()["upstreams"] == {"http://mock.test": "unreachable"}
+    assert alive.status_code == 200
