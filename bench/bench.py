@@ -45,7 +45,8 @@ OURS = ROOT / ".venv" / "bin" / "openapi-mcp"
 FASTMCP_PY = BENCH / ".venv-fastmcp" / "bin" / "python"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-LABELS = {"direct": "direct (nginx)", "ours": "openapi-mcp", "ours-auth": "openapi-mcp+auth", "fastmcp": "FastMCP"}
+LABELS = {"direct": "direct (nginx)", "ours": "openapi-mcp", "ours-quiet": "openapi-mcp-notel",
+          "ours-auth": "openapi-mcp+auth", "fastmcp": "FastMCP"}
 # The auth-on target introspects one opaque token once (then serves it from its cache); nginx answers
 # the introspection endpoint with this document, whose `aud` is that target's MCP URL.
 BENCH_TOKEN = "bench-token-0123456789"
@@ -182,8 +183,13 @@ http {{
 
 def start_target(target: str, tmp: Path, upstream: str, auth_port: int) -> tuple[Proc, str]:
     port = free_port()
-    if target == "ours":
+    if target == "ours":  # defaults: JSON access log (to its log file) and Prometheus metrics on
         cmd = [str(OURS), "serve", str(SPEC), "--upstream", upstream, "--port", str(port)]
+    elif target == "ours-quiet":  # the same with access log and metrics off: what telemetry costs
+        config = tmp / "quiet.yaml"
+        config.write_text(json.dumps({"spec": str(SPEC), "upstream": {"url": upstream},
+                                      "telemetry": {"access_log": "off", "metrics": False}}))
+        cmd = [str(OURS), "serve", "--config", str(config), "--port", str(port)]
     elif target == "ours-auth":
         port = auth_port
         config = tmp / "auth.yaml"
@@ -286,7 +292,7 @@ def _fmt(v: Any, spec: str) -> str:
 def throughput_table(data: dict) -> str:
     runs = data.get("runs", [])
     conc = sorted({r["concurrency"] for r in runs})
-    targets = [t for t in ("direct", "ours", "ours-auth", "fastmcp") if any(r["target"] == t for r in runs)]
+    targets = [t for t in ("direct", "ours", "ours-quiet", "ours-auth", "fastmcp") if any(r["target"] == t for r in runs)]
     by = {(r["target"], r["concurrency"]): r for r in runs}
     out = []
     hdr = f"{'target':<16}{'c':>4}{'calls/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'srv CPU ms/call':>17}{'load1':>7}"
@@ -310,6 +316,9 @@ def throughput_table(data: dict) -> str:
         a = by.get(("ours-auth", c))
         ok = lambda r: r is not None and r["status"] == "ok"  # noqa: E731
         parts = []
+        q = by.get(("ours-quiet", c))
+        if ok(o) and ok(q):
+            parts.append(f"telemetry on/off: throughput {o['calls_per_s'] / q['calls_per_s']:.2f}x")
         if ok(o) and ok(a):
             parts.append(f"auth on/off: throughput {a['calls_per_s'] / o['calls_per_s']:.2f}x")
         if ok(o) and ok(f):
@@ -410,7 +419,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description="openapi-mcp throughput benchmark")
     ap.add_argument("--duration", type=float, default=float(os.environ.get("DURATION", 10)))
     ap.add_argument("--warmup", type=float, default=float(os.environ.get("WARMUP", 2)))
-    ap.add_argument("--targets", default=os.environ.get("TARGETS", "direct,ours,ours-auth,fastmcp"))
+    ap.add_argument("--targets", default=os.environ.get("TARGETS", "direct,ours,ours-quiet,ours-auth,fastmcp"))
     ap.add_argument("--concurrency", default=os.environ.get("CONCURRENCY", "1,32"))
     ap.add_argument("--threads", type=int, default=int(os.environ.get("WRK_THREADS", 2)),
                     help="wrk threads when concurrency > 1 (default 2)")
