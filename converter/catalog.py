@@ -139,7 +139,7 @@ def build_catalog(settings: Settings, *, transport: Any = None, require_upstream
         ConfigError: no usable upstream URL, or two tools with one name.
     """
     upstream = Upstream(timeout=settings.upstream.timeout, max_response_bytes=settings.upstream.max_response_bytes,
-                        transport=transport)
+                        transport=transport, tracing=settings.telemetry.traces)
     headers = {name: value.get_secret_value() for name, value in settings.upstream.headers.items()}
     sources: list[OpenAPISource] = []
     specs: list[Spec] = []

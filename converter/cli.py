@@ -107,6 +107,29 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     catalog = build_catalog(settings)
     _report_problems(catalog)
+    provider = _tracing(settings)
+    try:
+        return _run(settings, catalog)
+    finally:
+        if provider is not None:
+            provider.shutdown()  # flush the last spans
+
+
+def _tracing(settings: Settings) -> Any:
+    if not settings.telemetry.traces:
+        return None
+    try:
+        from converter.telemetry.tracing import setup_tracing
+
+        return setup_tracing()
+    except ImportError as exc:
+        from converter.errors import ConfigError
+
+        raise ConfigError("telemetry.traces: needs the OpenTelemetry SDK: pip install 'openapi-mcp[otel]'",
+                          key="telemetry.traces") from exc
+
+
+def _run(settings: Settings, catalog: Catalog) -> int:
     if settings.server.transport == "stdio":
         import anyio
 

@@ -157,6 +157,7 @@ class TelemetrySettings(_Model):
     log_payloads: bool = False  # arguments and results in the access log, secrets redacted
     metrics: bool = True  # Prometheus text format at metrics_path
     metrics_path: str = "/metrics"
+    traces: bool = False  # OpenTelemetry: OTLP/HTTP exporter set by the standard OTEL_* variables
 
 
 class ServerSettings(_Model):

@@ -48,11 +48,13 @@ class Upstream:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 100,
+        tracing: bool = False,
     ) -> None:
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
         self._transport = transport
         self._max_connections = max_connections
+        self.tracing = tracing
         self._client: httpx.AsyncClient | None = None
         self._session: Any = None  # aiohttp.ClientSession
 
@@ -86,7 +88,13 @@ class Upstream:
         Raises:
             UpstreamError: cannot connect, timed out, or the connection broke mid-response.
         """
-        if self._session is not None:
+        if self.tracing:
+            from converter.telemetry.tracing import record_status, upstream_span
+
+            with upstream_span(request.method, request.template, request.url, request.headers) as span:
+                response = await (self._send_aiohttp(request) if self._session is not None else self._send_httpx(request))
+                record_status(span, response.status)
+        elif self._session is not None:
             response = await self._send_aiohttp(request)
         else:
             response = await self._send_httpx(request)
