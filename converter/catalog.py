@@ -22,7 +22,9 @@ from converter.config import AuthSettings, InlineTool, SelectionSettings, Settin
 from converter.errors import ArgumentError, ConfigError, ConverterError, SpecError, UpstreamError
 from converter.invoke.result import error_result, map_response
 from converter.invoke.upstream import Upstream
+from converter.acl import Acl, compile_acl
 from converter.models import Problem, Spec
+from converter.telemetry.record import current_record
 from converter.policy import Policy, build_policy
 from converter.spec import load_spec, spec_from_document
 from converter.tools import Selection, ToolPlan, build_plans
@@ -62,7 +64,8 @@ class OpenAPISource:
 class Catalog:
     """All tools of all sources by name, with the `tools/list` result built once."""
 
-    def __init__(self, sources: Sequence[OpenAPISource], *, auth: AuthSettings | None = None) -> None:
+    def __init__(self, sources: Sequence[OpenAPISource], *, auth: AuthSettings | None = None,
+                 acl: Acl | None = None) -> None:
         self.sources = list(sources)
         self.auth = auth
         self.claim_headers = tuple((m.claim, m.header) for m in auth.claim_to_header) if auth else ()
@@ -81,14 +84,15 @@ class Catalog:
             overrides=auth.tool_scopes if auth else {},
             required_scopes=auth.required_scopes if auth else (),
             implied=auth.scope_implies if auth else {},
-        ) if auth else Policy()
+            acl=acl,
+        ) if auth else Policy(acl=acl)
         unknown = sorted(set(auth.tool_scopes) - set(self._routes)) if auth else []
         if unknown:
             raise ConfigError(f"auth.tool_scopes: no tool is named {unknown[0]!r}", key="auth.tool_scopes")
 
     def visible_tools(self, principal: Principal) -> list[types.Tool] | None:
         """The tools `principal` may see, or None when that is every tool."""
-        if not self.policy.tool_scopes:
+        if self.policy.is_open:
             return None
         names = self.policy.visible(self._routes, principal)
         if len(names) == len(self._routes):
@@ -112,7 +116,13 @@ class Catalog:
                 tool and an unknown tool look alike; the HTTP auth layer answers 403 before this).
         """
         route = self._routes.get(name)
-        if route is None or (self.policy.tool_scopes and self.policy.missing_scopes(name, principal)):
+        hidden = route is not None and not self.policy.is_open and (
+            bool(self.policy.missing_scopes(name, principal)) or not self.policy.may_call(name, principal))
+        if route is None or hidden:
+            record = current_record.get()
+            if record is not None and hidden:
+                record.acl_denied = True
+            # A tool the caller may not use answers exactly like one that does not exist.
             raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {name!r}")
         source, plan = route
         try:
@@ -160,7 +170,8 @@ def build_catalog(settings: Settings, *, transport: Any = None, require_upstream
             _fill_base_urls(spec, plans, required=require_upstream)
         sources.append(OpenAPISource(plans, upstream, settings.upstream.url, headers,
                                      problems=[*spec.problems, *naming], security_schemes=spec.security_schemes))
-    return Catalog(sources, auth=settings.auth)
+    acl = compile_acl(settings.acl, source=settings.config_file or "<config>") if settings.acl is not None else None
+    return Catalog(sources, auth=settings.auth, acl=acl)
 
 
 def inline_tools_spec(tools: Sequence[InlineTool], *, source: str) -> Spec:

@@ -292,7 +292,7 @@ def _check_supported(settings: Settings, source: str) -> None:
         if settings.server.transport == "stdio":
             raise ConfigError(f"{source}: auth: applies to the HTTP transport only; stdio carries no bearer "
                               "tokens (remove auth: or serve over http)", key="auth", source=source)
-    for key in ("acl", "mcp_upstream"):
+    for key in ("mcp_upstream",):
         if getattr(settings, key) is not None:
             raise ConfigError(f"{source}: {key}: is not supported by this version yet; remove it to start "
                               "(the server refuses to start rather than run without it)", key=key, source=source)

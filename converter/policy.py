@@ -1,4 +1,4 @@
-"""Who may see and call which tool: per-tool OAuth scopes (access rules come later).
+"""Who may see and call which tool: per-tool OAuth scopes plus the access rules (`acl:`).
 
 One decision serves `tools/list` filtering and `tools/call` guarding, so they never disagree.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from converter.acl import Acl
 from converter.auth.principal import Principal
 from converter.models import Operation
 
@@ -43,6 +44,16 @@ class Policy:
     tool_scopes: Mapping[str, tuple[frozenset[str], ...]] = field(default_factory=dict)
     required_scopes: frozenset[str] = frozenset()
     implied: Mapping[str, frozenset[str]] = field(default_factory=dict)  # scope -> scopes it grants
+    acl: Acl | None = None
+
+    @property
+    def is_open(self) -> bool:
+        """True when every tool is visible and callable for everyone (no scopes, no rules)."""
+        return not self.tool_scopes and self.acl is None
+
+    def may_call(self, tool: str, principal: Principal) -> bool:
+        """Scopes aside (the auth layer answers those with 403), do the access rules allow the call?"""
+        return self.acl is None or self.acl.decide("tools", "call", tool, principal)
 
     def effective_scopes(self, principal: Principal) -> frozenset[str]:
         """The token's scopes plus everything they imply (MCP: account for scope hierarchies)."""
@@ -80,9 +91,11 @@ class Policy:
         return best | self.required_scopes
 
     def visible(self, names: Iterable[str], principal: Principal) -> list[str]:
-        """The tools among `names` the principal may call, in order."""
+        """The tools among `names` the principal may see in `tools/list`, in order."""
         have = self.effective_scopes(principal)
-        return [name for name in names if not self.missing_scopes(name, principal, scopes=have)]
+        acl = self.acl
+        return [name for name in names if not self.missing_scopes(name, principal, scopes=have)
+                and (acl is None or acl.decide("tools", "list", name, principal))]
 
     def all_scopes(self) -> list[str]:
         """Every scope the policy mentions, for `scopes_supported`."""
@@ -99,6 +112,7 @@ def build_policy(
     overrides: Mapping[str, Sequence[str]] = {},
     required_scopes: Sequence[str] = (),
     implied: Mapping[str, Sequence[str]] = {},
+    acl: Acl | None = None,
 ) -> Policy:
     """Per-tool scopes from each operation's `security`, replaced by `overrides` where given."""
     tool_scopes: dict[str, tuple[frozenset[str], ...]] = {}
@@ -112,4 +126,5 @@ def build_policy(
         tool_scopes={k: v for k, v in tool_scopes.items() if v},
         required_scopes=frozenset(required_scopes),
         implied={k: frozenset(v) for k, v in implied.items()},
+        acl=acl,
     )

@@ -55,8 +55,8 @@ def test_header_values_with_newlines_are_refused(tmp_path: Path) -> None:
         load_settings(write(tmp_path, 'spec: x\nupstream: {headers: {X-A: "a\\r\\nb: c"}}\n'))
 
 
-def test_acl_and_passthrough_fail_closed_until_supported(tmp_path: Path) -> None:
-    for block in ("acl: {rules: []}", "mcp_upstream: http://x/mcp"):
+def test_passthrough_fails_closed_until_supported(tmp_path: Path) -> None:
+    for block in ("mcp_upstream: http://x/mcp",):
         with pytest.raises(ConfigError, match="is not supported by this version yet"):
             load_settings(write(tmp_path, f"spec: x.yaml\n{block}\n"))
 

@@ -23,6 +23,7 @@ from converter.auth.principal import (
     audience_matches,
     scopes_of,
 )
+from converter.auth.introspection import TokenCache, token_key
 from converter.config import AuthSettings
 
 log = logging.getLogger("openapi_mcp.auth")
@@ -39,6 +40,11 @@ class JWTVerifier:
         self._lock = asyncio.Lock()
         self._client = httpx.AsyncClient(timeout=settings.timeout, transport=transport, follow_redirects=False)
         self.refetches = 0
+        self._cache = TokenCache()
+
+    @property
+    def cache(self) -> TokenCache:
+        return self._cache
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -50,6 +56,20 @@ class JWTVerifier:
             InvalidTokenError: bad signature or algorithm, unknown key, wrong issuer or audience, expired.
             AuthServerUnavailableError: the JWKS could not be fetched.
         """
+        key = token_key(token)
+        cached = self._cache.get(key)
+        if isinstance(cached, Principal):
+            if cached.expires_at is not None and cached.expires_at + self._settings.leeway < time.time():
+                raise InvalidTokenError("The access token has expired")
+            return cached
+        principal = await self._verify(token)
+        # A verified token is reused until it expires (capped by cache_ttl): no RSA check per request,
+        # and one Principal per token, which per-caller caches (access-rule decisions) key on.
+        ttl = min(self._settings.cache_ttl, (principal.expires_at or 0) - time.time())
+        self._cache.put(key, principal, ttl)
+        return principal
+
+    async def _verify(self, token: str) -> Principal:
         keys = self._keys or await self._refresh(initial=True)
         try:
             decoded = self._decode(token, keys)

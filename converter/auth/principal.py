@@ -10,9 +10,13 @@ from urllib.parse import urlsplit, urlunsplit
 from converter.errors import ConverterError
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False, weakref_slot=True)
 class Principal:
-    """The caller behind a request: from a verified token, or anonymous (auth off, stdio)."""
+    """The caller behind a request: from a verified token, or anonymous (auth off, stdio).
+
+    Compared by identity: verifiers cache one Principal per token, and per-principal caches
+    (access-rule decisions) key on it weakly.
+    """
 
     subject: str | None = None
     client_id: str | None = None

@@ -72,6 +72,8 @@ class Metrics:
                                   ["tool"], buckets=_LATENCY_BUCKETS, registry=r)
         self.auth_failures = Counter("openapi_mcp_auth_failures", "Requests refused by the auth layer",
                                      ["reason"], registry=r)
+        self.acl_denials = Counter("openapi_mcp_acl_denials", "Calls refused by the access rules", ["tool"],
+                                   registry=r)
         self.in_flight = Gauge("openapi_mcp_in_flight_requests", "Requests being handled", registry=r)
         if cache_stats is not None:
             r.register(_CacheCollector(cache_stats))
@@ -87,6 +89,8 @@ class Metrics:
             self.auth_failures.labels(record.auth_failure).inc()
         if record.mcp_method == "tools/call":
             tool = record.name if record.name in self._tools else UNKNOWN
+            if record.acl_denied:
+                self.acl_denials.labels(tool).inc()
             self.tool_calls.labels(tool, outcome).inc()
             if record.upstream_ms is not None:
                 self.upstream.labels(tool).observe(record.upstream_ms / 1000)

@@ -40,23 +40,24 @@ class Guarded:
 
 
 @pytest.fixture(scope="module")
-def ports() -> tuple[int, int]:
-    return _free_port(), _free_port()
+def ports() -> tuple[int, int, int]:
+    return _free_port(), _free_port(), _free_port()
 
 
 @pytest.fixture(scope="module")
-def idp(start_auth_server: Callable[..., AuthServer], ports: tuple[int, int]) -> AuthServer:
-    return start_auth_server([f"http://127.0.0.1:{ports[0]}/mcp", f"http://127.0.0.1:{ports[1]}/mcp", OTHER_RESOURCE])
+def idp(start_auth_server: Callable[..., AuthServer], ports: tuple[int, int, int]) -> AuthServer:
+    return start_auth_server([f"http://127.0.0.1:{p}/mcp" for p in ports] + [OTHER_RESOURCE])
 
 
-def _serve(processes: Processes, tmp: Path, name: str, port: int, mock_url: str, auth: dict[str, Any]) -> Guarded:
+def _serve(processes: Processes, tmp: Path, name: str, port: int, mock_url: str, auth: dict[str, Any],
+           **extra: Any) -> Guarded:
     config = tmp / f"{name}.yaml"
     url = f"http://127.0.0.1:{port}/mcp"
     auth = {"resource": url, "required_scopes": ["mcp:tools"], "tool_scopes": {"createOrder": ["mcp:admin"]},
             "claim_to_header": [{"claim": "sub", "header": "X-User-Id"},
                                 {"claim": "realm_access.roles", "header": "X-Roles"}], **auth}
     config.write_text(json.dumps({"spec": str(ROOT / "specs" / "marketplace.yaml"), "upstream": {"url": mock_url},
-                                  "server": {"port": port}, "auth": auth}))
+                                  "server": {"port": port}, "auth": auth, **extra}))
     process = processes.start(name, [str(Path(__import__("sys").executable).parent / "openapi-mcp"), "serve",
                                      "--config", str(config), "--verbose"], CLIENT_SECRET="gateway-secret")
     process.wait_ready(f"http://127.0.0.1:{port}/healthz")
@@ -286,3 +287,23 @@ def test_3_4_5_forged_expired_and_foreign_jwts(jwt_server: Guarded, idp: AuthSer
     for bad in ({"iss": "http://evil/realms/demo"}, {"exp": now - 3600}):
         token = jwt.encode({"alg": "RS256", "kid": "attacker"}, {**claims, **bad}, mine)
         assert post(jwt_server.url, "tools/list", token=token).status_code == 401
+
+
+def test_acl_when_rule_on_realm_roles_with_real_tokens(processes: Processes, tmp_path: Path, idp: AuthServer,
+                                                      ports, mock_api_url: str) -> None:
+    """PRODUCT.md acl: a `when` rule on realm_access.roles behaves differently for two tokens."""
+    server = _serve(processes, tmp_path, "mcp-acl", ports[2], mock_api_url, {
+        "authorization_servers": [idp.issuer], "introspection_endpoint": idp.introspection_endpoint,
+        "client_id": "mcp-gateway", "client_secret": "${CLIENT_SECRET}", "tool_scopes": {}}, acl={"rules": [
+            {"features": ["tools"], "name": {"type": "glob", "pattern": "list*"}},
+            {"features": ["tools"], "name": {"type": "literal", "pattern": "deleteOrder"},
+             "when": "'admin' in claims.realm_access.roles"}]})
+    admin = idp.token("svc-admin", "admin-secret", resource=server.url)  # roles admin, user
+    user = idp.token("svc-user", "user-secret", resource=server.url)     # roles user
+    assert "deleteOrder" in tool_names(server.url, admin)
+    assert "deleteOrder" not in tool_names(server.url, user) and "listUsers" in tool_names(server.url, user)
+    sid = session(server.url, user)
+    refused = post(server.url, "tools/call", {"name": "deleteOrder", "arguments": {"userId": "u1", "orderId": "o1"}},
+                   token=user, session=sid)
+    assert refused.status_code == 200 and refused.json()["error"] == {"code": -32602, "message": "Unknown tool: 'deleteOrder'"}
+    server.process.stop()

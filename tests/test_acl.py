@@ -1,0 +1,141 @@
+"""Access rules: compile errors name the rule; decisions; the same rules on a converted OpenAPI server."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from mcp import Client
+from mcp.shared.exceptions import MCPError
+
+import mock_api
+from converter import ConfigError
+from converter.acl import compile_acl
+from converter.app import build_server
+from converter.auth.principal import Principal
+from converter.catalog import build_catalog
+from converter.config import load_settings
+
+ADMIN = Principal(subject="ann", claims={"realm_access": {"roles": ["admin", "user"]}}, is_authenticated=True)
+USER = Principal(subject="bob", claims={"realm_access": {"roles": ["user"]}}, is_authenticated=True)
+ANON = Principal()
+
+
+@pytest.mark.parametrize(("rules", "message"), [
+    ([{"features": ["tool"]}], "acl.rules[0].features: must be a non-empty list of tools, resources, prompts, not ['tool']"),
+    ([{"features": ["tools"], "operations": ["read"]}],
+     "acl.rules[0].operations: must be a non-empty list of call, list (for tools), not ['read']"),
+    ([{}, {"name": {"type": "regex", "pattern": "("}}], "acl.rules[1].name.pattern: is not a valid regular expression"),
+    ([{"when": "claims.("}], "acl.rules[0].when: is not valid CEL: Failed to parse expression 'claims.('"),
+    ([{"effect": "maybe"}], "acl.rules[0].effect: must be allow or deny, not 'maybe'"),
+    ([{"nme": {}}], "acl.rules[0].nme: unknown key"),
+])
+def test_bad_rules_are_config_errors_naming_the_rule(rules: list[dict[str, Any]], message: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        compile_acl({"rules": rules}, source="cfg.yaml")
+    assert str(exc.value).startswith(f"cfg.yaml: {message}")
+
+
+def test_decisions_deny_wins_and_nothing_matching_denies() -> None:
+    acl = compile_acl({"rules": [
+        {"features": ["tools"], "name": {"type": "glob", "pattern": "get*"}},
+        {"features": ["tools"], "operations": ["call"], "name": {"type": "literal", "pattern": "getSecret"},
+         "effect": "deny", "when": "!('admin' in claims.realm_access.roles)"},
+        {"features": ["prompts"], "operations": ["get"], "name": {"type": "regex", "pattern": "sum(mary|up)"}},
+    ]})
+    assert acl.decide("tools", "call", "getUser", USER)
+    assert not acl.decide("tools", "call", "getSecret", USER)
+    assert acl.decide("tools", "call", "getSecret", ADMIN)
+    assert not acl.decide("tools", "call", "deleteUser", ADMIN)  # no rule matches: implicit deny
+    assert acl.decide("prompts", "get", "summary", ANON) and not acl.decide("prompts", "get", "summaryX", ANON)
+    assert not acl.decide("prompts", "list", "summary", ANON)
+    assert not compile_acl({"rules": []}).decide("tools", "list", "x", ADMIN)
+
+
+def test_a_failing_condition_fails_closed() -> None:
+    acl = compile_acl({"rules": [
+        {"when": "claims.level > 3"},  # no `level` claim: cannot be evaluated -> this allow does not match
+        {"effect": "deny", "name": {"type": "literal", "pattern": "x"}, "when": "claims.level > 3"},
+    ]})
+    assert not acl.decide("tools", "call", "y", USER)
+    assert not acl.decide("tools", "call", "x", USER)
+
+
+def test_audit_log_names_rule_subject_and_effect(caplog: pytest.LogCaptureFixture) -> None:
+    acl = compile_acl({"audit": True, "rules": [{"name": {"type": "literal", "pattern": "a"}}]})
+    with caplog.at_level(logging.INFO, logger="openapi_mcp.audit"):
+        acl.decide("tools", "call", "a", USER)
+        acl.decide("tools", "call", "b", USER)
+    entries = [json.loads(r.message) for r in caplog.records]
+    assert entries == [
+        {"rule": 0, "effect": "allow", "feature": "tools", "operation": "call", "name": "a", "subject": "bob",
+         "client_id": None},
+        {"rule": None, "effect": "deny", "feature": "tools", "operation": "call", "name": "b", "subject": "bob",
+         "client_id": None},
+    ]
+
+
+# -- on a converted OpenAPI server, through the SDK client ------------------------------------------
+
+def catalog_with(tmp_path: Path, acl: dict[str, Any]):
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps({"spec": str(mock_api.SPEC_PATH), "upstream": {"url": "http://mock.test"},
+                                  "acl": acl, "telemetry": {"access_log": "off"}}))
+    return build_catalog(load_settings(str(config)), transport=httpx.ASGITransport(app=mock_api.create_app()))
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_empty_acl_hides_everything_but_clients_still_connect(tmp_path: Path) -> None:
+    catalog = catalog_with(tmp_path, {"rules": []})
+    async with catalog, Client(build_server(catalog)) as client:
+        assert (await client.list_tools()).tools == []
+        with pytest.raises(MCPError, match="Unknown tool: 'getUser'"):
+            await client.call_tool("getUser", {"userId": "u1"})
+
+
+@pytest.mark.anyio
+async def test_list_only_rule_shows_everything_and_refuses_every_call(tmp_path: Path) -> None:
+    catalog = catalog_with(tmp_path, {"rules": [{"features": ["tools"], "operations": ["list"]}]})
+    async with catalog, Client(build_server(catalog)) as client:
+        assert len((await client.list_tools()).tools) == 10
+        for name in ("getUser", "listUsers"):
+            with pytest.raises(MCPError) as exc:
+                await client.call_tool(name, {"userId": "u1"} if name == "getUser" else {})
+            assert (exc.value.code, exc.value.message) == (-32602, f"Unknown tool: {name!r}")  # same as unknown
+
+
+@pytest.mark.anyio
+async def test_literal_rule_exposes_exactly_one_tool(tmp_path: Path) -> None:
+    catalog = catalog_with(tmp_path, {"rules": [{"name": {"type": "literal", "pattern": "getUser"}}]})
+    async with catalog, Client(build_server(catalog)) as client:
+        assert [t.name for t in (await client.list_tools()).tools] == ["getUser"]
+        assert not (await client.call_tool("getUser", {"userId": "u1"})).is_error
+        with pytest.raises(MCPError):
+            await client.call_tool("listUsers", {})
+
+
+@pytest.mark.anyio
+async def test_when_rule_on_roles_differs_between_two_callers(tmp_path: Path) -> None:
+    catalog = catalog_with(tmp_path, {"rules": [
+        {"name": {"type": "glob", "pattern": "list*"}},
+        {"name": {"type": "regex", "pattern": "(create|update|delete)Order"},
+         "when": "'admin' in claims.realm_access.roles"},
+    ]})
+    async with catalog:
+        admin = [t.name for t in catalog.visible_tools(ADMIN)]
+        user = [t.name for t in catalog.visible_tools(USER)]
+        assert set(admin) - set(user) == {"createOrder", "updateOrder", "deleteOrder"}
+        assert "listUsers" in user and "getUser" not in user
+        created = await catalog.call_tool("createOrder", {"userId": "u1", "item": "x", "quantity": 1, "price": 1}, ADMIN)
+        assert not created.is_error
+        with pytest.raises(MCPError):
+            await catalog.call_tool("createOrder", {"userId": "u1", "item": "x", "quantity": 1, "price": 1}, USER)
