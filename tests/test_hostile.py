@@ -1,0 +1,694 @@
+"""Hostile input (issue 6, part 3): arguments and documents written to break out, blow up or hang.
+
+Arguments go through the catalog to the echo mock (it validates every request with openapi-core
+and logs the raw path, query and headers it received), so each test sees exactly what would reach
+the upstream. Documents are tests/specs/hostile-*.yaml (one defect each) or written to tmp_path.
+Anything that could hang, exhaust memory or crash the interpreter runs in a child process with a
+deadline and an address-space limit (`isolated`), so it fails the test instead of the run.
+Behaviour that is wrong today is pinned by `xfail(strict=True)` tests whose reason names the bug.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import anyio
+import httpx
+import pytest
+
+import mock_api
+from converter.app import create_app
+from converter.catalog import Catalog, build_catalog
+from converter.config import load_settings
+from converter.errors import SpecError
+from converter.spec import load_spec
+from converter.tools import build_plans
+from tests.test_fuzz import Echo
+
+ROOT: Final = Path(__file__).resolve().parent.parent
+SPECS: Final = ROOT / "tests" / "specs"
+MARKETPLACE: Final = mock_api.SPEC_PATH
+MB: Final = 1024 * 1024
+CALL_DEADLINE: Final = 10.0  # seconds any single in-process call may take, even with 1 MB values
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@asynccontextmanager
+async def echo_catalog(document: Path) -> AsyncIterator[tuple[Catalog, Echo]]:
+    """A catalog for `document` whose upstream is the echo mock of the same document."""
+    echo = Echo(document)
+    settings = load_settings(None, spec=str(document), upstream_url="http://echo.test")
+    catalog = build_catalog(settings, transport=httpx.ASGITransport(app=echo))
+    async with catalog:
+        yield catalog, echo
+
+
+async def call(catalog: Catalog, name: str, arguments: dict[str, Any]) -> tuple[bool, str]:
+    with anyio.fail_after(CALL_DEADLINE):
+        result = await catalog.call_tool(name, arguments)
+    return bool(result.is_error), "\n".join(getattr(c, "text", "") for c in result.content)
+
+
+def last_request(echo: Echo) -> dict[str, Any]:
+    entries: list[dict[str, Any]] = echo.app.state.request_log.entries()
+    return entries[-1]
+
+
+# -- path values ----------------------------------------------------------------------------------
+
+PATH_ESCAPES = [
+    ("../admin", "..%2Fadmin"),
+    ("%2e%2e/", "%252e%252e%2F"),
+    ("%2E%2E%2F..%2f", "%252E%252E%252F..%252f"),
+    ("?x=1#", "%3Fx%3D1%23"),
+    ("/admin", "%2Fadmin"),
+    ("a/../../b", "a%2F..%2F..%2Fb"),
+    ("..\\..\\windows", "..%5C..%5Cwindows"),
+    ("...", "..."),
+    ("u1;admin=true", "u1%3Badmin%3Dtrue"),
+    ("u1\r\nHost: evil", "u1%0D%0AHost%3A%20evil"),
+    ("u1\x00", "u1%00"),
+    ("ü 1", "%C3%BC%201"),
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("value", "segment"), PATH_ESCAPES, ids=[repr(v) for v, _ in PATH_ESCAPES])
+async def test_a_path_value_stays_inside_its_segment(value: str, segment: str) -> None:
+    async with echo_catalog(MARKETPLACE) as (catalog, echo):
+        await call(catalog, "getUser", {"userId": value})
+    entry = last_request(echo)
+    assert len(echo.answers) == 1
+    assert entry["raw_path"] == f"/marketplace/users/{segment}"
+    assert entry["operation"] == {"method": "GET", "path": "/marketplace/users/{userId}", "operationId": "getUser"}
+    assert entry["query"] == ""
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("value", [".", ".."])
+async def test_a_dot_segment_is_refused_before_sending(value: str) -> None:
+    async with echo_catalog(MARKETPLACE) as (catalog, echo):
+        is_error, text = await call(catalog, "getUser", {"userId": value})
+        is_error_2, text_2 = await call(catalog, "deleteOrder", {"userId": "u1", "orderId": value})
+    assert (is_error, text) == (
+        True, "getUser: argument 'userId' must not be empty, '.' or '..' (it is a path segment)")
+    assert (is_error_2, text_2) == (
+        True, "deleteOrder: argument 'orderId' must not be empty, '.' or '..' (it is a path segment)")
+    assert echo.answers == []
+
+
+@pytest.mark.anyio
+async def test_an_empty_path_value_is_refused_before_sending() -> None:
+    async with echo_catalog(SPECS / "multipart.yaml") as (catalog, echo):
+        is_error, text = await call(catalog, "putBlob", {"key": "", "body": "AAEC"})
+    assert (is_error, text) == (
+        True, "putBlob: argument 'key' must not be empty, '.' or '..' (it is a path segment)")
+    assert echo.answers == []
+
+
+# -- CR, LF and NUL in headers, cookies and queries -----------------------------------------------
+
+HEADER_BREAKERS = ["a\r\nX-Evil: 1", "a\nX-Evil: 1", "a\rb", "a\x00b", "requête", "\r\n\r\nGET / HTTP/1.1"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("value", HEADER_BREAKERS, ids=[repr(v) for v in HEADER_BREAKERS])
+async def test_a_header_value_http_cannot_carry_is_refused_before_sending(value: str) -> None:
+    async with echo_catalog(MARKETPLACE) as (catalog, echo):
+        scalar = await call(catalog, "searchOrders", {"X-Request-Id": value})
+    async with echo_catalog(SPECS / "styles.yaml") as (catalog, styles_echo):
+        array = await call(catalog, "searchProducts", {"session": "s", "X-Feature-Flags": ["ok", value]})
+        object_value = await call(catalog, "searchProducts", {"session": "s", "X-Client": {"name": value}})
+        object_key = await call(catalog, "searchProducts", {"session": "s", "X-Client": {value: "web"}})
+    assert scalar == (True, "searchOrders: argument 'X-Request-Id' must be ASCII without CR, LF or NUL "
+                            "(it is sent as the header 'X-Request-Id')")
+    assert array == (True, "searchProducts: argument 'X-Feature-Flags' must be ASCII without CR, LF or NUL "
+                           "(it is sent as the header 'X-Feature-Flags')")
+    client_error = (True, "searchProducts: argument 'X-Client' must be ASCII without CR, LF or NUL "
+                          "(it is sent as the header 'X-Client')")
+    assert object_value == client_error and object_key == client_error
+    assert echo.answers == [] and styles_echo.answers == []
+
+
+@pytest.mark.anyio
+async def test_cr_lf_nul_and_separators_in_a_cookie_are_percent_encoded() -> None:
+    session = "s\r\nX-Evil: 1; currency=USD\x00"
+    async with echo_catalog(SPECS / "styles.yaml") as (catalog, echo):
+        is_error, text = await call(catalog, "searchProducts", {"session": session})
+    assert not is_error, text
+    entry = last_request(echo)
+    assert entry["headers"]["cookie"] == "session=s%0D%0AX-Evil%3A%201%3B%20currency%3DUSD%00"
+    assert "x-evil" not in entry["headers"]
+    assert list(echo.answers[-1][1]["parameters"]["cookie"]) == ["session"]
+
+
+@pytest.mark.anyio
+async def test_query_values_and_deep_object_keys_cannot_add_parameters() -> None:
+    async with echo_catalog(MARKETPLACE) as (catalog, echo):
+        await call(catalog, "listUsers", {"id": "u1&admin=true#frag\r\n\x00"})
+        assert last_request(echo)["query"] == "id=u1%26admin%3Dtrue%23frag%0D%0A%00"
+        assert echo.answers[-1][1]["parameters"]["query"] == {"id": "u1&admin=true#frag\r\n\x00"}
+    async with echo_catalog(SPECS / "styles.yaml") as (catalog, echo):
+        await call(catalog, "searchProducts", {"session": "s", "filter": {"a]&ids=1&x[": "v", "brand": "b&ids=2"}})
+        assert last_request(echo)["query"] == "filter%5Ba%5D%26ids%3D1%26x%5B%5D=v&filter%5Bbrand%5D=b%26ids%3D2"
+        assert "ids" not in echo.answers[-1][1]["parameters"]["query"]
+
+
+@pytest.mark.anyio
+@pytest.mark.xfail(strict=True, reason=(
+    "allowReserved sends '&', '#' and '+' unencoded (serialize.encode uses all of RFC 3986's reserved set "
+    "as safe), so a value adds query parameters ('&ids=9' arrives as ids=[9]), cuts the URL at '#' and "
+    "turns '+' into a space; OAS 3.1.1 §4.8.12.4.1 / Appendix E: these must still be percent-encoded in a query"))
+async def test_allow_reserved_does_not_let_a_value_add_parameters_or_cut_the_url() -> None:
+    value = "https://shop.example.com/cart?step=2&ids=9#top+1"
+    async with echo_catalog(SPECS / "styles.yaml") as (catalog, echo):
+        await call(catalog, "searchProducts", {"session": "s", "return_to": value})
+    assert echo.answers[-1][1]["parameters"]["query"] == {"return_to": value}
+
+
+# -- huge values ----------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_megabyte_values_are_sent_whole_or_refused_quickly() -> None:
+    huge = "x" * MB
+    async with echo_catalog(MARKETPLACE) as (catalog, echo):
+        started = time.perf_counter()
+        body = await call(catalog, "createOrder", {"userId": "u1", "item": huge, "quantity": 1, "price": 1.5})
+        header = await call(catalog, "searchOrders", {"X-Request-Id": huge})
+        elapsed = time.perf_counter() - started
+    assert elapsed < 5, f"two calls with 1 MB values took {elapsed:.1f} s"
+    assert [status for status, _ in echo.answers] == [200]  # the body reaches the upstream intact
+    assert echo.answers[0][1]["body"]["item"] == huge
+    assert not body[1].startswith("Internal error")
+    assert header[0] and header[1].startswith("Invalid arguments for tool 'searchOrders' at $['X-Request-Id']: ")
+
+
+@pytest.mark.anyio
+@pytest.mark.xfail(strict=True, raises=httpx.InvalidURL, reason=(
+    "a 1 MB query value makes a 1 MB URL; on the httpx transport path (build_catalog(transport=...)) "
+    "Upstream.send lets httpx.InvalidURL('URL too long', > 65,536 characters) escape Catalog.call_tool: "
+    "InvalidURL is not an httpx.HTTPError, so it is not translated into an UpstreamError"))
+async def test_a_megabyte_query_value_is_a_clear_tool_error() -> None:
+    async with echo_catalog(MARKETPLACE) as (catalog, echo):
+        is_error, text = await call(catalog, "listUsers", {"id": "x" * MB})
+    assert is_error and "GET /marketplace/users" in text and len(text) < 2_000
+    assert echo.answers == []
+
+
+@pytest.mark.anyio
+async def test_a_megabyte_file_is_uploaded_whole() -> None:
+    import base64
+    import hashlib
+
+    data = os.urandom(MB)
+    async with echo_catalog(SPECS / "multipart.yaml") as (catalog, echo):
+        is_error, text = await call(catalog, "uploadDocument", {
+            "folderId": "f", "title": "t", "file": base64.b64encode(data).decode()})
+    assert not is_error, text[:300]
+    assert echo.answers[-1][1]["body"]["file"]["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.anyio
+@pytest.mark.xfail(strict=True, reason=(
+    "an invalid value is quoted whole in the tool error (jsonschema's message is `{instance!r} is not of "
+    "type ...`), so a 1 MB wrong-typed argument or unknown argument name comes back as a 1 MB error text "
+    "into the model's context; the excerpt should be cut"))
+async def test_an_error_about_a_huge_value_quotes_only_an_excerpt() -> None:
+    huge = "x" * MB
+    async with echo_catalog(MARKETPLACE) as (catalog, _):
+        wrong_type = await call(catalog, "createOrder", {"userId": "u1", "item": "i", "quantity": huge, "price": 1})
+        too_long = await call(catalog, "searchOrders", {"X-Request-Id": huge})
+        unknown = await call(catalog, "createOrder",
+                             {"userId": "u1", "item": "i", "quantity": 1, "price": 1, huge: 1})
+    for is_error, text in (wrong_type, too_long, unknown):
+        assert is_error and len(text) < 2_000, len(text)
+
+
+# -- deeply nested arguments ----------------------------------------------------------------------
+
+
+def nested_list(depth: int) -> Any:
+    value: Any = "bottom"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def category_tree(depth: int) -> dict[str, Any]:
+    node: dict[str, Any] = {"name": "leaf"}
+    for _ in range(depth):
+        node = {"name": "n", "children": [node]}
+    return node
+
+
+@pytest.mark.anyio
+async def test_arguments_as_deep_as_mcp_transports_allow_are_handled() -> None:
+    # pydantic-core, which parses every JSON-RPC message the SDK's transports receive, refuses JSON
+    # nested deeper than 200 levels; a category tree of depth 95 is 192 levels inside the request.
+    async with echo_catalog(SPECS / "recursive.yaml") as (catalog, echo):
+        valid = await call(catalog, "createCategoryTree", category_tree(95))
+        invalid = await call(catalog, "createCategoryTree", {"name": "n", "children": nested_list(190)})
+    assert not valid[0], valid[1][:300]
+    assert echo.answers[-1][0] == 200 and len(echo.answers) == 1
+    assert invalid[0] and invalid[1].startswith("Invalid arguments for tool 'createCategoryTree' at $.children[0]: ")
+
+
+async def _post_deep_json_rpc(*, raise_app_exceptions: bool) -> tuple[httpx.Response, httpx.Response, Echo]:
+    """In process: initialize, post a tools/call nested 100,000 deep, then a normal call."""
+    echo = Echo(MARKETPLACE)
+    settings = load_settings(None, spec=str(MARKETPLACE), upstream_url="http://echo.test")
+    app = create_app(settings, upstream_transport=httpx.ASGITransport(app=echo))
+    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+    deep_call = ('{"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "createOrder", '
+                 '"arguments": {"userId": "u1", "note": ' + "[" * 100_000 + "]" * 100_000 + "}}}")
+    normal_call = {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                   "params": {"name": "getUser", "arguments": {"userId": ""}}}
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
+    with anyio.fail_after(CALL_DEADLINE):
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=transport, base_url="http://127.0.0.1:8000") as http:
+            init = await http.post("/mcp", headers=headers, json=initialize)
+            assert init.status_code == 200, init.text
+            session = {**headers, "mcp-session-id": init.headers["mcp-session-id"],
+                       "mcp-protocol-version": "2025-06-18"}
+            await http.post("/mcp", headers=session, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+            deep = await http.post("/mcp", headers=session, content=deep_call)
+            after = await http.post("/mcp", headers=session, json=normal_call)
+    return deep, after, echo
+
+
+@pytest.mark.anyio
+async def test_json_rpc_nested_deeper_than_the_transport_allows_is_a_parse_error_and_the_server_keeps_serving(
+        ) -> None:
+    deep, after, echo = await _post_deep_json_rpc(raise_app_exceptions=False)
+    assert deep.status_code == 400
+    assert deep.json()["error"]["code"] == -32700  # Parse error
+    assert after.status_code == 200
+    assert after.json()["result"]["content"][0]["text"] == (
+        "Invalid arguments for tool 'getUser' at $.userId: '' should be non-empty")
+    assert echo.answers == []
+
+
+@pytest.mark.anyio
+@pytest.mark.xfail(strict=True, reason=(
+    "after the SDK has answered a JSON-RPC body nested 100,000 deep with a parse error, the HTTP telemetry "
+    "layer (converter/telemetry/layers.py _method_of, called in a `finally:`) re-parses the body with "
+    "json.loads and catches only ValueError: the RecursionError escapes the ASGI app (with uvicorn: a "
+    "traceback in the log and a connection reset instead of the 400, see test_faults.py) and the "
+    "request's access-log record is never emitted"))
+async def test_a_deeply_nested_json_rpc_body_raises_nothing_out_of_the_app() -> None:
+    deep, _, _ = await _post_deep_json_rpc(raise_app_exceptions=True)
+    assert deep.status_code == 400
+
+
+@pytest.mark.anyio
+@pytest.mark.xfail(strict=True, raises=RecursionError, reason=(
+    "Catalog.call_tool lets RecursionError escape for an invalid argument nested ~1000 deep: "
+    "SchemaCheck.error -> jsonschema best_match -> repr() of the instance recurses; only reachable "
+    "through the Python API (the SDK transports refuse JSON deeper than 200)"))
+async def test_a_deeply_nested_invalid_argument_is_a_tool_error() -> None:
+    async with echo_catalog(MARKETPLACE) as (catalog, echo):
+        is_error, text = await call(catalog, "createOrder",
+                                    {"userId": "u1", "item": "i", "quantity": nested_list(5_000), "price": 1})
+    assert is_error and text.startswith("Invalid arguments for tool 'createOrder' at $.quantity")
+    assert echo.answers == []
+
+
+# -- child processes with a deadline and a memory limit -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    returncode: int | None  # None: killed at the deadline
+    stdout: str
+    stderr: str
+    seconds: float
+    peak_rss_mb: float
+
+    @property
+    def timed_out(self) -> bool:
+        return self.returncode is None
+
+
+def isolated(code: str, *, deadline: float, memory_mb: int = 2048) -> Outcome:
+    """Run Python `code` in a child process limited to `memory_mb` of address space; kill it at `deadline`."""
+
+    limit = f"import resource\nresource.setrlimit(resource.RLIMIT_AS, ({memory_mb * MB}, {memory_mb * MB}))\n"
+    started = time.monotonic()
+    child = subprocess.Popen([sys.executable, "-c", limit + textwrap.dedent(code)], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    returncode: int | None = None
+    usage: Any = None
+    while time.monotonic() - started < deadline:
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            returncode = os.waitstatus_to_exitcode(status)
+            break
+        time.sleep(0.02)
+    else:
+        child.send_signal(signal.SIGKILL)
+        _, _, usage = os.wait4(child.pid, 0)
+    seconds = time.monotonic() - started
+    child.returncode = returncode if returncode is not None else -9  # reaped above; keep Popen quiet
+    assert child.stdout is not None and child.stderr is not None
+    stdout, stderr = child.stdout.read().decode(errors="replace"), child.stderr.read().decode(errors="replace")
+    child.stdout.close()
+    child.stderr.close()
+    return Outcome(returncode, stdout, stderr, seconds, usage.ru_maxrss / 1024)
+
+
+BUILD_CATALOG = """
+    import json, sys
+    from converter.catalog import build_catalog
+    from converter.config import load_settings
+    from converter.errors import ConverterError
+    try:
+        catalog = build_catalog(load_settings(None, spec=sys.argv[1] if len(sys.argv) > 1 else {spec!r},
+                                              upstream_url="http://127.0.0.1:9"))
+        tools = [p.tool.model_dump(mode="json", by_alias=True, exclude_none=True) for p in catalog.plans]
+        print(json.dumps({{"tools": len(tools), "bytes": len(json.dumps(tools)),
+                          "problems": [str(p) for p in catalog.problems]}}))
+    except ConverterError as exc:
+        print(json.dumps({{"error": type(exc).__name__, "message": str(exc)}}))
+"""
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "billion-laughs YAML is not bounded: the loader keeps aliases shared (fast, small), but build_plans "
+    "walks the aliased tree node by node (tools/schemas.py _refs via closure(), then the tools/list dump), "
+    "i.e. 9^9 = 387M nodes for a 1 KB document; it runs past the deadline instead of failing fast with a "
+    "SpecError (an alias/expansion budget at load time would fix it)"))
+def test_billion_laughs_in_a_converted_schema_fails_fast_or_stays_bounded() -> None:
+    outcome = isolated(BUILD_CATALOG.format(spec=str(SPECS / "hostile-billion-laughs.yaml")), deadline=6)
+    print(f"billion laughs: {outcome.seconds:.1f} s, peak RSS {outcome.peak_rss_mb:.0f} MB")
+    assert not outcome.timed_out, f"running after {outcome.seconds:.1f} s (peak RSS {outcome.peak_rss_mb:.0f} MB)"
+    assert outcome.peak_rss_mb < 500
+    result = json.loads(outcome.stdout)
+    assert result.get("error") == "SpecError" or result["bytes"] < 10 * MB, result
+
+
+def test_billion_laughs_that_nothing_reads_loads_in_bounded_time_and_memory() -> None:
+    outcome = isolated(BUILD_CATALOG.format(spec=str(SPECS / "hostile-billion-laughs-unused.yaml")), deadline=10)
+    assert outcome.returncode == 0, outcome.stderr[-2000:]
+    assert outcome.seconds < 5 and outcome.peak_rss_mb < 300, outcome
+    assert json.loads(outcome.stdout) == {"tools": 1, "bytes": json.loads(outcome.stdout)["bytes"], "problems": []}
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "billion-laughs YAML in the config file hangs load_settings: substitute_env() rebuilds every dict and "
+    "list of the parsed tree recursively, expanding the 9^9 aliases before pydantic even sees the unknown key"))
+def test_billion_laughs_in_the_config_file_fails_fast(tmp_path: Path) -> None:
+    laughs = (SPECS / "hostile-billion-laughs.yaml").read_text(encoding="utf-8").split("x-laughs:\n", 1)[1]
+    laughs = laughs.split("paths:", 1)[0]
+    config = tmp_path / "laughs.yaml"
+    config.write_text(f"spec: {MARKETPLACE}\nx-laughs:\n{laughs}", encoding="utf-8")
+    outcome = isolated(f"""
+        from converter.config import load_settings
+        from converter.errors import ConfigError
+        try:
+            load_settings({str(config)!r})
+        except ConfigError as exc:
+            print(exc)
+    """, deadline=6)
+    assert not outcome.timed_out, f"still running after {outcome.seconds:.1f} s"
+    assert outcome.stdout.strip() == f"{config}: x-laughs: unknown key"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a valid recursive argument nested 20,000 deep kills the process with SIGSEGV: jsonschema_rs's "
+    "is_valid overflows the native stack on the recursive $ref (no depth limit before validation); "
+    "only reachable through the Python API, the SDK transports refuse JSON deeper than 200"))
+def test_a_valid_argument_nested_20000_deep_does_not_crash_the_process() -> None:
+    outcome = isolated("""
+        import anyio, httpx
+        from converter.catalog import build_catalog
+        from converter.config import load_settings
+
+        async def main():
+            node = {"name": "leaf"}
+            for _ in range(20_000):
+                node = {"name": "n", "children": [node]}
+            settings = load_settings(None, spec="tests/specs/recursive.yaml", upstream_url="http://127.0.0.1:9")
+            async with build_catalog(settings) as catalog:
+                result = await catalog.call_tool("createCategoryTree", node)
+            print("is_error", result.is_error)
+
+        anyio.run(main)
+    """, deadline=20)
+    assert outcome.returncode != -signal.SIGSEGV, "the interpreter died of SIGSEGV"
+    assert outcome.returncode == 0, outcome.stderr[-2000:]
+
+
+# -- $ref loops -----------------------------------------------------------------------------------
+
+
+def _uri(name: str) -> str:
+    return (SPECS / name).resolve().as_uri()
+
+
+def _load(name: str, seconds: float = 5.0) -> tuple[list[str], list[str]]:
+    """(problems, tool names) of tests/specs/`name`, which must load within `seconds`."""
+    started = time.monotonic()
+    spec = load_spec(str(SPECS / name))
+    plans, _ = build_plans(spec)
+    assert time.monotonic() - started < seconds
+    return [str(p) for p in spec.problems], [p.name for p in plans]
+
+
+def test_a_parameter_that_references_itself_skips_only_its_operation() -> None:
+    uri = _uri("hostile-ref-self-parameter.yaml")
+    assert _load("hostile-ref-self-parameter.yaml") == (
+        [f"#/paths/~1loop/get: $ref loop through '{uri}#/components/parameters/Loop'; skipped"], ["listThings"])
+
+
+def test_request_bodies_responses_and_parameters_in_a_ref_cycle_are_each_reported() -> None:
+    uri = _uri("hostile-ref-loop-mutual.yaml")
+    assert _load("hostile-ref-loop-mutual.yaml") == ([
+        f"#/paths/~1bodies/post: $ref loop through '{uri}#/components/requestBodies/A'; skipped",
+        f"#/paths/~1responses/get: $ref loop through '{uri}#/components/responses/A'; skipped",
+        f"#/paths/~1parameters/get: $ref loop through '{uri}#/components/parameters/A'; skipped",
+    ], ["listThings"])
+
+
+def test_path_items_in_a_ref_cycle_are_reported() -> None:
+    uri = _uri("hostile-ref-loop-path-item.yaml")
+    assert _load("hostile-ref-loop-path-item.yaml") == ([
+        f"#/paths/~1a: $ref loop through '{uri}#/paths/~1b'; skipped",
+        f"#/paths/~1b: $ref loop through '{uri}#/paths/~1a'; skipped",
+    ], ["listThings"])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "schemas that are only $refs to each other (S -> T -> S, Self -> Self) are not reported: the tools are "
+    "served with $defs {'S': {'$ref': '#/$defs/T'}, 'T': {'$ref': '#/$defs/S'}} that have no base case, on "
+    "which python-jsonschema raises RecursionError (jsonschema_rs accepts anything); they should be a "
+    "'$ref loop' problem like the non-schema cycles"))
+def test_schemas_that_only_alias_each_other_are_reported_as_a_loop() -> None:
+    problems, names = _load("hostile-ref-loop-schema.yaml")
+    assert names == ["listThings"]
+    assert [p.split(": ", 1)[0] for p in problems] == ["#/paths/~1aliases/post", "#/paths/~1self/get"]
+    assert all("$ref loop" in p for p in problems), problems
+
+
+# -- references to other hosts and other files ------------------------------------------------------
+
+
+def test_a_ref_to_another_host_is_refused_without_fetching() -> None:
+    assert _load("hostile-ref-remote.yaml") == ([
+        "#/paths/~1remote-parameter/get: $ref to 'http://169.254.169.254/latest/meta-data/parameters.yaml' is "
+        "refused: a document may only reference files next to it or URLs on its own host; skipped",
+        "#/paths/~1remote-schema/post: $ref to 'https://evil.example/schemas.yaml' is refused: a document may "
+        "only reference files next to it or URLs on its own host; skipped",
+    ], ["listThings"])
+
+
+class _Site:
+    """A loopback HTTP server with fixed pages; counts every request it gets."""
+
+    def __init__(self, pages: dict[str, tuple[int, dict[str, str], bytes]]) -> None:
+        self.pages = pages
+        self.hits: list[str] = []
+        site = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                site.hits.append(self.path)
+                status, headers, body = site.pages.get(self.path, (404, {}, b""))
+                self.send_response(status)
+                for name, value in {"content-length": str(len(body)), **headers}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def sites() -> Iterator[list[_Site]]:
+    started: list[_Site] = []
+    yield started
+    for site in started:
+        site.close()
+
+
+def _spec_with_refs(*refs: str) -> bytes:
+    paths = {f"/r{i}": {"get": {"operationId": f"r{i}", "parameters": [{"$ref": ref}],
+                                "responses": {"200": {"description": "OK"}}}} for i, ref in enumerate(refs)}
+    paths["/things"] = {"get": {"operationId": "listThings", "responses": {"200": {"description": "OK"}}}}
+    return json.dumps({"openapi": "3.0.3", "info": {"title": "t", "version": "1"}, "paths": paths}).encode()
+
+
+def test_a_spec_read_from_a_url_may_not_reference_another_origin_or_local_files(sites: list[_Site]) -> None:
+    parameter = json.dumps({"P": {"name": "p", "in": "query", "schema": {"type": "string"}}}).encode()
+    other = _Site({"/p.json": (200, {"content-type": "application/json"}, parameter)})
+    sites.append(other)
+    home = _Site({"/p.json": (200, {"content-type": "application/json"}, parameter)})
+    sites.append(home)
+    home.pages["/spec.json"] = (200, {"content-type": "application/json"}, _spec_with_refs(
+        f"{other.url}/p.json#/P", "file:///etc/hostname#/P", "/p.json#/P"))
+    spec = load_spec(f"{home.url}/spec.json")
+    assert [str(p) for p in spec.problems] == [
+        f"#/paths/~1r0/get: $ref to '{other.url}/p.json' is refused: a document may only reference files next "
+        "to it or URLs on its own host; skipped",
+        "#/paths/~1r1/get: $ref to 'file:///etc/hostname' is refused: a document may only reference files next "
+        "to it or URLs on its own host; skipped",
+    ]
+    assert [op.operation_id for op in spec.operations] == ["r2", "listThings"]  # same origin: allowed
+    assert other.hits == [] and home.hits == ["/spec.json", "/p.json"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a spec file may $ref any local file, not only 'files next to it' as the refusal message says: "
+    "'../secret/creds.json', '/abs/path' and 'file:///abs/path' are read, and the referenced JSON/YAML "
+    "(e.g. a kubeconfig or cloud credentials) is served to every MCP client in tools/list (here as the "
+    "outputSchema $defs); Resolver only compares scheme and host"))
+def test_a_spec_file_cannot_pull_files_from_outside_its_directory_into_the_tools(tmp_path: Path) -> None:
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "creds.json").write_text('{"token": "s3cr3t-token"}', encoding="utf-8")
+    (tmp_path / "api").mkdir()
+    spec = tmp_path / "api" / "spec.json"
+    spec.write_text(json.dumps({"openapi": "3.0.3", "info": {"title": "t", "version": "1"}, "paths": {"/z": {"get": {
+        "operationId": "getZ", "responses": {"200": {"description": "OK", "content": {"application/json": {
+            "schema": {"$ref": "../secret/creds.json"}}}}}}}}}), encoding="utf-8")
+    settings = load_settings(None, spec=str(spec), upstream_url="http://127.0.0.1:9")
+    tools = json.dumps([p.tool.model_dump(mode="json") for p in build_catalog(settings).plans])
+    assert "s3cr3t-token" not in tools
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a $ref to a device such as /dev/zero is read without bound: read_text checks st_size (0 for a "
+    "device) against MAX_DOCUMENT_BYTES, then reads the whole file, so memory grows until MemoryError "
+    "(a traceback, not a SpecError; without an address-space limit the host runs out of memory)"))
+def test_a_ref_to_an_endless_file_fails_with_a_spec_error(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.json"
+    spec.write_bytes(_spec_with_refs("/dev/zero#/P"))
+    outcome = isolated(BUILD_CATALOG.format(spec=str(spec)), deadline=15, memory_mb=1024)
+    assert not outcome.timed_out and outcome.returncode == 0, (outcome.seconds, outcome.stderr[-500:])
+    assert json.loads(outcome.stdout)["problems"][0].startswith("#/paths/~1r0/get: "), outcome.stdout
+
+
+ENDLESS_SITE = """
+    import http.server, json, sys, threading
+    from converter.errors import SpecError
+    from converter.spec import load_spec
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("content-type", "application/yaml")
+            self.end_headers()
+            try:
+                while True:
+                    self.wfile.write(b"# " + b"x" * 65536 + b"\\n")
+            except OSError:
+                pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        load_spec(f"http://127.0.0.1:{server.server_address[1]}/spec.yaml")
+    except SpecError as exc:
+        print(exc)
+"""
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a spec URL that streams without end is read without bound: load.read_text calls httpx.get() "
+    "(whole body in memory) and only then compares its size with MAX_DOCUMENT_BYTES; the 30 s timeout "
+    "is per read, so it never fires, and memory grows until MemoryError (a traceback, not a SpecError)"))
+def test_a_spec_url_that_never_ends_fails_with_a_spec_error() -> None:
+    outcome = isolated(ENDLESS_SITE, deadline=20, memory_mb=1024)
+    assert not outcome.timed_out and outcome.returncode == 0, (outcome.seconds, outcome.stderr[-500:])
+    assert "larger than" in outcome.stdout, outcome.stdout
+
+
+def test_a_redirect_to_a_file_url_is_not_followed(sites: list[_Site]) -> None:
+    site = _Site({"/spec.yaml": (302, {"location": "file:///etc/passwd"}, b"")})
+    sites.append(site)
+    with pytest.raises(SpecError) as exc:
+        load_spec(f"{site.url}/spec.yaml")
+    assert str(exc.value) == (f"{site.url}/spec.yaml: cannot be fetched (UnsupportedProtocol: Request URL has an "
+                              "unsupported protocol 'file://'.)")
+
+
+# -- spec sources that are not files or http(s) URLs ----------------------------------------------
+
+SCHEMES = [
+    ("ftp://example.com/spec.yaml", "ftp"),
+    ("FTP://example.com/spec.yaml", "ftp"),
+    ("gopher://127.0.0.1:70/1spec", "gopher"),
+    ("data:application/json,{\"openapi\":\"3.0.3\"}", "data"),
+    ("jar:file:///tmp/a.jar!/spec.yaml", "jar"),
+    ("javascript:alert(1)", "javascript"),
+]
+
+
+@pytest.mark.parametrize(("source", "scheme"), SCHEMES, ids=[s for _, s in SCHEMES])
+def test_a_spec_url_with_another_scheme_is_refused_with_one_clear_message(source: str, scheme: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        load_spec(source)
+    assert str(exc.value) == f"{source}: only files and http(s) URLs can be read, not {scheme!r} URLs"
+
+
+def test_a_file_url_is_read_like_a_path() -> None:
+    assert len(load_spec(MARKETPLACE.as_uri()).operations) == len(load_spec(str(MARKETPLACE)).operations) == 10
+
+
+def test_the_cli_refuses_another_scheme_in_one_line_with_exit_code_2() -> None:
+    done = subprocess.run([sys.executable, "-m", "converter", "tools", "gopher://127.0.0.1:70/1spec"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == ("openapi-mcp: error: gopher://127.0.0.1:70/1spec: only files and http(s) URLs can be "
+                           "read, not 'gopher' URLs\n")
