@@ -97,13 +97,13 @@ def test_read_only_properties_are_not_asked_for_in_requests(make_spec) -> None:
         "id": {"type": "string", "readOnly": True}, "item": {"type": "string"}}}
 
 
-def test_invalid_pattern_is_dropped_with_a_warning_but_ecma_classes_are_kept(make_spec) -> None:
+def test_invalid_pattern_is_dropped_with_a_warning_but_ecma_classes_are_kept_portably(make_spec) -> None:
     spec = make_spec({"/x": {"get": {"parameters": [
         {"name": "a", "in": "query", "schema": {"type": "string", "pattern": "^\\p{L}+$"}},
         {"name": "b", "in": "query", "schema": {"type": "string", "pattern": "([unclosed"}},
     ], "responses": {}}}})
     a, b = spec.operations[0].parameters
-    assert a.schema["pattern"] == "^\\p{L}+$"
+    assert a.schema["pattern"] == "^[A-Za-z\\u0080-\U0010ffff]+$"  # see converter/spec/pattern.py
     assert "pattern" not in b.schema
     assert any("is not a valid regular expression" in p.message for p in spec.problems)
 
@@ -144,3 +144,122 @@ def test_openapi_31_document_with_type_lists(make_spec) -> None:
     spec = make_spec({"/x": {"get": {"parameters": [{"name": "n", "in": "query", "schema": {"type": ["string", "null"]}}],
                                      "responses": {}}}}, version="3.1.0")
     assert spec.operations[0].parameters[0].schema == {"type": ["string", "null"]}
+
+
+# -- defects found by the real-world corpus (tests/test_corpus.py, bench/corpus.py), and their kin ----
+
+
+def _param_schema(make_spec, schema: dict) -> tuple[dict, list]:
+    spec = make_spec({"/x": {"get": {"parameters": [{"name": "p", "in": "query", "schema": schema}], "responses": {}}}})
+    return spec.operations[0].parameters[0].schema, [p.message for p in spec.problems]
+
+
+@pytest.mark.parametrize(("pattern", "portable"), [
+    ("\\A[a-z]+\\z", "^[a-z]+$"),                                   # Ruby/Java/Python anchors (AWS)
+    ("^[\\w-.+]+@[\\w-.+]+$", "^[\\w\\-.+]+@[\\w\\-.+]+$"),        # Annex B literal '-' next to \w
+    ("[^/:|\\000-\\037]+", "[^/:|\\x00-\\x1f]+"),                  # octal escapes
+    ("who's {Name}?", "who's \\{Name\\}?"),                          # a brace that is not a repetition
+    ("^[\\p{Alnum}_:.\\-]+$", "^[0-9A-Za-z_:.\\-]+$"),               # Java's POSIX classes are ASCII
+    ("^(?<year>\\d{4})$", "^(\\d{4})$"),                             # named groups: (?<n>) vs (?P<n>)
+    ("[\\p{L}\\p{N}_.:/=+\\-@]*", "[A-Za-z\\u0080-\U0010ffff0-9_.:/=+\\-@]*"),  # AWS tag values
+    ("^[^\\p{C}]*$", "^[^\\x00-\\x1f\\x7f]*$"),                       # negated: ASCII part only, never stricter
+])
+def test_patterns_are_rewritten_for_every_regex_dialect(make_spec, pattern: str, portable: str) -> None:
+    import re
+
+    import jsonschema
+    import jsonschema_rs
+
+    schema, problems = _param_schema(make_spec, {"type": "string", "pattern": pattern})
+    assert schema["pattern"] == portable and problems == []
+    re.compile(portable)
+    jsonschema.Draft202012Validator.check_schema(schema)  # its `regex` format is Python's `re`
+    jsonschema_rs.Draft202012Validator(schema)
+
+
+def test_unicode_property_approximation_accepts_what_the_original_accepts(make_spec) -> None:
+    import regex
+
+    schema, _ = _param_schema(make_spec, {"type": "string", "pattern": "^[\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*$"})
+    original, portable = regex.compile("^[\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*$"), regex.compile(schema["pattern"])
+    for value in ("Zoë 42", "東京/タワー", "key:value=1", "a@b.c", "ünïcödé"):
+        assert original.match(value) and portable.match(value)
+    assert not portable.match("<script>") and not portable.match("a;b")  # the ASCII rules still hold
+
+
+@pytest.mark.parametrize(("pattern", "why"), [
+    ("[a-zA-Z]{1-70}", "has '{1-70}', which is not a valid repetition"),
+    ("^[a-z]{,2}$", "has '{,2}$', which is not a valid repetition"),
+    ("[\\u0020-\\uD7FF\\uE000-\\uFFFD\\uD800\\uDBFF-\\uDC00\\uDFFF]*", "matches lone surrogates, which most "
+                                                                        "validators cannot represent"),
+    ("[\\p{Print}&&[^|:/]]+", "uses class intersection '&&', which ECMA-262 (without the v flag) does not have"),
+    ("(?i)abc", "uses the group syntax '(?i)', which ECMA-262 does not have"),
+    ("a*+", "uses a possessive quantifier, which ECMA-262 does not have"),
+])
+def test_patterns_no_dialect_reads_alike_are_left_out_with_the_reason(make_spec, pattern: str, why: str) -> None:
+    schema, problems = _param_schema(make_spec, {"type": "string", "pattern": pattern})
+    assert "pattern" not in schema
+    assert problems == [f"pattern {pattern!r} {why}; left out of the tool schema"]
+
+
+def test_pattern_too_large_for_jsonschema_rs_is_left_out(make_spec) -> None:
+    schema, problems = _param_schema(make_spec, {"type": "string", "pattern": "^.{0,262144}$"})
+    assert "pattern" not in schema
+    assert problems[0].startswith("pattern '^.{0,262144}$' cannot be compiled by jsonschema-rs")
+
+
+def test_pattern_properties_keys_are_made_portable_too(make_spec) -> None:
+    schema, problems = _param_schema(make_spec, {"type": "object", "patternProperties": {
+        "\\A[a-z]+\\z": {"type": "string"}, "[a-z]{1-3}": {"type": "integer"}}})
+    assert schema["patternProperties"] == {"^[a-z]+$": {"type": "string"}}
+    assert problems == ["pattern '[a-z]{1-3}' has '{1-3}', which is not a valid repetition; left out of the tool "
+                        "schema"]
+
+
+def test_keyword_values_outside_the_meta_schema_are_fixed_or_dropped(make_spec) -> None:
+    schema, problems = _param_schema(make_spec, {
+        "type": "string", "maxLength": "255", "minLength": -1, "multipleOf": 0, "uniqueItems": "true",
+        "maximum": "10", "description": 5, "required": ["a", "a"], "examples": {"one": {"value": "x"}}})
+    assert schema == {"type": "string", "maxLength": 255, "uniqueItems": True, "maximum": 10, "required": ["a"]}
+    assert problems == ["minLength -1 is not a non-negative integer; ignored",
+                        "multipleOf 0 is not a number greater than 0; ignored",
+                        "description 5 is not a string; ignored"]
+
+
+def test_schema_ref_to_a_missing_component_accepts_anything_and_keeps_the_operation(make_spec) -> None:
+    spec = make_spec({"/x": {"post": {
+        "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
+            "a": {"$ref": "#/components/schemas/Gone"}, "b": {"type": "string"}}}}}},
+        "responses": {}}}})
+    [op] = spec.operations
+    assert op.request_body is not None and op.request_body.schema["properties"]["a"] == {}
+    [problem] = spec.problems
+    assert not problem.fatal
+    assert problem.message == "$ref '#/components/schemas/Gone' points at nothing; any value is accepted there"
+
+
+def test_non_string_property_names_from_yaml_become_strings(make_spec) -> None:
+    schema, _ = _param_schema(make_spec, {"type": "object", "properties": {200: {"type": "string"}, True: {}}})
+    assert list(schema["properties"]) == ["200", "True"]
+
+
+def test_extensions_in_paths_are_not_paths(make_spec) -> None:
+    spec = make_spec({"x-codegen-contextRoot": "/apis/registry", "/a": {"get": {"responses": {}}}})
+    assert [op.path for op in spec.operations] == ["/a"] and spec.problems == ()
+
+
+def test_nameless_parameter_is_ignored_and_the_operation_kept(make_spec) -> None:
+    spec = make_spec({"/a": {"get": {"parameters": [{"name": "", "in": "query", "schema": {"type": "string"}},
+                                                    {"name": "q", "in": "query"}], "responses": {}}}})
+    [op] = spec.operations
+    assert [p.name for p in op.parameters] == ["q"]
+    assert [(p.pointer, p.message, p.fatal) for p in spec.problems] == [
+        ("#/paths/~1a/get/parameters/0", "a parameter needs a non-empty string 'name', not ''; ignored", False)]
+
+
+def test_request_body_without_content_is_no_body(make_spec) -> None:
+    spec = make_spec({"/a": {"post": {"requestBody": {"content": {}, "required": False}, "responses": {}}}})
+    [op] = spec.operations
+    assert op.request_body is None
+    assert [(p.message, p.fatal) for p in spec.problems] == [
+        ("has no media types in 'content'; the operation is called without a body", False)]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,9 +51,13 @@ def read_text(uri: str, *, display: str | None = None) -> str:
     if parts.scheme == "file":
         path = Path(_file_path(uri))
         try:
-            if path.stat().st_size > MAX_DOCUMENT_BYTES:
+            if path.exists() and not path.is_file():
+                raise SpecError(f"{name}: is not a regular file", source=name)  # /dev/zero, a FIFO, ...
+            with path.open("rb") as handle:
+                data = handle.read(MAX_DOCUMENT_BYTES + 1)
+            if len(data) > MAX_DOCUMENT_BYTES:
                 raise SpecError(f"{name}: the document is larger than {MAX_DOCUMENT_BYTES} bytes", source=name)
-            return path.read_text(encoding="utf-8")
+            return data.decode("utf-8")
         except FileNotFoundError as exc:
             raise SpecError(f"{name}: no such file", source=name) from exc
         except IsADirectoryError as exc:
@@ -61,16 +67,30 @@ def read_text(uri: str, *, display: str | None = None) -> str:
         except OSError as exc:
             raise SpecError(f"{name}: cannot be read ({exc.strerror})", source=name) from exc
     if parts.scheme in ("http", "https"):
-        try:
-            response = httpx.get(uri, timeout=_FETCH_TIMEOUT, follow_redirects=True)
-        except httpx.HTTPError as exc:
-            raise SpecError(f"{name}: cannot be fetched ({type(exc).__name__}: {exc})", source=name) from exc
-        if response.status_code != 200:
-            raise SpecError(f"{name}: fetching it answered HTTP {response.status_code}", source=name)
-        if len(response.content) > MAX_DOCUMENT_BYTES:
-            raise SpecError(f"{name}: the document is larger than {MAX_DOCUMENT_BYTES} bytes", source=name)
-        return response.text
+        return _fetch(uri, name)
     raise SpecError(f"{name}: only files and http(s) URLs can be read, not {parts.scheme!r} URLs", source=name)
+
+
+def _fetch(uri: str, name: str) -> str:
+    """GET a document with a size cap and a deadline for the whole transfer (not per read)."""
+    deadline = time.monotonic() + _FETCH_TIMEOUT
+    try:
+        with httpx.Client(timeout=_FETCH_TIMEOUT, follow_redirects=True) as client, client.stream("GET", uri) as response:
+            if response.status_code != 200:
+                raise SpecError(f"{name}: fetching it answered HTTP {response.status_code}", source=name)
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > MAX_DOCUMENT_BYTES:
+                    raise SpecError(f"{name}: the document is larger than {MAX_DOCUMENT_BYTES} bytes", source=name)
+                if time.monotonic() > deadline:
+                    raise SpecError(f"{name}: fetching it took longer than {_FETCH_TIMEOUT:g} s", source=name)
+                chunks.append(chunk)
+            encoding = response.encoding or "utf-8"
+    except httpx.HTTPError as exc:
+        raise SpecError(f"{name}: cannot be fetched ({type(exc).__name__}: {exc})", source=name) from exc
+    return b"".join(chunks).decode(encoding, errors="replace")
 
 
 def parse_document(text: str, *, source: str) -> Any:
@@ -86,7 +106,10 @@ def parse_document(text: str, *, source: str) -> Any:
         except ValueError:
             pass  # fall through: YAML flow style also starts with `{`
     try:
-        return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a safe loader
+        doc = yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a safe loader
+        if _ALIAS.search(text):
+            check_expansion(doc, source=source)
+        return doc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -95,6 +118,40 @@ def parse_document(text: str, *, source: str) -> Any:
         raise SpecError(f"{source}: is not valid JSON or YAML: {exc}", source=source) from exc
     except RecursionError as exc:
         raise SpecError(f"{source}: is nested too deeply to be read", source=source) from exc
+
+
+# A YAML alias (`*name` after a separator) can make a tiny text stand for billions of values.
+_ALIAS = re.compile(r"(?:^|[\s\[{,:-])\*[^\s\[\]{},]+", re.M)
+MAX_EXPANDED_VALUES = 10_000_000
+
+
+def check_expansion(doc: Any, *, source: str, limit: int = MAX_EXPANDED_VALUES, skip_extensions: bool = True) -> None:
+    """Refuse a document whose aliases expand past `limit` values (billion laughs).
+
+    Counts each shared node once per use (what every later walk would pay), in linear time over
+    the distinct nodes. Top-level `x-` extensions are not read by anything, so they do not count.
+
+    Raises:
+        SpecError: the expanded size is over the limit.
+    """
+    roots = [v for k, v in doc.items() if not (skip_extensions and str(k).startswith("x-"))] \
+        if isinstance(doc, dict) else [doc]
+    sizes: dict[int, int] = {}
+    stack: list[tuple[Any, bool]] = [(root, False) for root in roots]
+    while stack:
+        node, children_done = stack.pop()
+        if not isinstance(node, (dict, list)) or (not children_done and id(node) in sizes):
+            continue
+        children = list(node.values()) if isinstance(node, dict) else node
+        if children_done:
+            total = 1 + sum(sizes.get(id(c), 1) for c in children)
+            sizes[id(node)] = total
+            if total > limit:
+                raise SpecError(f"{source}: expands to more than {limit:,} values through YAML aliases; refused",
+                                source=source)
+            continue
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if isinstance(c, (dict, list)) and id(c) not in sizes)
 
 
 def load_document(source: str) -> tuple[Any, str]:

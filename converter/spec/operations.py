@@ -64,6 +64,8 @@ class OperationBuilder:
         root = self._resolver.root_uri
         global_security = self._doc.get("security")
         for path, item in paths.items():
+            if isinstance(path, str) and path.startswith("x-"):
+                continue  # a specification extension, not a path (OAS 3.x §4.8.8)
             item_pointer = f"#/paths/{escape_pointer_token(str(path))}"
             if not isinstance(path, str) or not path.startswith("/"):
                 self.problems.append(Problem(item_pointer, "a path must start with '/'; skipped", fatal=True))
@@ -160,7 +162,9 @@ class OperationBuilder:
             raise SpecError(f"{where}: a parameter must be an object")
         name, location = node.get("name"), node.get("in")
         if not isinstance(name, str) or not name:
-            raise SpecError(f"{where}: a parameter needs a non-empty string 'name'")
+            # Nothing can be sent for it; the rest of the operation still works.
+            self.problems.append(Problem(where, f"a parameter needs a non-empty string 'name', not {name!r}; ignored"))
+            return None
         if location not in _LOCATIONS:
             raise SpecError(f"{where}: parameter {name!r} has 'in' {location!r}; expected one of {', '.join(_LOCATIONS)}")
         if location == "header" and name.lower() in _IGNORED_HEADERS:
@@ -197,8 +201,11 @@ class OperationBuilder:
             return None
         where = f"{pointer}/requestBody"
         node, node_base = self._resolver.deref(raw, base)
-        if not isinstance(node, dict) or not isinstance(node.get("content"), dict) or not node["content"]:
-            raise SpecError(f"{where}: needs a non-empty 'content' map")
+        if not isinstance(node, dict):
+            raise SpecError(f"{where}: must be an object")
+        if not isinstance(node.get("content"), dict) or not node["content"]:
+            self.problems.append(Problem(where, "has no media types in 'content'; the operation is called without a body"))
+            return None
         content: dict[str, Any] = node["content"]
         media_type = _choose_media_type(content)
         media = content[media_type] if isinstance(content[media_type], dict) else {}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from pathlib import Path
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
+from urllib.request import url2pathname
 
 from converter.errors import SpecError
 from converter.spec.load import parse_document, read_text
@@ -42,16 +44,19 @@ class Resolver:
         self._read = read
         self._prepare = prepare
         self._origin = _origin(self.root_uri)
+        # Files a document may pull in: its own directory and below (a downloaded spec must not be
+        # able to read ~/.aws/credentials and serve it in tools/list).
+        self._root_dir = _file_dir(self.root_uri)
 
     def document(self, uri: str) -> Any:
         """Return the parsed document at `uri` (without fragment), loading it on first use."""
         doc_uri = urldefrag(uri).url
         if doc_uri in self._docs:
             return self._docs[doc_uri]
-        if _origin(doc_uri) != self._origin:
+        if _origin(doc_uri) != self._origin or not self._inside_root(doc_uri):
             raise SpecError(
-                f"$ref to {doc_uri!r} is refused: a document may only reference files next to it "
-                "or URLs on its own host",
+                f"$ref to {doc_uri!r} is refused: a document may only reference files in its own directory "
+                "(or below it) or URLs on its own host",
                 source=self.root_uri,
             )
         doc = parse_document(self._read(doc_uri), source=doc_uri)
@@ -89,6 +94,20 @@ class Resolver:
                 raise SpecError(f"$ref loop through {where!r}", source=base)
             seen.add(where)
         return node, base
+
+
+    def _inside_root(self, uri: str) -> bool:
+        if self._root_dir is None:
+            return True
+        directory = _file_dir(uri)
+        target = Path(url2pathname(urlsplit(uri).path)).resolve()
+        return directory is not None and target.is_relative_to(self._root_dir)
+
+
+def _file_dir(uri: str) -> Path | None:
+    if urlsplit(uri).scheme != "file":
+        return None
+    return Path(url2pathname(urlsplit(uri).path)).resolve().parent
 
 
 def _origin(uri: str) -> tuple[str, str]:

@@ -12,10 +12,10 @@ import re
 from typing import Any, Literal
 from urllib.parse import unquote, urldefrag
 
-import regex
-
 from converter.errors import SpecError
 from converter.models import JsonSchema, Problem
+from converter.spec.keywords import check_keywords
+from converter.spec.pattern import portable_pattern
 from converter.spec.resolve import Resolver
 
 Mode = Literal["in", "out"]
@@ -46,7 +46,6 @@ class SchemaConverter:
         self.problems: list[Problem] = []
         self._keys: dict[str, str] = {}  # absolute ref URI -> def key
         self._taken: set[str] = set()
-        self._patterns: dict[str, bool] = {}
         self._depth = 0
 
     def convert(self, node: Any, base: str, mode: Mode, where: str) -> Any:
@@ -87,7 +86,7 @@ class SchemaConverter:
 
     def _convert_object(self, node: dict[str, Any], base: str, mode: Mode, where: str) -> Any:
         if "$ref" in node:
-            out = self.ref(node["$ref"], base, mode)
+            out = self._ref_or_anything(node["$ref"], base, mode, where)
             if not self._is_31:
                 # OAS 3.0: siblings of $ref are ignored, but `nullable` next to it is common intent.
                 return _nullable(out) if node.get("nullable") is True else out
@@ -102,12 +101,16 @@ class SchemaConverter:
                 continue
             if key == "properties" and isinstance(value, dict):
                 out[key] = {
-                    name: self.convert(sub, base, mode, f"{where}/properties/{name}")
+                    str(name): self.convert(sub, base, mode, f"{where}/properties/{name}")  # YAML: `200:` is an int
                     for name, sub in value.items()
                     if not self._is_hidden(sub, base, mode)
                 }
+            elif key == "patternProperties" and isinstance(value, dict):
+                out[key] = self._pattern_properties(value, base, mode, where)
             elif key in _SCHEMA_MAPS and isinstance(value, dict):
-                out[key] = {name: self.convert(sub, base, mode, f"{where}/{key}/{name}") for name, sub in value.items()}
+                out[key] = {
+                    str(name): self.convert(sub, base, mode, f"{where}/{key}/{name}") for name, sub in value.items()
+                }
             elif key in _SCHEMA_LISTS and isinstance(value, list):
                 out[key] = [self.convert(sub, base, mode, f"{where}/{key}/{i}") for i, sub in enumerate(value)]
             elif key == "items" and isinstance(value, list):  # draft-4 tuple form
@@ -120,18 +123,18 @@ class SchemaConverter:
                 if isinstance(value, list):
                     out[key] = [name for name in value if isinstance(name, str)]
             elif key == "pattern":
-                if isinstance(value, str) and self._pattern_ok(value):
-                    out[key] = value
-                else:
-                    self.problems.append(Problem(where, f"pattern {value!r} is not a valid regular expression; ignored"))
+                self._pattern(value, out, where)
             elif key in ("exclusiveMinimum", "exclusiveMaximum") and isinstance(value, bool):
                 bound = "minimum" if key == "exclusiveMinimum" else "maximum"
                 if value and bound in node:  # OAS 3.0 boolean form -> 2020-12 numeric form
                     out[key] = node[bound]
             elif key == "enum" and not isinstance(value, list):
                 self.problems.append(Problem(where, "enum must be a list; ignored"))
+            elif key == "examples" and not isinstance(value, list):
+                continue  # 2020-12 wants a list; a map of OpenAPI Example objects here is misplaced
             else:
                 out[key] = value
+        check_keywords(out, where, self.problems)
         if "example" in node and "examples" not in out:
             out["examples"] = [node["example"]]
         if "exclusiveMinimum" in out and out.get("minimum") == out["exclusiveMinimum"]:
@@ -145,6 +148,16 @@ class SchemaConverter:
         if node.get("nullable") is True:
             return _nullable(out)
         return out
+
+    def _ref_or_anything(self, ref: Any, base: str, mode: Mode, where: str) -> JsonSchema:
+        """A reference to a converted definition; `{}` (with a warning) when a local `$ref` is broken."""
+        if isinstance(ref, str) and ref.startswith("#"):
+            try:
+                self._resolver.lookup(ref, base)
+            except SpecError as exc:
+                self.problems.append(Problem(where, f"{exc}; any value is accepted there"))
+                return {}
+        return self.ref(ref, base, mode)
 
     def _type(self, value: Any, out: dict[str, Any], where: str) -> None:
         if value == "file":  # Swagger 2.0 leftover
@@ -167,16 +180,26 @@ class SchemaConverter:
                 return False
         return isinstance(prop, dict) and prop.get(flag) is True
 
-    def _pattern_ok(self, pattern: str) -> bool:
-        known = self._patterns.get(pattern)
-        if known is None:
-            try:
-                regex.compile(pattern)
-                known = True
-            except (regex.error, ValueError, OverflowError, RecursionError):
-                known = False
-            self._patterns[pattern] = known
-        return known
+    def _pattern(self, value: Any, out: dict[str, Any], where: str) -> None:
+        if not isinstance(value, str):
+            self.problems.append(Problem(where, f"pattern {value!r} is not a string; ignored"))
+            return
+        portable, why = portable_pattern(value)
+        if portable is None:
+            self.problems.append(Problem(where, f"pattern {value!r} {why}; left out of the tool schema"))
+        else:
+            out["pattern"] = portable
+
+    def _pattern_properties(self, value: dict[str, Any], base: str, mode: Mode, where: str) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for pattern, sub in value.items():
+            portable, why = portable_pattern(str(pattern))
+            if portable is None:
+                self.problems.append(Problem(f"{where}/patternProperties", f"pattern {pattern!r} {why}; left out of "
+                                                                            "the tool schema"))
+                continue
+            result[portable] = self.convert(sub, base, mode, f"{where}/patternProperties/{pattern}")
+        return result
 
     def _new_key(self, uri: str) -> str:
         fragment = urldefrag(uri).fragment

@@ -115,6 +115,7 @@ def build_output_schema(op: Operation, defs: DefsIndex) -> tuple[JsonSchema | No
     top = defs.deref(response.schema)
     if isinstance(top, dict) and _is_object_schema(top):
         schema: JsonSchema = dict(top)
+        schema.setdefault("type", "object")  # MCP: an outputSchema is a "type": "object" schema
         wrapped = False
     else:
         schema = {"type": "object", "properties": {"result": response.schema}, "required": ["result"]}
