@@ -341,6 +341,9 @@ def mutations(draw: st.DrawFn, plan: ToolPlan) -> Mutation:
 
 
 def _names_argument(text: str, key: str) -> bool:
+    if len(key) > 200:  # a huge name is quoted as an excerpt (messages are cut at 300 characters)
+        key = key[:100]
+        return key in text
     return f"$.{key}" in text or f"$[{key!r}]" in text or f"{key!r}" in text
 
 
@@ -452,10 +455,6 @@ INTEGRAL_FLOATS = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "an integral float (2.0) passes the input schema's `type: integer` (JSON Schema counts it as an "
-    "integer) but is sent as written, '2.0' in a path/query/multipart value and 2.0 in a JSON body, which "
-    "openapi-core (and typed servers) refuse as not an integer; it should be sent as 2"))
 @pytest.mark.parametrize(("document", "tool", "arguments", "where"), INTEGRAL_FLOATS,
                          ids=[w for *_, w in INTEGRAL_FLOATS])
 def test_an_integral_float_for_an_integer_argument_is_sent_as_an_integer(
@@ -465,10 +464,6 @@ def test_an_integral_float_for_an_integer_argument_is_sent_as_an_integer(
     assert entry["validation"]["outcome"] == "valid", entry["validation"]["errors"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "an empty array for a query/header parameter is sent as `ids=` / an empty header instead of being "
-    "left out (RFC 6570 §2.3: an empty list is undefined): form explode=false integers then fail "
-    "('Failed to cast value to integer type'), and string arrays arrive as [''] instead of []"))
 @pytest.mark.parametrize("argument", ["ids", "sizes", "colors", "X-Feature-Flags"])
 def test_empty_list_parameters_are_omitted(argument: str, targets: dict[str, Target]) -> None:
     text, sent, entry, echo = _sent(targets["styles"], "searchProducts", {"session": "s", argument: []})
@@ -477,10 +472,6 @@ def test_empty_list_parameters_are_omitted(argument: str, targets: dict[str, Tar
     assert argument not in echo["parameters"]["query"] and argument not in echo["parameters"]["header"], echo
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "an empty object for a header or form (explode=false) query parameter is sent as an empty header / "
-    "`page=` instead of being left out (RFC 6570 §2.3: an empty associative array is undefined); "
-    "openapi-core refuses the empty X-Client header ('does not follow the simple style')"))
 @pytest.mark.parametrize("argument", ["X-Client", "page"])
 def test_empty_object_parameters_are_omitted(argument: str, targets: dict[str, Target]) -> None:
     text, sent, entry, _ = _sent(targets["styles"], "searchProducts", {"session": "s", argument: {}})
@@ -489,11 +480,6 @@ def test_empty_object_parameters_are_omitted(argument: str, targets: dict[str, T
     assert argument.lower() not in entry["headers"] and f"{argument}=" not in entry["query"], entry
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "'' is a valid value of a `type: string` query parameter in the input schema, but it is sent as "
-    "`id=`, which OpenAPI forbids unless the parameter has allowEmptyValue: true (openapi-core: 'Value of "
-    "id query parameter cannot be empty'); the input schema should carry minLength: 1 (or the call be "
-    "refused naming the argument)"))
 @pytest.mark.parametrize(("document", "tool", "arguments", "argument"), [
     ("marketplace", "listUsers", {"id": ""}, "id"),
     ("marketplace", "listOrdersByUser", {"userid": ""}, "userid"),

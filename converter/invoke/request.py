@@ -107,10 +107,14 @@ class RequestTemplate:
                 continue
             value = arguments[slot.argument]
             location = slot.location
+            if location in ("query", "header", "cookie") and _undefined(value, self.params[slot.argument]):
+                continue  # RFC 6570 §2.3: empty lists and objects are undefined; "" needs allowEmptyValue
+            if location == "query" and value == "":
+                raise ArgumentError(f"Invalid arguments for tool {self.tool!r} at $.{slot.argument}: must not be "
+                                    "empty (a required query parameter)", tool=self.tool,
+                                    json_path=f"$.{slot.argument}")
             if location == "query":
                 p = self.params[slot.argument]
-                if value is None:
-                    continue
                 if p.content_type:
                     query.append(f"{serialize.encode(p.name)}={serialize.encode(serialize.scalar(value))}")
                 else:
@@ -162,6 +166,7 @@ class RequestTemplate:
             return
         request.headers["content-type"] = media_type
         if essence == "application/json" or essence.endswith("+json"):
+            body = serialize.whole_floats_as_ints(body)
             request.content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         elif "body" in self.binary_fields:
             request.content = self._decode("body", body)
@@ -195,6 +200,12 @@ class RequestTemplate:
                 f"{self.tool}: argument {name!r} must be base64-encoded file content", tool=self.tool,
                 json_path=f"$.{name}",
             ) from exc
+
+
+def _undefined(value: Any, param: Parameter) -> bool:
+    if value is None or value == [] or value == {}:
+        return True
+    return value == "" and not param.required and param.location == "query"
 
 
 class _Missing:

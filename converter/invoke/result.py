@@ -34,6 +34,11 @@ def map_response(response: UpstreamResponse, plan: Any) -> types.CallToolResult:
         excerpt = _excerpt(response.body)
         text = f"Upstream answered HTTP {response.status} {response.reason} to {where}"
         return error_result(f"{text}: {excerpt}" if excerpt else text)
+    if response.truncated and plan.output_schema is not None:
+        # A cut JSON body cannot be structured content, and MCP requires it for this tool.
+        return error_result(f"Upstream answered {where} with a body larger than the configured limit of "
+                            f"{len(response.body):,} bytes (upstream.max_response_bytes); its start: "
+                            f"{_excerpt(response.body)}")
     notice = ""
     if response.truncated:
         notice = (f"\n[response truncated: only the first {len(response.body):,} bytes are shown; "

@@ -8,8 +8,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
-# RFC 3986 reserved characters a parameter may carry unencoded when allowReserved is true.
-_RESERVED = ":/?#[]@!$&'()*+,;="
+# RFC 3986 reserved characters a parameter may carry unencoded when allowReserved is true, minus
+# the ones that would change the query's meaning: '&' (a new parameter), '#' (cuts the URL) and '+'
+# (read as a space) (OAS 3.1.1 §4.8.12.4.1 and Appendix E say these stay percent-encoded).
+_RESERVED = ":/?[]@!$'()*,;="
 
 
 def scalar(value: Any) -> str:
@@ -20,6 +22,8 @@ def scalar(value: Any) -> str:
         return "false"
     if value is None:
         return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # 2.0 is a JSON Schema integer; servers typed `integer` refuse "2.0"
     if isinstance(value, (dict, list)):
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     return str(value)
@@ -134,3 +138,14 @@ def multipart(parts: Sequence[Part]) -> tuple[bytes, str]:
 def _quote_param(value: str) -> str:
     # RFC 7578 §4.2 / HTML: percent-encode the characters that would end the quoted string.
     return value.replace("\\", "%5C").replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def whole_floats_as_ints(value: Any) -> Any:
+    """JSON bodies: 2.0 passes `type: integer`, so send it as 2 (typed servers refuse 2.0)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: whole_floats_as_ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [whole_floats_as_ints(v) for v in value]
+    return value

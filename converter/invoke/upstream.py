@@ -139,7 +139,7 @@ class Upstream:
             raise UpstreamError(f"{where} timed out after {self.timeout:g} s", method=request.method, url=request.url) from exc
         except httpx.ConnectError as exc:
             raise UpstreamError(f"{where} failed: cannot connect ({_reason(exc)})", method=request.method, url=request.url) from exc
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise UpstreamError(f"{where} failed: {_reason(exc)}", method=request.method, url=request.url) from exc
         return UpstreamResponse(
             status=response.status_code,

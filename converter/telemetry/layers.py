@@ -126,7 +126,7 @@ class McpTelemetry:
 def _method_of(body: bytes) -> str | None:
     try:
         message = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # the transport already answered it; the log just has no method
         return None
     method = message.get("method") if isinstance(message, dict) else None
     return method[:100] if isinstance(method, str) else None

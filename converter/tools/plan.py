@@ -21,6 +21,29 @@ from converter.tools.names import assign_names
 from converter.tools.schemas import BODY, DefsIndex, build_input_schema, build_output_schema
 
 META_KEY = "openapi-mcp/operation"
+MAX_ARGUMENT_DEPTH = 250  # the SDK transports already refuse JSON deeper than 200; native validators crash far deeper
+MAX_MESSAGE_CHARS = 300  # an error quotes the bad value: a 1 MB value must not come back whole
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "...[cut]"
+
+
+def _nesting_exceeds(value: Any, limit: int) -> bool:
+    """Iteratively: is any list or object in `value` nested deeper than `limit`?"""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Iterable[Any] = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 _BASE64_HINT = "File content, base64-encoded."
 
 
@@ -116,10 +139,20 @@ class ToolPlan:
         """
         if self._input_check is None:
             self._input_check = SchemaCheck(self.input_schema)
-        error = self._input_check.error(arguments)
+        for key, value in arguments.items():
+            if _nesting_exceeds(value, MAX_ARGUMENT_DEPTH):
+                # Validators recurse natively: a 20,000-deep value would overflow the stack.
+                path = f"$.{_cut(str(key))}"
+                raise ArgumentError(f"Invalid arguments for tool {self.name!r} at {path}: nested more than "
+                                    f"{MAX_ARGUMENT_DEPTH} levels deep", tool=self.name, json_path=path)
+        try:
+            error = self._input_check.error(arguments)
+        except RecursionError:
+            raise ArgumentError(f"Invalid arguments for tool {self.name!r}: too deeply nested to check",
+                                tool=self.name) from None
         if error is not None:
             raise ArgumentError(
-                f"Invalid arguments for tool {self.name!r} at {error.json_path}: {error.message}",
+                f"Invalid arguments for tool {self.name!r} at {_cut(error.json_path)}: {_cut(error.message)}",
                 tool=self.name, json_path=error.json_path,
             )
 
