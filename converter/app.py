@@ -28,7 +28,9 @@ from converter.auth.middleware import PRINCIPAL_KEY, AuthLayer, TokenVerifier
 from converter.auth.principal import ANONYMOUS, Principal
 from converter.catalog import Catalog, build_catalog
 from converter.config import AuthSettings, Settings
+from converter.dashboard import dashboard_routes
 from converter.health import healthz, metrics_endpoint, readyz
+from converter.passthrough import progress_relay, register_handlers
 from converter.telemetry import McpTelemetry, TelemetryLayer
 from converter.telemetry.setup import Telemetry, build_telemetry
 from converter.invoke.result import error_result
@@ -71,7 +73,8 @@ class ListCache:
         return list(self._tools.values()) if names is None else [self._tools[name] for name in names]
 
     async def __call__(self, ctx: ServerRequestContext[Any], call_next: Any) -> Any:
-        if ctx.method != "tools/list" or (ctx.params or {}).get("cursor") is not None:
+        if ctx.method != "tools/list" or (ctx.params or {}).get("cursor") is not None \
+                or getattr(self._catalog, "has_proxied_tools", False):  # a proxied list changes: the SDK shapes it
             return await call_next(ctx)
         visible = self._catalog.visible_tools(principal_of(ctx))
         names = None if visible is None else tuple(tool.name for tool in visible)
@@ -110,9 +113,12 @@ def build_server(catalog: Catalog, *, name: str = "openapi-mcp", telemetry: Tele
         visible = catalog.visible_tools(principal_of(ctx))
         return catalog.list_result if visible is None else types.ListToolsResult(tools=visible)
 
+    proxied = getattr(catalog, "has_proxied_tools", False)
+
     async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
         try:
-            return await catalog.call_tool(params.name, params.arguments, principal_of(ctx))
+            return await catalog.call_tool(params.name, params.arguments, principal_of(ctx),
+                                           progress=progress_relay(ctx) if proxied else None)
         except MCPError:
             raise
         except Exception:  # a bug of ours must not take the session down or leak a traceback
@@ -123,6 +129,7 @@ def build_server(catalog: Catalog, *, name: str = "openapi-mcp", telemetry: Tele
     if telemetry is not None:
         server.middleware.append(McpTelemetry(telemetry.fanout, log_payloads=telemetry.log_payloads))
     server.middleware.append(ListCache(catalog))
+    register_handlers(server, catalog, principal_of)
     return server
 
 
@@ -139,7 +146,7 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None, upstream_t
     catalog = catalog or build_catalog(settings, transport=upstream_transport)
     verifier = build_verifier(settings.auth, transport=auth_transport) if settings.auth else None
     cache = getattr(verifier, "cache", None)
-    telemetry = build_telemetry(settings.telemetry, [p.name for p in catalog.plans],
+    telemetry = build_telemetry(settings.telemetry, _tool_names(catalog),
                                 cache_stats=(lambda: (cache.hits, cache.misses)) if cache is not None else None)
     server = build_server(catalog, telemetry=telemetry)
     host = settings.server.host
@@ -151,9 +158,12 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None, upstream_t
             allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"],
             allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
         )
+    json_response = settings.server.json_response
+    if getattr(catalog, "mcp_sources", None) and "json_response" not in settings.server.model_fields_set:
+        json_response = False  # SSE answers, so an upstream's progress reaches the client during a call
     mcp_app = server.streamable_http_app(
         streamable_http_path=settings.server.path,
-        json_response=settings.server.json_response,
+        json_response=json_response,
         stateless_http=settings.server.stateless,
         transport_security=security,
         host=host,
@@ -177,6 +187,9 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None, upstream_t
     routes = [Route("/healthz", healthz(catalog)), Route("/readyz", readyz(catalog))]
     if telemetry.metrics is not None:
         routes.append(Route(settings.telemetry.metrics_path, metrics_endpoint(telemetry.metrics)))
+    if settings.telemetry.dashboard:
+        routes += dashboard_routes(settings.telemetry.dashboard_path, telemetry.recent, verifier=verifier,
+                                   policy=catalog.policy, auth=settings.auth, loopback=host in _LOOPBACK)
     app = Starlette(routes=[*routes, Mount("/", app=mcp_app)], lifespan=lifespan)
     app.state.catalog = catalog
     app.state.verifier = verifier
@@ -188,6 +201,12 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None, upstream_t
     app.add_middleware(TelemetryLayer, sink=telemetry.fanout, mcp_path=settings.server.path,
                        metrics=telemetry.metrics)
     return app
+
+
+def _tool_names(catalog: Any) -> Any:
+    """Every tool name, live when the catalog has one (an MCP source's list changes while serving)."""
+    names = getattr(catalog, "tool_names", None)
+    return names if names is not None else [p.name for p in catalog.plans]
 
 
 def build_verifier(auth: AuthSettings, *, transport: Any = None) -> TokenVerifier:
@@ -202,7 +221,7 @@ async def run_stdio(settings: Settings, *, catalog: Catalog | None = None) -> No
     from mcp.server.stdio import stdio_server
 
     catalog = catalog or build_catalog(settings)
-    telemetry = build_telemetry(settings.telemetry, [p.name for p in catalog.plans], transport="stdio")
+    telemetry = build_telemetry(settings.telemetry, _tool_names(catalog), transport="stdio")
     server = build_server(catalog, telemetry=telemetry)
     try:
         async with catalog, stdio_server() as (read_stream, write_stream):

@@ -2,14 +2,18 @@
 
 An `OpenAPISource` is a set of compiled `ToolPlan`s plus the pooled client of their upstream;
 inline Kong-style `tools:` are turned into a synthetic OpenAPI document first, so they are an
-OpenAPISource too. The `Catalog` merges sources, keeps the `tools/list` answer prebuilt, and
-routes `tools/call`.
+OpenAPISource too. An `MCPUpstreamSource` (converter.proxy) fronts an existing MCP server. The
+`Catalog` merges sources under their prefixes, keeps the `tools/list` answer prebuilt, routes
+`tools/call`, and (through `Passthrough`) serves the MCP sources' resources and prompts.
+Collisions are reported at startup; the MCP sources' lists are only known once connected, so
+`check_collisions` runs again after the first connection (`preflight`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, KeysView, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from typing import Any
@@ -18,14 +22,16 @@ import mcp.types as types
 from mcp.shared.exceptions import MCPError
 
 from converter.auth.principal import ANONYMOUS, Principal, claim_headers
-from converter.config import AuthSettings, InlineTool, SelectionSettings, Settings
+from converter.config import AuthSettings, InlineTool, SelectionSettings, Settings, UpstreamSettings
 from converter.errors import ArgumentError, ConfigError, ConverterError, SpecError, UpstreamError
 from converter.invoke.result import error_result, map_response
 from converter.invoke.upstream import Upstream
 from converter.acl import Acl, compile_acl
 from converter.models import Problem, Spec
 from converter.telemetry.record import current_record
+from converter.passthrough import Passthrough
 from converter.policy import Policy, build_policy
+from converter.proxy import MCPUpstreamSource, ProgressRelay
 from converter.spec import load_spec, spec_from_document
 from converter.tools import Selection, ToolPlan, build_plans
 
@@ -37,8 +43,9 @@ class OpenAPISource:
 
     def __init__(self, plans: Sequence[ToolPlan], upstream: Upstream, base_url: str | None,
                  static_headers: Mapping[str, str], problems: Sequence[Problem] = (),
-                 security_schemes: Mapping[str, Any] | None = None) -> None:
+                 security_schemes: Mapping[str, Any] | None = None, *, label: str = "spec") -> None:
         self.plans = {plan.name: plan for plan in plans}
+        self.label = label
         self.security_schemes = security_schemes or {}
         self.upstream = upstream
         self.base_url = base_url
@@ -61,12 +68,18 @@ class OpenAPISource:
         return map_response(response, plan)
 
 
-class Catalog:
-    """All tools of all sources by name, with the `tools/list` result built once."""
+Source = OpenAPISource | MCPUpstreamSource
+CatalogListener = Callable[[frozenset[str]], Awaitable[None]]
 
-    def __init__(self, sources: Sequence[OpenAPISource], *, auth: AuthSettings | None = None,
+
+class Catalog:
+    """All tools of all sources by name, with the `tools/list` result built once per change."""
+
+    def __init__(self, sources: Sequence[Source], *, auth: AuthSettings | None = None,
                  acl: Acl | None = None) -> None:
-        self.sources = list(sources)
+        self.all_sources = list(sources)
+        self.sources = [s for s in sources if isinstance(s, OpenAPISource)]
+        self.mcp_sources = [s for s in sources if isinstance(s, MCPUpstreamSource)]
         self.auth = auth
         self.claim_headers = tuple((m.claim, m.header) for m in auth.claim_to_header) if auth else ()
         self._routes: dict[str, tuple[OpenAPISource, ToolPlan]] = {}
@@ -75,10 +88,12 @@ class Catalog:
             self.problems.extend(source.problems)
             for name, plan in source.plans.items():
                 if name in self._routes:
+                    other = self._routes[name][0]
+                    hint = ", or give a source a `prefix:`" if "sources[" in other.label + source.label else ""
                     raise ConfigError(f"tool name {name!r} is defined twice ({self._routes[name][1].operation.pointer} "
-                                      f"and {plan.operation.pointer}); rename one with x-mcp-name or `name:`")
+                                      f"and {plan.operation.pointer}); rename one with x-mcp-name or `name:`{hint}",
+                                      key="sources" if hint else None)
                 self._routes[name] = (source, plan)
-        self.list_result = types.ListToolsResult(tools=[plan.tool for _, plan in self._routes.values()])
         self.policy = build_policy(
             [(name, plan.operation, source.security_schemes) for name, (source, plan) in self._routes.items()],
             overrides=auth.tool_scopes if auth else {},
@@ -86,21 +101,98 @@ class Catalog:
             implied=auth.scope_implies if auth else {},
             acl=acl,
         ) if auth else Policy(acl=acl)
-        unknown = sorted(set(auth.tool_scopes) - set(self._routes)) if auth else []
+        unknown = sorted(name for name in (auth.tool_scopes if auth else {}) if name not in self._routes
+                         and not any(name.startswith(s.prefix) for s in self.mcp_sources))
         if unknown:
             raise ConfigError(f"auth.tool_scopes: no tool is named {unknown[0]!r}", key="auth.tool_scopes")
+        if auth and self.mcp_sources:  # scopes for proxied tools can only come from the config
+            extra = {name: (frozenset(scopes),) for name, scopes in auth.tool_scopes.items()
+                     if name not in self._routes and scopes}
+            self.policy = replace(self.policy, tool_scopes={**self.policy.tool_scopes, **extra})
+        self.passthrough = Passthrough(self.mcp_sources, self.policy)
+        self.listeners: list[CatalogListener] = []
+        self.revision = 0
+        self._proxied: dict[str, MCPUpstreamSource] = {}
+        self._tools: dict[str, types.Tool] = {}
+        self._list_result = types.ListToolsResult(tools=[])
+        self._merge(strict=True)
+        for mcp_source in self.mcp_sources:
+            mcp_source.listeners.append(self._source_changed)
+
+    def _merge(self, *, strict: bool) -> None:
+        """Rebuild the merged tool list (sources in config order); a repeated name is an error
+        at startup (`strict`) and, when a list changes later, is served by the first source only."""
+        tools: dict[str, types.Tool] = {}
+        owners: dict[str, str] = {}
+        proxied: dict[str, MCPUpstreamSource] = {}
+        clashes: list[str] = []
+        for source in self.all_sources:
+            if isinstance(source, OpenAPISource):
+                items = [(name, plan.tool) for name, plan in source.plans.items()]
+                label = source.label
+            else:
+                items = [(name, tool) for name, (tool, _) in source.tools.items()]
+                label = source.describe()
+            for name, tool in items:
+                if name in tools:
+                    if owners[name] == label:  # OpenAPI duplicates were refused above
+                        continue
+                    message = (f"tool name {name!r} is served by two sources: {owners[name]} and {label}; "
+                               "give one of them a `prefix:` (or rename the tool)")
+                    if strict:
+                        raise ConfigError(message, key="sources")
+                    clashes.append(message)
+                    continue
+                tools[name], owners[name] = tool, label
+                if isinstance(source, MCPUpstreamSource):
+                    proxied[name] = source
+        if clashes:
+            more = f" (and {len(clashes) - 1} more such names)" if len(clashes) > 1 else ""
+            log.error("%s%s; only the first source's tool is served", clashes[0], more)
+        self._tools.clear()  # updated in place: `tool_names` is a live view of it
+        self._tools.update(tools)
+        self._proxied = proxied
+        self._list_result = types.ListToolsResult(tools=list(tools.values()))
+        self.passthrough.merge(strict=strict)
+
+    def check_collisions(self) -> None:
+        """Raises: ConfigError naming both sources of a tool or prompt name served twice."""
+        self._merge(strict=True)
+
+    async def _source_changed(self, source: MCPUpstreamSource, kinds: frozenset[str]) -> None:
+        self._merge(strict=False)
+        self.revision += 1
+        for listener in list(self.listeners):
+            await listener(kinds)
+
+    @property
+    def list_result(self) -> types.ListToolsResult:
+        """Every tool of every source (no filtering)."""
+        return self._list_result
+
+    @property
+    def has_proxied_tools(self) -> bool:
+        """Whether the tool list can change while serving (MCP sources)."""
+        return bool(self.mcp_sources)
+
+    @property
+    def tool_names(self) -> KeysView[str]:
+        """A live view of every tool name (metrics label only these, never what a client sends)."""
+        return self._tools.keys()
 
     def visible_tools(self, principal: Principal) -> list[types.Tool] | None:
         """The tools `principal` may see, or None when that is every tool."""
         if self.policy.is_open:
             return None
-        names = self.policy.visible(self._routes, principal)
-        if len(names) == len(self._routes):
+        tools = self._tools
+        names = self.policy.visible(tools, principal)
+        if len(names) == len(tools):
             return None
-        return [self._routes[name][1].tool for name in names]
+        return [tools[name] for name in names]
 
     @property
     def plans(self) -> list[ToolPlan]:
+        """The OpenAPI sources' compiled tools (proxied tools have no plan)."""
         return [plan for _, plan in self._routes.values()]
 
     def plan(self, name: str) -> ToolPlan | None:
@@ -108,22 +200,29 @@ class Catalog:
         return None if route is None else route[1]
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any] | None,
-                        principal: Principal = ANONYMOUS) -> types.CallToolResult:
-        """Call tool `name` for `principal`.
+                        principal: Principal = ANONYMOUS, *,
+                        progress: ProgressRelay | None = None) -> types.CallToolResult:
+        """Call tool `name` for `principal`; `progress` relays an upstream MCP server's progress.
 
         Raises:
             MCPError: -32602 for an unknown tool, or one the principal may not call (so a hidden
-                tool and an unknown tool look alike; the HTTP auth layer answers 403 before this).
+                tool and an unknown tool look alike; the HTTP auth layer answers 403 before this);
+                or the error an upstream MCP server answered with.
         """
         route = self._routes.get(name)
-        hidden = route is not None and not self.policy.is_open and (
+        proxied = self._proxied.get(name) if route is None else None
+        known = route is not None or proxied is not None
+        hidden = known and not self.policy.is_open and (
             bool(self.policy.missing_scopes(name, principal)) or not self.policy.may_call(name, principal))
-        if route is None or hidden:
+        if not known or hidden:
             record = current_record.get()
             if record is not None and hidden:
                 record.acl_denied = True
             # A tool the caller may not use answers exactly like one that does not exist.
             raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {name!r}")
+        if proxied is not None:
+            return await self._call_proxied(proxied, name, arguments, progress)
+        assert route is not None
         source, plan = route
         try:
             headers = claim_headers(principal, self.claim_headers) if self.claim_headers else {}
@@ -131,10 +230,43 @@ class Catalog:
         except ConverterError as exc:
             return error_result(str(exc))
 
+    async def _call_proxied(self, source: MCPUpstreamSource, name: str, arguments: Mapping[str, Any] | None,
+                            progress: ProgressRelay | None) -> types.CallToolResult:
+        record = current_record.get()
+        started = time.perf_counter()
+        try:
+            return await source.call_tool(name, arguments, progress)
+        except UpstreamError as exc:
+            return error_result(str(exc))
+        finally:
+            if record is not None:
+                record.upstream_method, record.upstream_url = "tools/call", source.url
+                record.upstream_ms = round((time.perf_counter() - started) * 1000, 3)
+
+    async def preflight(self) -> None:
+        """Connect to every MCP source once, list what it serves, and check for collisions.
+
+        Raises:
+            ConfigError: a tool or prompt name is served by two sources.
+        """
+        async with AsyncExitStack() as stack:
+            for source in self.mcp_sources:
+                # Quietly: the start logs the connection once, when serving; collisions are checked below.
+                source.connect_log_level = logging.DEBUG
+                source.listeners.remove(self._source_changed)
+                stack.callback(setattr, source, "connect_log_level", logging.INFO)
+                stack.callback(source.listeners.append, self._source_changed)
+                await stack.enter_async_context(source)
+        self.check_collisions()
+
     async def __aenter__(self) -> Catalog:
         self._stack = AsyncExitStack()
-        for source in self.sources:
-            await self._stack.enter_async_context(source.upstream)
+        entered: set[int] = set()
+        for source in self.all_sources:
+            context: Any = source.upstream if isinstance(source, OpenAPISource) else source
+            if id(context) not in entered:  # the top-level spec and tools share one upstream client
+                entered.add(id(context))
+                await self._stack.enter_async_context(context)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -144,34 +276,64 @@ class Catalog:
 def build_catalog(settings: Settings, *, transport: Any = None, require_upstream: bool = True) -> Catalog:
     """Load every source the settings name and compile their tools.
 
+    The top-level `spec:`/`tools:` (with `upstream:`) come first, then the top-level
+    `mcp_upstream:`, then each entry of `sources:` in order.
+
     Raises:
         SpecError: a document cannot be read (or, with `strict`, an operation cannot be converted).
         ConfigError: no usable upstream URL, or two tools with one name.
     """
-    upstream = Upstream(timeout=settings.upstream.timeout, max_response_bytes=settings.upstream.max_response_bytes,
-                        transport=transport, tracing=settings.telemetry.traces)
-    headers = {name: value.get_secret_value() for name, value in settings.upstream.headers.items()}
-    sources: list[OpenAPISource] = []
-    specs: list[Spec] = []
+    sources: list[Source] = []
     # Headers filled from the caller's token: never taken from tool arguments (no spoofing).
     reserved = frozenset(m.header.lower() for m in settings.auth.claim_to_header) if settings.auth else frozenset()
-    if settings.spec is not None:
-        specs.append(load_spec(settings.spec))
-    if settings.tools:
-        specs.append(inline_tools_spec(settings.tools, source=settings.config_file or "<config>"))
+    if settings.spec is not None or settings.tools:
+        sources += _openapi_sources(settings, settings.spec, settings.tools, settings.upstream, settings.include,
+                                    settings.exclude, prefix="", label="", transport=transport,
+                                    require_upstream=require_upstream, reserved=reserved)
+    if settings.mcp_upstream is not None:
+        sources.append(MCPUpstreamSource(settings.mcp_upstream, label="mcp_upstream"))
+    for i, entry in enumerate(settings.sources):
+        if entry.mcp_upstream is not None:
+            sources.append(MCPUpstreamSource(entry.mcp_upstream, prefix=entry.prefix, label=f"sources[{i}]"))
+        else:
+            sources += _openapi_sources(settings, entry.spec, entry.tools, entry.upstream, entry.include,
+                                        entry.exclude, prefix=entry.prefix, label=f"sources[{i}]",
+                                        transport=transport, require_upstream=require_upstream, reserved=reserved)
+    acl = compile_acl(settings.acl, source=settings.config_file or "<config>") if settings.acl is not None else None
+    return Catalog(sources, auth=settings.auth, acl=acl)
+
+
+def _openapi_sources(settings: Settings, spec_path: str | None, tools: Sequence[InlineTool],
+                     upstream_settings: UpstreamSettings, include: SelectionSettings, exclude: SelectionSettings,
+                     *, prefix: str, label: str, transport: Any, require_upstream: bool,
+                     reserved: frozenset[str]) -> list[OpenAPISource]:
+    """One source per document (the spec, the inline tools), sharing one pooled upstream client."""
+    upstream = Upstream(timeout=upstream_settings.timeout, max_response_bytes=upstream_settings.max_response_bytes,
+                        transport=transport, tracing=settings.telemetry.traces)
+    headers = {name: value.get_secret_value() for name, value in upstream_settings.headers.items()}
+    specs: list[Spec] = []
+    if spec_path is not None:
+        specs.append(load_spec(spec_path))
+    if tools:
+        where = settings.config_file or "<config>"
+        specs.append(inline_tools_spec(tools, source=f"{where}: {label}" if label else where))
+    sources = []
     for spec in specs:
         fatal = [p for p in spec.problems if p.fatal]
         if settings.strict and fatal:
             raise SpecError(f"{spec.source}: {len(fatal)} operation(s) cannot be converted (--strict): {fatal[0]}",
                             source=spec.source)
-        plans, naming = build_plans(spec, include=_selection(settings.include), exclude=_selection(settings.exclude),
+        plans, naming = build_plans(spec, include=_selection(include), exclude=_selection(exclude),
                                     reserved_headers=reserved)
-        if settings.upstream.url is None:
+        if upstream_settings.url is None:
             _fill_base_urls(spec, plans, required=require_upstream)
-        sources.append(OpenAPISource(plans, upstream, settings.upstream.url, headers,
-                                     problems=[*spec.problems, *naming], security_schemes=spec.security_schemes))
-    acl = compile_acl(settings.acl, source=settings.config_file or "<config>") if settings.acl is not None else None
-    return Catalog(sources, auth=settings.auth, acl=acl)
+        for plan in plans if prefix else ():
+            plan.name = prefix + plan.name
+            plan.tool = plan.tool.model_copy(update={"name": plan.name})
+        sources.append(OpenAPISource(plans, upstream, upstream_settings.url, headers, problems=[*spec.problems, *naming],
+                                     security_schemes=spec.security_schemes,
+                                     label=f"{label} ({spec.source})" if label else spec.source))
+    return sources
 
 
 def inline_tools_spec(tools: Sequence[InlineTool], *, source: str) -> Spec:

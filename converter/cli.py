@@ -16,6 +16,7 @@ from typing import Any
 
 from converter import __version__
 from converter.catalog import Catalog, build_catalog
+from converter.dynamic import DynamicCatalog, build_served_catalog
 from converter.config import Settings, load_settings
 from converter.errors import ConverterError
 
@@ -30,6 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     # httpx logs every request at INFO: noise, and a measurable cost per call.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    for name in ("httpx2", "mcp.client.streamable_http"):  # the MCP SDK's client (passthrough): per-request INFO
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except ConverterError as exc:
@@ -54,12 +57,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--path", help="MCP endpoint path (default /mcp)")
     serve.add_argument("--transport", choices=["http", "stdio"], help="http (default) or stdio")
     serve.add_argument("--strict", action="store_true", help="refuse to start if any operation cannot be converted")
+    _mode_arg(serve)
     serve.add_argument("-v", "--verbose", action="store_true")
     serve.set_defaults(func=_serve)
 
     tools = sub.add_parser("tools", help="print the tools that would be served")
     _source_args(tools)
     tools.add_argument("--json", action="store_true", help="print a JSON array of MCP Tool objects")
+    _mode_arg(tools)
     tools.set_defaults(func=_tools)
 
     check = sub.add_parser("check", help="report what cannot be converted and why")
@@ -79,6 +84,14 @@ def _source_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", nargs="?", metavar="SPEC", help="OpenAPI/Swagger document: a path or an http(s) URL")
     parser.add_argument("--config", metavar="FILE", help="YAML config file")
     parser.add_argument("--upstream", metavar="URL", help="upstream base URL (overrides the spec's servers)")
+    parser.add_argument("--read-only", action="store_true",
+                        help="only GET, HEAD and OPTIONS operations become tools (config: read_only: true)")
+
+
+def _mode_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mode", choices=["tools", "dynamic"],
+                        help="tools: one tool per operation (default); dynamic: search/describe/call meta-tools "
+                             "for huge APIs (config: mode)")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -86,13 +99,14 @@ def _settings(args: argparse.Namespace) -> Settings:
         args.config, spec=args.spec, upstream_url=getattr(args, "upstream", None), host=getattr(args, "host", None),
         port=getattr(args, "port", None), path=getattr(args, "path", None),
         transport=getattr(args, "transport", None), strict=getattr(args, "strict", False),
+        read_only=getattr(args, "read_only", False), mode=getattr(args, "mode", None),
     )
 
 
 _LOGGED_PROBLEMS = 10
 
 
-def _report_problems(catalog: Catalog) -> None:
+def _report_problems(catalog: Catalog | DynamicCatalog) -> None:
     """Log what could not be converted; a long list is cut (`openapi-mcp check` shows all)."""
     problems = sorted(catalog.problems, key=lambda p: not p.fatal)
     for problem in problems[:_LOGGED_PROBLEMS]:
@@ -105,8 +119,12 @@ def _report_problems(catalog: Catalog) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    catalog = build_catalog(settings)
+    catalog = build_served_catalog(settings)
     _report_problems(catalog)
+    if isinstance(catalog, Catalog) and catalog.mcp_sources:
+        import anyio  # list what the MCP upstreams serve now, so that a name collision stops the start
+
+        anyio.run(catalog.preflight)
     provider = _tracing(settings)
     try:
         return _run(settings, catalog)
@@ -129,28 +147,30 @@ def _tracing(settings: Settings) -> Any:
                           key="telemetry.traces") from exc
 
 
-def _run(settings: Settings, catalog: Catalog) -> int:
+def _run(settings: Settings, catalog: Catalog | DynamicCatalog) -> int:
     if settings.server.transport == "stdio":
         import anyio
 
         from converter.app import run_stdio
 
-        anyio.run(functools.partial(run_stdio, settings, catalog=catalog))
+        anyio.run(functools.partial(run_stdio, settings, catalog=catalog))  # type: ignore[arg-type]
         return 0
     serve_http(settings, catalog)
     return 0
 
 
-def serve_http(settings: Settings, catalog: Catalog) -> None:
+def serve_http(settings: Settings, catalog: Catalog | DynamicCatalog) -> None:
     """Bind first (so a busy port is one clear error), then run uvicorn on that socket."""
     import uvicorn
 
     from converter.app import create_app
 
-    app = create_app(settings, catalog=catalog)
+    app = create_app(settings, catalog=catalog)  # type: ignore[arg-type]  # DynamicCatalog: same interface
     sock = bind_socket(settings.server.host, settings.server.port)
     host, port = sock.getsockname()[:2]
-    log.info("serving %d tools at http://%s:%d%s", len(catalog.plans), _url_host(host), port, settings.server.path)
+    what = (f"{len(catalog.plans)} meta-tools over {len(catalog.operations)} operations (dynamic mode)"
+            if isinstance(catalog, DynamicCatalog) else f"{len(catalog.plans)} tools")
+    log.info("serving %s at http://%s:%d%s", what, _url_host(host), port, settings.server.path)
     config = uvicorn.Config(app, log_level="warning", lifespan="on", **_fast_loop())
     uvicorn.Server(config).run(sockets=[sock])
 
@@ -187,17 +207,27 @@ def _url_host(host: str) -> str:
 
 def _tools(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    catalog = build_catalog(settings, require_upstream=False)
+    catalog = build_served_catalog(settings, require_upstream=False)
     tools = [plan.tool.model_dump(by_alias=True, exclude_none=True, mode="json") for plan in catalog.plans]
-    if args.json:
+    if args.json:  # exactly the served `tools` array, nothing else: scripts parse it
         json.dump(tools, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
         return 0
-    for plan in catalog.plans:
+    operations = catalog.operations if isinstance(catalog, DynamicCatalog) else catalog.plans
+    for plan in operations:
         summary = (plan.tool.description or "").splitlines()[0][:80]
         print(f"{plan.name:40} {plan.method:7} {plan.path}  {summary}")
+    # The size of the `tools` array as sent; bytes/4 is the usual rough token estimate.
     size = len(json.dumps(tools, separators=(",", ":")))
-    print(f"\n{len(tools)} tools; tools/list is {size:,} bytes (about {size // 4:,} tokens)")
+    if isinstance(catalog, DynamicCatalog):
+        print(f"\n{len(operations)} operations behind {len(catalog.plans)} meta-tools (dynamic mode: "
+              f"{', '.join(plan.name for plan in catalog.plans)})")
+        full = len(json.dumps([plan.tool.model_dump(by_alias=True, exclude_none=True, mode="json")
+                               for plan in operations], separators=(",", ":")))
+        print(f"tools/list is {size:,} bytes (about {size // 4:,} tokens); with --mode tools it would be "
+              f"{full:,} bytes (about {full // 4:,} tokens)")
+    else:
+        print(f"\n{len(tools)} tools; tools/list is {size:,} bytes (about {size // 4:,} tokens)")
     return 0
 
 

@@ -8,15 +8,18 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, field_validator,
+                      model_validator)
 
 from converter.errors import ConfigError
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# `read_only: true` excludes every method that is not safe (RFC 9110 §9.2.1): GET, HEAD, OPTIONS stay.
+UNSAFE_METHODS: Final[tuple[str, ...]] = ("POST", "PUT", "PATCH", "DELETE", "TRACE")
 
 
 class _Model(BaseModel):
@@ -41,14 +44,43 @@ class UpstreamSettings(_Model):
     @field_validator("headers")
     @classmethod
     def _headers(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
-        for name, text in value.items():
-            if not _HEADER_NAME.match(name):
-                raise ValueError(f"{name!r} is not a valid HTTP header name")
-            if re.search(r"[\r\n\x00]", text.get_secret_value()):
-                raise ValueError(f"the value of {name!r} contains CR, LF or NUL")
-            if name.lower() == "host":
-                raise ValueError("the Host header cannot be set")
+        return _check_headers(value)
+
+
+def _check_headers(value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+    for name, text in value.items():
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"{name!r} is not a valid HTTP header name")
+        if re.search(r"[\r\n\x00]", text.get_secret_value()):
+            raise ValueError(f"the value of {name!r} contains CR, LF or NUL")
+        if name.lower() == "host":
+            raise ValueError("the Host header cannot be set")
+    return value
+
+
+class McpUpstreamSettings(_Model):
+    """An existing MCP server fronted over streamable HTTP (PRODUCT.md `mcp_upstream:`)."""
+
+    url: str
+    headers: dict[str, SecretStr] = Field(default_factory=dict)  # the upstream's credentials (never the client's)
+    timeout: float = Field(default=60.0, gt=0)  # seconds, per request to the upstream
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http(s) URL, not {value!r}")
         return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        return _check_headers(value)
+
+
+def _url_to_mapping(value: Any) -> Any:
+    """`mcp_upstream: URL` is short for `mcp_upstream: {url: URL}`."""
+    return {"url": value} if isinstance(value, str) else value
 
 
 class SelectionSettings(_Model):
@@ -158,6 +190,8 @@ class TelemetrySettings(_Model):
     metrics: bool = True  # Prometheus text format at metrics_path
     metrics_path: str = "/metrics"
     traces: bool = False  # OpenTelemetry: OTLP/HTTP exporter set by the standard OTEL_* variables
+    dashboard: bool = True  # the live traffic page at dashboard_path (its data guarded like MCP when auth: is on)
+    dashboard_path: str = "/dashboard"
 
 
 class ServerSettings(_Model):
@@ -169,6 +203,23 @@ class ServerSettings(_Model):
     transport: Literal["http", "stdio"] = "http"
     json_response: bool = True
     stateless: bool = False
+
+
+class SourceSettings(_Model):
+    """One entry of `sources:`: an OpenAPI spec (or inline tools) with its upstream, or an MCP server."""
+
+    spec: str | None = None
+    tools: list[InlineTool] = Field(default_factory=list)
+    upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
+    include: SelectionSettings = Field(default_factory=SelectionSettings)
+    exclude: SelectionSettings = Field(default_factory=SelectionSettings)
+    mcp_upstream: McpUpstreamSettings | None = None
+    prefix: str = Field(default="", max_length=40, pattern=r"^[A-Za-z0-9_-]*$")  # tool and prompt names
+
+    @field_validator("mcp_upstream", mode="before")
+    @classmethod
+    def _mcp_upstream(cls, value: Any) -> Any:
+        return _url_to_mapping(value)
 
 
 class Settings(_Model):
@@ -184,8 +235,51 @@ class Settings(_Model):
     strict: bool = False
     auth: AuthSettings | None = None
     acl: dict[str, Any] | None = None
-    mcp_upstream: str | None = None
+    mcp_upstream: McpUpstreamSettings | None = None
+    sources: list[SourceSettings] = Field(default_factory=list)  # aggregation: more specs and MCP servers
+    read_only: bool = False  # only GET/HEAD/OPTIONS operations become tools (added to exclude.methods)
+    mode: Literal["tools", "dynamic"] = "tools"  # dynamic: search/describe/call meta-tools (converter.dynamic)
     config_file: str | None = Field(default=None, exclude=True)
+
+    @field_validator("mcp_upstream", mode="before")
+    @classmethod
+    def _mcp_upstream(cls, value: Any) -> Any:
+        return _url_to_mapping(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_only(cls, data: Any) -> Any:
+        # Through the exclude machinery, so it composes with include: (include) minus (unsafe methods).
+        if not isinstance(data, dict) or not _is_true(data.get("read_only")):
+            return data
+        data = _exclude_unsafe(data)
+        if isinstance(data.get("sources"), list):
+            data["sources"] = [_exclude_unsafe(entry) for entry in data["sources"]]
+        return data
+
+
+def _exclude_unsafe(block: Any) -> Any:
+    """`block` (the top level or a `sources:` entry) with UNSAFE_METHODS added to its exclude.methods."""
+    if isinstance(block, SourceSettings):
+        block = block.model_dump()
+    if not isinstance(block, dict):
+        return block  # validation names the bad value
+    exclude = block.get("exclude") or {}
+    if isinstance(exclude, SelectionSettings):
+        exclude = exclude.model_dump()
+    methods = (exclude.get("methods") or []) if isinstance(exclude, dict) else None
+    if not isinstance(methods, list):
+        return block
+    have = {str(m).upper() for m in methods}
+    return {**block, "exclude": {**exclude, "methods": [*methods, *(m for m in UNSAFE_METHODS if m not in have)]}}
+
+
+def _is_true(value: Any) -> bool:
+    """Would pydantic read `value` as True? (`${READ_ONLY}` arrives as the string 'true'.)"""
+    try:
+        return TypeAdapter(bool).validate_python(value) is True
+    except ValidationError:
+        return False  # validation reports the bad value with its key
 
 
 def substitute_env(value: Any, *, key: str = "", source: str = "<config>") -> Any:
@@ -214,7 +308,7 @@ def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
     Args:
         config_file: path of the YAML file, or None.
         overrides: CLI values; `None` means "not given". Keys: spec, upstream_url, host, port,
-            path, transport, strict.
+            path, transport, strict, read_only, mode.
 
     Raises:
         ConfigError: the file cannot be read or a key is wrong; the message names both.
@@ -237,11 +331,21 @@ def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
             raise ConfigError(f"{config_file}: is not valid YAML{where}", source=config_file) from exc
         if loaded is None:
             loaded = {}
+        from converter.errors import SpecError
+        from converter.spec.load import check_expansion
+
+        try:
+            check_expansion(loaded, source=config_file, limit=100_000, skip_extensions=False)
+        except SpecError as exc:
+            raise ConfigError(str(exc), source=config_file) from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"{config_file}: the top level must be a mapping of keys", source=config_file)
         raw = substitute_env(loaded, source=config_file)
         if isinstance(raw.get("spec"), str):
             raw["spec"] = _relative_to(raw["spec"], path.parent)
+        for entry in raw.get("sources") or ():
+            if isinstance(entry, dict) and isinstance(entry.get("spec"), str):
+                entry["spec"] = _relative_to(entry["spec"], path.parent)
     raw = _apply_overrides(raw, overrides)
     try:
         settings = Settings.model_validate(raw)
@@ -270,6 +374,10 @@ def _apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str
         raw["server"] = server
     if overrides.get("strict"):
         raw["strict"] = True
+    if overrides.get("read_only"):
+        raw["read_only"] = True
+    if overrides.get("mode") is not None:
+        raw["mode"] = overrides["mode"]
     return raw
 
 
@@ -292,13 +400,23 @@ def _check_supported(settings: Settings, source: str) -> None:
         if settings.server.transport == "stdio":
             raise ConfigError(f"{source}: auth: applies to the HTTP transport only; stdio carries no bearer "
                               "tokens (remove auth: or serve over http)", key="auth", source=source)
-    for key in ("mcp_upstream",):
-        if getattr(settings, key) is not None:
-            raise ConfigError(f"{source}: {key}: is not supported by this version yet; remove it to start "
-                              "(the server refuses to start rather than run without it)", key=key, source=source)
-    if settings.spec is None and not settings.tools:
-        raise ConfigError(f"{source}: nothing to serve: give a SPEC (path or URL), `spec:` or `tools:`",
-                          key="spec", source=source)
+    for i, entry in enumerate(settings.sources):
+        kinds = [key for key, given in (("spec", entry.spec is not None), ("tools", bool(entry.tools)),
+                                        ("mcp_upstream", entry.mcp_upstream is not None)) if given]
+        if not kinds or (entry.mcp_upstream is not None and len(kinds) > 1):
+            raise ConfigError(f"{source}: sources[{i}]: give either spec: (and/or tools:) or mcp_upstream:, "
+                              f"not {' and '.join(kinds) or 'neither'}", key=f"sources[{i}]", source=source)
+    proxied = settings.mcp_upstream is not None or any(e.mcp_upstream is not None for e in settings.sources)
+    if settings.read_only and proxied:  # an MCP server's tools have no HTTP method to tell safe ones by
+        raise ConfigError(f"{source}: read_only: applies to OpenAPI operations only; an MCP upstream's tools "
+                          "cannot be limited to safe methods (remove read_only or the MCP upstream)",
+                          key="read_only", source=source)
+    if settings.mode == "dynamic" and proxied:  # converter.dynamic searches operations; proxied tools have none
+        raise ConfigError(f"{source}: mode: dynamic serves OpenAPI operations only; an MCP upstream needs "
+                          "mode: tools", key="mode", source=source)
+    if settings.spec is None and not settings.tools and settings.mcp_upstream is None and not settings.sources:
+        raise ConfigError(f"{source}: nothing to serve: give a SPEC (path or URL), `spec:`, `tools:`, "
+                          "`mcp_upstream:` or `sources:`", key="spec", source=source)
     if not settings.server.path.startswith("/"):
         raise ConfigError(f"{source}: server.path: must start with '/'", key="server.path", source=source)
 

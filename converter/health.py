@@ -1,4 +1,4 @@
-"""Operational endpoints: `/healthz` (alive), `/readyz` (spec loaded and upstream reachable), metrics."""
+"""Operational endpoints: `/healthz` (alive), `/readyz` (upstreams reachable, MCP upstreams connected), metrics."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 def healthz(catalog: Catalog) -> Endpoint:
     async def endpoint(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "tools": len(catalog.plans)})
+        return JSONResponse({"status": "ok", "tools": _count(catalog)})
 
     return endpoint
 
@@ -49,8 +49,15 @@ async def _probe(catalog: Catalog) -> dict[str, Any]:
             with anyio.move_on_after(PROBE_TIMEOUT):
                 upstreams[url] = "unreachable" if not await source.upstream.reachable(url) else "reachable"
             upstreams.setdefault(url, "timeout")
-    ready = all(state == "reachable" for state in upstreams.values())
-    return {"status": "ready" if ready else "not ready", "tools": len(catalog.plans), "upstreams": upstreams}
+    for mcp_source in getattr(catalog, "mcp_sources", ()):  # its supervisor pings it: no probe of ours
+        upstreams[mcp_source.url] = "connected" if mcp_source.is_connected else "disconnected"
+    ready = all(state in ("reachable", "connected") for state in upstreams.values())
+    return {"status": "ready" if ready else "not ready", "tools": _count(catalog), "upstreams": upstreams}
+
+
+def _count(catalog: Catalog) -> int:
+    names = getattr(catalog, "tool_names", None)  # every source's tools (a DynamicCatalog: its meta-tools)
+    return len(names) if names is not None else len(catalog.plans)
 
 
 def metrics_endpoint(metrics: Metrics) -> Endpoint:

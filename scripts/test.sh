@@ -6,9 +6,12 @@
 # are relative to the root:
 #   - .venv: created with `python3 -m venv` when missing; `pip install -e '.[test]'` runs again
 #     only when pyproject.toml changed since the last successful install (stamp in .venv);
-#   - tests/node/node_modules (the Inspector CLI, mcp-remote, oidc-provider, server-everything):
+#   - tests/node/node_modules (the Inspector CLI, mcp-remote, oidc-provider, server-everything,
+#     playwright-core):
 #     `npm ci` (or `npm install` without a lock file) when missing or when package.json or
 #     package-lock.json changed since the last successful install (stamp in node_modules).
+#   - Debian's `chromium` (for the browser test of the traffic page): `apt-get install chromium`
+#     when /usr/bin/chromium is missing and we are root; skipped when it is there.
 # Exits with pytest's code; "no tests collected" (pytest's 5) counts as a failure.
 set -euo pipefail
 
@@ -46,8 +49,29 @@ setup_node() {
     cat "$dir/package.json" "$dir/package-lock.json" > "$stamp"
 }
 
+setup_chromium() {
+    # tests/integration/test_dashboard_browser.py drives Debian's Chromium; it fails (never skips) without it.
+    [[ -x /usr/bin/chromium ]] && return
+    if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
+        say "chromium is missing and cannot be installed here (needs root and apt-get): the browser test will fail"
+        return
+    fi
+    local log started=$SECONDS
+    log="$(mktemp)"
+    say "installing Debian's chromium for the browser test (apt-get)"
+    if { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+        >"$log" 2>&1; then
+        say "chromium installed in $((SECONDS - started)) s"
+    else
+        say "apt-get install chromium failed; the browser test will fail. Last lines:"
+        tail -n 20 "$log" >&2
+    fi
+    rm -f "$log"
+}
+
 setup_venv
 setup_node
+setup_chromium
 
 status=0
 .venv/bin/python -m pytest "$@" || status=$?

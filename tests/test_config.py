@@ -55,18 +55,71 @@ def test_header_values_with_newlines_are_refused(tmp_path: Path) -> None:
         load_settings(write(tmp_path, 'spec: x\nupstream: {headers: {X-A: "a\\r\\nb: c"}}\n'))
 
 
-def test_passthrough_fails_closed_until_supported(tmp_path: Path) -> None:
-    for block in ("mcp_upstream: http://x/mcp",):
-        with pytest.raises(ConfigError, match="is not supported by this version yet"):
-            load_settings(write(tmp_path, f"spec: x.yaml\n{block}\n"))
+def test_mcp_upstream_is_a_url_or_a_mapping_with_secret_headers(tmp_path: Path) -> None:
+    short = load_settings(write(tmp_path, "mcp_upstream: http://127.0.0.1:3001/mcp\n"))
+    assert short.mcp_upstream is not None and short.mcp_upstream.url == "http://127.0.0.1:3001/mcp"
+    assert short.mcp_upstream.timeout == 60
+    full = load_settings(write(tmp_path, "mcp_upstream:\n  url: https://mcp.example/mcp\n  timeout: 5\n"
+                                         "  headers: {Authorization: Bearer upstream-secret}\n"))
+    assert full.mcp_upstream is not None and full.mcp_upstream.timeout == 5
+    assert "upstream-secret" not in repr(full)
+    with pytest.raises(ConfigError) as exc:
+        load_settings(write(tmp_path, "mcp_upstream: ftp://x/mcp\n"))
+    assert str(exc.value) == f"{tmp_path / 'config.yaml'}: mcp_upstream.url: Value error, must be an http(s) URL, not 'ftp://x/mcp'"
+
+
+def test_sources_are_specs_or_mcp_servers_with_prefixes(tmp_path: Path) -> None:
+    (tmp_path / "api.yaml").write_text("openapi: 3.0.3\n")
+    settings = load_settings(write(tmp_path, """
+sources:
+  - {spec: api.yaml, prefix: market_, upstream: {url: http://127.0.0.1:3000}}
+  - {mcp_upstream: http://127.0.0.1:3001/mcp, prefix: ev_}
+"""))
+    first, second = settings.sources
+    assert first.spec == str(tmp_path / "api.yaml")  # relative to the config file, like `spec:`
+    assert (first.prefix, second.prefix, second.mcp_upstream.url) == ("market_", "ev_", "http://127.0.0.1:3001/mcp")
+    path = tmp_path / "config.yaml"
+    with pytest.raises(ConfigError) as exc:
+        load_settings(write(tmp_path, "sources: [{spec: a.yaml, mcp_upstream: http://x/mcp}]\n"))
+    assert str(exc.value) == f"{path}: sources[0]: give either spec: (and/or tools:) or mcp_upstream:, not spec and mcp_upstream"
+    with pytest.raises(ConfigError) as exc:
+        load_settings(write(tmp_path, "sources: [{prefix: x_}]\n"))
+    assert str(exc.value) == f"{path}: sources[0]: give either spec: (and/or tools:) or mcp_upstream:, not neither"
+    with pytest.raises(ConfigError, match=r"sources\.0\.prefix: String should match pattern"):
+        load_settings(write(tmp_path, "sources: [{mcp_upstream: http://x/mcp, prefix: 'a b'}]\n"))
+
+
+def test_two_sources_defining_one_tool_name_is_an_error_naming_both(tmp_path: Path) -> None:
+    tool = "{name: get_users, method: GET, path: /users}"
+    settings = load_settings(write(tmp_path, f"""
+sources:
+  - {{tools: [{tool}], upstream: {{url: http://127.0.0.1:1}}}}
+  - {{tools: [{tool}], upstream: {{url: http://127.0.0.1:2}}}}
+"""))
+    with pytest.raises(ConfigError) as exc:
+        build_catalog(settings)
+    config = tmp_path / "config.yaml"
+    assert str(exc.value) == (f"tool name 'get_users' is defined twice ({config}: sources[0]: tools[0] and "
+                              f"{config}: sources[1]: tools[0]); rename one with x-mcp-name or `name:`, "
+                              "or give a source a `prefix:`")
+    prefixed = load_settings(write(tmp_path, f"""
+sources:
+  - {{tools: [{tool}], upstream: {{url: http://127.0.0.1:1}}}}
+  - {{tools: [{tool}], upstream: {{url: http://127.0.0.1:2}}, prefix: b_}}
+"""))
+    catalog = build_catalog(prefixed)
+    assert sorted(catalog.tool_names) == ["b_get_users", "get_users"]
+    assert catalog.plan("b_get_users").tool.name == "b_get_users"
 
 
 def test_cli_overrides_and_nothing_to_serve(tmp_path: Path) -> None:
     settings = load_settings(None, spec="s.yaml", upstream_url="http://u", port=9, host="0.0.0.0")
     assert (settings.spec, settings.upstream.url, settings.server.port, settings.server.host) == \
         ("s.yaml", "http://u", 9, "0.0.0.0")
-    with pytest.raises(ConfigError, match="nothing to serve"):
+    with pytest.raises(ConfigError) as exc:
         load_settings(None)
+    assert str(exc.value) == ("<command line>: nothing to serve: give a SPEC (path or URL), `spec:`, `tools:`, "
+                              "`mcp_upstream:` or `sources:`")
 
 
 def test_spec_path_is_relative_to_the_config_file(tmp_path: Path) -> None:

@@ -172,10 +172,6 @@ async def test_query_values_and_deep_object_keys_cannot_add_parameters() -> None
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(strict=True, reason=(
-    "allowReserved sends '&', '#' and '+' unencoded (serialize.encode uses all of RFC 3986's reserved set "
-    "as safe), so a value adds query parameters ('&ids=9' arrives as ids=[9]), cuts the URL at '#' and "
-    "turns '+' into a space; OAS 3.1.1 §4.8.12.4.1 / Appendix E: these must still be percent-encoded in a query"))
 async def test_allow_reserved_does_not_let_a_value_add_parameters_or_cut_the_url() -> None:
     value = "https://shop.example.com/cart?step=2&ids=9#top+1"
     async with echo_catalog(SPECS / "styles.yaml") as (catalog, echo):
@@ -202,14 +198,10 @@ async def test_megabyte_values_are_sent_whole_or_refused_quickly() -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(strict=True, raises=httpx.InvalidURL, reason=(
-    "a 1 MB query value makes a 1 MB URL; on the httpx transport path (build_catalog(transport=...)) "
-    "Upstream.send lets httpx.InvalidURL('URL too long', > 65,536 characters) escape Catalog.call_tool: "
-    "InvalidURL is not an httpx.HTTPError, so it is not translated into an UpstreamError"))
 async def test_a_megabyte_query_value_is_a_clear_tool_error() -> None:
     async with echo_catalog(MARKETPLACE) as (catalog, echo):
         is_error, text = await call(catalog, "listUsers", {"id": "x" * MB})
-    assert is_error and "GET /marketplace/users" in text and len(text) < 2_000
+    assert is_error and text == "GET http://echo.test/marketplace/users failed: URL too long"
     assert echo.answers == []
 
 
@@ -227,10 +219,6 @@ async def test_a_megabyte_file_is_uploaded_whole() -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(strict=True, reason=(
-    "an invalid value is quoted whole in the tool error (jsonschema's message is `{instance!r} is not of "
-    "type ...`), so a 1 MB wrong-typed argument or unknown argument name comes back as a 1 MB error text "
-    "into the model's context; the excerpt should be cut"))
 async def test_an_error_about_a_huge_value_quotes_only_an_excerpt() -> None:
     huge = "x" * MB
     async with echo_catalog(MARKETPLACE) as (catalog, _):
@@ -310,22 +298,12 @@ async def test_json_rpc_nested_deeper_than_the_transport_allows_is_a_parse_error
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(strict=True, reason=(
-    "after the SDK has answered a JSON-RPC body nested 100,000 deep with a parse error, the HTTP telemetry "
-    "layer (converter/telemetry/layers.py _method_of, called in a `finally:`) re-parses the body with "
-    "json.loads and catches only ValueError: the RecursionError escapes the ASGI app (with uvicorn: a "
-    "traceback in the log and a connection reset instead of the 400, see test_faults.py) and the "
-    "request's access-log record is never emitted"))
 async def test_a_deeply_nested_json_rpc_body_raises_nothing_out_of_the_app() -> None:
     deep, _, _ = await _post_deep_json_rpc(raise_app_exceptions=True)
     assert deep.status_code == 400
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(strict=True, raises=RecursionError, reason=(
-    "Catalog.call_tool lets RecursionError escape for an invalid argument nested ~1000 deep: "
-    "SchemaCheck.error -> jsonschema best_match -> repr() of the instance recurses; only reachable "
-    "through the Python API (the SDK transports refuse JSON deeper than 200)"))
 async def test_a_deeply_nested_invalid_argument_is_a_tool_error() -> None:
     async with echo_catalog(MARKETPLACE) as (catalog, echo):
         is_error, text = await call(catalog, "createOrder",
@@ -348,6 +326,15 @@ class Outcome:
     @property
     def timed_out(self) -> bool:
         return self.returncode is None
+
+
+def _parent_rss_mb() -> float:
+    """This process's peak RSS: Linux carries it into a child's ru_maxrss at exec, so a child's
+    figure is only meaningful above it (the test process grows as the suite runs)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def isolated(code: str, *, deadline: float, memory_mb: int = 2048) -> Outcome:
@@ -393,16 +380,11 @@ BUILD_CATALOG = """
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "billion-laughs YAML is not bounded: the loader keeps aliases shared (fast, small), but build_plans "
-    "walks the aliased tree node by node (tools/schemas.py _refs via closure(), then the tools/list dump), "
-    "i.e. 9^9 = 387M nodes for a 1 KB document; it runs past the deadline instead of failing fast with a "
-    "SpecError (an alias/expansion budget at load time would fix it)"))
 def test_billion_laughs_in_a_converted_schema_fails_fast_or_stays_bounded() -> None:
     outcome = isolated(BUILD_CATALOG.format(spec=str(SPECS / "hostile-billion-laughs.yaml")), deadline=6)
     print(f"billion laughs: {outcome.seconds:.1f} s, peak RSS {outcome.peak_rss_mb:.0f} MB")
     assert not outcome.timed_out, f"running after {outcome.seconds:.1f} s (peak RSS {outcome.peak_rss_mb:.0f} MB)"
-    assert outcome.peak_rss_mb < 500
+    assert outcome.peak_rss_mb < _parent_rss_mb() + 500
     result = json.loads(outcome.stdout)
     assert result.get("error") == "SpecError" or result["bytes"] < 10 * MB, result
 
@@ -410,13 +392,10 @@ def test_billion_laughs_in_a_converted_schema_fails_fast_or_stays_bounded() -> N
 def test_billion_laughs_that_nothing_reads_loads_in_bounded_time_and_memory() -> None:
     outcome = isolated(BUILD_CATALOG.format(spec=str(SPECS / "hostile-billion-laughs-unused.yaml")), deadline=10)
     assert outcome.returncode == 0, outcome.stderr[-2000:]
-    assert outcome.seconds < 5 and outcome.peak_rss_mb < 300, outcome
+    assert outcome.seconds < 5 and outcome.peak_rss_mb < _parent_rss_mb() + 300, outcome
     assert json.loads(outcome.stdout) == {"tools": 1, "bytes": json.loads(outcome.stdout)["bytes"], "problems": []}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "billion-laughs YAML in the config file hangs load_settings: substitute_env() rebuilds every dict and "
-    "list of the parsed tree recursively, expanding the 9^9 aliases before pydantic even sees the unknown key"))
 def test_billion_laughs_in_the_config_file_fails_fast(tmp_path: Path) -> None:
     laughs = (SPECS / "hostile-billion-laughs.yaml").read_text(encoding="utf-8").split("x-laughs:\n", 1)[1]
     laughs = laughs.split("paths:", 1)[0]
@@ -431,13 +410,9 @@ def test_billion_laughs_in_the_config_file_fails_fast(tmp_path: Path) -> None:
             print(exc)
     """, deadline=6)
     assert not outcome.timed_out, f"still running after {outcome.seconds:.1f} s"
-    assert outcome.stdout.strip() == f"{config}: x-laughs: unknown key"
+    assert outcome.stdout.strip() == f"{config}: expands to more than 100,000 values through YAML aliases; refused"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a valid recursive argument nested 20,000 deep kills the process with SIGSEGV: jsonschema_rs's "
-    "is_valid overflows the native stack on the recursive $ref (no depth limit before validation); "
-    "only reachable through the Python API, the SDK transports refuse JSON deeper than 200"))
 def test_a_valid_argument_nested_20000_deep_does_not_crash_the_process() -> None:
     outcome = isolated("""
         import anyio, httpx
@@ -516,9 +491,9 @@ def test_schemas_that_only_alias_each_other_are_reported_as_a_loop() -> None:
 def test_a_ref_to_another_host_is_refused_without_fetching() -> None:
     assert _load("hostile-ref-remote.yaml") == ([
         "#/paths/~1remote-parameter/get: $ref to 'http://169.254.169.254/latest/meta-data/parameters.yaml' is "
-        "refused: a document may only reference files next to it or URLs on its own host; skipped",
+        "refused: a document may only reference files in its own directory (or below it) or URLs on its own host; skipped",
         "#/paths/~1remote-schema/post: $ref to 'https://evil.example/schemas.yaml' is refused: a document may "
-        "only reference files next to it or URLs on its own host; skipped",
+        "only reference files in its own directory (or below it) or URLs on its own host; skipped",
     ], ["listThings"])
 
 
@@ -577,20 +552,15 @@ def test_a_spec_read_from_a_url_may_not_reference_another_origin_or_local_files(
         f"{other.url}/p.json#/P", "file:///etc/hostname#/P", "/p.json#/P"))
     spec = load_spec(f"{home.url}/spec.json")
     assert [str(p) for p in spec.problems] == [
-        f"#/paths/~1r0/get: $ref to '{other.url}/p.json' is refused: a document may only reference files next "
-        "to it or URLs on its own host; skipped",
-        "#/paths/~1r1/get: $ref to 'file:///etc/hostname' is refused: a document may only reference files next "
-        "to it or URLs on its own host; skipped",
+        f"#/paths/~1r0/get: $ref to '{other.url}/p.json' is refused: a document may only reference files in its "
+        "own directory (or below it) or URLs on its own host; skipped",
+        "#/paths/~1r1/get: $ref to 'file:///etc/hostname' is refused: a document may only reference files in its "
+        "own directory (or below it) or URLs on its own host; skipped",
     ]
     assert [op.operation_id for op in spec.operations] == ["r2", "listThings"]  # same origin: allowed
     assert other.hits == [] and home.hits == ["/spec.json", "/p.json"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a spec file may $ref any local file, not only 'files next to it' as the refusal message says: "
-    "'../secret/creds.json', '/abs/path' and 'file:///abs/path' are read, and the referenced JSON/YAML "
-    "(e.g. a kubeconfig or cloud credentials) is served to every MCP client in tools/list (here as the "
-    "outputSchema $defs); Resolver only compares scheme and host"))
 def test_a_spec_file_cannot_pull_files_from_outside_its_directory_into_the_tools(tmp_path: Path) -> None:
     (tmp_path / "secret").mkdir()
     (tmp_path / "secret" / "creds.json").write_text('{"token": "s3cr3t-token"}', encoding="utf-8")
@@ -604,10 +574,6 @@ def test_a_spec_file_cannot_pull_files_from_outside_its_directory_into_the_tools
     assert "s3cr3t-token" not in tools
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a $ref to a device such as /dev/zero is read without bound: read_text checks st_size (0 for a "
-    "device) against MAX_DOCUMENT_BYTES, then reads the whole file, so memory grows until MemoryError "
-    "(a traceback, not a SpecError; without an address-space limit the host runs out of memory)"))
 def test_a_ref_to_an_endless_file_fails_with_a_spec_error(tmp_path: Path) -> None:
     spec = tmp_path / "spec.json"
     spec.write_bytes(_spec_with_refs("/dev/zero#/P"))
@@ -644,10 +610,6 @@ ENDLESS_SITE = """
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a spec URL that streams without end is read without bound: load.read_text calls httpx.get() "
-    "(whole body in memory) and only then compares its size with MAX_DOCUMENT_BYTES; the 30 s timeout "
-    "is per read, so it never fires, and memory grows until MemoryError (a traceback, not a SpecError)"))
 def test_a_spec_url_that_never_ends_fails_with_a_spec_error() -> None:
     outcome = isolated(ENDLESS_SITE, deadline=20, memory_mb=1024)
     assert not outcome.timed_out and outcome.returncode == 0, (outcome.seconds, outcome.stderr[-500:])

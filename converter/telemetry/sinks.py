@@ -10,6 +10,7 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import IO, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -60,7 +61,8 @@ class Metrics:
 
     def __init__(self, tool_names: Iterable[str], *, cache_stats: Callable[[], tuple[int, int]] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self._tools = frozenset(tool_names)
+        # A Set is kept as it is: the catalog's live view of its names (an MCP source's list changes).
+        self._tools: AbstractSet[str] = tool_names if isinstance(tool_names, AbstractSet) else frozenset(tool_names)
         r = self.registry
         self.requests = Counter("openapi_mcp_requests", "MCP requests by method and outcome",
                                 ["method", "outcome"], registry=r)

@@ -1,0 +1,297 @@
+"""The live traffic page: `/dashboard` (static HTML) and `/dashboard/data` (JSON).
+
+The data is computed on each poll from the `Recent` ring buffer, which holds the same
+CallRecords the access log and the metrics see. The HTML carries no data and is served to
+anyone; the JSON is guarded like the MCP endpoint when `auth:` is configured (a bearer token
+checked by the same verifier, and the scopes every MCP request needs).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import math
+import re
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import resources
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from converter.auth.middleware import PRM_PATH, TokenVerifier
+from converter.auth.principal import AuthServerUnavailableError, InvalidTokenError
+from converter.config import AuthSettings
+from converter.policy import Policy
+from converter.telemetry.sinks import Recent
+
+MAX_ROWS: Final = 200
+RATE_BUCKETS: Final = 12  # the last minute ...
+RATE_BUCKET_SECONDS: Final = 5  # ... per 5 s
+METHOD_BUCKETS: Final = 20  # the last 5 minutes ...
+METHOD_BUCKET_SECONDS: Final = 15  # ... per 15 s
+MAX_METHOD_SERIES: Final = 6  # more distinct methods than this are folded into "other"
+TOP_NAMES: Final = 10
+OUTCOMES: Final = ("ok", "tool_error", "rpc_error", "denied", "error")
+# What a row of the table shows; payloads stay in the access log.
+_ROW_FIELDS: Final = ("time", "mcp_method", "name", "outcome", "http_method", "http_status", "jsonrpc_error",
+                      "auth_failure", "upstream_method", "upstream_url", "upstream_status", "upstream_ms",
+                      "duration_ms", "request_bytes", "response_bytes", "client_name", "subject")
+# The kind of name each method carries, for the "top" lists.
+_NAME_KINDS: Final = {"tools/call": "tools", "resources/read": "resources", "prompts/get": "prompts"}
+_DATA_PATH_MARK: Final = "__DASHBOARD_DATA_PATH__"
+_LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+
+
+def method_label(record: Mapping[str, Any]) -> str:
+    """The MCP method, or the HTTP method for requests that carry none (a GET stream, a refused POST)."""
+    method = record.get("mcp_method")
+    if isinstance(method, str) and method:
+        return method
+    http_method = record.get("http_method")
+    return f"({http_method})" if isinstance(http_method, str) else "(unknown)"
+
+
+def percentiles(values: Iterable[float], quantiles: Sequence[float] = (0.5, 0.9, 0.99)) -> dict[str, Any]:
+    """Nearest-rank percentiles (`p50`, `p90`, `p99`), plus `count` and `max`; None when empty."""
+    ordered = sorted(values)
+    result: dict[str, Any] = {"count": len(ordered), "max": ordered[-1] if ordered else None}
+    for q in quantiles:
+        key = f"p{round(q * 100):d}"
+        result[key] = ordered[max(math.ceil(q * len(ordered)) - 1, 0)] if ordered else None
+    return result
+
+
+def summarize(records: Sequence[Mapping[str, Any]], *, now: float | None = None, capacity: int | None = None,
+              max_rows: int = MAX_ROWS) -> dict[str, Any]:
+    """Everything the page draws, from access-log records (oldest first, as `Recent` keeps them).
+
+    Args:
+        records: `CallRecord.as_log()` dicts.
+        now: the clock the time buckets end at (default: `time.time()`).
+        capacity: the ring buffer's size, shown on the page.
+        max_rows: how many of the newest records go into `recent`.
+    """
+    now = time.time() if now is None else now
+    by_outcome = dict.fromkeys(OUTCOMES, 0)
+    by_method: Counter[str] = Counter()
+    top: dict[str, Counter[str]] = {kind: Counter() for kind in _NAME_KINDS.values()}
+    top_errors: dict[str, Counter[str]] = {kind: Counter() for kind in _NAME_KINDS.values()}
+    durations: list[float] = []
+    tool_durations: list[float] = []
+    upstream: list[float] = []
+
+    rate_start = _bucket_start(now, RATE_BUCKET_SECONDS) - (RATE_BUCKETS - 1) * RATE_BUCKET_SECONDS
+    rate = [0] * RATE_BUCKETS
+    series_start = _bucket_start(now, METHOD_BUCKET_SECONDS) - (METHOD_BUCKETS - 1) * METHOD_BUCKET_SECONDS
+    series: list[Counter[str]] = [Counter() for _ in range(METHOD_BUCKETS)]
+
+    for record in records:
+        outcome = record.get("outcome", "ok")
+        by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
+        method = method_label(record)
+        by_method[method] += 1
+        kind = _NAME_KINDS.get(method)
+        name = record.get("name")
+        if kind is not None and isinstance(name, str):
+            top[kind][name] += 1
+            if outcome != "ok":
+                top_errors[kind][name] += 1
+        duration = record.get("duration_ms")
+        if isinstance(duration, (int, float)):
+            durations.append(duration)
+            if method == "tools/call":
+                tool_durations.append(duration)
+        if isinstance(record.get("upstream_ms"), (int, float)):
+            upstream.append(record["upstream_ms"])
+        at = record.get("time")
+        if isinstance(at, (int, float)):
+            index = int((at - rate_start) // RATE_BUCKET_SECONDS)
+            if 0 <= index < RATE_BUCKETS:
+                rate[index] += 1
+            index = int((at - series_start) // METHOD_BUCKET_SECONDS)
+            if 0 <= index < METHOD_BUCKETS:
+                series[index][method] += 1
+
+    shown = [m for m, _ in Counter(sum(series, Counter())).most_common()]
+    if len(shown) > MAX_METHOD_SERIES:
+        shown = shown[:MAX_METHOD_SERIES - 1] + ["other"]
+    last_minute = sum(1 for r in records if isinstance(r.get("time"), (int, float)) and now - r["time"] <= 60)
+    return {
+        "generated_at": now,
+        "buffer": {"records": len(records), "capacity": capacity},
+        "counts": {
+            "requests": len(records),
+            "by_outcome": by_outcome,
+            "by_method": dict(by_method.most_common()),
+            "errors": len(records) - by_outcome.get("ok", 0),
+        },
+        "rate": {
+            "bucket_seconds": RATE_BUCKET_SECONDS,
+            "start": rate_start,
+            "counts": rate,
+            "last_minute": last_minute,
+            "per_second": round(last_minute / 60, 3),
+        },
+        "methods_over_time": {
+            "bucket_seconds": METHOD_BUCKET_SECONDS,
+            "start": series_start,
+            "methods": shown,
+            "counts": [_fold(bucket, shown) for bucket in series],
+        },
+        "latency_ms": {
+            "all": percentiles(durations),
+            "tools_call": percentiles(tool_durations),
+            "upstream": percentiles(upstream),
+        },
+        "top": {kind: [{"name": name, "count": count, "errors": top_errors[kind][name]}
+                       for name, count in counter.most_common(TOP_NAMES)]
+                for kind, counter in top.items()},
+        "recent": [_row(record) for record in _newest(records, max_rows)],
+    }
+
+
+def dashboard_routes(path: str, recent: Recent, *, verifier: TokenVerifier | None = None,
+                     policy: Policy | None = None, auth: AuthSettings | None = None,
+                     loopback: bool = False) -> list[Route]:
+    """The page at `path` and its data at `path + "/data"`.
+
+    Args:
+        path: where the page is served (`telemetry.dashboard_path`).
+        recent: the ring buffer the data is computed from.
+        verifier: when set (auth is on), the data needs a bearer token it accepts.
+        policy: the scopes every MCP request needs are needed here too.
+        auth: the auth settings, for the RFC 9728 metadata URL in challenges.
+        loopback: the server listens on loopback only: refuse other Host headers (DNS rebinding).
+    """
+    base = "/" + path.strip("/") if path.strip("/") else ""
+    data_path = f"{base}/data"
+    page, csp = _page(data_path)
+    metadata_url = _metadata_url(auth) if auth is not None else None
+
+    async def show_page(request: Request) -> Response:
+        return Response(page, media_type="text/html; charset=utf-8", headers={
+            "content-security-policy": csp, "cache-control": "no-cache", "x-content-type-options": "nosniff",
+            "referrer-policy": "no-referrer"})
+
+    async def show_data(request: Request) -> Response:
+        if loopback and _host_of(request) not in _LOOPBACK_HOSTS:
+            return _json({"error": "misdirected_request", "error_description": "Invalid Host header"}, 421)
+        if verifier is not None:
+            refused = await _authorize(request, verifier, policy, metadata_url)
+            if refused is not None:
+                return refused
+        return _json(summarize(list(recent.records), capacity=recent.records.maxlen))
+
+    return [Route(base or "/", show_page, methods=["GET"]), Route(data_path, show_data, methods=["GET"])]
+
+
+async def _authorize(request: Request, verifier: TokenVerifier, policy: Policy | None,
+                     metadata_url: str | None) -> Response | None:
+    """None when the request carries an acceptable bearer token; the RFC 6750 refusal otherwise."""
+    values = request.headers.getlist("authorization")
+    if not values:
+        return _challenge(401, None, "An access token is required", metadata_url)
+    scheme, _, token = values[0].strip().partition(" ")
+    token = token.strip()
+    if len(values) > 1 or scheme.lower() != "bearer" or not token or " " in token:
+        return _challenge(400, "invalid_request", "Use the Bearer authorization scheme", metadata_url)
+    try:
+        principal = await verifier.verify(token)
+    except InvalidTokenError as exc:
+        return _challenge(401, "invalid_token", str(exc), metadata_url)
+    except AuthServerUnavailableError as exc:
+        return _json({"error": "temporarily_unavailable", "error_description": str(exc)}, 503,
+                     {"retry-after": "5"})
+    if policy is not None and policy.required_scopes - policy.effective_scopes(principal):
+        return _challenge(403, "insufficient_scope", "The access token lacks required scopes", metadata_url,
+                          scopes=policy.required_scopes)
+    return None
+
+
+def _challenge(status: int, error: str | None, description: str, metadata_url: str | None, *,
+               scopes: Iterable[str] = ()) -> Response:
+    params = [f'resource_metadata="{metadata_url}"'] if metadata_url else []
+    if scopes:
+        params.append(f'scope="{" ".join(sorted(scopes))}"')
+    if error:  # RFC 6750 §3.1: no error code when the request had no credentials
+        params.append(f'error="{error}"')
+        params.append(f'error_description="{_ascii(description)}"')
+    challenge = "Bearer " + ", ".join(params) if params else "Bearer"
+    return _json({"error": error or "unauthorized", "error_description": description}, status,
+                 {"www-authenticate": challenge})
+
+
+def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers={"cache-control": "no-store", **(headers or {})})
+
+
+def _page(data_path: str) -> tuple[bytes, str]:
+    """The page with its data URL filled in, and a CSP that allows only its own inline code."""
+    text = resources.files("converter").joinpath("static/dashboard.html").read_text(encoding="utf-8")
+    text = text.replace(_DATA_PATH_MARK, html.escape(data_path, quote=True))
+    hashes = {tag: [_sha256(body) for body in re.findall(rf"<{tag}>(.*?)</{tag}>", text, re.DOTALL)]
+              for tag in ("script", "style")}
+    # Nothing is fetched from anywhere but this server: no CDN, no fonts, no images.
+    csp = "; ".join([
+        "default-src 'none'",
+        "script-src " + " ".join(hashes["script"]),
+        "style-src " + " ".join(hashes["style"]),
+        "connect-src 'self'",
+        "img-src data:",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    ])
+    return text.encode("utf-8"), csp
+
+
+def _sha256(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode() + "'"
+
+
+def _metadata_url(auth: AuthSettings) -> str:
+    origin = urlsplit(auth.resource)
+    return f"{origin.scheme}://{origin.netloc}{PRM_PATH}{origin.path.rstrip('/')}"
+
+
+def _host_of(request: Request) -> str:
+    host = request.headers.get("host", "").lower()
+    if host.startswith("["):
+        return host.partition("]")[0] + "]"
+    return host.rpartition(":")[0] if ":" in host else host
+
+
+def _bucket_start(at: float, width: int) -> float:
+    return float(math.floor(at / width) * width)
+
+
+def _fold(bucket: Counter[str], shown: list[str]) -> dict[str, int]:
+    if shown and shown[-1] == "other":
+        named = set(shown[:-1])
+        folded = {m: bucket[m] for m in shown[:-1] if bucket[m]}
+        other = sum(count for m, count in bucket.items() if m not in named)
+        return {**folded, "other": other} if other else folded
+    return {m: c for m, c in bucket.items() if c}
+
+
+def _newest(records: Sequence[Mapping[str, Any]], limit: int) -> list[Mapping[str, Any]]:
+    return [records[i] for i in range(len(records) - 1, max(len(records) - limit, 0) - 1, -1)]
+
+
+def _row(record: Mapping[str, Any]) -> dict[str, Any]:
+    row = {key: record[key] for key in _ROW_FIELDS if record.get(key) is not None}
+    row["method"] = method_label(record)
+    session = record.get("session")
+    if isinstance(session, str):
+        row["session"] = session[:8]  # enough to tell sessions apart, not enough to join one
+    return row
+
+
+def _ascii(text: str) -> str:
+    return "".join(c if 0x20 <= ord(c) < 0x7F and c not in '"\\' else "?" for c in text)

@@ -1,0 +1,169 @@
+"""The HTTP side of the passthrough: what makes a proxied `tools/call` cheap.
+
+The SDK client (converter.proxy) owns the upstream session: handshake, lists, pings, the GET
+stream of notifications. Two things here make calls cheaper than through it (bench/passthrough.py):
+
+* `SessionTransport`, the SDK client's HTTP transport, keeps connections alive: the SDK closes a
+  POST's event stream as soon as the JSON-RPC answer arrived, a few bytes before the end of the
+  body, which would cost one TCP connection per call. It also notes the session id the upstream
+  gave, for the direct calls.
+* `DirectCalls` sends `tools/call` itself, on that session, over a pooled aiohttp client (the
+  one the OpenAPI upstreams use): one POST, the answer read from JSON or SSE, the upstream's
+  progress passed on as it comes. It answers any request the upstream makes on that stream
+  with "method not found" (this server offers no sampling or elicitation to upstreams).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final
+
+import anyio
+import httpx2
+import mcp.types as types
+from mcp.shared.exceptions import MCPError
+
+DRAIN_SECONDS: Final = 0.05
+MAX_EVENT_BYTES: Final = 32 * 1024 * 1024  # one SSE event (a large tool result fits; a runaway does not)
+# What the SDK reports for the same failures, so that converter.proxy handles both paths alike.
+SESSION_GONE: Final = "Session terminated"
+CONNECTION_FAILED: Final = "Connection closed"
+
+ProgressRelay = Callable[[float, float | None, str | None], Awaitable[None]]
+
+
+class SessionTransport(httpx2.AsyncBaseTransport):
+    """httpx2 transport for the SDK client: connections survive the SDK's early close of an SSE
+    answer (the rest of the body is read for a moment first), and the session id is noted."""
+
+    def __init__(self) -> None:
+        self._inner = httpx2.AsyncHTTPTransport()
+        self.session_id: str | None = None
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self._inner.handle_async_request(request)
+        session_id = response.headers.get("mcp-session-id")
+        if session_id:
+            self.session_id = session_id
+        if request.method == "POST" and isinstance(response.stream, httpx2.AsyncByteStream):
+            response.stream = _DrainOnClose(response.stream)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _DrainOnClose(httpx2.AsyncByteStream):
+    def __init__(self, inner: httpx2.AsyncByteStream) -> None:
+        self._inner = inner
+        self._parts = inner.__aiter__()  # held here: closing the reader's generator must not close it
+
+    async def __aiter__(self) -> Any:
+        while True:
+            try:
+                part = await self._parts.__anext__()
+            except StopAsyncIteration:
+                return
+            yield part
+
+    async def aclose(self) -> None:
+        try:
+            with anyio.move_on_after(DRAIN_SECONDS):
+                while True:
+                    await self._parts.__anext__()
+        except StopAsyncIteration:
+            pass  # the body ended: the connection goes back to the pool
+        except Exception:  # noqa: BLE001 - a broken body just closes the connection
+            pass
+        finally:
+            await self._parts.aclose()  # type: ignore[attr-defined]
+            await self._inner.aclose()
+
+
+class DirectCalls:
+    """`tools/call` on an upstream session, straight over aiohttp (see the module docstring)."""
+
+    def __init__(self, url: str, headers: Mapping[str, str], timeout: float) -> None:
+        import aiohttp
+
+        self.url = url
+        self._ids = itertools.count(1)
+        self._session = aiohttp.ClientSession(
+            headers={**headers, "content-type": "application/json", "accept": "application/json, text/event-stream"},
+            connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=30),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        )
+
+    async def aclose(self) -> None:
+        await self._session.close()
+
+    async def call_tool(self, session_id: str, version: str, name: str, arguments: Mapping[str, Any],
+                        progress: ProgressRelay | None) -> types.CallToolResult:
+        """Raises: MCPError: the upstream's JSON-RPC error, or the SDK's words for a failed exchange."""
+        import aiohttp
+
+        request_id = f"openapi-mcp-{next(self._ids)}"
+        params: dict[str, Any] = {"name": name, "arguments": dict(arguments)}
+        if progress is not None:
+            params["_meta"] = {"progressToken": request_id}
+        body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params})
+        headers = {"mcp-session-id": session_id, "mcp-protocol-version": version}
+        try:
+            async with self._session.post(self.url, data=body, headers=headers) as response:
+                if response.status in (400, 404):  # the upstream no longer knows the session
+                    raise MCPError(types.INVALID_REQUEST, SESSION_GONE)
+                content_type = response.headers.get("content-type", "")
+                if content_type.startswith("text/event-stream"):
+                    answer = await self._read_events(response, request_id, session_id, version, progress)
+                    # The server ends the stream right after the answer: read to the end so that the
+                    # connection is kept for the next call (aiohttp closes one released mid-body).
+                    with anyio.move_on_after(DRAIN_SECONDS):
+                        await response.read()
+                else:
+                    answer = json.loads(await response.read())
+        except (aiohttp.ClientError, ValueError, UnicodeDecodeError) as exc:
+            raise MCPError(types.CONNECTION_CLOSED, CONNECTION_FAILED) from exc
+        if not isinstance(answer, dict) or ("result" not in answer and "error" not in answer):
+            raise MCPError(types.CONNECTION_CLOSED, CONNECTION_FAILED)
+        if "error" in answer:
+            raise MCPError.from_error_data(types.ErrorData.model_validate(answer["error"]))
+        return types.CallToolResult.model_validate(answer["result"], by_name=False)
+
+    async def _read_events(self, response: Any, request_id: str, session_id: str, version: str,
+                           progress: ProgressRelay | None) -> Any:
+        buffer, data = b"", []
+        async for chunk in response.content.iter_any():
+            buffer += chunk
+            while (end := buffer.find(b"\n")) >= 0:
+                line, buffer = buffer[:end].rstrip(b"\r"), buffer[end + 1:]
+                if line.startswith(b"data:"):
+                    data.append(line[5:].lstrip(b" "))
+                elif not line and data:
+                    payload, data = b"\n".join(data), []
+                    if not payload.strip():
+                        continue  # a priming event (an id for resumption, no message)
+                    message = json.loads(payload)
+                    if isinstance(message, dict) and message.get("id") == request_id and "method" not in message:
+                        return message
+                    await self._on_message(message, request_id, session_id, version, progress)
+            if len(buffer) + sum(map(len, data)) > MAX_EVENT_BYTES:
+                raise ValueError("an SSE event is too large")
+        return None  # the stream ended without the answer
+
+    async def _on_message(self, message: Any, request_id: str, session_id: str, version: str,
+                          progress: ProgressRelay | None) -> None:
+        if not isinstance(message, dict):
+            return
+        params = message.get("params") if isinstance(message.get("params"), dict) else {}
+        if message.get("method") == "notifications/progress" and progress is not None \
+                and params.get("progressToken") == request_id:
+            await progress(float(params.get("progress", 0)), params.get("total"), params.get("message"))
+        elif "method" in message and "id" in message:  # a request to us: we serve none
+            reply = {"jsonrpc": "2.0", "id": message["id"],
+                     "error": {"code": types.METHOD_NOT_FOUND, "message": "Method not found"}}
+            async with self._session.post(self.url, data=json.dumps(reply),
+                                          headers={"mcp-session-id": session_id, "mcp-protocol-version": version}):
+                pass
