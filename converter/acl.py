@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from weakref import WeakKeyDictionary
 
-import cel
-
 from converter.auth.principal import Principal
 from converter.errors import ConfigError
 
@@ -111,6 +109,8 @@ class Acl:
     def _context(self, principal: Principal) -> Any:
         context = self._contexts.get(principal)
         if context is None:
+            import cel
+
             context = cel.Context()
             context.update({
                 "claims": dict(principal.claims),
@@ -184,6 +184,8 @@ def _rule(index: int, raw: Any, source: str) -> Rule:
     if when is not None:
         if not isinstance(when, str) or not when.strip():
             raise fail("when", "must be a CEL expression")
+        import cel  # imported on first use: the package pulls in prompt_toolkit (~170 ms at startup)
+
         try:
             program = cel.compile(when)
         except ValueError as exc:

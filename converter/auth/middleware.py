@@ -20,6 +20,7 @@ import json
 import logging
 from collections.abc import Iterable
 from typing import Any, Protocol
+from weakref import WeakKeyDictionary
 from urllib.parse import parse_qsl, urlsplit
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
@@ -61,6 +62,7 @@ class AuthLayer:
         origin = urlsplit(settings.resource)
         self.metadata_url = f"{origin.scheme}://{origin.netloc}{PRM_PATH}{resource_path}"
         self.metadata = self._metadata()
+        self._users: WeakKeyDictionary[Principal, AuthenticatedUser] = WeakKeyDictionary()
 
     def _metadata(self) -> bytes:
         settings = self.settings
@@ -138,7 +140,7 @@ class AuthLayer:
             await self._challenge(send, 403, "insufficient_scope", "The access token lacks required scopes", origin,
                                   scopes=self.policy.required_scopes)
             return
-        if scope["method"] == "POST":
+        if scope["method"] == "POST" and self.policy.tool_scopes:  # only per-tool scopes need the tool name
             body, too_large = await _read_body(receive)
             if too_large:
                 await _respond(send, 413, b'{"error": "request body too large"}',
@@ -156,11 +158,14 @@ class AuthLayer:
         record = scope.get(RECORD_KEY)
         if record is not None:
             record.subject, record.client_id = principal.subject, principal.client_id
-        scope["user"] = AuthenticatedUser(AccessToken(
-            token="", client_id=principal.client_id or "", scopes=sorted(principal.scopes),
-            expires_at=int(principal.expires_at) if principal.expires_at else None, subject=principal.subject,
-            claims={"iss": principal.issuer} if principal.issuer else None,
-        ))
+        user = self._users.get(principal)
+        if user is None:  # one per cached principal: building the SDK's pydantic models costs per request
+            user = self._users[principal] = AuthenticatedUser(AccessToken(
+                token="", client_id=principal.client_id or "", scopes=sorted(principal.scopes),
+                expires_at=int(principal.expires_at) if principal.expires_at else None, subject=principal.subject,
+                claims={"iss": principal.issuer} if principal.issuer else None,
+            ))
+        scope["user"] = user
         # The client's credentials stop here: nothing below may see or forward them.
         scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"authorization"]
         await self.app(scope, receive, _with_cors(send, origin))

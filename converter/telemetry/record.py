@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -56,10 +56,13 @@ class CallRecord:
 
     def as_log(self) -> dict[str, Any]:
         """The JSON access-log form: no empty fields, no clock internals."""
-        data = {k: v for k, v in asdict(self).items() if v is not None and k != "started"}
+        # Field by field (dataclasses.asdict deep-copies: measurable at thousands of calls/s).
+        data = {name: value for name in _LOG_FIELDS if (value := getattr(self, name)) is not None}
         data["outcome"] = self.outcome
         return data
 
+
+_LOG_FIELDS = tuple(f.name for f in fields(CallRecord) if f.name != "started")
 
 # The record of the request being handled, for layers that do not see the ASGI scope
 # (the upstream client fills its fields through this).
