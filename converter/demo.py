@@ -33,6 +33,8 @@ def client_config(url: str) -> str:
         "MCP Inspector:",
         f"  npx @modelcontextprotocol/inspector --cli {url} --transport http --method tools/list",
         "",
+        f"Live traffic: {url.rsplit('/mcp', 1)[0]}/dashboard   metrics: {url.rsplit('/mcp', 1)[0]}/metrics",
+        "",
         "Press Ctrl+C to stop.",
     ])
 

@@ -45,6 +45,7 @@ async def test_demo_serves_the_marketplace_and_prints_client_configs(
     cursor = json.loads(re.search(r"Cursor \(~/.cursor/mcp.json\):\n(\{.*?\n\})", demo.log(), re.S).group(1))
     assert cursor == {"mcpServers": {"marketplace": {"url": url}}}
     assert '"type": "http"' in demo.log() and "mcp-remote" in demo.log()
+    assert f"Live traffic: http://127.0.0.1:{port}/dashboard" in demo.log()
     async with Client(url) as client:
         assert len((await client.list_tools()).tools) == 10
         user = await client.call_tool("getUser", {"userId": "u1"})
