@@ -22,6 +22,13 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 UNSAFE_METHODS: Final[tuple[str, ...]] = ("POST", "PUT", "PATCH", "DELETE", "TRACE")
 
 
+def _http_url(value: Any) -> Any:
+    """Shared check for every URL setting: None passes, anything else must be http(s)."""
+    if value is not None and not str(value).startswith(("http://", "https://")):
+        raise ValueError(f"must be an http(s) URL, not {value!r}")
+    return value
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -37,9 +44,7 @@ class UpstreamSettings(_Model):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"must be an http(s) URL, not {value!r}")
-        return value
+        return _http_url(value)
 
     @field_validator("headers")
     @classmethod
@@ -68,9 +73,7 @@ class McpUpstreamSettings(_Model):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError(f"must be an http(s) URL, not {value!r}")
-        return value
+        return _http_url(value)
 
     @field_validator("headers")
     @classmethod
@@ -165,9 +168,7 @@ class AuthSettings(_Model):
     @field_validator("resource", "introspection_endpoint", "jwks_uri")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"must be an http(s) URL, not {value!r}")
-        return value
+        return _http_url(value)
 
     @field_validator("algorithms")
     @classmethod
