@@ -68,15 +68,12 @@ def token_key(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-class IntrospectionVerifier:
-    """Verifies opaque (or any) access tokens with the authorization server's introspection endpoint."""
+class CachingVerifier:
+    """What both verifiers share: settings, a per-token verdict cache, a client for the AS."""
 
     def __init__(self, settings: AuthSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        assert settings.introspection_endpoint is not None
         self._settings = settings
-        self._endpoint = settings.introspection_endpoint
         self._cache = TokenCache()
-        self._inflight: dict[str, asyncio.Future[Principal]] = {}
         self._client = httpx.AsyncClient(timeout=settings.timeout, transport=transport, follow_redirects=False)
 
     @property
@@ -85,6 +82,16 @@ class IntrospectionVerifier:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+class IntrospectionVerifier(CachingVerifier):
+    """Verifies opaque (or any) access tokens with the authorization server's introspection endpoint."""
+
+    def __init__(self, settings: AuthSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        assert settings.introspection_endpoint is not None
+        super().__init__(settings, transport=transport)
+        self._endpoint = settings.introspection_endpoint
+        self._inflight: dict[str, asyncio.Future[Principal]] = {}
 
     async def verify(self, token: str) -> Principal:
         """Return the token's principal.

@@ -23,31 +23,22 @@ from converter.auth.principal import (
     audience_matches,
     scopes_of,
 )
-from converter.auth.introspection import TokenCache, token_key
+from converter.auth.introspection import CachingVerifier, token_key
 from converter.config import AuthSettings
 
 log = logging.getLogger("openapi_mcp.auth")
 
 
-class JWTVerifier:
+class JWTVerifier(CachingVerifier):
     """Verifies JWT access tokens (RFC 9068, Keycloak's `typ: JWT` too) with a cached JWKS."""
 
     def __init__(self, settings: AuthSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         assert settings.jwks_uri is not None
-        self._settings = settings
+        super().__init__(settings, transport=transport)
         self._keys: jwk.KeySet | None = None
         self._last_refetch = float("-inf")  # of refetches caused by an unknown kid
         self._lock = asyncio.Lock()
-        self._client = httpx.AsyncClient(timeout=settings.timeout, transport=transport, follow_redirects=False)
         self.refetches = 0
-        self._cache = TokenCache()
-
-    @property
-    def cache(self) -> TokenCache:
-        return self._cache
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
     async def verify(self, token: str) -> Principal:
         """Return the token's principal.
