@@ -1,26 +1,48 @@
-"""openapi-mcp: serve OpenAPI operations as MCP tools, guarded like an API gateway."""
+"""openapi-mcp: serve OpenAPI operations as MCP tools, guarded like an API gateway.
+
+The public names are imported on first use (PEP 562), so that `openapi-mcp` can pause the
+garbage collector before the heavy imports start (see `converter.entry`).
+"""
 
 from __future__ import annotations
 
-from converter.errors import ArgumentError, ConfigError, ConverterError, SpecError, UpstreamError
-from converter.models import Operation, Parameter, Problem, RequestBody, Response, Spec
-from converter.spec import load_spec, spec_from_document
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ArgumentError",
-    "ConfigError",
-    "ConverterError",
-    "Operation",
-    "Parameter",
-    "Problem",
-    "RequestBody",
-    "Response",
-    "Spec",
-    "SpecError",
-    "UpstreamError",
-    "__version__",
-    "load_spec",
-    "spec_from_document",
-]
+_WHERE = {
+    "ArgumentError": "converter.errors",
+    "ConfigError": "converter.errors",
+    "ConverterError": "converter.errors",
+    "SpecError": "converter.errors",
+    "UpstreamError": "converter.errors",
+    "Operation": "converter.models",
+    "Parameter": "converter.models",
+    "Problem": "converter.models",
+    "RequestBody": "converter.models",
+    "Response": "converter.models",
+    "Spec": "converter.models",
+    "load_spec": "converter.spec.convert",
+    "spec_from_document": "converter.spec.convert",
+}
+
+__all__ = [*sorted(_WHERE), "__version__"]
+
+if TYPE_CHECKING:
+    from converter.errors import ArgumentError, ConfigError, ConverterError, SpecError, UpstreamError
+    from converter.models import Operation, Parameter, Problem, RequestBody, Response, Spec
+    from converter.spec import load_spec, spec_from_document
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'converter' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE})

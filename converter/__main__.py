@@ -1,5 +1,5 @@
 """`python -m converter` is the same as `openapi-mcp`."""
 
-from converter.cli import main
+from converter.entry import main
 
 raise SystemExit(main())

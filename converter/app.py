@@ -22,8 +22,6 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
 from converter import __version__
-from converter.auth.introspection import IntrospectionVerifier
-from converter.auth.jwt import JWTVerifier
 from converter.auth.middleware import PRINCIPAL_KEY, AuthLayer, TokenVerifier
 from converter.auth.principal import ANONYMOUS, Principal
 from converter.catalog import Catalog, build_catalog
@@ -68,8 +66,7 @@ class ListCache:
 
     def wire_tools(self, names: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
         if self._tools is None:
-            self._tools = {plan.name: plan.tool.model_dump(by_alias=True, mode="json", exclude_none=True)
-                           for plan in self._catalog.plans}
+            self._tools = {plan.name: wire_tool(plan.tool) for plan in self._catalog.plans}
         return list(self._tools.values()) if names is None else [self._tools[name] for name in names]
 
     async def __call__(self, ctx: ServerRequestContext[Any], call_next: Any) -> Any:
@@ -94,6 +91,19 @@ class ListCache:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[key] = cached
         return cached
+
+
+def wire_tool(tool: types.Tool) -> dict[str, Any]:
+    """`tool` as `model_dump(by_alias=True, mode="json", exclude_none=True)` gives it, except that
+    the schemas are the tool's own dicts rather than deep copies: they are JSON data already (the
+    spec loader keeps to JSON's data model), and GitHub's schemas are ~40 MB as Python objects."""
+    wire = tool.model_dump(by_alias=True, mode="json", exclude_none=True, exclude={"input_schema", "output_schema"})
+    shaped = {key: wire.pop(key) for key in ("name", "title", "description") if key in wire}
+    shaped["inputSchema"] = tool.input_schema
+    if tool.output_schema is not None:
+        shaped["outputSchema"] = tool.output_schema
+    shaped.update(wire)
+    return shaped
 
 
 def principal_of(ctx: ServerRequestContext[Any]) -> Principal:
@@ -212,7 +222,11 @@ def _tool_names(catalog: Any) -> Any:
 def build_verifier(auth: AuthSettings, *, transport: Any = None) -> TokenVerifier:
     """Introspection when an endpoint is configured, else local JWT validation with the JWKS."""
     if auth.introspection_endpoint is not None:
+        from converter.auth.introspection import IntrospectionVerifier
+
         return IntrospectionVerifier(auth, transport=transport)
+    from converter.auth.jwt import JWTVerifier  # joserfc + cryptography: imported only when configured
+
     return JWTVerifier(auth, transport=transport)
 
 

@@ -32,8 +32,8 @@ from converter.telemetry.record import current_record
 from converter.passthrough import Passthrough
 from converter.policy import Policy, build_policy
 from converter.proxy import MCPUpstreamSource, ProgressRelay
-from converter.spec import load_spec, spec_from_document
 from converter.tools import Selection, ToolPlan, build_plans
+from converter.tools.cache import CompileCache, default_directory
 
 log = logging.getLogger("openapi_mcp")
 
@@ -311,20 +311,20 @@ def _openapi_sources(settings: Settings, spec_path: str | None, tools: Sequence[
     upstream = Upstream(timeout=upstream_settings.timeout, max_response_bytes=upstream_settings.max_response_bytes,
                         transport=transport, tracing=settings.telemetry.traces)
     headers = {name: value.get_secret_value() for name, value in upstream_settings.headers.items()}
-    specs: list[Spec] = []
+    selection = {"include": _selection(include), "exclude": _selection(exclude), "reserved_headers": reserved}
+    compiled: list[tuple[Spec, list[ToolPlan], list[Problem]]] = []
     if spec_path is not None:
-        specs.append(load_spec(spec_path))
+        compiled.append(CompileCache(default_directory() if settings.cache else None).compile(spec_path, **selection))
     if tools:
         where = settings.config_file or "<config>"
-        specs.append(inline_tools_spec(tools, source=f"{where}: {label}" if label else where))
+        inline = inline_tools_spec(tools, source=f"{where}: {label}" if label else where)
+        compiled.append((inline, *build_plans(inline, **selection)))
     sources = []
-    for spec in specs:
+    for spec, plans, naming in compiled:
         fatal = [p for p in spec.problems if p.fatal]
         if settings.strict and fatal:
             raise SpecError(f"{spec.source}: {len(fatal)} operation(s) cannot be converted (--strict): {fatal[0]}",
                             source=spec.source)
-        plans, naming = build_plans(spec, include=_selection(include), exclude=_selection(exclude),
-                                    reserved_headers=reserved)
         if upstream_settings.url is None:
             _fill_base_urls(spec, plans, required=require_upstream)
         for plan in plans if prefix else ():
@@ -338,6 +338,8 @@ def _openapi_sources(settings: Settings, spec_path: str | None, tools: Sequence[
 
 def inline_tools_spec(tools: Sequence[InlineTool], *, source: str) -> Spec:
     """Turn Kong-style `tools:` into a synthetic OpenAPI 3.0 document and load it like any spec."""
+    from converter.spec import spec_from_document
+
     paths: dict[str, dict[str, Any]] = {}
     where: dict[tuple[str, str], str] = {}
     for i, tool in enumerate(tools):

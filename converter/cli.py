@@ -18,6 +18,7 @@ from converter import __version__
 from converter.catalog import Catalog, build_catalog
 from converter.dynamic import DynamicCatalog, build_served_catalog
 from converter.config import Settings, load_settings
+from converter.entry import serving
 from converter.errors import ConverterError
 
 log = logging.getLogger("openapi_mcp")
@@ -86,6 +87,8 @@ def _source_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--upstream", metavar="URL", help="upstream base URL (overrides the spec's servers)")
     parser.add_argument("--read-only", action="store_true",
                         help="only GET, HEAD and OPTIONS operations become tools (config: read_only: true)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="convert the spec even if a compiled copy is cached (config: cache: false)")
 
 
 def _mode_arg(parser: argparse.ArgumentParser) -> None:
@@ -100,6 +103,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         port=getattr(args, "port", None), path=getattr(args, "path", None),
         transport=getattr(args, "transport", None), strict=getattr(args, "strict", False),
         read_only=getattr(args, "read_only", False), mode=getattr(args, "mode", None),
+        no_cache=getattr(args, "no_cache", False),
     )
 
 
@@ -153,6 +157,7 @@ def _run(settings: Settings, catalog: Catalog | DynamicCatalog) -> int:
 
         from converter.app import run_stdio
 
+        serving()
         anyio.run(functools.partial(run_stdio, settings, catalog=catalog))  # type: ignore[arg-type]
         return 0
     serve_http(settings, catalog)
@@ -172,6 +177,7 @@ def serve_http(settings: Settings, catalog: Catalog | DynamicCatalog) -> None:
             if isinstance(catalog, DynamicCatalog) else f"{len(catalog.plans)} tools")
     log.info("serving %s at http://%s:%d%s", what, _url_host(host), port, settings.server.path)
     config = uvicorn.Config(app, log_level="warning", lifespan="on", **_fast_loop())
+    serving()
     uvicorn.Server(config).run(sockets=[sock])
 
 

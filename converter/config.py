@@ -10,7 +10,6 @@ import re
 from pathlib import Path
 from typing import Any, Final, Literal
 
-import yaml
 from pydantic import (BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, field_validator,
                       model_validator)
 
@@ -240,6 +239,7 @@ class Settings(_Model):
     sources: list[SourceSettings] = Field(default_factory=list)  # aggregation: more specs and MCP servers
     read_only: bool = False  # only GET/HEAD/OPTIONS operations become tools (added to exclude.methods)
     mode: Literal["tools", "dynamic"] = "tools"  # dynamic: search/describe/call meta-tools (converter.dynamic)
+    cache: bool = True  # keep compiled tools on disk (converter.tools.cache); --no-cache turns it off
     config_file: str | None = Field(default=None, exclude=True)
 
     @field_validator("mcp_upstream", mode="before")
@@ -309,7 +309,7 @@ def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
     Args:
         config_file: path of the YAML file, or None.
         overrides: CLI values; `None` means "not given". Keys: spec, upstream_url, host, port,
-            path, transport, strict, read_only, mode.
+            path, transport, strict, read_only, mode, no_cache.
 
     Raises:
         ConfigError: the file cannot be read or a key is wrong; the message names both.
@@ -324,6 +324,8 @@ def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
             raise ConfigError(f"{config_file}: no such config file", source=config_file) from exc
         except OSError as exc:
             raise ConfigError(f"{config_file}: cannot be read ({exc.strerror})", source=config_file) from exc
+        import yaml
+
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -379,6 +381,8 @@ def _apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str
         raw["read_only"] = True
     if overrides.get("mode") is not None:
         raw["mode"] = overrides["mode"]
+    if overrides.get("no_cache"):
+        raw["cache"] = False
     return raw
 
 

@@ -16,5 +16,6 @@ if ! cmp -s pyproject.toml "$stamp"; then
     .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
     cp pyproject.toml "$stamp"
 fi
+.venv/bin/python -m compileall -q converter mock_api >/dev/null  # bytecode, even under PYTHONDONTWRITEBYTECODE
 
 exec .venv/bin/openapi-mcp demo "$@"

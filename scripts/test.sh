@@ -31,6 +31,8 @@ setup_venv() {
         .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
         cp pyproject.toml "$stamp"
     fi
+    # Bytecode for our modules, written even where PYTHONDONTWRITEBYTECODE is set (only stale files).
+    .venv/bin/python -m compileall -q converter mock_api >/dev/null
 }
 
 setup_node() {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,9 @@ from converter.tools import ToolPlan, build_plans
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = Path(__file__).resolve().parent / "specs"
+
+# Compiled-tools cache of this test run (inherited by the servers the tests start): never the user's.
+os.environ["OPENAPI_MCP_CACHE_DIR"] = tempfile.mkdtemp(prefix="openapi-mcp-test-cache-")
 
 
 def openapi(paths: dict[str, Any], *, version: str = "3.0.3", **extra: Any) -> dict[str, Any]:

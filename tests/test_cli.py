@@ -72,3 +72,30 @@ def test_bad_config_is_one_clear_error(tmp_path: Path, capsys) -> None:
     assert main(["tools", "--config", str(config)]) == 2
     assert capsys.readouterr().err == (f"openapi-mcp: error: {config}: upstream.timeout: Input should be greater "
                                        "than 0\n")
+
+
+def test_the_entry_point_pauses_the_collector_only_while_it_runs(tmp_path, capsys) -> None:
+    import gc
+
+    from converter import entry
+
+    seen: list[bool] = []
+    real = entry.__dict__.get("main")
+    spec = tmp_path / "api.json"
+    spec.write_text('{"openapi": "3.0.3", "info": {"title": "t", "version": "1"}, "servers": [{"url": "http://x.test"}],'
+                    ' "paths": {"/a": {"get": {"operationId": "getA", "responses": {"200": {"description": "ok"}}}}}}')
+    import converter.cli as cli
+
+    original = cli.main
+
+    def spy(argv):
+        seen.append(gc.isenabled())
+        return original(argv)
+
+    cli.main = spy
+    try:
+        assert real(["tools", str(spec), "--no-cache"]) == 0
+    finally:
+        cli.main = original
+    assert seen == [False] and gc.isenabled()
+    assert "getA" in capsys.readouterr().out

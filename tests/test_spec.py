@@ -263,3 +263,24 @@ def test_request_body_without_content_is_no_body(make_spec) -> None:
     assert op.request_body is None
     assert [(p.message, p.fatal) for p in spec.problems] == [
         ("has no media types in 'content'; the operation is called without a body", False)]
+
+
+def test_yaml_dates_stay_strings_as_in_json(tmp_path: Path) -> None:
+    # A YAML timestamp read as a `date` would reach tool schemas as a value JSON cannot carry.
+    path = tmp_path / "dates.yaml"
+    path.write_text("""
+openapi: 3.0.3
+info: {title: t, version: 2024-01-01}
+paths:
+  /a:
+    get:
+      operationId: getA
+      parameters:
+        - {name: since, in: query, schema: {type: string, format: date, default: 2021-02-03, example: !!timestamp 2020-01-01}}
+      responses: {"200": {description: ok}}
+""")
+    spec = load_spec(str(path))
+    assert spec.version == "2024-01-01"
+    schema = spec.operations[0].parameters[0].schema
+    assert schema["default"] == "2021-02-03"
+    assert json.loads(json.dumps(schema)) == schema

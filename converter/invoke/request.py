@@ -12,7 +12,7 @@ from typing import Any
 
 from converter.errors import ArgumentError
 from converter.invoke import serialize
-from converter.models import Operation, Parameter, Slot
+from converter.models import Operation, Parameter, Slot, compact_pickle
 
 _TEMPLATE_PART = re.compile(r"{([^{}/]+)}")
 _BAD_HEADER_CHARS = re.compile(r"[\r\n\x00]")
@@ -29,6 +29,7 @@ class HttpRequest:
     template: str = ""  # the path template, for logs and messages
 
 
+@compact_pickle
 @dataclass(slots=True)
 class RequestTemplate:
     """The per-tool, precomputed part of request building: where each argument goes and how."""

@@ -5,15 +5,17 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
 
 from converter import __version__
 from converter.errors import UpstreamError
 from converter.invoke.request import HttpRequest
 from converter.telemetry.record import current_record
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_MAX_RESPONSE_BYTES = 1_000_000
 USER_AGENT = f"openapi-mcp/{__version__}"
@@ -56,13 +58,24 @@ class Upstream:
         self._max_connections = max_connections
         self.tracing = tracing
         self._client: httpx.AsyncClient | None = None
-        self._session: Any = None  # aiohttp.ClientSession
+        self._session: Any = None  # aiohttp.ClientSession, see _aiohttp_session
+        self._open = False
 
     async def __aenter__(self) -> Upstream:
-        timeout = httpx.Timeout(self.timeout)
+        self._open = True
         if self._transport is not None:
-            self._client = httpx.AsyncClient(transport=self._transport, timeout=timeout, follow_redirects=False)
-        else:
+            import httpx
+
+            self._client = httpx.AsyncClient(transport=self._transport, timeout=httpx.Timeout(self.timeout),
+                                             follow_redirects=False)
+        return self
+
+    def _aiohttp_session(self) -> Any:
+        """The pooled aiohttp session, made on first use: importing aiohttp is ~0.1 s that a
+        starting server (answering initialize and tools/list) does not need yet."""
+        if self._session is None:
+            if not self._open:
+                raise RuntimeError("Upstream used outside its `async with` block")
             import aiohttp
 
             self._session = aiohttp.ClientSession(
@@ -72,9 +85,10 @@ class Upstream:
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 headers={"user-agent": USER_AGENT},
             )
-        return self
+        return self._session
 
     async def __aexit__(self, *exc: object) -> None:
+        self._open = False
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -92,9 +106,9 @@ class Upstream:
             from converter.telemetry.tracing import record_status, upstream_span
 
             with upstream_span(request.method, request.template, request.url, request.headers) as span:
-                response = await (self._send_aiohttp(request) if self._session is not None else self._send_httpx(request))
+                response = await (self._send_httpx(request) if self._transport is not None else self._send_aiohttp(request))
                 record_status(span, response.status)
-        elif self._session is not None:
+        elif self._transport is None:
             response = await self._send_aiohttp(request)
         else:
             response = await self._send_httpx(request)
@@ -108,7 +122,7 @@ class Upstream:
         """True when something answers HTTP at `base_url` (any status: the upstream is up)."""
         request = HttpRequest("HEAD", base_url, {"accept": "*/*"})
         try:
-            if self._session is not None:
+            if self._transport is None:
                 await self._send_aiohttp(request)
             else:
                 await self._send_httpx(request)
@@ -117,6 +131,8 @@ class Upstream:
         return True
 
     async def _send_httpx(self, request: HttpRequest) -> UpstreamResponse:
+        import httpx
+
         client = self._client
         if client is None:
             raise RuntimeError("Upstream used outside its `async with` block")
@@ -158,7 +174,7 @@ class Upstream:
         started = time.perf_counter()
         where = f"{request.method} {request.url.split('?', 1)[0]}"
         try:
-            async with self._session.request(
+            async with self._aiohttp_session().request(
                 request.method, URL(request.url, encoded=True), headers=request.headers, data=request.content,
                 allow_redirects=False,
             ) as response:

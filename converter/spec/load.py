@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -9,15 +10,29 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-import yaml
-
 from converter.errors import SpecError
 
-try:  # the C loader is ~10x faster on big specs
-    _YamlLoader: Any = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - depends on how PyYAML was built
-    _YamlLoader = yaml.SafeLoader
+@functools.cache
+def _yaml_loader() -> Any:
+    """A safe YAML loader that stays inside JSON's data model: `2020-01-01` is a string, as in JSON.
+
+    OpenAPI documents are JSON data; a YAML timestamp turned into a `date` would reach tool
+    schemas (`default`, `example`) as a value no JSON encoder or validator accepts. Built on
+    first use: a JSON spec (or a cached one) never needs PyYAML.
+    """
+    import yaml
+
+    base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader is ~10x faster on big specs
+
+    class Loader(base):  # type: ignore[misc,valid-type]
+        yaml_implicit_resolvers = {
+            first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+            for first, resolvers in base.yaml_implicit_resolvers.items()
+        }
+
+    Loader.add_constructor("tag:yaml.org,2002:timestamp", Loader.construct_yaml_str)
+    return Loader
+
 
 _FETCH_TIMEOUT = 30.0
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
@@ -47,32 +62,50 @@ def read_text(uri: str, *, display: str | None = None) -> str:
         SpecError: the file does not exist, cannot be read, or the URL does not answer 200.
     """
     name = display or uri
-    parts = urlsplit(uri)
-    if parts.scheme == "file":
-        path = Path(_file_path(uri))
-        try:
-            if path.exists() and not path.is_file():
-                raise SpecError(f"{name}: is not a regular file", source=name)  # /dev/zero, a FIFO, ...
-            with path.open("rb") as handle:
-                data = handle.read(MAX_DOCUMENT_BYTES + 1)
-            if len(data) > MAX_DOCUMENT_BYTES:
-                raise SpecError(f"{name}: the document is larger than {MAX_DOCUMENT_BYTES} bytes", source=name)
-            return data.decode("utf-8")
-        except FileNotFoundError as exc:
-            raise SpecError(f"{name}: no such file", source=name) from exc
-        except IsADirectoryError as exc:
-            raise SpecError(f"{name}: is a directory, not an OpenAPI document", source=name) from exc
-        except UnicodeDecodeError as exc:
-            raise SpecError(f"{name}: is not UTF-8 text", source=name) from exc
-        except OSError as exc:
-            raise SpecError(f"{name}: cannot be read ({exc.strerror})", source=name) from exc
-    if parts.scheme in ("http", "https"):
+    scheme = urlsplit(uri).scheme
+    if scheme == "file":
+        return decode_text(read_file(uri, display=name), name)
+    if scheme in ("http", "https"):
         return _fetch(uri, name)
-    raise SpecError(f"{name}: only files and http(s) URLs can be read, not {parts.scheme!r} URLs", source=name)
+    raise SpecError(f"{name}: only files and http(s) URLs can be read, not {scheme!r} URLs", source=name)
+
+
+def read_file(uri: str, *, display: str | None = None) -> bytes:
+    """The bytes of the regular file behind a file:// URI, at most MAX_DOCUMENT_BYTES of them.
+
+    Raises:
+        SpecError: no such file, not a regular file, too big, or unreadable.
+    """
+    name = display or uri
+    path = Path(_file_path(uri))
+    try:
+        if path.exists() and not path.is_file():
+            raise SpecError(f"{name}: is not a regular file", source=name)  # /dev/zero, a FIFO, ...
+        with path.open("rb") as handle:
+            data = handle.read(MAX_DOCUMENT_BYTES + 1)
+    except FileNotFoundError as exc:
+        raise SpecError(f"{name}: no such file", source=name) from exc
+    except IsADirectoryError as exc:
+        raise SpecError(f"{name}: is a directory, not an OpenAPI document", source=name) from exc
+    except OSError as exc:
+        raise SpecError(f"{name}: cannot be read ({exc.strerror})", source=name) from exc
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise SpecError(f"{name}: the document is larger than {MAX_DOCUMENT_BYTES} bytes", source=name)
+    return data
+
+
+def decode_text(data: bytes, name: str) -> str:
+    """Raises: SpecError when `data` is not UTF-8."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{name}: is not UTF-8 text", source=name) from exc
 
 
 def _fetch(uri: str, name: str) -> str:
     """GET a document with a size cap and a deadline for the whole transfer (not per read)."""
+    import httpx
+
     deadline = time.monotonic() + _FETCH_TIMEOUT
     try:
         with httpx.Client(timeout=_FETCH_TIMEOUT, follow_redirects=True) as client, client.stream("GET", uri) as response:
@@ -105,8 +138,10 @@ def parse_document(text: str, *, source: str) -> Any:
             return json.loads(text)
         except ValueError:
             pass  # fall through: YAML flow style also starts with `{`
+    import yaml
+
     try:
-        doc = yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a safe loader
+        doc = yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a safe loader
         if _ALIAS.search(text):
             check_expansion(doc, source=source)
         return doc

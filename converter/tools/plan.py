@@ -5,20 +5,20 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
-from typing import Any
+from functools import cache, lru_cache
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import jsonschema_rs
 import mcp.types as types
-import regex
-from jsonschema.exceptions import ValidationError, best_match
 
 from converter.errors import ArgumentError
 from converter.invoke.request import RequestTemplate
 from converter.models import JsonSchema, Operation, Problem, Slot, Spec
 from converter.tools.names import assign_names
 from converter.tools.schemas import BODY, DefsIndex, build_input_schema, build_output_schema
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
 
 META_KEY = "openapi-mcp/operation"
 MAX_ARGUMENT_DEPTH = 250  # the SDK transports already refuse JSON deeper than 200; native validators crash far deeper
@@ -44,21 +44,31 @@ def _nesting_exceeds(value: Any, limit: int) -> bool:
             return True
         stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return False
+
+
 _BASE64_HINT = "File content, base64-encoded."
 
 
 @lru_cache(maxsize=4096)
 def _regex(pattern: str) -> Any:
+    import regex
+
     return regex.compile(pattern)
 
 
-def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterable[ValidationError]:
-    # JSON Schema patterns are ECMA-262; the `regex` module understands \p{L} and friends, `re` does not.
-    if validator.is_type(instance, "string") and not _regex(pattern).search(instance):
-        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+@cache
+def _explainer() -> Any:
+    """python-jsonschema's 2020-12 validator with ECMA-262 `pattern`s; imported on the first bad
+    argument (it is ~30 ms of startup that a server with only good calls never needs)."""
+    import jsonschema
+    from jsonschema.exceptions import ValidationError
 
+    def pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterable[ValidationError]:
+        # JSON Schema patterns are ECMA-262; the `regex` module understands \p{L} and friends, `re` does not.
+        if validator.is_type(instance, "string") and not _regex(pattern).search(instance):
+            yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
-_Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _pattern})
+    return jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": pattern})
 
 
 class SchemaCheck:
@@ -79,8 +89,10 @@ class SchemaCheck:
         """None when `instance` is valid, else the error most worth showing."""
         if self._fast is not None and self._fast.is_valid(instance):
             return None
+        from jsonschema.exceptions import ValidationError, best_match
+
         if self._explain is None:
-            self._explain = _Validator(self._schema)
+            self._explain = _explainer()(self._schema)
         error = best_match(self._explain.iter_errors(instance))
         if error is None and self._fast is not None:  # the two disagree: report the Rust verdict
             first = next(iter(self._fast.iter_errors(instance)))
