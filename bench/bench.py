@@ -340,18 +340,19 @@ def startup_table(data: dict) -> str:
     notes = data.get("startup", {}).get("notes", [])
     if not rows and not notes:
         return ""
-    hdr = (f"{'spec':<12}{'ops':>6}{' server':<18}{'ready s':>9}{'+list s':>9}{'total s':>9}"
+    hdr = (f"{'spec':<12}{'ops':>6}{' server':<24}{'ready s':>9}{'+list s':>9}{'total s':>9}"
            f"{'tools':>7}{'list bytes':>13}{'peak RSS MB':>13}")
     out = [hdr, "-" * len(hdr)]
     for r in rows:
         label = " " + LABELS[r["server"]] + (f" {data['versions'].get('fastmcp', '')}" if r["server"] == "fastmcp" else "")
+        label += f" ({r['cache']})" if r.get("cache") else ""
         if r["status"] != "ok":
             why = (r.get("error") or "").splitlines()[0][:70] if r.get("error") else ""
             rss = "" if r.get("peak_rss_mb") is None else f" (peak RSS so far {r['peak_rss_mb']:.0f} MB)"
-            out.append(f"{r['spec']:<12}{r.get('operations') or '':>6}{label:<18}  "
+            out.append(f"{r['spec']:<12}{r.get('operations') or '':>6}{label:<24}  "
                        f"{r['status'].upper()}: {why}{rss}")
             continue
-        out.append(f"{r['spec']:<12}{r['operations']:>6}{label:<18}{r['ready_s']:>9.2f}{r['list_s']:>9.2f}"
+        out.append(f"{r['spec']:<12}{r['operations']:>6}{label:<24}{r['ready_s']:>9.2f}{r['list_s']:>9.2f}"
                    f"{r['total_s']:>9.2f}{r['tools']:>7}{r['list_bytes']:>13,}{r['peak_rss_mb']:>13.0f}"
                    + ("  (paginated: first page only)" if r.get("next_cursor") else ""))
     out.extend(f"note: {n}" for n in notes)

@@ -44,11 +44,14 @@ fi
 export PATH="$PATH:/usr/sbin"
 
 # ---------------------------------------------------------------- python environments
-if [[ ! -x .venv/bin/openapi-mcp ]]; then
-    say "creating .venv with the project (pip install -e .)"
+stamp=.venv/.openapi-mcp-pyproject.stamp  # shared with scripts/test.sh and scripts/demo.sh
+if [[ ! -x .venv/bin/openapi-mcp ]] || ! cmp -s pyproject.toml "$stamp"; then
+    say "installing the project into .venv (pip install -e '.[test]')"
     [[ -x .venv/bin/python ]] || python3 -m venv .venv
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e .
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+    cp pyproject.toml "$stamp"
 fi
+.venv/bin/python -m compileall -q converter mock_api >/dev/null  # bytecode, even under PYTHONDONTWRITEBYTECODE
 FM=bench/.venv-fastmcp
 if [[ "$($FM/bin/python -c 'import fastmcp; print(fastmcp.__version__)' 2>/dev/null)" != "$FASTMCP_VERSION" ]]; then
     say "creating $FM with fastmcp==$FASTMCP_VERSION"
