@@ -28,6 +28,7 @@ from converter.catalog import Catalog, build_catalog
 from converter.config import AuthSettings, Settings
 from converter.dashboard import dashboard_routes
 from converter.health import healthz, metrics_endpoint, readyz
+from converter.paging import Pager
 from converter.passthrough import progress_relay, register_handlers
 from converter.telemetry import McpTelemetry, TelemetryLayer
 from converter.telemetry.setup import Telemetry, build_telemetry
@@ -59,10 +60,11 @@ class ListCache:
 
     MAX_ENTRIES = 256  # distinct (protocol version, visible tool set) pairs kept
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, *, page_size: int | None = None) -> None:
         self._catalog = catalog
         self._cache: dict[tuple[str, tuple[str, ...] | None], Any] = {}
         self._tools: dict[str, dict[str, Any]] | None = None
+        self._pager = Pager(page_size)
 
     def wire_tools(self, names: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
         if self._tools is None:
@@ -70,9 +72,11 @@ class ListCache:
         return list(self._tools.values()) if names is None else [self._tools[name] for name in names]
 
     async def __call__(self, ctx: ServerRequestContext[Any], call_next: Any) -> Any:
-        if ctx.method != "tools/list" or (ctx.params or {}).get("cursor") is not None \
-                or getattr(self._catalog, "has_proxied_tools", False):  # a proxied list changes: the SDK shapes it
+        if ctx.method != "tools/list":
             return await call_next(ctx)
+        cursor = (ctx.params or {}).get("cursor")
+        if getattr(self._catalog, "has_proxied_tools", False):  # a proxied list changes: the SDK shapes it
+            return self._pager.page(await call_next(ctx), "tools", cursor)
         visible = self._catalog.visible_tools(principal_of(ctx))
         names = None if visible is None else tuple(tool.name for tool in visible)
         key = (ctx.protocol_version, names)
@@ -90,7 +94,7 @@ class ListCache:
             if len(self._cache) >= self.MAX_ENTRIES:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[key] = cached
-        return cached
+        return self._pager.page(cached, "tools", cursor)
 
 
 def wire_tool(tool: types.Tool) -> dict[str, Any]:
@@ -114,7 +118,8 @@ def principal_of(ctx: ServerRequestContext[Any]) -> Principal:
     return principal if isinstance(principal, Principal) else ANONYMOUS
 
 
-def build_server(catalog: Catalog, *, name: str = "openapi-mcp", telemetry: Telemetry | None = None) -> Server[Any]:
+def build_server(catalog: Catalog, *, name: str = "openapi-mcp", telemetry: Telemetry | None = None,
+                 page_size: int | None = None) -> Server[Any]:
     """The low-level MCP server whose handlers read the catalog."""
 
     async def list_tools(ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
@@ -138,7 +143,7 @@ def build_server(catalog: Catalog, *, name: str = "openapi-mcp", telemetry: Tele
     server: Server[Any] = Server(name, version=__version__, on_list_tools=list_tools, on_call_tool=call_tool)
     if telemetry is not None:
         server.middleware.append(McpTelemetry(telemetry.fanout, log_payloads=telemetry.log_payloads))
-    server.middleware.append(ListCache(catalog))
+    server.middleware.append(ListCache(catalog, page_size=page_size))
     register_handlers(server, catalog, principal_of)
     return server
 
@@ -158,7 +163,7 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None, upstream_t
     cache = getattr(verifier, "cache", None)
     telemetry = build_telemetry(settings.telemetry, _tool_names(catalog),
                                 cache_stats=(lambda: (cache.hits, cache.misses)) if cache is not None else None)
-    server = build_server(catalog, telemetry=telemetry)
+    server = build_server(catalog, telemetry=telemetry, page_size=settings.server.page_size)
     host = settings.server.host
     security = None
     if host in _LOOPBACK:
@@ -236,7 +241,7 @@ async def run_stdio(settings: Settings, *, catalog: Catalog | None = None) -> No
 
     catalog = catalog or build_catalog(settings)
     telemetry = build_telemetry(settings.telemetry, _tool_names(catalog), transport="stdio")
-    server = build_server(catalog, telemetry=telemetry)
+    server = build_server(catalog, telemetry=telemetry, page_size=settings.server.page_size)
     try:
         async with catalog, stdio_server() as (read_stream, write_stream):
             await server.run(read_stream, write_stream, server.create_initialization_options())

@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (default 8000)")
     serve.add_argument("--path", help="MCP endpoint path (default /mcp)")
     serve.add_argument("--transport", choices=["http", "stdio"], help="http (default) or stdio")
+    serve.add_argument("--page-size", type=int, metavar="N",
+                       help="tools/list pages of N tools, with MCP cursors (default: the whole list at once)")
     serve.add_argument("--strict", action="store_true", help="refuse to start if any operation cannot be converted")
     _mode_arg(serve)
     serve.add_argument("-v", "--verbose", action="store_true")
@@ -101,8 +103,9 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(
         args.config, spec=args.spec, upstream_url=getattr(args, "upstream", None), host=getattr(args, "host", None),
         port=getattr(args, "port", None), path=getattr(args, "path", None),
-        transport=getattr(args, "transport", None), strict=getattr(args, "strict", False),
-        read_only=getattr(args, "read_only", False), mode=getattr(args, "mode", None),
+        transport=getattr(args, "transport", None), page_size=getattr(args, "page_size", None),
+        strict=getattr(args, "strict", False), read_only=getattr(args, "read_only", False),
+        mode=getattr(args, "mode", None),
         no_cache=getattr(args, "no_cache", False),
     )
 

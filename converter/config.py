@@ -203,6 +203,7 @@ class ServerSettings(_Model):
     transport: Literal["http", "stdio"] = "http"
     json_response: bool = True
     stateless: bool = False
+    page_size: int | None = Field(default=None, ge=1)  # tools/list items per page (MCP cursors); None: all at once
 
 
 class SourceSettings(_Model):
@@ -309,7 +310,7 @@ def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
     Args:
         config_file: path of the YAML file, or None.
         overrides: CLI values; `None` means "not given". Keys: spec, upstream_url, host, port,
-            path, transport, strict, read_only, mode, no_cache.
+            path, transport, page_size, strict, read_only, mode, no_cache.
 
     Raises:
         ConfigError: the file cannot be read or a key is wrong; the message names both.
@@ -370,7 +371,7 @@ def _apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     if overrides.get("upstream_url") is not None:
         raw["upstream"] = {**(raw.get("upstream") or {}), "url": overrides["upstream_url"]}
     server = dict(raw.get("server") or {})
-    for key in ("host", "port", "path", "transport"):
+    for key in ("host", "port", "path", "transport", "page_size"):
         if overrides.get(key) is not None:
             server[key] = overrides[key]
     if server:

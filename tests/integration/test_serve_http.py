@@ -294,3 +294,17 @@ async def test_stdio_transport_lists_and_calls_tools(
     assert not result.is_error, result.content
     assert result.structured_content == ALICE
     assert [e["path"] for e in accepted(mock_api)] == ["/marketplace/users/u1"]
+
+
+async def test_page_size_flag_pages_tools_list_over_http(start_server: Callable[..., McpServer]) -> None:
+    server = start_server(extra=["--page-size", "3"])
+    async with connect(server.url) as client:
+        pages, cursor = [], None
+        while True:
+            page = await client.list_tools(cursor=cursor)
+            pages.append([tool.name for tool in page.tools])
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+    assert [len(p) for p in pages] == [3, 3, 3, 1]
+    assert {name for p in pages for name in p} == TOOL_NAMES
