@@ -152,5 +152,6 @@ async def test_list_cache_answers_once_per_protocol_version() -> None:
     assert await cache(Ctx("tools/list", "2025-06-18"), call_next) == {"tools": wire, "n": 1}
     assert await cache(Ctx("tools/list", "2025-03-26"), call_next) == {"tools": [], "n": 2}  # SDK path
     await cache(Ctx("tools/call", "2025-06-18"), call_next)
-    await cache(Ctx("tools/list", "2025-06-18", {"cursor": "x"}), call_next)
-    assert calls == ["2025-06-18", "2025-03-26", "2025-06-18", "2025-06-18"]
+    with pytest.raises(MCPError, match="Invalid cursor"):  # no paging configured: no cursor is valid
+        await cache(Ctx("tools/list", "2025-06-18", {"cursor": "x"}), call_next)
+    assert calls == ["2025-06-18", "2025-03-26", "2025-06-18"]
