@@ -23,6 +23,7 @@ from mcp.shared.exceptions import MCPError
 
 from converter.auth.principal import ANONYMOUS, Principal, claim_headers
 from converter.config import AuthSettings, InlineTool, SelectionSettings, Settings, UpstreamSettings
+from converter.shaping import ResponseSettings
 from converter.errors import ArgumentError, ConfigError, ConverterError, SpecError, UpstreamError
 from converter.invoke.result import error_result, map_response
 from converter.invoke.upstream import Upstream
@@ -56,7 +57,10 @@ class OpenAPISource:
     async def call(self, plan: ToolPlan, arguments: Mapping[str, Any],
                    extra_headers: Mapping[str, str] = {}) -> types.CallToolResult:
         """Validate, build, send and map one call; every failure becomes an `isError` result."""
+        chosen = None
         try:
+            if plan.shaping is not None:
+                arguments, chosen = plan.shaping.take_expression(arguments, plan.name)
             plan.validate_arguments(arguments)
             base_url = self.base_url or plan.request.base_url
             if base_url is None:  # refused at startup; kept as a guard
@@ -65,7 +69,7 @@ class OpenAPISource:
             response = await self.upstream.send(request)
         except (ArgumentError, UpstreamError) as exc:
             return error_result(str(exc))
-        return map_response(response, plan)
+        return map_response(response, plan, chosen)
 
 
 Source = OpenAPISource | MCPUpstreamSource
@@ -330,6 +334,8 @@ def _openapi_sources(settings: Settings, spec_path: str | None, tools: Sequence[
         for plan in plans if prefix else ():
             plan.name = prefix + plan.name
             plan.tool = plan.tool.model_copy(update={"name": plan.name})
+        if not settings.responses.is_off:
+            _shape(plans, settings.responses)
         sources.append(OpenAPISource(plans, upstream, upstream_settings.url, headers, problems=[*spec.problems, *naming],
                                      security_schemes=spec.security_schemes,
                                      label=f"{label} ({spec.source})" if label else spec.source))
@@ -364,6 +370,16 @@ def inline_tools_spec(tools: Sequence[InlineTool], *, source: str) -> Spec:
     spec = spec_from_document(document, "inline:tools", source=source)
     operations = tuple(replace(op, pointer=f"{source}: {where[(op.method.lower(), op.path)]}") for op in spec.operations)
     return replace(spec, operations=operations)
+
+
+def _shape(plans: Sequence[ToolPlan], responses: ResponseSettings) -> None:
+    """Attach each tool's response shaping (config `responses:`) and declare what it changes."""
+    for plan in plans:
+        shaping = responses.for_tool(plan.name, plan.input_schema.get("properties", {}))
+        if shaping is not None:
+            plan.shaping = shaping
+            plan.tool = plan.tool.model_copy(update={"input_schema": shaping.input_schema(plan.tool.input_schema),
+                                                     "output_schema": shaping.output_schema(plan.tool.output_schema)})
 
 
 def _selection(raw: SelectionSettings) -> Selection:

@@ -14,6 +14,7 @@ from pydantic import (BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, Vali
                       model_validator)
 
 from converter.errors import ConfigError
+from converter.shaping import ResponseSettings
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -241,6 +242,7 @@ class Settings(_Model):
     read_only: bool = False  # only GET/HEAD/OPTIONS operations become tools (added to exclude.methods)
     mode: Literal["tools", "dynamic"] = "tools"  # dynamic: search/describe/call meta-tools (converter.dynamic)
     cache: bool = True  # keep compiled tools on disk (converter.tools.cache); --no-cache turns it off
+    responses: ResponseSettings = Field(default_factory=ResponseSettings)  # converter.shaping
     config_file: str | None = Field(default=None, exclude=True)
 
     @field_validator("mcp_upstream", mode="before")

@@ -9,6 +9,7 @@ from typing import Any
 import mcp.types as types
 
 from converter.invoke.upstream import UpstreamResponse
+from converter.shaping import FILTERED_KEY
 
 EXCERPT_CHARS = 500
 MISMATCH_BODY_CHARS = 20_000
@@ -26,8 +27,9 @@ def error_result(message: str) -> types.CallToolResult:
     return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
 
 
-def map_response(response: UpstreamResponse, plan: Any) -> types.CallToolResult:
-    """Map an upstream response to the tool result (plan: the `ToolPlan` that made the call)."""
+def map_response(response: UpstreamResponse, plan: Any, chosen: Any = None) -> types.CallToolResult:
+    """Map an upstream response to the tool result (plan: the `ToolPlan` that made the call;
+    chosen: the caller's compiled response filter, see converter.shaping)."""
     essence = response.content_type.split(";", 1)[0].strip().lower()
     where = f"{plan.method} {plan.path}"
     if not 200 <= response.status < 300:
@@ -55,10 +57,14 @@ def map_response(response: UpstreamResponse, plan: Any) -> types.CallToolResult:
     if is_json or essence.startswith(_TEXTUAL) or (not essence.startswith(_BINARY) and _looks_textual(response.body)):
         text = response.body.decode("utf-8", errors="replace")
         if is_json and not response.truncated:
-            return _json_result(text, plan, where)
+            return _json_result(text, plan, where, chosen)
         if plan.output_schema is not None and not response.truncated:
             return error_result(f"Upstream answered {where} with {essence or 'no content type'}, not the JSON "
                                 f"the operation documents: {_excerpt(response.body)}")
+        if plan.shaping is not None:
+            text = plan.shaping.cut_text(text)
+        if chosen is not None:
+            notice += f"\n[{plan.shaping.argument} not applied: the response is {essence or 'not JSON'}, not JSON]"
         return types.CallToolResult(content=[types.TextContent(type="text", text=text + notice)])
     blob = types.BlobResourceContents(uri=response.url, mime_type=essence or "application/octet-stream",
                                       blob=base64.b64encode(response.body).decode())
@@ -68,13 +74,20 @@ def map_response(response: UpstreamResponse, plan: Any) -> types.CallToolResult:
     return types.CallToolResult(content=content)
 
 
-def _json_result(text: str, plan: Any, where: str) -> types.CallToolResult:
+def _json_result(text: str, plan: Any, where: str, chosen: Any) -> types.CallToolResult:
+    shaping = plan.shaping
     try:
         data = json.loads(text)
     except ValueError:
         if plan.output_schema is not None:
             return error_result(f"Upstream answered {where} with invalid JSON: {text[:EXCERPT_CHARS]}")
+        text = shaping.cut_text(text) if shaping is not None else text
         return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
+    if shaping is not None:
+        if shaping.fixed is not None or chosen is not None:
+            return _filtered_result(data, plan, where, chosen)
+        if (too_big := shaping.too_big(text, where)) is not None:
+            return error_result(too_big)
     content = [types.TextContent(type="text", text=text)]
     if plan.output_schema is None:
         return types.CallToolResult(content=content)
@@ -101,3 +114,19 @@ def _looks_textual(body: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return b"\x00" not in sample
+
+
+def _filtered_result(data: Any, plan: Any, where: str, chosen: Any) -> types.CallToolResult:
+    """The answer through the tool's fixed filter and/or the caller's (converter.shaping)."""
+    shaping = plan.shaping
+    try:
+        selected = shaping.apply(data, chosen)
+    except ValueError as exc:
+        return error_result(f"The response filter failed on the answer of {where}: {exc}")
+    text = json.dumps(selected, ensure_ascii=False)
+    if (too_big := shaping.too_big(text, where)) is not None:
+        return error_result(too_big)
+    content = [types.TextContent(type="text", text=text)]
+    if chosen is not None and plan.tool.output_schema is not None:
+        return types.CallToolResult(content=content, structured_content={FILTERED_KEY: selected})
+    return types.CallToolResult(content=content)
