@@ -372,6 +372,13 @@ def print_report(data: dict) -> None:
         print(f"\n-- tools/call {TOOL} {json.dumps(TOOL_ARGS)} -> GET {USER_PATH} on nginx; "
               f"{meta.get('duration')} s per run after {meta.get('warmup')} s warm-up")
         print(throughput_table(data))
+    if data.get("ab"):
+        from ab import ab_table
+
+        ab = data["ab"]["results"]
+        print(f"\n-- A/B: both servers up, {ab[0]['rounds']} alternating rounds of {ab[0]['duration_s']:g} s; "
+              "median of the per-round ratios (drift cancels out)")
+        print(ab_table(ab))
     if meta.get("smoke"):
         print("\n(smoke run: short durations, figures are indicative only)")
 
@@ -420,7 +427,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description="openapi-mcp throughput benchmark")
     ap.add_argument("--duration", type=float, default=float(os.environ.get("DURATION", 10)))
     ap.add_argument("--warmup", type=float, default=float(os.environ.get("WARMUP", 2)))
-    ap.add_argument("--targets", default=os.environ.get("TARGETS", "direct,ours,ours-quiet,ours-auth,fastmcp"))
+    ap.add_argument("--targets", default=os.environ.get("TARGETS", "direct,ours,fastmcp"))  # ours-quiet, ours-auth: see ab.py
     ap.add_argument("--concurrency", default=os.environ.get("CONCURRENCY", "1,32"))
     ap.add_argument("--threads", type=int, default=int(os.environ.get("WRK_THREADS", 2)),
                     help="wrk threads when concurrency > 1 (default 2)")

@@ -6,13 +6,15 @@
 #   1. bench/startup.py  process start -> first tools/list, list size, peak RSS (ours vs FastMCP;
 #                        marketplace, GitHub, Stripe specs)
 #   2. bench/bench.py    tools/call throughput at c=1 and c=32: direct nginx, ours, FastMCP
-# and prints both tables; results in bench/results/latest.json. Exit status 1 if any run failed.
+#   3. bench/ab.py       what telemetry and auth cost: interleaved A/B rounds, median ratios
+# and prints the tables; results in bench/results/latest.json. Exit status 1 if any run failed.
 #
 # Knobs (environment):
 #   DURATION=10 WARMUP=2          seconds per measured run / warm-up run (SMOKE=1: 2 and 1)
 #   TARGETS=direct,ours,fastmcp   CONCURRENCY=1,32   WRK_THREADS=2 (wrk -t for c>1)
 #   STARTUP=1 (0 skips the startup part)   STARTUP_SPECS=marketplace,github,stripe
 #   STARTUP_SERVERS=ours,fastmcp  STARTUP_TIMEOUT=120
+#   AB=1 (0 skips the A/B part)   AB_ROUNDS=7   AB_DURATION=3
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -84,6 +86,9 @@ if [[ ${STARTUP:-1} != 0 ]]; then
     .venv/bin/python bench/startup.py --out "$OUT" || status=1
 fi
 .venv/bin/python bench/bench.py --out "$OUT" || status=1
+if [[ ${AB:-1} != 0 ]]; then
+    .venv/bin/python bench/ab.py --out "$OUT" --rounds "${AB_ROUNDS:-7}" --duration "${AB_DURATION:-3}" || status=1
+fi
 say "load after: $(uptime)"
 .venv/bin/python bench/bench.py --report "$OUT"
 if (( status )); then

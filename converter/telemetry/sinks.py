@@ -77,6 +77,7 @@ class Metrics:
         self.acl_denials = Counter("openapi_mcp_acl_denials", "Calls refused by the access rules", ["tool"],
                                    registry=r)
         self.in_flight = Gauge("openapi_mcp_in_flight_requests", "Requests being handled", registry=r)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         if cache_stats is not None:
             r.register(_CacheCollector(cache_stats))
 
@@ -84,18 +85,27 @@ class Metrics:
         method = record.mcp_method if record.mcp_method in _MCP_METHODS else (
             UNKNOWN if record.mcp_method else (record.http_method or UNKNOWN).lower())
         outcome = record.outcome
-        self.requests.labels(method, outcome).inc()
+        self._child(self.requests, method, outcome).inc()
         if record.duration_ms is not None:
-            self.duration.labels(method).observe(record.duration_ms / 1000)
+            self._child(self.duration, method).observe(record.duration_ms / 1000)
         if record.auth_failure:
-            self.auth_failures.labels(record.auth_failure).inc()
+            self._child(self.auth_failures, record.auth_failure).inc()
         if record.mcp_method == "tools/call":
             tool = record.name if record.name in self._tools else UNKNOWN
             if record.acl_denied:
-                self.acl_denials.labels(tool).inc()
-            self.tool_calls.labels(tool, outcome).inc()
+                self._child(self.acl_denials, tool).inc()
+            self._child(self.tool_calls, tool, outcome).inc()
             if record.upstream_ms is not None:
-                self.upstream.labels(tool).observe(record.upstream_ms / 1000)
+                self._child(self.upstream, tool).observe(record.upstream_ms / 1000)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        # prometheus_client's labels() validates and locks on every call; the label sets are
+        # bounded (see above), so each child is looked up once and kept.
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
 
 class _CacheCollector:
