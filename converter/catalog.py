@@ -115,6 +115,9 @@ class Catalog:
             self.policy = replace(self.policy, tool_scopes={**self.policy.tool_scopes, **extra})
         self.passthrough = Passthrough(self.mcp_sources, self.policy)
         self.listeners: list[CatalogListener] = []
+        # Called when the server starts shutting down, before it waits for open responses:
+        # long-lived streams (subscriptions/listen) end gracefully so that the wait can end.
+        self.stop_streams: list[Callable[[], None]] = []
         self.revision = 0
         self._proxied: dict[str, MCPUpstreamSource] = {}
         self._tools: dict[str, types.Tool] = {}

@@ -181,7 +181,21 @@ def serve_http(settings: Settings, catalog: Catalog | DynamicCatalog) -> None:
     log.info("serving %s at http://%s:%d%s", what, _url_host(host), port, settings.server.path)
     config = uvicorn.Config(app, log_level="warning", lifespan="on", **_fast_loop())
     serving()
-    uvicorn.Server(config).run(sockets=[sock])
+    _run_uvicorn(config, sock, getattr(catalog, "stop_streams", ()))
+
+
+def _run_uvicorn(config: Any, sock: socket.socket, stop_streams: Sequence[Any]) -> None:
+    """uvicorn waits for every open response before it shuts down; a `subscriptions/listen` stream
+    stays open until told to end, so on SIGTERM it is told first (then in-flight calls finish)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            for stop in stop_streams:
+                stop()
+            await super().shutdown(sockets)
+
+    Server(config).run(sockets=[sock])
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

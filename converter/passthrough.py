@@ -22,6 +22,13 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import mcp.types as types
 from mcp.server import NotificationOptions
+from mcp.server.subscriptions import (
+    InMemorySubscriptionBus,
+    ListenHandler,
+    PromptsListChanged,
+    ResourcesListChanged,
+    ToolsListChanged,
+)
 from mcp.shared.exceptions import MCPError
 
 from converter.auth.principal import Principal
@@ -174,15 +181,20 @@ async def _relay(source: MCPUpstreamSource, method: str, request: Any) -> Any:
 
 
 class Downstream:
-    """SDK middleware that remembers the connected client sessions, to pass list changes on.
+    """Passes list changes on to every connected client, in the way its protocol version has.
 
-    Every client is told of every change: it then lists again and sees only what the access
-    rules show it. 2026-07-28 connections have no standalone stream (their list changes go
-    through `subscriptions/listen`, not served yet), so they are not told.
+    Up to 2025-11-25 a session has a standalone stream: this SDK middleware remembers each
+    connection and sends it `notifications/*/list_changed`. From 2026-07-28 a client opens a
+    `subscriptions/listen` stream instead; the change is published on the SDK's subscription bus
+    and its listen handler delivers it to the streams that asked for that kind. Either way
+    every client is told of every change: it then lists again and sees only what the access
+    rules show it.
     """
 
     def __init__(self) -> None:
         self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.bus = InMemorySubscriptionBus()
+        self.listen = ListenHandler(self.bus)
 
     async def __call__(self, ctx: ServerRequestContext[Any], call_next: Any) -> Any:
         # The SDK has no public handle on a session's connection; its standalone stream is the
@@ -201,6 +213,11 @@ class Downstream:
             for method in dict.fromkeys(methods):
                 with anyio.move_on_after(NOTIFY_SECONDS):
                     await connection.notify(method, None)
+        events = {kind: event for kind, event in (("tools", ToolsListChanged()), ("prompts", PromptsListChanged()),
+                                                  ("resources", ResourcesListChanged()),
+                                                  ("templates", ResourcesListChanged())) if kind in kinds}
+        for event in dict.fromkeys(events.values()):
+            await self.bus.publish(event)
 
 
 def register_handlers(server: Server[Any], catalog: Catalog, principal_of: Any) -> None:
@@ -211,7 +228,9 @@ def register_handlers(server: Server[Any], catalog: Catalog, principal_of: Any) 
         return
     downstream = Downstream()
     server.middleware.append(downstream)
+    server.add_request_handler("subscriptions/listen", types.SubscriptionsListenRequestParams, downstream.listen)
     catalog.listeners.append(downstream.notify)
+    catalog.stop_streams.append(downstream.listen.close)
     options = NotificationOptions(tools_changed=True, prompts_changed=passthrough.provides("prompts"),
                                   resources_changed=passthrough.provides("resources"))
     # The SDK takes the listChanged flags from create_initialization_options' argument only.

@@ -391,3 +391,46 @@ def test_a_name_served_by_two_sources_stops_the_start_with_one_line(
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+async def test_a_2026_client_hears_of_list_changes_through_subscriptions_listen(
+        serve: Callable[..., Gateway], everything: Upstream) -> None:
+    """2026-07-28 has no standalone stream: list changes reach the client on its listen stream."""
+    from mcp.shared.subscriptions import ResourcesListChanged
+
+    gateway = serve("passthrough-listen", {"mcp_upstream": everything.url})
+    async with connect(gateway.url, mode="auto") as client:
+        assert client.session.protocol_version == "2026-07-28"  # what `auto` negotiates with this gateway
+        caps = client.server_capabilities
+        assert caps.tools.list_changed and caps.resources.list_changed
+        before = [r.uri for r in (await client.list_resources()).resources]
+        async with client.listen(resources_list_changed=True, tools_list_changed=True) as subscription:
+            assert subscription.honored.resources_list_changed
+            await client.call_tool("gzip-file-as-resource", {"name": "late.gz", "data": "data:text/plain;base64,aGk="})
+            with anyio.fail_after(10):
+                event = await subscription.__anext__()
+        assert isinstance(event, ResourcesListChanged)
+        after = [r.uri for r in (await client.list_resources()).resources]
+    assert "demo://resource/session/late.gz" in after and len(after) == len(before) + 1
+
+
+async def test_sigterm_with_an_open_listen_stream_still_exits_promptly(
+        serve: Callable[..., Gateway], everything: Upstream) -> None:
+    import os
+    import signal
+
+    gateway = serve("passthrough-listen-term", {"mcp_upstream": everything.url})
+    started = None
+    try:
+        async with connect(gateway.url, mode="auto") as client:
+            async with client.listen(tools_list_changed=True):
+                os.kill(gateway.process.popen.pid, signal.SIGTERM)
+                started = time.monotonic()
+                with anyio.fail_after(15):
+                    while gateway.process.popen.poll() is None:
+                        await anyio.sleep(0.05)
+    except BaseException:  # noqa: BLE001 - the stream and the session end with the server: that is the point
+        pass
+    assert started is not None and gateway.process.popen.poll() is not None, gateway.process.log()
+    assert time.monotonic() - started < 15
+    assert "Traceback" not in gateway.process.log(), gateway.process.log()
