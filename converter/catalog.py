@@ -227,22 +227,25 @@ class Catalog:
                 record.acl_denied = True
             # A tool the caller may not use answers exactly like one that does not exist.
             raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {name!r}")
+        try:
+            headers = claim_headers(principal, self.claim_headers) if self.claim_headers else {}
+        except ConverterError as exc:
+            return error_result(str(exc))
         if proxied is not None:
-            return await self._call_proxied(proxied, name, arguments, progress)
+            return await self._call_proxied(proxied, name, arguments, progress, headers)
         assert route is not None
         source, plan = route
         try:
-            headers = claim_headers(principal, self.claim_headers) if self.claim_headers else {}
             return await source.call(plan, arguments or {}, headers)
         except ConverterError as exc:
             return error_result(str(exc))
 
     async def _call_proxied(self, source: MCPUpstreamSource, name: str, arguments: Mapping[str, Any] | None,
-                            progress: ProgressRelay | None) -> types.CallToolResult:
+                            progress: ProgressRelay | None, headers: Mapping[str, str]) -> types.CallToolResult:
         record = current_record.get()
         started = time.perf_counter()
         try:
-            return await source.call_tool(name, arguments, progress)
+            return await source.call_tool(name, arguments, progress, headers)
         except UpstreamError as exc:
             return error_result(str(exc))
         finally:

@@ -243,11 +243,13 @@ class MCPUpstreamSource:
     # -- requests -----------------------------------------------------------------------------
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any] | None,
-                        progress: ProgressRelay | None = None) -> types.CallToolResult:
-        """Call the upstream tool `name` (served name).
+                        progress: ProgressRelay | None = None,
+                        headers: Mapping[str, str] | None = None) -> types.CallToolResult:
+        """Call the upstream tool `name` (served name); `headers`: the caller's claim headers.
 
         Raises:
-            UpstreamError: the upstream is not connected, the link failed, or it timed out.
+            UpstreamError: the upstream is not connected, the link failed, or it timed out; or
+                claim headers are due and the upstream session cannot carry them (no session id).
             MCPError: the upstream answered with a JSON-RPC error (relayed as it is).
         """
         upstream_name = self.tools[name][1] if name in self.tools else name[len(self.prefix):]
@@ -256,7 +258,11 @@ class MCPUpstreamSource:
             direct = self._direct
             if direct is not None and self._client is client:  # the fast way, on the SDK's session
                 calls, session_id, version = direct
-                return await calls.call_tool(session_id, version, upstream_name, arguments or {}, progress)
+                return await calls.call_tool(session_id, version, upstream_name, arguments or {}, progress, headers)
+            if headers:  # fail closed: the SDK client's requests cannot carry per-caller headers
+                raise UpstreamError(f"{self.describe()}: the caller's claim headers (auth.claim_to_header) cannot be "
+                                    "sent on this upstream session (it has no session id); refusing the call",
+                                    method="tools/call", url=self.url)
             return await client.call_tool(upstream_name, dict(arguments or {}), progress_callback=progress)
 
         return await self._request("tools/call", send)

@@ -101,7 +101,8 @@ class DirectCalls:
         await self._session.close()
 
     async def call_tool(self, session_id: str, version: str, name: str, arguments: Mapping[str, Any],
-                        progress: ProgressRelay | None) -> types.CallToolResult:
+                        progress: ProgressRelay | None,
+                        extra_headers: Mapping[str, str] | None = None) -> types.CallToolResult:
         """Raises: MCPError: the upstream's JSON-RPC error, or the SDK's words for a failed exchange."""
         import aiohttp
 
@@ -110,7 +111,8 @@ class DirectCalls:
         if progress is not None:
             params["_meta"] = {"progressToken": request_id}
         body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params})
-        headers = {"mcp-session-id": session_id, "mcp-protocol-version": version}
+        # The caller's claim headers (claim_to_header), then the session's own, which they cannot replace.
+        headers = {**(extra_headers or {}), "mcp-session-id": session_id, "mcp-protocol-version": version}
         try:
             async with self._session.post(self.url, data=body, headers=headers) as response:
                 if response.status in (400, 404):  # the upstream no longer knows the session

@@ -327,6 +327,35 @@ async def test_the_upstream_gets_the_configured_credentials_never_the_clients_to
         assert all(CLIENT_TOKEN not in value for value in headers.values()), headers
 
 
+async def test_claim_headers_go_upstream_with_each_proxied_tool_call(
+        serve: Callable[..., Gateway], headers_upstream: Upstream,
+        start_auth_server: Callable[..., AuthServer]) -> None:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/mcp"
+    idp = start_auth_server([url])
+    gateway = serve("passthrough-claims", {
+        "mcp_upstream": {"url": headers_upstream.url, "headers": {"Authorization": "${UPSTREAM_AUTH}"}},
+        "auth": {"resource": url, "authorization_servers": [idp.issuer],
+                 "introspection_endpoint": idp.introspection_endpoint,
+                 "client_id": GATEWAY[0], "client_secret": "${CLIENT_SECRET}",
+                 "claim_to_header": [{"claim": "client_id", "header": "X-Caller"},
+                                     {"claim": "realm_access.roles", "header": "X-Roles"},
+                                     {"claim": "mcp-session-id", "header": "Mcp-Session-Id"}]},
+    }, port=port, CLIENT_SECRET=GATEWAY[1], UPSTREAM_AUTH=UPSTREAM_CREDENTIAL)
+    calls = []
+    for who in (SVC_ADMIN, SVC_USER):
+        token = idp.token(*who, resource=url)
+        async with connect(gateway.url, token=token) as client:
+            seen = json.loads(text_of(await client.call_tool("seen_headers", {})))
+        calls.append(seen[-1])  # the headers of this very call
+        assert all(token not in value for headers in seen for value in headers.values())
+    (admin, user) = calls
+    assert admin["x-caller"] == SVC_ADMIN[0] and user["x-caller"] == SVC_USER[0]
+    assert "admin" in admin["x-roles"].split(",") and "admin" not in user.get("x-roles", "").split(",")
+    assert admin["authorization"] == UPSTREAM_CREDENTIAL
+    assert admin["mcp-session-id"] != "", admin  # a claim cannot replace the session header
+
+
 # -- upstream failures --------------------------------------------------------------------------------
 
 async def test_an_upstream_that_goes_away_is_a_quick_tool_error_and_comes_back(
