@@ -35,6 +35,7 @@ from converter.auth.principal import Principal
 from converter.errors import ConfigError, UpstreamError
 from converter.policy import Policy
 from converter.proxy import MCPUpstreamSource
+from converter.subscriptions import ResourceSubscriptions
 from converter.telemetry.record import current_record
 
 if TYPE_CHECKING:
@@ -118,20 +119,29 @@ class Passthrough:
 
     # -- requests -----------------------------------------------------------------------------
 
+    def source_of(self, uri: str, principal: Principal, operation: str) -> MCPUpstreamSource:
+        """The source serving `uri`, if the access rules let `principal` do `operation` on it.
+
+        Only what is listed, or matches a listed template, counts: anything else (hidden or not)
+        gets the same answer without asking an upstream, whose own words could tell them apart.
+
+        Raises:
+            MCPError: -32602 "Unknown resource" for an unknown or hidden URI.
+        """
+        source = self._uris.get(uri) or next((s for _, s, rx in self.templates if rx.fullmatch(uri)), None)
+        if source is None or not self._allows("resources", operation, uri, principal):
+            _denied(source is not None)
+            raise _unknown_resource(uri)
+        return source
+
     async def read_resource(self, uri: str, principal: Principal) -> types.ReadResourceResult:
         """Raises: MCPError -32602 for an unknown or hidden resource, or the upstream's error."""
-        # Only what is listed, or matches a listed template, is read: anything else (hidden or not)
-        # gets the same answer without asking an upstream, whose own words could tell them apart.
-        source = self._uris.get(uri) or next((s for _, s, rx in self.templates if rx.fullmatch(uri)), None)
-        unknown = MCPError(code=types.INVALID_PARAMS, message=f"Unknown resource: {uri!r}")
-        if source is None or not self._allows("resources", "read", uri, principal):
-            _denied(source is not None)
-            raise unknown
+        source = self.source_of(uri, principal, "read")
         try:
-            return await _relay(source, "resources/read", source.read_resource(uri))
+            return await relay(source, "resources/read", source.read_resource(uri))
         except MCPError as exc:
             if exc.code == types.INVALID_PARAMS:  # the upstream's "not found" (SEP-2164), in our words
-                raise unknown from exc
+                raise _unknown_resource(uri) from exc
             raise
 
     async def get_prompt(self, name: str, arguments: Mapping[str, str] | None,
@@ -141,7 +151,7 @@ class Passthrough:
         if source is None or not self._allows("prompts", "get", name, principal):
             _denied(source is not None)
             raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown prompt: {name!r}")
-        return await _relay(source, "prompts/get", source.get_prompt(name, arguments))
+        return await relay(source, "prompts/get", source.get_prompt(name, arguments))
 
     async def complete(self, params: types.CompleteRequestParams, principal: Principal) -> types.CompleteResult:
         """Completions follow visibility: a prompt that cannot be got, or a template that cannot be
@@ -157,7 +167,11 @@ class Passthrough:
             if source is None or not self._allows("resources", "templates", ref.uri, principal):
                 _denied(source is not None)
                 raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown resource template: {ref.uri!r}")
-        return await _relay(source, "completion/complete", source.complete(ref, params.argument, params.context))
+        return await relay(source, "completion/complete", source.complete(ref, params.argument, params.context))
+
+
+def _unknown_resource(uri: str) -> MCPError:
+    return MCPError(code=types.INVALID_PARAMS, message=f"Unknown resource: {uri!r}")
 
 
 def _denied(hidden: bool) -> None:
@@ -166,7 +180,7 @@ def _denied(hidden: bool) -> None:
         record.acl_denied = True
 
 
-async def _relay(source: MCPUpstreamSource, method: str, request: Any) -> Any:
+async def relay(source: MCPUpstreamSource, method: str, request: Any) -> Any:
     """Await an upstream request; its failure to answer becomes an internal error that says why."""
     record = current_record.get()
     started = time.perf_counter()
@@ -228,7 +242,13 @@ def register_handlers(server: Server[Any], catalog: Catalog, principal_of: Any) 
         return
     downstream = Downstream()
     server.middleware.append(downstream)
-    server.add_request_handler("subscriptions/listen", types.SubscriptionsListenRequestParams, downstream.listen)
+    listen: Any = downstream.listen
+    if passthrough.provides("resources"):
+        subscriptions = ResourceSubscriptions(passthrough, downstream.bus, downstream.listen, principal_of)
+        server.add_request_handler("resources/subscribe", types.SubscribeRequestParams, subscriptions.subscribe)
+        server.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, subscriptions.unsubscribe)
+        listen = subscriptions.listen
+    server.add_request_handler("subscriptions/listen", types.SubscriptionsListenRequestParams, listen)
     catalog.listeners.append(downstream.notify)
     catalog.stop_streams.append(downstream.listen.close)
     options = NotificationOptions(tools_changed=True, prompts_changed=passthrough.provides("prompts"),

@@ -72,6 +72,8 @@ class MCPUpstreamSource:
         self.templates: list[types.ResourceTemplate] = []
         self.capabilities: types.ServerCapabilities | None = None  # None until first connected
         self.listeners: list[ChangeListener] = []
+        self.update_listeners: list[Callable[[str], Awaitable[None]]] = []  # notifications/resources/updated
+        self._subscribed: set[str] = set()  # resource URIs subscribed upstream (again after a reconnect)
         self._client: Client | None = None
         self._direct: tuple[DirectCalls, str, str] | None = None  # with the session id and version
         self._dirty: set[str] = set()
@@ -155,6 +157,12 @@ class MCPUpstreamSource:
         self._set_client(client)
         self._linked = True
         self._first.set()
+        for uri in sorted(self._subscribed):  # a new upstream session knows none of them
+            try:
+                with anyio.fail_after(self.timeout):
+                    await client.session.send_request(_subscribe_request(uri), types.EmptyResult)
+            except (MCPError, TimeoutError) as exc:
+                log.warning("%s: cannot subscribe to %s again after reconnecting: %s", self.describe(), uri, exc)
         log.log(self.connect_log_level, "%s: connected (%d tools, %d resources, %d templates, %d prompts)",
                 self.describe(), len(self.tools), len(self.resources), len(self.templates), len(self.prompts))
         while True:
@@ -177,6 +185,10 @@ class MCPUpstreamSource:
 
     async def _on_message(self, message: Any) -> None:
         """Upstream notifications and transport faults (called on the client's receive path)."""
+        if isinstance(message, types.ResourceUpdatedNotification):
+            # Passed on from the source's own task: this is the client's receive path.
+            self._group.start_soon(self._tell_updated, str(message.params.uri))
+            return
         if isinstance(message, Exception):
             self._suspect = True
         elif type(message) in _CHANGED:
@@ -185,6 +197,33 @@ class MCPUpstreamSource:
         else:
             return
         self._wake.set()
+
+    async def _tell_updated(self, uri: str) -> None:
+        for listener in list(self.update_listeners):
+            try:
+                await listener(uri)
+            except Exception:  # a listener's bug must not take the link down
+                log.exception("%s: a resource-update listener failed", self.describe())
+
+    @property
+    def can_subscribe(self) -> bool:
+        """Whether the upstream said it takes `resources/subscribe` (False until connected)."""
+        resources = self.capabilities.resources if self.capabilities is not None else None
+        return bool(resources is not None and resources.subscribe)
+
+    async def subscribe(self, uri: str) -> None:
+        """Subscribe to `uri` upstream (and again after every reconnection).
+
+        Raises: as `read_resource`.
+        """
+        await self._request("resources/subscribe",
+                            lambda c: c.session.send_request(_subscribe_request(uri), types.EmptyResult))
+        self._subscribed.add(uri)
+
+    async def unsubscribe(self, uri: str) -> None:
+        self._subscribed.discard(uri)
+        request = types.UnsubscribeRequest(params=types.UnsubscribeRequestParams(uri=uri))
+        await self._request("resources/unsubscribe", lambda c: c.session.send_request(request, types.EmptyResult))
 
     def _flag(self) -> None:
         """A request failed at the transport: check the link now rather than at the next heartbeat."""
@@ -345,3 +384,7 @@ def _reason(exc: BaseException) -> str:
         exc = exc.exceptions[0]
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0][:200]
+
+
+def _subscribe_request(uri: str) -> types.SubscribeRequest:
+    return types.SubscribeRequest(params=types.SubscribeRequestParams(uri=uri))

@@ -463,3 +463,55 @@ async def test_sigterm_with_an_open_listen_stream_still_exits_promptly(
     assert started is not None and gateway.process.popen.poll() is not None, gateway.process.log()
     assert time.monotonic() - started < 15
     assert "Traceback" not in gateway.process.log(), gateway.process.log()
+
+
+# -- resource subscriptions -----------------------------------------------------------------------
+
+@pytest.mark.filterwarnings("ignore:resources/(un)?subscribe is removed")
+async def test_resource_updates_reach_the_2025_clients_that_subscribed(
+        serve: Callable[..., Gateway], everything: Upstream) -> None:
+    from mcp.types import ResourceUpdatedNotification
+
+    gateway = serve("passthrough-subscribe", {"mcp_upstream": everything.url, "acl": {"rules": [
+        {"features": ["tools", "prompts"]},
+        {"features": ["resources"], "operations": ["list", "read", "templates", "subscribe"],
+         "name": {"type": "literal", "pattern": STATIC_DOC}},
+        {"features": ["resources"], "operations": ["list", "read"],
+         "name": {"type": "literal", "pattern": DYNAMIC_TEXT}}]}})
+    updates: list[str] = []
+    heard = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, ResourceUpdatedNotification):
+            updates.append(str(message.params.uri))
+            heard.set()
+
+    async with connect(gateway.url, on_message=on_message) as client:
+        assert client.server_capabilities.resources.subscribe
+        await client.subscribe_resource(STATIC_DOC)
+        # read allowed but subscribe not: answered like an unknown resource
+        assert (await refused(client.subscribe_resource(DYNAMIC_TEXT))).message == f"Unknown resource: {DYNAMIC_TEXT!r}"
+        assert (await refused(client.subscribe_resource("demo://nope"))).message == "Unknown resource: 'demo://nope'"
+        # server-everything then sends an update for every URI its (our) session subscribed to
+        await client.call_tool("toggle-subscriber-updates", {})
+        with anyio.fail_after(10):
+            await heard.wait()
+        await client.unsubscribe_resource(STATIC_DOC)
+    assert set(updates) == {STATIC_DOC}
+
+
+async def test_a_2026_listen_stream_gets_updates_for_the_uris_it_may_subscribe_to(
+        serve: Callable[..., Gateway], everything: Upstream) -> None:
+    from mcp.shared.subscriptions import ResourceUpdated
+
+    gateway = serve("passthrough-listen-resources", {"mcp_upstream": everything.url, "acl": {"rules": [
+        {"features": ["tools"]},
+        {"features": ["resources"], "name": {"type": "literal", "pattern": STATIC_DOC}},
+        {"features": ["resources"], "operations": ["read"], "name": {"type": "literal", "pattern": DYNAMIC_TEXT}}]}})
+    async with connect(gateway.url, mode="auto") as client:
+        async with client.listen(resource_subscriptions=[STATIC_DOC, DYNAMIC_TEXT, "demo://nope"]) as subscription:
+            assert subscription.honored.resource_subscriptions == [STATIC_DOC]  # nothing for the others, ever
+            await client.call_tool("toggle-subscriber-updates", {})
+            with anyio.fail_after(10):
+                event = await subscription.__anext__()
+    assert event == ResourceUpdated(uri=STATIC_DOC)
