@@ -5,18 +5,16 @@ Errors name the file and the key at fault. Secrets are kept as `SecretStr` and n
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 from typing import Any, Final, Literal
 
 from pydantic import (BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, field_validator,
                       model_validator)
 
+from converter.config_file import read_config_file
 from converter.errors import ConfigError
 from converter.shaping import ResponseSettings
 
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # `read_only: true` excludes every method that is not safe (RFC 9110 §9.2.1): GET, HEAD, OPTIONS stay.
 UNSAFE_METHODS: Final[tuple[str, ...]] = ("POST", "PUT", "PATCH", "DELETE", "TRACE")
@@ -286,26 +284,6 @@ def _is_true(value: Any) -> bool:
         return False  # validation reports the bad value with its key
 
 
-def substitute_env(value: Any, *, key: str = "", source: str = "<config>") -> Any:
-    """Replace `${VAR}` and `${VAR:-default}` in every string of a parsed YAML tree."""
-    if isinstance(value, str):
-        def repl(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
-            found = os.environ.get(name)
-            if found is None or (found == "" and default is not None):
-                if default is None:
-                    raise ConfigError(f"{source}: {key or 'value'}: environment variable {name} is not set "
-                                      f"(use ${{{name}:-default}} for a default)", key=key, source=source)
-                return default
-            return found
-        return _ENV_REF.sub(repl, value)
-    if isinstance(value, dict):
-        return {k: substitute_env(v, key=f"{key}.{k}" if key else str(k), source=source) for k, v in value.items()}
-    if isinstance(value, list):
-        return [substitute_env(v, key=f"{key}[{i}]", source=source) for i, v in enumerate(value)]
-    return value
-
-
 def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
     """Read the YAML config (if any), substitute `${ENV}`, apply CLI overrides and validate.
 
@@ -320,38 +298,7 @@ def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
     raw: dict[str, Any] = {}
     source = config_file or "<command line>"
     if config_file is not None:
-        path = Path(config_file)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError as exc:
-            raise ConfigError(f"{config_file}: no such config file", source=config_file) from exc
-        except OSError as exc:
-            raise ConfigError(f"{config_file}: cannot be read ({exc.strerror})", source=config_file) from exc
-        import yaml
-
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{config_file}: is not valid YAML{where}", source=config_file) from exc
-        if loaded is None:
-            loaded = {}
-        from converter.errors import SpecError
-        from converter.spec.load import check_expansion
-
-        try:
-            check_expansion(loaded, source=config_file, limit=100_000, skip_extensions=False)
-        except SpecError as exc:
-            raise ConfigError(str(exc), source=config_file) from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{config_file}: the top level must be a mapping of keys", source=config_file)
-        raw = substitute_env(loaded, source=config_file)
-        if isinstance(raw.get("spec"), str):
-            raw["spec"] = _relative_to(raw["spec"], path.parent)
-        for entry in raw.get("sources") or ():
-            if isinstance(entry, dict) and isinstance(entry.get("spec"), str):
-                entry["spec"] = _relative_to(entry["spec"], path.parent)
+        raw = read_config_file(config_file)
     raw = _apply_overrides(raw, overrides)
     try:
         settings = Settings.model_validate(raw)
@@ -427,10 +374,3 @@ def _check_supported(settings: Settings, source: str) -> None:
                           "`mcp_upstream:` or `sources:`", key="spec", source=source)
     if not settings.server.path.startswith("/"):
         raise ConfigError(f"{source}: server.path: must start with '/'", key="server.path", source=source)
-
-
-def _relative_to(spec: str, base: Path) -> str:
-    if "://" in spec or Path(spec).is_absolute():
-        return spec
-    candidate = base / spec
-    return str(candidate) if candidate.exists() else spec
