@@ -83,6 +83,27 @@ class CachingVerifier:
     async def aclose(self) -> None:
         await self._client.aclose()
 
+    async def _call(self, what: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One request to the authorization server, its whole answer bounded by `auth.timeout`.
+
+        httpx's timeouts bound each connect, read and write: an AS that sends its answer a byte at
+        a time would hold the MCP request (and every request waiting on the same token) forever.
+
+        Raises:
+            AuthServerUnavailableError: no complete answer within the timeout, or a network failure.
+        """
+        timeout = self._settings.timeout
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._client.request(method, url, **kwargs)
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            log.error("%s %s did not answer within %g s", what, url, timeout)
+            message = f"The authorization server did not answer within {timeout:g} s"
+            raise AuthServerUnavailableError(message) from exc
+        except httpx.HTTPError as exc:
+            log.error("%s %s failed: %s", what, url, type(exc).__name__)
+            raise AuthServerUnavailableError("The authorization server could not be reached") from exc
+
 
 class IntrospectionVerifier(CachingVerifier):
     """Verifies opaque (or any) access tokens with the authorization server's introspection endpoint."""
@@ -143,11 +164,7 @@ class IntrospectionVerifier(CachingVerifier):
             data["client_id"] = client_id
             data["client_assertion_type"] = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
             data["client_assertion"] = self._client_assertion()
-        try:
-            response = await self._client.post(self._endpoint, data=data, headers=headers)
-        except httpx.HTTPError as exc:
-            log.error("introspection endpoint %s failed: %s", self._endpoint, type(exc).__name__)
-            raise AuthServerUnavailableError("The authorization server could not be reached") from exc
+        response = await self._call("introspection endpoint", "POST", self._endpoint, data=data, headers=headers)
         if response.status_code != 200:
             log.error("introspection endpoint %s answered HTTP %d", self._endpoint, response.status_code)
             raise AuthServerUnavailableError(f"The authorization server answered HTTP {response.status_code}")

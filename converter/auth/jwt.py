@@ -38,6 +38,7 @@ class JWTVerifier(CachingVerifier):
         self._keys: jwk.KeySet | None = None
         self._last_refetch = float("-inf")  # of refetches caused by an unknown kid
         self._lock = asyncio.Lock()
+        self._failure: tuple[float, str] | None = None  # when the last fetch failed (monotonic), and why
         self.refetches = 0
 
     async def verify(self, token: str) -> Principal:
@@ -111,7 +112,14 @@ class JWTVerifier(CachingVerifier):
         )
 
     async def _refresh(self, *, initial: bool) -> jwk.KeySet:
+        asked = time.monotonic()
         async with self._lock:
+            if self._failure is not None and self._failure[0] >= asked:
+                # The fetch this request queued behind has just failed: share its verdict rather than
+                # wait out auth.timeout again (N requests arriving together must not take N timeouts).
+                if self._keys is None:
+                    raise AuthServerUnavailableError(self._failure[1])
+                return self._keys
             if self._keys is not None:
                 if initial:
                     return self._keys  # another request loaded them while we waited
@@ -119,15 +127,23 @@ class JWTVerifier(CachingVerifier):
                     return self._keys  # rate limit: unknown kids must not make us hammer the AS
                 self._last_refetch = time.monotonic()
             uri = self._settings.jwks_uri
+            assert uri is not None  # the constructor checked it
             try:
-                response = await self._client.get(uri, headers={"accept": "application/json"})  # type: ignore[arg-type]
+                response = await self._call("JWKS endpoint", "GET", uri, headers={"accept": "application/json"})
                 response.raise_for_status()
                 keys = jwk.KeySet.import_key_set(response.json())
+            except AuthServerUnavailableError as exc:
+                self._failure = (time.monotonic(), str(exc))
+                if self._keys is None:
+                    raise  # timed out or unreachable: _call logged it and says which
+                return self._keys
             except (httpx.HTTPError, ValueError, jose_errors.JoseError) as exc:
                 log.error("cannot fetch the JWKS from %s: %s", uri, type(exc).__name__)
+                self._failure = (time.monotonic(), "The authorization server's keys could not be fetched")
                 if self._keys is None:
-                    raise AuthServerUnavailableError("The authorization server's keys could not be fetched") from exc
+                    raise AuthServerUnavailableError(self._failure[1]) from exc
                 return self._keys
+            self._failure = None
             self._keys = keys
             self.refetches += 1
             return keys

@@ -10,6 +10,10 @@ Checked: each fault is a clear `isError` result within the timeout plus a margin
 calls over 10 sessions with 10% of upstream calls failing are all answered in time, memory stays
 flat and the server keeps serving; malformed JSON-RPC gets a 4xx, never a 500; SIGTERM lets an
 in-flight call finish.
+
+The same kind of thread serves a slow authorization server (introspection and JWKS endpoints that
+answer late or a byte at a time): requests to a server configured with `auth: {timeout: 0.5}` are
+refused promptly with 503, and the same token works once the authorization server is fast again.
 """
 
 from __future__ import annotations
@@ -28,12 +32,13 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Self
 from urllib.parse import parse_qs
 
 import anyio
 import httpx
 import pytest
+from joserfc import jwk, jwt
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
@@ -55,27 +60,26 @@ MB: Final = 1024 * 1024
 # -- the faulty upstream --------------------------------------------------------------------------
 
 
-class FaultyUpstream:
-    """An HTTP/1.1 server whose endpoints fail in the ways tests/specs/hostile-faults.yaml lists.
+class LoopbackServer:
+    """An HTTP/1.1 server on 127.0.0.1, run by its own asyncio loop in a thread of the test process.
 
-    `/flaky` fails every tenth call (the count is global), cycling through 500, a reset mid-body, a
-    close without answer and a hang beyond the timeout; `hits` counts requests per path.
+    Subclasses answer each request in `_answer`; `hits` counts requests per path.
     """
+
+    name = "loopback"
 
     def __init__(self) -> None:
         self.hits: Counter[str] = Counter()
-        self.flaky_calls = 0
-        self.flaky_failures: Counter[str] = Counter()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="faulty-upstream", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._server: asyncio.Server | None = None
         self.url = ""
 
-    def __enter__(self) -> FaultyUpstream:
+    def __enter__(self) -> Self:
         self._thread.start()
         if not self._ready.wait(10):
-            raise RuntimeError("the faulty upstream did not start")
+            raise RuntimeError(f"the {self.name} server did not start")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -108,19 +112,37 @@ class FaultyUpstream:
                 _, target, _ = lines[0].split(" ", 2)
                 fields = (line.partition(":") for line in lines[1:] if line)
                 headers = {name.strip().lower(): value.strip() for name, _, value in fields}
-                if int(headers.get("content-length", "0")):
-                    await reader.readexactly(int(headers["content-length"]))
+                length = int(headers.get("content-length", "0"))
+                body = await reader.readexactly(length) if length else b""
                 path, _, query = target.partition("?")
                 self.hits[path] += 1
-                if not await self._answer(path, {k: v[0] for k, v in parse_qs(query).items()}, writer):
+                if not await self._answer(path, {k: v[0] for k, v in parse_qs(query).items()}, body, writer):
                     return
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, asyncio.CancelledError):
             pass  # (a cancelled handler must end quietly: asyncio logs one that raises)
         finally:
             writer.close()
 
-    async def _answer(self, path: str, query: dict[str, str], writer: asyncio.StreamWriter) -> bool:
+    async def _answer(self, path: str, query: dict[str, str], body: bytes, writer: asyncio.StreamWriter) -> bool:
         """Answer one request; False when the connection must not be reused."""
+        raise NotImplementedError
+
+
+class FaultyUpstream(LoopbackServer):
+    """An HTTP/1.1 server whose endpoints fail in the ways tests/specs/hostile-faults.yaml lists.
+
+    `/flaky` fails every tenth call (the count is global), cycling through 500, a reset mid-body, a
+    close without answer and a hang beyond the timeout.
+    """
+
+    name = "faulty-upstream"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flaky_calls = 0
+        self.flaky_failures: Counter[str] = Counter()
+
+    async def _answer(self, path: str, query: dict[str, str], body: bytes, writer: asyncio.StreamWriter) -> bool:
         if path == "/ok":
             echo = query.get("echo")
             if echo is not None and len(echo) > 1000:
@@ -214,15 +236,19 @@ def serve(processes: Processes, free_port: Callable[[], int], openapi_mcp_comman
     """Factory: start `openapi-mcp serve --config` for hostile-faults.yaml in front of `upstream_url`."""
     count = 0
 
-    def start(upstream_url: str, *, timeout: float = TIMEOUT,
-              max_response_bytes: int = MAX_RESPONSE_BYTES) -> Served:
+    def start(upstream_url: str, *, timeout: float = TIMEOUT, max_response_bytes: int = MAX_RESPONSE_BYTES,
+              auth: dict[str, Any] | None = None) -> Served:
+        """`auth`: the config's `auth:` section, its `resource` (the MCP URL) filled in here."""
         nonlocal count
         count += 1
-        config = tmp_path_factory.mktemp("faults") / "config.yaml"
-        config.write_text(json.dumps({  # JSON is YAML
-            "spec": str(SPEC),
-            "upstream": {"url": upstream_url, "timeout": timeout, "max_response_bytes": max_response_bytes}}))
         port = free_port()
+        config = tmp_path_factory.mktemp("faults") / "config.yaml"
+        settings: dict[str, Any] = {
+            "spec": str(SPEC),
+            "upstream": {"url": upstream_url, "timeout": timeout, "max_response_bytes": max_response_bytes}}
+        if auth is not None:
+            settings["auth"] = {**auth, "resource": f"http://127.0.0.1:{port}/mcp"}
+        config.write_text(json.dumps(settings))  # JSON is YAML
         process = processes.start(f"openapi-mcp-faults-{count}", [
             openapi_mcp_command, "serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)])
         base_url = f"http://127.0.0.1:{port}"
@@ -238,8 +264,10 @@ def server(serve: Callable[..., Served], upstream: FaultyUpstream) -> Served:
 
 
 @asynccontextmanager
-async def connect(url: str) -> AsyncIterator[Client]:
-    async with create_mcp_http_client() as http, Client(streamable_http_client(url, http_client=http)) as client:
+async def connect(url: str, token: str | None = None) -> AsyncIterator[Client]:
+    headers = {"authorization": f"Bearer {token}"} if token else None
+    async with create_mcp_http_client(headers=headers) as http, \
+            Client(streamable_http_client(url, http_client=http)) as client:
         yield client
 
 
@@ -629,3 +657,122 @@ async def test_a_deeply_nested_json_rpc_body_is_a_parse_error_without_a_tracebac
     await anyio.sleep(0.2)
     new_log = server.process.log()[len(log_before):]
     assert "Traceback" not in new_log, new_log[-3000:]
+
+
+# -- a slow authorization server ------------------------------------------------------------------
+
+AUTH_TIMEOUT: Final = 0.5  # auth.timeout of the guarded servers
+AUTH_MARGIN: Final = 1.0  # what a refusal may take beyond auth.timeout, end to end
+LATE: Final = 6 * AUTH_TIMEOUT  # pace "late": the whole answer comes after this
+TRICKLE: Final = 0.2  # pace "trickle": one body byte per this many seconds, each read shorter than the timeout
+GOOD_TOKEN: Final = "good-opaque-token"
+
+
+class SlowAuthServer(LoopbackServer):
+    """An authorization server's introspection (`POST /introspect`) and JWKS (`GET /certs`) endpoints.
+
+    `pace` is "fast" (answer at once), "late" (the whole answer after LATE seconds) or "trickle" (the
+    head at once, then the body one byte every TRICKLE seconds: no single read waits as long as the
+    timeout, only the whole answer does). Introspection calls GOOD_TOKEN active for `resource` (the
+    MCP URL, set by the test) and any other token inactive; `jwt()` mints a token its JWKS verifies.
+    """
+
+    name = "slow-auth-server"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pace = "fast"
+        self.resource = ""
+        self.key = jwk.RSAKey.generate_key(2048, parameters={"kid": "slow-as-1", "use": "sig", "alg": "RS256"})
+
+    @property
+    def issuer(self) -> str:
+        return f"{self.url}/realms/demo"
+
+    def jwt(self) -> str:
+        now = int(time.time())
+        claims = {"iss": self.issuer, "aud": self.resource, "sub": "ada", "client_id": "svc", "scope": "mcp:tools",
+                  "iat": now, "exp": now + 300}
+        return jwt.encode({"alg": "RS256", "kid": self.key.kid, "typ": "at+jwt"}, claims, self.key)
+
+    async def _answer(self, path: str, query: dict[str, str], body: bytes, writer: asyncio.StreamWriter) -> bool:
+        if path == "/introspect":
+            if parse_qs(body.decode()).get("token") == [GOOD_TOKEN]:
+                answer: dict[str, Any] = {"active": True, "aud": self.resource, "sub": "ada", "client_id": "svc",
+                                          "scope": "mcp:tools", "exp": int(time.time()) + 300}
+            else:
+                answer = {"active": False}
+        elif path == "/certs":
+            answer = jwk.KeySet([self.key]).as_dict(private=False)
+        else:
+            return await _send(writer, 404, b'{"error": "no such endpoint"}')
+        payload = json.dumps(answer).encode()
+        if self.pace == "late":
+            await asyncio.sleep(LATE)
+        if self.pace != "trickle":
+            return await _send(writer, 200, payload)
+        writer.write(f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(payload)}\r\n\r\n"
+                     .encode())
+        for byte in payload:
+            await writer.drain()  # raises once the client has given up and closed the connection
+            await asyncio.sleep(TRICKLE)
+            writer.write(bytes([byte]))
+        await writer.drain()
+        return True
+
+
+@pytest.fixture(scope="module")
+def slow_auth_server() -> Iterator[SlowAuthServer]:
+    with SlowAuthServer() as server:
+        yield server
+
+
+def _auth_section(auth_server: SlowAuthServer, verifier: str) -> dict[str, Any]:
+    common = {"authorization_servers": [auth_server.issuer], "timeout": AUTH_TIMEOUT}
+    if verifier == "introspection":
+        return {**common, "introspection_endpoint": f"{auth_server.url}/introspect", "client_id": "mcp-gateway",
+                "client_secret": "gateway-secret"}
+    return {**common, "jwks_uri": f"{auth_server.url}/certs"}
+
+
+@pytest.mark.parametrize("pace", ["late", "trickle"])
+@pytest.mark.parametrize("verifier", ["introspection", "jwks"])
+async def test_a_slow_authorization_server_is_a_prompt_503_and_the_server_recovers(
+        serve: Callable[..., Served], upstream: FaultyUpstream, slow_auth_server: SlowAuthServer,
+        verifier: str, pace: str) -> None:
+    served = serve(upstream.url, auth=_auth_section(slow_auth_server, verifier))
+    slow_auth_server.resource = served.url
+    token = GOOD_TOKEN if verifier == "introspection" else slow_auth_server.jwt()
+    answers: list[tuple[httpx.Response, float]] = []
+
+    async def initialize(http: httpx.AsyncClient) -> None:
+        started = time.monotonic()
+        try:
+            response = await http.post(served.url, json=INITIALIZE,
+                                       headers={**JSON_HEADERS, "authorization": f"Bearer {token}"})
+        except httpx.TimeoutException:
+            pytest.fail(f"no answer within {AUTH_TIMEOUT + AUTH_MARGIN + 2:g} s while the authorization server "
+                        f"is {pace} (auth.timeout {AUTH_TIMEOUT:g} s)")
+        answers.append((response, time.monotonic() - started))
+
+    slow_auth_server.pace = pace
+    try:
+        async with httpx.AsyncClient(timeout=AUTH_TIMEOUT + AUTH_MARGIN + 2, trust_env=False) as http:
+            async with anyio.create_task_group() as group:  # clients arriving together, as after a restart
+                for _ in range(4):
+                    group.start_soon(initialize, http)
+            health = await http.get(f"{served.base_url}/healthz")
+    finally:
+        slow_auth_server.pace = "fast"
+    for refused, elapsed in answers:
+        assert elapsed < AUTH_TIMEOUT + AUTH_MARGIN, f"a refusal took {elapsed:.2f} s"
+        assert (refused.status_code, refused.headers["retry-after"]) == (503, "5"), refused.text
+        assert refused.json() == {"error": "temporarily_unavailable", "error_description":
+                                  f"The authorization server did not answer within {AUTH_TIMEOUT:g} s"}
+    assert health.status_code == 200
+    async with connect(served.url, token) as client:  # the same token, now that the server is fast again
+        result, _ = await timed_call(client, "getOk", {"echo": "after"})
+    assert result.structured_content == {"ok": True, "echo": "after"}, text_of(result)
+    log = served.process.log()
+    assert "Traceback" not in log and token not in log, log[-3000:]
+    served.process.stop()
