@@ -81,7 +81,8 @@ class RequestTemplate:
         """Build the request for already validated `arguments`.
 
         Raises:
-            ArgumentError: a value cannot be placed safely (a path segment `.`/`..`/empty, CR/LF in a header).
+            ArgumentError: a value cannot be placed safely (a path segment `.`/`..`/empty, CR/LF in a header,
+                a list item holding its own delimiter where it cannot be escaped).
         """
         path: list[str] = []
         for part in self.path_parts:
@@ -114,6 +115,8 @@ class RequestTemplate:
                 raise ArgumentError(f"Invalid arguments for tool {self.tool!r} at $.{slot.argument}: must not be "
                                     "empty (a required query parameter)", tool=self.tool,
                                     json_path=f"$.{slot.argument}")
+            if location in ("query", "header") and not self.params[slot.argument].content_type:
+                self._check_delimiters(slot.argument, self.params[slot.argument], value)
             if location == "query":
                 p = self.params[slot.argument]
                 if p.content_type:
@@ -147,6 +150,20 @@ class RequestTemplate:
             # A required body goes out even when none of its (optional) fields were given.
             self._encode_body(request, body_fields if whole_body is _MISSING else whole_body)
         return request
+
+    def _check_delimiters(self, argument: str, param: Parameter, value: Any) -> None:
+        """Refuse a list item or object entry that holds its own (unescapable) delimiter."""
+        delimiter = serialize.delimiter_inside(
+            value, serialize.unescaped_delimiters(param.location, param.style, param.explode, value))
+        if delimiter is None:
+            return
+        part = "a key or value" if isinstance(value, Mapping) else "an item"
+        where = f"the header {param.name!r}" if param.location == "header" else \
+            f"the {param.style} query parameter {param.name!r}"
+        raise ArgumentError(
+            f"{self.tool}: argument {argument!r} must not contain {delimiter!r} inside {part} (it separates the "
+            f"parts of {where} and cannot be escaped there)", tool=self.tool, json_path=f"$.{argument}",
+        )
 
     def _encode_body(self, request: HttpRequest, body: Any) -> None:
         media_type = self.body_media_type or "application/json"

@@ -90,6 +90,43 @@ def query_pairs(
     return [f"{key}={enc(value)}"]
 
 
+def unescaped_delimiters(location: str, style: str, explode: bool, value: Any) -> str:
+    """The characters that separate the parts of `value` on the wire with no way to escape them.
+
+    Header values are never percent-encoded, so the simple style's ',' (and '=' between an exploded
+    object's keys and values) cannot appear inside a part. A spaceDelimited item's space is sent as
+    %20, the delimiter's own bytes; a pipeDelimited item's '|' as %7C, which is what HTTP stacks turn
+    the delimiter into. OAS 3.1.1 §4.8.12.4 leaves such collisions to the user. RFC 6570 styles
+    (form, simple, label, matrix in the query, path and cookies) percent-encode a delimiter inside an
+    item, so they carry any value.
+    """
+    if location == "header":
+        if isinstance(value, list):
+            return ","
+        if isinstance(value, Mapping):
+            return ",=" if explode else ","
+    elif location == "query" and isinstance(value, list) and not explode:
+        if style == "spaceDelimited":
+            return " "
+        if style == "pipeDelimited":
+            return "|"
+    return ""
+
+
+def delimiter_inside(value: Any, delimiters: str) -> str | None:
+    """The first of `delimiters` found inside an item of a list or a key or value of an object."""
+    if isinstance(value, Mapping):
+        parts = [text for k, v in value.items() for text in (str(k), scalar(v))]
+    elif isinstance(value, list):
+        parts = [scalar(v) for v in value]
+    else:
+        return None
+    for delimiter in delimiters:
+        if any(delimiter in part for part in parts):
+            return delimiter
+    return None
+
+
 def header_value(value: Any, explode: bool) -> str:
     """Serialize a header parameter (simple style); the caller refuses CR/LF."""
     if isinstance(value, list):
