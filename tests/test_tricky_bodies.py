@@ -95,7 +95,7 @@ async def test_a_required_multipart_body_with_no_field_given_is_a_clear_tool_err
         result = await catalog.call_tool("updateDocument", {"folderId": "inbox", "documentId": 3})
         assert mock.answers == []
     assert result.is_error
-    assert result.content[0].text == ("updateDocument: the request body is required; give at least one of: "
+    assert result.content[0].text == ("Invalid arguments for tool 'updateDocument' at $: give at least one of: "
                                       "file, title")
 
 

@@ -100,6 +100,16 @@ class SchemaCheck:
         return error
 
 
+def _message(error: ValidationError) -> str:
+    """The error's message, except for "give at least one of" (an `anyOf` of single `required`s,
+    as a required form body whose fields are all optional gets), whose own words quote the value."""
+    branches = error.validator_value if error.validator == "anyOf" else None
+    if isinstance(branches, list) and branches and all(
+            isinstance(b, dict) and set(b) == {"required"} and len(b["required"]) == 1 for b in branches):
+        return "give at least one of: " + ", ".join(b["required"][0] for b in branches)
+    return error.message
+
+
 @dataclass(frozen=True, slots=True)
 class Selection:
     """include/exclude filters from the config (PRODUCT.md `include:` / `exclude:`)."""
@@ -165,7 +175,7 @@ class ToolPlan:
                                 tool=self.name) from None
         if error is not None:
             raise ArgumentError(
-                f"Invalid arguments for tool {self.name!r} at {_cut(error.json_path)}: {_cut(error.message)}",
+                f"Invalid arguments for tool {self.name!r} at {_cut(error.json_path)}: {_cut(_message(error))}",
                 tool=self.name, json_path=error.json_path,
             )
 

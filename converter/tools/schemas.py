@@ -95,6 +95,12 @@ def build_input_schema(op: Operation, defs: DefsIndex) -> tuple[JsonSchema, tupl
     result: JsonSchema = {"type": "object", "properties": properties}
     if required:
         result["required"] = required
+    body_fields = [slot.argument for slot in slots if slot.location == "body_field"]
+    if body is not None and body.required and _is_form(body.media_type) and body_fields \
+            and not any(argument in required for argument in body_fields):
+        # A required form body whose fields are all optional: an empty form cannot be told from no
+        # body at all (and a multipart body has at least one part, RFC 2046 §5.1.1), so one field is needed.
+        result["anyOf"] = [_given(argument, properties[argument], defs) for argument in body_fields]
     result["additionalProperties"] = False
     reached = defs.closure(properties)
     if reached:
@@ -141,10 +147,25 @@ def _flattenable(
     if any(k in top for k in ("allOf", "anyOf", "oneOf", "not", "if", "patternProperties")):
         return None
     inner_required = {n for n in top.get("required", ()) if isinstance(n, str)}
-    is_form = media_type.split(";", 1)[0].strip().lower() in _FORM_TYPES
+    is_form = _is_form(media_type)
     if not required and inner_required and not is_form:
         return None  # an optional body with required fields cannot be spread: keep it whole
     return dict(top["properties"]), inner_required if required or is_form else set()
+
+
+def _is_form(media_type: str) -> bool:
+    return media_type.split(";", 1)[0].strip().lower() in _FORM_TYPES
+
+
+def _given(argument: str, schema: Any, defs: DefsIndex) -> JsonSchema:
+    """A schema saying that `argument` is given with a value that puts at least one field in a form."""
+    top = defs.deref(schema)
+    kind = top.get("type") if isinstance(top, dict) else None
+    is_array = kind == "array" or (isinstance(kind, list) and "array" in kind) or \
+        (isinstance(top, dict) and kind is None and "items" in top)
+    if is_array:  # one part (or pair) per item: an empty list adds nothing to the form
+        return {"required": [argument], "properties": {argument: {"minItems": 1}}}
+    return {"required": [argument]}
 
 
 def _is_object_schema(schema: Mapping[str, Any]) -> bool:
