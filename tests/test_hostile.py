@@ -473,16 +473,23 @@ def test_path_items_in_a_ref_cycle_are_reported() -> None:
     ], ["listThings"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "schemas that are only $refs to each other (S -> T -> S, Self -> Self) are not reported: the tools are "
-    "served with $defs {'S': {'$ref': '#/$defs/T'}, 'T': {'$ref': '#/$defs/S'}} that have no base case, on "
-    "which python-jsonschema raises RecursionError (jsonschema_rs accepts anything); they should be a "
-    "'$ref loop' problem like the non-schema cycles"))
 def test_schemas_that_only_alias_each_other_are_reported_as_a_loop() -> None:
+    # Served, they would be $defs {'S': {'$ref': '#/$defs/T'}, 'T': {'$ref': '#/$defs/S'}} with no base
+    # case: python-jsonschema raises RecursionError on them (jsonschema_rs accepts anything).
     problems, names = _load("hostile-ref-loop-schema.yaml")
     assert names == ["listThings"]
     assert [p.split(": ", 1)[0] for p in problems] == ["#/paths/~1aliases/post", "#/paths/~1self/get"]
     assert all("$ref loop" in p for p in problems), problems
+
+
+def test_a_schema_holding_an_alias_loop_skips_every_operation_that_uses_it() -> None:
+    # The first operation's failed conversion must not leave Item behind as a finished definition
+    # (an empty placeholder that accepts anything) for the second one.
+    uri = _uri("hostile-ref-loop-schema-nested.yaml")
+    assert _load("hostile-ref-loop-schema-nested.yaml") == ([
+        f"#/paths/~1items/post: $ref loop through '{uri}#/components/schemas/T'; skipped",
+        f"#/paths/~1items~1{{id}}/put: $ref loop through '{uri}#/components/schemas/T'; skipped",
+    ], ["listThings"])
 
 
 # -- references to other hosts and other files ------------------------------------------------------

@@ -46,6 +46,7 @@ class SchemaConverter:
         self.problems: list[Problem] = []
         self._keys: dict[str, str] = {}  # absolute ref URI -> def key
         self._taken: set[str] = set()
+        self._added: list[tuple[Mode, str]] = []  # definitions added by the conversion under way, in order
         self._depth = 0
 
     def convert(self, node: Any, base: str, mode: Mode, where: str) -> Any:
@@ -78,8 +79,27 @@ class SchemaConverter:
             key = self._new_key(uri)
         defs = self.defs[mode]
         if key not in defs:
+            if isinstance(target, dict) and "$ref" in target:
+                # A schema that is only another $ref: follow the chain now, so that one that never reaches
+                # a schema (S -> T -> S, Self -> Self) is a loop, not a definition with no base case
+                # (validators would recurse on it forever).
+                self._resolver.deref(target, urldefrag(uri).url)
+            added, noted = len(self._added), len(self.problems)
+            self._added.append((mode, key))
             defs[key] = {}  # placeholder first: a recursive schema refers back to itself
-            defs[key] = self.convert(target, urldefrag(uri).url, mode, f"#{urldefrag(uri).fragment}")
+            try:
+                defs[key] = self.convert(target, urldefrag(uri).url, mode, f"#{urldefrag(uri).fragment}")
+            except BaseException:
+                # The operation being converted is skipped. What this conversion added must not serve the
+                # next operation: the placeholder would accept anything, and the definitions completed
+                # meanwhile may refer to it (their warnings would be reported twice).
+                for added_mode, added_key in self._added[added:]:
+                    self.defs[added_mode].pop(added_key, None)
+                del self._added[added:]
+                del self.problems[noted:]
+                raise
+            if not added:
+                self._added.clear()  # an outermost definition is complete: nothing left to undo
         return {"$ref": f"#/$defs/{key}"}
 
     # -- internals -------------------------------------------------------------------------
