@@ -7,6 +7,7 @@
 #                        marketplace, GitHub, Stripe specs)
 #   2. bench/bench.py    tools/call throughput at c=1 and c=32: direct nginx, ours, FastMCP
 #   3. bench/ab.py       what telemetry and auth cost: interleaved A/B rounds, median ratios
+#   4. bench/telemetry.py  what telemetry adds per call, timed in-process, as % of server CPU per call
 # and prints the tables; results in bench/results/latest.json. Exit status 1 if any run failed.
 #
 # Knobs (environment):
@@ -89,6 +90,7 @@ fi
 if [[ ${AB:-1} != 0 ]]; then
     .venv/bin/python bench/ab.py --out "$OUT" --rounds "${AB_ROUNDS:-7}" --duration "${AB_DURATION:-3}" || status=1
 fi
+.venv/bin/python bench/telemetry.py --results "$OUT" || status=1
 say "load after: $(uptime)"
 .venv/bin/python bench/bench.py --report "$OUT"
 if (( status )); then
