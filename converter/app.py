@@ -29,7 +29,7 @@ from converter.config import AuthSettings, Settings
 from converter.dashboard import dashboard_routes
 from converter.health import healthz, metrics_endpoint, readyz
 from converter.paging import Pager
-from converter.passthrough import progress_relay, register_handlers
+from converter.passthrough import progress_relay, register_handlers, request_relay
 from converter.telemetry import McpTelemetry, TelemetryLayer
 from converter.telemetry.setup import Telemetry, build_telemetry
 from converter.invoke.result import error_result
@@ -133,7 +133,8 @@ def build_server(catalog: Catalog, *, name: str = "openapi-mcp", telemetry: Tele
     async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
         try:
             return await catalog.call_tool(params.name, params.arguments, principal_of(ctx),
-                                           progress=progress_relay(ctx) if proxied else None)
+                                           progress=progress_relay(ctx) if proxied else None,
+                                           ask=request_relay(ctx) if proxied else None)
         except MCPError:
             raise
         except Exception:  # a bug of ours must not take the session down or leak a traceback

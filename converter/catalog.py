@@ -32,7 +32,7 @@ from converter.models import Problem, Spec
 from converter.telemetry.record import current_record
 from converter.passthrough import Passthrough
 from converter.policy import Policy, build_policy
-from converter.proxy import MCPUpstreamSource, ProgressRelay
+from converter.proxy import MCPUpstreamSource, ProgressRelay, RequestRelay
 from converter.tools import Selection, ToolPlan, build_plans
 from converter.tools.cache import CompileCache, default_directory
 
@@ -208,8 +208,10 @@ class Catalog:
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any] | None,
                         principal: Principal = ANONYMOUS, *,
-                        progress: ProgressRelay | None = None) -> types.CallToolResult:
-        """Call tool `name` for `principal`; `progress` relays an upstream MCP server's progress.
+                        progress: ProgressRelay | None = None,
+                        ask: RequestRelay | None = None) -> types.CallToolResult:
+        """Call tool `name` for `principal`; `progress` relays an upstream MCP server's progress,
+        `ask` its requests of the client (sampling, elicitation, roots) to the caller.
 
         Raises:
             MCPError: -32602 for an unknown tool, or one the principal may not call (so a hidden
@@ -232,7 +234,7 @@ class Catalog:
         except ConverterError as exc:
             return error_result(str(exc))
         if proxied is not None:
-            return await self._call_proxied(proxied, name, arguments, progress, headers)
+            return await self._call_proxied(proxied, name, arguments, progress, headers, ask)
         assert route is not None
         source, plan = route
         try:
@@ -241,11 +243,12 @@ class Catalog:
             return error_result(str(exc))
 
     async def _call_proxied(self, source: MCPUpstreamSource, name: str, arguments: Mapping[str, Any] | None,
-                            progress: ProgressRelay | None, headers: Mapping[str, str]) -> types.CallToolResult:
+                            progress: ProgressRelay | None, headers: Mapping[str, str],
+                            ask: RequestRelay | None = None) -> types.CallToolResult:
         record = current_record.get()
         started = time.perf_counter()
         try:
-            return await source.call_tool(name, arguments, progress, headers)
+            return await source.call_tool(name, arguments, progress, headers, ask)
         except UpstreamError as exc:
             return error_result(str(exc))
         finally:

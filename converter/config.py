@@ -67,6 +67,9 @@ class McpUpstreamSettings(_Model):
     url: str
     headers: dict[str, SecretStr] = Field(default_factory=dict)  # the upstream's credentials (never the client's)
     timeout: float = Field(default=60.0, gt=0)  # seconds, per request to the upstream
+    # Requests the upstream may make of the client during a tool call, passed on to the calling
+    # client (converter.passthrough.request_relay); declared to the upstream only when listed here.
+    relay: list[Literal["sampling", "elicitation", "roots"]] = Field(default_factory=list)
 
     @field_validator("url")
     @classmethod

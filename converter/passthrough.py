@@ -30,6 +30,8 @@ from mcp.server.subscriptions import (
     ToolsListChanged,
 )
 from mcp.shared.exceptions import MCPError
+from mcp.shared.message import ServerMessageMetadata
+from pydantic import ValidationError
 
 from converter.auth.principal import Principal
 from converter.errors import ConfigError, UpstreamError
@@ -304,3 +306,47 @@ def progress_relay(ctx: ServerRequestContext[Any]) -> Any:
         await ctx.session.report_progress(progress, total, message)
 
     return relay
+
+
+# What an upstream may ask of the client during a call: request and result types, and the
+# capability the client must have declared.
+_CLIENT_REQUESTS: Final[dict[str, tuple[Any, Any, types.ClientCapabilities]]] = {
+    "sampling/createMessage": (types.CreateMessageRequest, types.CreateMessageResult,
+                               types.ClientCapabilities(sampling=types.SamplingCapability())),
+    "elicitation/create": (types.ElicitRequest, types.ElicitResult,
+                           types.ClientCapabilities(elicitation=types.ElicitationCapability())),
+    "roots/list": (types.ListRootsRequest, types.ListRootsResult,
+                   types.ClientCapabilities(roots=types.RootsCapability())),
+}
+
+
+def request_relay(ctx: ServerRequestContext[Any]) -> Any:
+    """A callback passing a request an upstream made during this tool call to this call's client.
+
+    Raises (from the callback): MCPError for a method not relayed, a client without that
+    capability, or the client's own error; the upstream gets it as its answer.
+    """
+
+    async def ask(method: str, params: dict[str, Any]) -> dict[str, Any]:
+        known = _CLIENT_REQUESTS.get(method)
+        if known is None:
+            raise MCPError(types.METHOD_NOT_FOUND, "Method not found")
+        request_type, result_type, capability = known
+        if method == "sampling/createMessage" and params.get("tools"):
+            result_type = types.CreateMessageResultWithTools
+        if not ctx.session.check_client_capability(capability):
+            raise MCPError(types.METHOD_NOT_FOUND, f"the client does not support {method}")
+        try:
+            request = request_type.model_validate({"method": method, **({"params": params} if params else {})})
+        except ValidationError as exc:
+            raise MCPError(types.INVALID_PARAMS, f"invalid {method} request: {exc.errors()[0]['msg']}") from None
+        try:
+            result = await ctx.session.send_request(request, result_type,
+                                                    metadata=ServerMessageMetadata(related_request_id=ctx.request_id))
+        except MCPError:
+            raise
+        except Exception as exc:  # no back-channel (a 2026-07-28 client), a bad answer, a dropped stream
+            raise MCPError(types.INTERNAL_ERROR, f"the client could not be asked ({type(exc).__name__})") from None
+        return result.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+    return ask

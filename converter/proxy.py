@@ -29,7 +29,7 @@ from mcp.shared.exceptions import MCPError
 from converter import __version__
 from converter.config import McpUpstreamSettings
 from converter.errors import UpstreamError
-from converter.proxy_http import SESSION_GONE, DirectCalls, ProgressRelay, SessionTransport
+from converter.proxy_http import SESSION_GONE, DirectCalls, ProgressRelay, RequestRelay, SessionTransport
 
 log = logging.getLogger("openapi_mcp")
 
@@ -63,6 +63,7 @@ class MCPUpstreamSource:
     def __init__(self, settings: McpUpstreamSettings, *, prefix: str = "", label: str = "mcp_upstream") -> None:
         self.url = settings.url
         self.timeout = settings.timeout
+        self.relay = frozenset(settings.relay)
         self.prefix = prefix
         self.label = label
         self._headers = {name: value.get_secret_value() for name, value in settings.headers.items()}
@@ -145,7 +146,8 @@ class MCPUpstreamSource:
             client = await stack.enter_async_context(Client(
                 streamable_http_client(self.url, http_client=http), mode="legacy", cache=None,
                 read_timeout_seconds=self.timeout, message_handler=self._on_message,
-                client_info=types.Implementation(name="openapi-mcp", version=__version__)))
+                client_info=types.Implementation(name="openapi-mcp", version=__version__),
+                **_declared(self.relay)))
             await self._watch(client, transport, direct)
 
     async def _watch(self, client: Client, transport: SessionTransport, direct: DirectCalls) -> None:
@@ -283,7 +285,8 @@ class MCPUpstreamSource:
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any] | None,
                         progress: ProgressRelay | None = None,
-                        headers: Mapping[str, str] | None = None) -> types.CallToolResult:
+                        headers: Mapping[str, str] | None = None,
+                        ask: RequestRelay | None = None) -> types.CallToolResult:
         """Call the upstream tool `name` (served name); `headers`: the caller's claim headers.
 
         Raises:
@@ -297,7 +300,8 @@ class MCPUpstreamSource:
             direct = self._direct
             if direct is not None and self._client is client:  # the fast way, on the SDK's session
                 calls, session_id, version = direct
-                return await calls.call_tool(session_id, version, upstream_name, arguments or {}, progress, headers)
+                return await calls.call_tool(session_id, version, upstream_name, arguments or {}, progress, headers,
+                                             ask if self.relay else None)
             if headers:  # fail closed: the SDK client's requests cannot carry per-caller headers
                 raise UpstreamError(f"{self.describe()}: the caller's claim headers (auth.claim_to_header) cannot be "
                                     "sent on this upstream session (it has no session id); refusing the call",
@@ -388,3 +392,19 @@ def _reason(exc: BaseException) -> str:
 
 def _subscribe_request(uri: str) -> types.SubscribeRequest:
     return types.SubscribeRequest(params=types.SubscribeRequestParams(uri=uri))
+
+
+def _declared(relay: frozenset[str]) -> dict[str, Any]:
+    """Client callbacks that make the SDK declare the relayed capabilities to the upstream.
+
+    Requests that arrive during a direct `tools/call` are passed to the caller (DirectCalls);
+    these callbacks only see the rest (outside a call, or on the SDK's own path), which have no
+    caller to go to.
+    """
+
+    async def unrouted(context: Any, params: Any = None) -> types.ErrorData:
+        return types.ErrorData(code=types.INVALID_REQUEST,
+                               message="openapi-mcp passes this request on only during a tools/call")
+
+    names = {"sampling": "sampling_callback", "elicitation": "elicitation_callback", "roots": "list_roots_callback"}
+    return {names[kind]: unrouted for kind in relay}

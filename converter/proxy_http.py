@@ -9,8 +9,9 @@ stream of notifications. Two things here make calls cheaper than through it (ben
   gave, for the direct calls.
 * `DirectCalls` sends `tools/call` itself, on that session, over a pooled aiohttp client (the
   one the OpenAPI upstreams use): one POST, the answer read from JSON or SSE, the upstream's
-  progress passed on as it comes. It answers any request the upstream makes on that stream
-  with "method not found" (this server offers no sampling or elicitation to upstreams).
+  progress passed on as it comes. A request the upstream makes of the client on that stream
+  (sampling, elicitation, roots) goes to the calling client when `mcp_upstream.relay` allows
+  it, and is answered "method not found" otherwise.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ SESSION_GONE: Final = "Session terminated"
 CONNECTION_FAILED: Final = "Connection closed"
 
 ProgressRelay = Callable[[float, float | None, str | None], Awaitable[None]]
+# Asks the calling client a request the upstream made during the call: (method, params) -> result.
+RequestRelay = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 class SessionTransport(httpx2.AsyncBaseTransport):
@@ -102,7 +105,8 @@ class DirectCalls:
 
     async def call_tool(self, session_id: str, version: str, name: str, arguments: Mapping[str, Any],
                         progress: ProgressRelay | None,
-                        extra_headers: Mapping[str, str] | None = None) -> types.CallToolResult:
+                        extra_headers: Mapping[str, str] | None = None,
+                        ask: RequestRelay | None = None) -> types.CallToolResult:
         """Raises: MCPError: the upstream's JSON-RPC error, or the SDK's words for a failed exchange."""
         import aiohttp
 
@@ -119,7 +123,7 @@ class DirectCalls:
                     raise MCPError(types.INVALID_REQUEST, SESSION_GONE)
                 content_type = response.headers.get("content-type", "")
                 if content_type.startswith("text/event-stream"):
-                    answer = await self._read_events(response, request_id, session_id, version, progress)
+                    answer = await self._read_events(response, request_id, session_id, version, progress, ask)
                     # The server ends the stream right after the answer: read to the end so that the
                     # connection is kept for the next call (aiohttp closes one released mid-body).
                     with anyio.move_on_after(DRAIN_SECONDS):
@@ -135,7 +139,7 @@ class DirectCalls:
         return types.CallToolResult.model_validate(answer["result"], by_name=False)
 
     async def _read_events(self, response: Any, request_id: str, session_id: str, version: str,
-                           progress: ProgressRelay | None) -> Any:
+                           progress: ProgressRelay | None, ask: RequestRelay | None) -> Any:
         buffer, data = b"", []
         async for chunk in response.content.iter_any():
             buffer += chunk
@@ -150,22 +154,27 @@ class DirectCalls:
                     message = json.loads(payload)
                     if isinstance(message, dict) and message.get("id") == request_id and "method" not in message:
                         return message
-                    await self._on_message(message, request_id, session_id, version, progress)
+                    await self._on_message(message, request_id, session_id, version, progress, ask)
             if len(buffer) + sum(map(len, data)) > MAX_EVENT_BYTES:
                 raise ValueError("an SSE event is too large")
         return None  # the stream ended without the answer
 
     async def _on_message(self, message: Any, request_id: str, session_id: str, version: str,
-                          progress: ProgressRelay | None) -> None:
+                          progress: ProgressRelay | None, ask: RequestRelay | None) -> None:
         if not isinstance(message, dict):
             return
         params = message.get("params") if isinstance(message.get("params"), dict) else {}
         if message.get("method") == "notifications/progress" and progress is not None \
                 and params.get("progressToken") == request_id:
             await progress(float(params.get("progress", 0)), params.get("total"), params.get("message"))
-        elif "method" in message and "id" in message:  # a request to us: we serve none
-            reply = {"jsonrpc": "2.0", "id": message["id"],
-                     "error": {"code": types.METHOD_NOT_FOUND, "message": "Method not found"}}
+        elif "method" in message and "id" in message:  # a request to the client: ask the caller, if we may
+            reply: dict[str, Any] = {"jsonrpc": "2.0", "id": message["id"]}
+            try:
+                if ask is None:
+                    raise MCPError(types.METHOD_NOT_FOUND, "Method not found")
+                reply["result"] = await ask(str(message["method"]), params)
+            except MCPError as exc:
+                reply["error"] = exc.error.model_dump(by_alias=True, mode="json", exclude_none=True)
             async with self._session.post(self.url, data=json.dumps(reply),
                                           headers={"mcp-session-id": session_id, "mcp-protocol-version": version}):
                 pass

@@ -515,3 +515,50 @@ async def test_a_2026_listen_stream_gets_updates_for_the_uris_it_may_subscribe_t
             with anyio.fail_after(10):
                 event = await subscription.__anext__()
     assert event == ResourceUpdated(uri=STATIC_DOC)
+
+
+# -- requests of the client (sampling, elicitation, roots) ------------------------------------------
+
+async def test_sampling_and_elicitation_during_a_call_reach_the_calling_client(
+        serve: Callable[..., Gateway], everything: Upstream) -> None:
+    from mcp.types import CreateMessageResult, ElicitResult
+
+    gateway = serve("passthrough-relay", {"mcp_upstream": {"url": everything.url,
+                                                           "relay": ["sampling", "elicitation"]}})
+    asked: list[str] = []
+
+    async def sample(context: Any, params: Any) -> CreateMessageResult:
+        asked.append(params.messages[0].content.text)
+        return CreateMessageResult(role="assistant", content=TextContent(type="text", text="forty-two"),
+                                   model="test-model", stop_reason="endTurn")
+
+    async def elicit(context: Any, params: Any) -> ElicitResult:
+        asked.append(params.message)
+        return ElicitResult(action="accept", content={"name": "Ada Lovelace"})
+
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {CLIENT_TOKEN}"},
+                                  timeout=httpx2.Timeout(30, read=120)) as http, Client(
+            streamable_http_client(gateway.url, http_client=http), mode="legacy",
+            sampling_callback=sample, elicitation_callback=elicit) as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert {"trigger-sampling-request", "trigger-elicitation-request"} <= names  # the upstream saw the capabilities
+        sampled = text_of(await client.call_tool("trigger-sampling-request", {"prompt": "the answer?", "maxTokens": 20}))
+        assert "forty-two" in sampled and "test-model" in sampled
+        elicited = await client.call_tool("trigger-elicitation-request", {})
+        assert "Ada Lovelace" in " ".join(c.text for c in elicited.content if isinstance(c, TextContent))
+    assert asked[0].endswith("the answer?") and len(asked) == 2
+
+
+async def test_a_client_without_sampling_gets_a_clear_tool_error_not_a_hang(
+        serve: Callable[..., Gateway], everything: Upstream) -> None:
+    gateway = serve("passthrough-relay-nocap", {"mcp_upstream": {"url": everything.url, "relay": ["sampling"]}})
+    async with connect(gateway.url) as client:  # declares no sampling capability
+        with anyio.fail_after(20):
+            result = await client.call_tool("trigger-sampling-request", {"prompt": "x", "maxTokens": 5})
+    assert result.is_error and "does not support sampling/createMessage" in text_of(result)
+
+
+async def test_without_relay_the_upstream_is_not_offered_sampling(open_gateway: Gateway) -> None:
+    async with connect(open_gateway.url) as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+    assert "trigger-sampling-request" not in names and "trigger-elicitation-request" not in names
