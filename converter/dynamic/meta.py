@@ -176,8 +176,9 @@ class DynamicCatalog:
         return None
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any] | None,
-                        principal: Principal = ANONYMOUS, *, progress: Any = None) -> types.CallToolResult:
-        """Run meta-tool `name` for `principal` (`progress`: for proxied tools; this mode has none).
+                        principal: Principal = ANONYMOUS, *, progress: Any = None,
+                        ask: Any = None) -> types.CallToolResult:
+        """Run meta-tool `name` for `principal` (`progress`, `ask`: for proxied tools; this mode has none).
 
         Raises:
             MCPError: -32602 for a name that is not one of the three meta-tools.
