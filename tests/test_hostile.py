@@ -492,6 +492,14 @@ def test_a_schema_holding_an_alias_loop_skips_every_operation_that_uses_it() -> 
     ], ["listThings"])
 
 
+def test_schemas_that_apply_each_other_in_place_are_reported_as_a_loop() -> None:
+    """allOf/anyOf/not cycles with no step down into the value: validators would recurse forever."""
+    problems, names = _load("hostile-ref-loop-applicators.yaml")
+    assert sorted(names) == ["listThings", "postTree"]  # recursion through properties/items is fine
+    assert sorted(p.split(": ", 1)[0] for p in problems) == ["#/paths/~1a/post", "#/paths/~1n/get"]
+    assert all("$ref loop through schema" in p and p.endswith("; skipped") for p in problems), problems
+
+
 # -- references to other hosts and other files ------------------------------------------------------
 
 

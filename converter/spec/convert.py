@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from converter.errors import SpecError
-from converter.models import Spec
+from converter.models import Operation, Problem, Spec
 from converter.spec.load import load_document, read_text
+from converter.spec.loops import looping_defs, reached_defs
 from converter.spec.operations import OperationBuilder, resolve_servers
 from converter.spec.resolve import Resolver
 from converter.spec.schema import SchemaConverter
@@ -39,6 +40,7 @@ def spec_from_document(doc: Any, uri: str, *, source: str, read: Any = read_text
         operations = builder.build_all()
     except SpecError as exc:
         raise SpecError(f"{source}: {exc}", pointer=exc.pointer, source=source) from exc
+    operations, loop_problems = _without_looping(operations, schemas.defs)
     info = doc.get("info") if isinstance(doc.get("info"), dict) else {}
     components = doc.get("components") if isinstance(doc.get("components"), dict) else {}
     schemes = components.get("securitySchemes")
@@ -50,7 +52,7 @@ def spec_from_document(doc: Any, uri: str, *, source: str, read: Any = read_text
         input_defs=schemas.defs["in"],
         output_defs=schemas.defs["out"],
         servers=resolve_servers(doc.get("servers"), uri),
-        problems=(*builder.problems, *schemas.problems),
+        problems=(*builder.problems, *schemas.problems, *loop_problems),
         security_schemes=schemes if isinstance(schemes, dict) else {},
         openapi_version=version,
     )
@@ -82,3 +84,25 @@ def _prepare_external(doc: Any, uri: str) -> Any:
 
         return convert_swagger2(doc, source=uri)
     return doc
+
+
+def _without_looping(operations: list[Operation], defs: Mapping[str, Mapping[str, Any]]
+                     ) -> tuple[list[Operation], list[Problem]]:
+    """Skip the operations whose schemas reach a definition with no base case (converter.spec.loops)."""
+    looping = {mode: looping_defs(defs[mode]) for mode in ("in", "out")}
+    if not looping["in"] and not looping["out"]:
+        return operations, []
+    kept: list[Operation] = []
+    problems: list[Problem] = []
+    for op in operations:
+        inputs = [p.schema for p in op.parameters] + ([op.request_body.schema] if op.request_body else [])
+        outputs = [op.response.schema] if op.response is not None and op.response.schema is not None else []
+        bad = sorted(looping["in"] & reached_defs(inputs, defs["in"])
+                     | looping["out"] & reached_defs(outputs, defs["out"]))
+        if bad:
+            problems.append(Problem(op.pointer, f"$ref loop through schema {bad[0]!r}: it applies to the same value "
+                                    "again through allOf/anyOf/oneOf/not, so no value can be checked; skipped",
+                                    fatal=True))
+        else:
+            kept.append(op)
+    return kept, problems
