@@ -37,7 +37,6 @@ from converter.auth.principal import Principal
 from converter.errors import ConfigError, UpstreamError
 from converter.policy import Policy
 from converter.proxy import MCPUpstreamSource
-from converter.subscriptions import ResourceSubscriptions
 from converter.telemetry.record import current_record
 
 if TYPE_CHECKING:
@@ -196,6 +195,16 @@ async def relay(source: MCPUpstreamSource, method: str, request: Any) -> Any:
             record.upstream_ms = round((time.perf_counter() - started) * 1000, 3)
 
 
+# A changed list (converter.proxy's kinds): the notification of 2025-era sessions and the event of
+# 2026-07-28 listen streams; resources and templates share both.
+_LIST_CHANGED: Final = {
+    "tools": ("notifications/tools/list_changed", ToolsListChanged),
+    "prompts": ("notifications/prompts/list_changed", PromptsListChanged),
+    "resources": ("notifications/resources/list_changed", ResourcesListChanged),
+    "templates": ("notifications/resources/list_changed", ResourcesListChanged),
+}
+
+
 class Downstream:
     """Passes list changes on to every connected client, in the way its protocol version has.
 
@@ -221,19 +230,13 @@ class Downstream:
         return await call_next(ctx)
 
     async def notify(self, kinds: frozenset[str]) -> None:
-        methods = [m for kind, m in (("tools", "notifications/tools/list_changed"),
-                                     ("prompts", "notifications/prompts/list_changed"),
-                                     ("resources", "notifications/resources/list_changed"),
-                                     ("templates", "notifications/resources/list_changed")) if kind in kinds]
+        changes = dict.fromkeys(_LIST_CHANGED[kind] for kind in kinds if kind in _LIST_CHANGED)
         for connection in list(self._connections):
-            for method in dict.fromkeys(methods):
+            for method, _ in changes:
                 with anyio.move_on_after(NOTIFY_SECONDS):
                     await connection.notify(method, None)
-        events = {kind: event for kind, event in (("tools", ToolsListChanged()), ("prompts", PromptsListChanged()),
-                                                  ("resources", ResourcesListChanged()),
-                                                  ("templates", ResourcesListChanged())) if kind in kinds}
-        for event in dict.fromkeys(events.values()):
-            await self.bus.publish(event)
+        for _, event in changes:
+            await self.bus.publish(event())
 
 
 def register_handlers(server: Server[Any], catalog: Catalog, principal_of: Any) -> None:
@@ -246,6 +249,8 @@ def register_handlers(server: Server[Any], catalog: Catalog, principal_of: Any) 
     server.middleware.append(downstream)
     listen: Any = downstream.listen
     if passthrough.provides("resources"):
+        from converter.subscriptions import ResourceSubscriptions  # it builds on this module
+
         subscriptions = ResourceSubscriptions(passthrough, downstream.bus, downstream.listen, principal_of)
         server.add_request_handler("resources/subscribe", types.SubscribeRequestParams, subscriptions.subscribe)
         server.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, subscriptions.unsubscribe)

@@ -102,8 +102,8 @@ class ResponseSettings(_Model):
                 argument = f"_{argument}"
         if max_bytes is None and fixed is None and argument is None:
             return None
-        return Shaping(max_bytes=max_bytes, fixed_source=fixed,
-                       fixed=compile_expression(fixed) if fixed is not None else None, argument=argument)
+        return Shaping(max_bytes=max_bytes, fixed=compile_expression(fixed) if fixed is not None else None,
+                       argument=argument)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +111,6 @@ class Shaping:
     """What one tool does to its answers; see the module docstring."""
 
     max_bytes: int | None
-    fixed_source: str | None
     fixed: Any  # compiled JMESPath, or None
     argument: str | None  # the filter argument's name, or None when not offered
 

@@ -23,13 +23,14 @@ import mcp.types as types
 from mcp.server.subscriptions import ListenHandler, ResourceUpdated, SubscriptionBus
 from mcp.shared.exceptions import MCPError
 
+from converter.passthrough import NOTIFY_SECONDS, Passthrough, relay
+
 if TYPE_CHECKING:
-    from converter.passthrough import Passthrough
     from converter.proxy import MCPUpstreamSource
 
 log = logging.getLogger("openapi_mcp")
 
-NOTIFY_SECONDS = 5.0  # a client that does not read its stream is skipped, not waited for
+RELEASE_SECONDS = 5.0  # for the upstream unsubscribes when a listen stream ends (even when cancelled)
 
 
 class ResourceSubscriptions:
@@ -88,7 +89,7 @@ class ResourceSubscriptions:
         finally:
             for uri in honored:
                 self._streams[uri] -= 1
-            with anyio.CancelScope(shield=True), anyio.move_on_after(NOTIFY_SECONDS):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_SECONDS):
                 await self._release()
 
     # -- from the upstreams ----------------------------------------------------------------------
@@ -117,8 +118,6 @@ class ResourceSubscriptions:
 
     async def _want(self, uri: str, source: MCPUpstreamSource) -> None:
         if uri not in self._upstream:
-            from converter.passthrough import relay
-
             await relay(source, "resources/subscribe", source.subscribe(uri))
             self._upstream[uri] = source
 

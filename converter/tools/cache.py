@@ -76,7 +76,7 @@ class CompileCache:
         if self.directory is None or not uri.startswith("file:"):
             return _build(read_text(uri, display=source), uri, source, include, exclude, reserved_headers, read_text)
         data = read_file(uri, display=source)
-        key = _digest(_code_digest(), source, uri, hashlib.sha256(data).hexdigest(), repr(include), repr(exclude),
+        key = _digest(_code_digest(), source, uri, _sha(data), repr(include), repr(exclude),
                       ",".join(sorted(reserved_headers)))
         path = self.directory / f"{key}.pickle"
         found = self._read(path)
@@ -90,7 +90,7 @@ class CompileCache:
         def recording_read(dep_uri: str) -> str:
             nonlocal cacheable
             dep_text = read_text(dep_uri)
-            deps.append((dep_uri, _sha(dep_text)))
+            deps.append((dep_uri, _sha(dep_text.encode())))  # the file's bytes: it decoded as strict UTF-8
             cacheable = cacheable and dep_uri.startswith("file:")
             return dep_text
 
@@ -108,7 +108,7 @@ class CompileCache:
             if not isinstance(entry, _Entry) or entry.format != _FORMAT:
                 return None
             for dep_uri, digest in entry.dependencies:
-                if _sha(read_text(dep_uri)) != digest:
+                if _sha(read_file(dep_uri)) != digest:
                     log.debug("cache entry %s is stale: %s changed", path.name, dep_uri)
                     return None
             os.utime(path)  # most recently used: kept longest by _prune
@@ -162,8 +162,8 @@ def _prune(directory: Path) -> None:
         old.unlink(missing_ok=True)
 
 
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _digest(*parts: str) -> str:
