@@ -50,10 +50,10 @@ def main() -> None:
     print(f"{'rules':>6} {'call cold us':>13} {'call warm us':>13} {'list 10 cold us':>16} {'list 10 warm us':>16}")
     for n in (1, 10, 100):
         acl = compile_acl({"rules": rules(n)})
-        call_cold = timed(lambda: acl.decide("tools", "call", "deleteOrder", fresh()), 500)
-        call_warm = timed(lambda: acl.decide("tools", "call", "deleteOrder", principal))
-        list_cold = timed(lambda: [t for t in TOOLS if acl.decide("tools", "list", t, p)] if (p := fresh()) else 0, 200)
-        list_warm = timed(lambda: [t for t in TOOLS if acl.decide("tools", "list", t, principal)], 500)
+        call_cold = timed(lambda acl=acl: acl.decide("tools", "call", "deleteOrder", fresh()), 500)
+        call_warm = timed(lambda acl=acl: acl.decide("tools", "call", "deleteOrder", principal))
+        list_cold = timed(lambda acl=acl: [t for t in TOOLS if acl.decide("tools", "list", t, p)] if (p := fresh()) else 0, 200)
+        list_warm = timed(lambda acl=acl: [t for t in TOOLS if acl.decide("tools", "list", t, principal)], 500)
         print(f"{n:>6} {call_cold:>13.1f} {call_warm:>13.1f} {list_cold:>16.1f} {list_warm:>16.1f}")
 
 

@@ -123,7 +123,7 @@ class SchemaChecker:
         if not problems:
             try:
                 jsonschema_rs.Draft202012Validator(schema, validate_formats=False)
-            except Exception as exc:  # noqa: BLE001 - any refusal is the finding
+            except Exception as exc:
                 problems.append(f"jsonschema-rs: {str(exc).splitlines()[0][:200]}")
         return problems
 

@@ -34,6 +34,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 import sessions  # noqa: E402
+
 from bench import FASTMCP_PY, LABELS, OURS, ROOT, Proc, free_port, load_json, loadavg, log, versions  # noqa: E402
 
 VENDOR = BENCH / "vendor" / "node_modules"
@@ -58,7 +59,7 @@ def count_operations(path: Path) -> int | None:
 
             doc = yaml.safe_load(path.read_text())
         return sum(1 for item in doc.get("paths", {}).values() for m in item if m in METHODS)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
 
 
@@ -156,7 +157,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description="openapi-mcp startup benchmark")
     ap.add_argument("--specs", default=os.environ.get("STARTUP_SPECS", "marketplace,github,stripe"))
     ap.add_argument("--servers", default=os.environ.get("STARTUP_SERVERS", "ours,fastmcp"))
-    ap.add_argument("--timeout", type=float, default=float(os.environ.get("STARTUP_TIMEOUT", 120)))
+    ap.add_argument("--timeout", type=float, default=float(os.environ.get("STARTUP_TIMEOUT", "120")))
     ap.add_argument("--out", type=Path, default=BENCH / "results" / "latest.json")
     args = ap.parse_args()
 

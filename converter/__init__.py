@@ -27,12 +27,26 @@ _WHERE = {
     "spec_from_document": "converter.spec.convert",
 }
 
-__all__ = [*sorted(_WHERE), "__version__"]
+__all__ = [  # noqa: RUF022 - the names of _WHERE, in its order, then the version
+    "ArgumentError", "ConfigError", "ConverterError", "SpecError", "UpstreamError",
+    "Operation", "Parameter", "Problem", "RequestBody", "Response", "Spec",
+    "load_spec", "spec_from_document", "__version__",
+]
 
 if TYPE_CHECKING:
-    from converter.errors import ArgumentError, ConfigError, ConverterError, SpecError, UpstreamError
-    from converter.models import Operation, Parameter, Problem, RequestBody, Response, Spec
-    from converter.spec import load_spec, spec_from_document
+    from converter.errors import ArgumentError as ArgumentError
+    from converter.errors import ConfigError as ConfigError
+    from converter.errors import ConverterError as ConverterError
+    from converter.errors import SpecError as SpecError
+    from converter.errors import UpstreamError as UpstreamError
+    from converter.models import Operation as Operation
+    from converter.models import Parameter as Parameter
+    from converter.models import Problem as Problem
+    from converter.models import RequestBody as RequestBody
+    from converter.models import Response as Response
+    from converter.models import Spec as Spec
+    from converter.spec import load_spec as load_spec
+    from converter.spec import spec_from_document as spec_from_document
 
 
 def __getattr__(name: str) -> Any:

@@ -149,7 +149,9 @@ def _rule(index: int, raw: Any, source: str) -> Rule:
     where = f"acl.rules[{index}]"
 
     def fail(key: str, message: str) -> ConfigError:
-        return ConfigError(f"{source}: {where}{'.' + key if key else ''}: {message}", key=f"{where}.{key}", source=source)
+        return ConfigError(
+            f"{source}: {where}{'.' + key if key else ''}: {message}", key=f"{where}.{key}", source=source
+        )
 
     if not isinstance(raw, Mapping):
         raise fail("", "must be a mapping")

@@ -17,8 +17,6 @@ from mcp.server import Server, ServerRequestContext
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
 from converter import __version__
@@ -28,11 +26,11 @@ from converter.catalog import Catalog, build_catalog
 from converter.config import AuthSettings, Settings
 from converter.dashboard import dashboard_routes
 from converter.health import healthz, metrics_endpoint, readyz
+from converter.invoke.result import error_result
 from converter.paging import Pager
 from converter.passthrough import progress_relay, register_handlers, request_relay
 from converter.telemetry import McpTelemetry, TelemetryLayer
 from converter.telemetry.setup import Telemetry, build_telemetry
-from converter.invoke.result import error_result
 
 log = logging.getLogger("openapi_mcp")
 
@@ -102,7 +100,7 @@ def wire_tool(tool: types.Tool) -> dict[str, Any]:
     the schemas are the tool's own dicts rather than deep copies: they are JSON data already (the
     spec loader keeps to JSON's data model), and GitHub's schemas are ~40 MB as Python objects."""
     wire = tool.model_dump(by_alias=True, mode="json", exclude_none=True, exclude={"input_schema", "output_schema"})
-    shaped = {key: wire.pop(key) for key in ("name", "title", "description") if key in wire}
+    shaped: dict[str, Any] = {key: wire.pop(key) for key in ("name", "title", "description") if key in wire}
     shaped["inputSchema"] = tool.input_schema
     if tool.output_schema is not None:
         shaped["outputSchema"] = tool.output_schema
@@ -122,7 +120,9 @@ def build_server(catalog: Catalog, *, name: str = "openapi-mcp", telemetry: Tele
                  page_size: int | None = None) -> Server[Any]:
     """The low-level MCP server whose handlers read the catalog."""
 
-    async def list_tools(ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+    async def list_tools(
+        ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
         if _ENVELOPE_ONLY.get():
             return _EMPTY_LIST
         visible = catalog.visible_tools(principal_of(ctx))

@@ -21,18 +21,18 @@ from typing import Any
 import mcp.types as types
 from mcp.shared.exceptions import MCPError
 
+from converter.acl import Acl, compile_acl
 from converter.auth.principal import ANONYMOUS, Principal, claim_headers
 from converter.config import AuthSettings, InlineTool, SelectionSettings, Settings, UpstreamSettings
-from converter.shaping import ResponseSettings
 from converter.errors import ArgumentError, ConfigError, ConverterError, SpecError, UpstreamError
 from converter.invoke.result import error_result, map_response
 from converter.invoke.upstream import Upstream
-from converter.acl import Acl, compile_acl
 from converter.models import Problem, Spec
-from converter.telemetry.record import current_record
 from converter.passthrough import Passthrough
 from converter.policy import Policy, build_policy
 from converter.proxy import MCPUpstreamSource, ProgressRelay, RequestRelay
+from converter.shaping import ResponseSettings
+from converter.telemetry.record import current_record
 from converter.tools import Selection, ToolPlan, build_plans
 from converter.tools.cache import CompileCache, default_directory
 
@@ -324,14 +324,15 @@ def _openapi_sources(settings: Settings, spec_path: str | None, tools: Sequence[
     upstream = Upstream(timeout=upstream_settings.timeout, max_response_bytes=upstream_settings.max_response_bytes,
                         transport=transport, tracing=settings.telemetry.traces)
     headers = {name: value.get_secret_value() for name, value in upstream_settings.headers.items()}
-    selection = {"include": _selection(include), "exclude": _selection(exclude), "reserved_headers": reserved}
+    chosen, dropped = _selection(include), _selection(exclude)
     compiled: list[tuple[Spec, list[ToolPlan], list[Problem]]] = []
     if spec_path is not None:
-        compiled.append(CompileCache(default_directory() if settings.cache else None).compile(spec_path, **selection))
+        cache = CompileCache(default_directory() if settings.cache else None)
+        compiled.append(cache.compile(spec_path, include=chosen, exclude=dropped, reserved_headers=reserved))
     if tools:
         where = settings.config_file or "<config>"
         inline = inline_tools_spec(tools, source=f"{where}: {label}" if label else where)
-        compiled.append((inline, *build_plans(inline, **selection)))
+        compiled.append((inline, *build_plans(inline, include=chosen, exclude=dropped, reserved_headers=reserved)))
     sources = []
     for spec, plans, naming in compiled:
         fatal = [p for p in spec.problems if p.fatal]
@@ -345,9 +346,17 @@ def _openapi_sources(settings: Settings, spec_path: str | None, tools: Sequence[
             plan.tool = plan.tool.model_copy(update={"name": plan.name})
         if not settings.responses.is_off:
             _shape(plans, settings.responses)
-        sources.append(OpenAPISource(plans, upstream, upstream_settings.url, headers, problems=[*spec.problems, *naming],
-                                     security_schemes=spec.security_schemes,
-                                     label=f"{label} ({spec.source})" if label else spec.source))
+        sources.append(
+            OpenAPISource(
+                plans,
+                upstream,
+                upstream_settings.url,
+                headers,
+                problems=[*spec.problems, *naming],
+                security_schemes=spec.security_schemes,
+                label=f"{label} ({spec.source})" if label else spec.source,
+            )
+        )
     return sources
 
 
@@ -377,7 +386,9 @@ def inline_tools_spec(tools: Sequence[InlineTool], *, source: str) -> Spec:
         item[method] = operation
     document = {"openapi": "3.0.3", "info": {"title": "inline tools", "version": "1"}, "paths": paths}
     spec = spec_from_document(document, "inline:tools", source=source)
-    operations = tuple(replace(op, pointer=f"{source}: {where[(op.method.lower(), op.path)]}") for op in spec.operations)
+    operations = tuple(
+        replace(op, pointer=f"{source}: {where[(op.method.lower(), op.path)]}") for op in spec.operations
+    )
     return replace(spec, operations=operations)
 
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from converter import __version__
 from converter.catalog import Catalog, build_catalog
-from converter.dynamic import DynamicCatalog, build_served_catalog
 from converter.config import Settings, load_settings
+from converter.dynamic import DynamicCatalog, build_served_catalog
 from converter.entry import serving
 from converter.errors import ConverterError
 

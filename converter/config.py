@@ -6,10 +6,18 @@ Errors name the file and the key at fault. Secrets are kept as `SecretStr` and n
 from __future__ import annotations
 
 import re
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
-from pydantic import (BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from converter.config_file import read_config_file
 from converter.errors import ConfigError
@@ -20,7 +28,10 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 UNSAFE_METHODS: Final[tuple[str, ...]] = ("POST", "PUT", "PATCH", "DELETE", "TRACE")
 
 
-def _http_url(value: Any) -> Any:
+_Url = TypeVar("_Url", str, None, "str | None")
+
+
+def _http_url(value: _Url) -> _Url:
     """Shared check for every URL setting: None passes, anything else must be http(s)."""
     if value is not None and not str(value).startswith(("http://", "https://")):
         raise ValueError(f"must be an http(s) URL, not {value!r}")
@@ -108,7 +119,22 @@ class InlineTool(_Model):
 
     name: str | None = None
     description: str | None = None
-    method: Literal["GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS", "get", "put", "post", "delete", "patch", "head", "options"]
+    method: Literal[
+        "GET",
+        "PUT",
+        "POST",
+        "DELETE",
+        "PATCH",
+        "HEAD",
+        "OPTIONS",
+        "get",
+        "put",
+        "post",
+        "delete",
+        "patch",
+        "head",
+        "options",
+    ]
     path: str
     parameters: list[dict[str, Any]] = Field(default_factory=list)
     request_body: dict[str, Any] | None = Field(default=None, alias="requestBody")

@@ -52,7 +52,7 @@ def read_config_file(config_file: str) -> dict[str, Any]:
     for entry in raw.get("sources") or ():
         if isinstance(entry, dict) and isinstance(entry.get("spec"), str):
             entry["spec"] = _relative_to(entry["spec"], path.parent)
-    return raw
+    return dict(raw)
 
 
 def substitute_env(value: Any, *, key: str = "", source: str = "<config>") -> Any:

@@ -120,7 +120,7 @@ def summarize(records: Sequence[Mapping[str, Any]], *, now: float | None = None,
 
     shown = [m for m, _ in Counter(sum(series, Counter())).most_common()]
     if len(shown) > MAX_METHOD_SERIES:
-        shown = shown[:MAX_METHOD_SERIES - 1] + ["other"]
+        shown = [*shown[:MAX_METHOD_SERIES - 1], "other"]
     last_minute = sum(1 for r in records if isinstance(r.get("time"), (int, float)) and now - r["time"] <= 60)
     return {
         "generated_at": now,

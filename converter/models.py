@@ -30,10 +30,10 @@ def compact_pickle(cls: type[_T]) -> type[_T]:
     """
     names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
 
-    def __reduce__(self: Any) -> tuple[Any, tuple[Any, ...]]:
+    def __reduce__(self: Any) -> tuple[Any, tuple[Any, ...]]:  # noqa: N807 - the pickle protocol's method
         return cls, tuple(getattr(self, name) for name in names)
 
-    cls.__reduce__ = __reduce__  # type: ignore[assignment,method-assign]
+    cls.__reduce__ = __reduce__  # type: ignore[method-assign]
     return cls
 
 

@@ -16,8 +16,8 @@ import logging
 import re
 import time
 import weakref
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
 import mcp.types as types
@@ -181,7 +181,10 @@ def _denied(hidden: bool) -> None:
         record.acl_denied = True
 
 
-async def relay(source: MCPUpstreamSource, method: str, request: Any) -> Any:
+_T = TypeVar("_T")
+
+
+async def relay(source: MCPUpstreamSource, method: str, request: Awaitable[_T]) -> _T:
     """Await an upstream request; its failure to answer becomes an internal error that says why."""
     record = current_record.get()
     started = time.perf_counter()
@@ -197,7 +200,7 @@ async def relay(source: MCPUpstreamSource, method: str, request: Any) -> Any:
 
 # A changed list (converter.proxy's kinds): the notification of 2025-era sessions and the event of
 # 2026-07-28 listen streams; resources and templates share both.
-_LIST_CHANGED: Final = {
+_LIST_CHANGED: Final[dict[str, tuple[str, type[ToolsListChanged | PromptsListChanged | ResourcesListChanged]]]] = {
     "tools": ("notifications/tools/list_changed", ToolsListChanged),
     "prompts": ("notifications/prompts/list_changed", PromptsListChanged),
     "resources": ("notifications/resources/list_changed", ResourcesListChanged),
@@ -350,8 +353,9 @@ def request_relay(ctx: ServerRequestContext[Any]) -> Any:
                                                     metadata=ServerMessageMetadata(related_request_id=ctx.request_id))
         except MCPError:
             raise
-        except Exception as exc:  # no back-channel (a 2026-07-28 client), a bad answer, a dropped stream
+        except Exception as exc:  # noqa: BLE001 - no back-channel (a 2026-07-28 client), a bad answer, a dropped stream
             raise MCPError(types.INTERNAL_ERROR, f"the client could not be asked ({type(exc).__name__})") from None
-        return result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        answer: dict[str, Any] = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        return answer
 
     return ask

@@ -68,7 +68,9 @@ class Policy:
                     todo.append(implied)
         return frozenset(granted)
 
-    def missing_scopes(self, tool: str, principal: Principal, *, scopes: frozenset[str] | None = None) -> frozenset[str]:
+    def missing_scopes(
+        self, tool: str, principal: Principal, *, scopes: frozenset[str] | None = None
+    ) -> frozenset[str]:
         """Scopes the principal lacks for `tool`: empty when allowed.
 
         With several acceptable sets, the one needing the fewest extra scopes is named, so a

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import anyio
 import httpx2
@@ -29,7 +29,9 @@ from mcp.shared.exceptions import MCPError
 from converter import __version__
 from converter.config import McpUpstreamSettings
 from converter.errors import UpstreamError
-from converter.proxy_http import SESSION_GONE, DirectCalls, ProgressRelay, RequestRelay, SessionTransport
+from converter.proxy_http import SESSION_GONE, DirectCalls, SessionTransport
+from converter.proxy_http import ProgressRelay as ProgressRelay
+from converter.proxy_http import RequestRelay as RequestRelay
 
 log = logging.getLogger("openapi_mcp")
 
@@ -39,7 +41,8 @@ BACKOFF_START: Final = 0.5
 BACKOFF_MAX: Final = 30.0
 MAX_PAGES: Final = 100  # a list that never ends cannot hang a refresh
 KINDS: Final = ("tools", "resources", "templates", "prompts")
-_CHANGED: Final = {
+_T = TypeVar("_T")
+_CHANGED: Final[dict[type[Any], str]] = {
     types.ToolListChangedNotification: "tools",
     types.PromptListChangedNotification: "prompts",
     types.ResourceListChangedNotification: "resources",
@@ -326,7 +329,7 @@ class MCPUpstreamSource:
             ref, {"name": argument.name, "value": argument.value},
             context.arguments if context is not None else None))
 
-    async def _request(self, method: str, send: Callable[[Client], Awaitable[Any]], *, retry: bool = True) -> Any:
+    async def _request(self, method: str, send: Callable[[Client], Awaitable[_T]], *, retry: bool = True) -> _T:
         client = self._client
         if client is None:
             raise UpstreamError(f"{self.describe()} is not connected (reconnecting); try again shortly",

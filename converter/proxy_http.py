@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import anyio
 import httpx2
@@ -32,7 +32,12 @@ MAX_EVENT_BYTES: Final = 32 * 1024 * 1024  # one SSE event (a large tool result 
 SESSION_GONE: Final = "Session terminated"
 CONNECTION_FAILED: Final = "Connection closed"
 
-ProgressRelay = Callable[[float, float | None, str | None], Awaitable[None]]
+class ProgressRelay(Protocol):
+    """Passes an upstream's progress notification on to the calling client."""
+
+    async def __call__(self, progress: float, total: float | None, message: str | None) -> None: ...
+
+
 # Asks the calling client a request the upstream made during the call: (method, params) -> result.
 RequestRelay = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -78,7 +83,7 @@ class _DrainOnClose(httpx2.AsyncByteStream):
                     await self._parts.__anext__()
         except StopAsyncIteration:
             pass  # the body ended: the connection goes back to the pool
-        except Exception:  # noqa: BLE001 - a broken body just closes the connection
+        except Exception:  # noqa: BLE001, S110 - a broken body just closes the connection
             pass
         finally:
             await self._parts.aclose()  # type: ignore[attr-defined]
@@ -163,7 +168,8 @@ class DirectCalls:
                           progress: ProgressRelay | None, ask: RequestRelay | None) -> None:
         if not isinstance(message, dict):
             return
-        params = message.get("params") if isinstance(message.get("params"), dict) else {}
+        raw_params = message.get("params")
+        params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
         if message.get("method") == "notifications/progress" and progress is not None \
                 and params.get("progressToken") == request_id:
             await progress(float(params.get("progress", 0)), params.get("total"), params.get("message"))

@@ -198,4 +198,5 @@ class Shaping:
         if len(data) <= self.max_bytes:
             return text
         kept = data[: self.max_bytes].decode("utf-8", errors="ignore")
-        return f"{kept}\n[cut: the response is {len(data):,} bytes; this server returns at most {self.max_bytes:,} (responses.max_bytes)]"
+        return (f"{kept}\n[cut: the response is {len(data):,} bytes; this server returns at most "
+                f"{self.max_bytes:,} (responses.max_bytes)]")

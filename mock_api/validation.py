@@ -146,7 +146,8 @@ def _config(version: str) -> Config:
         schema_factories: JsonObject = {}
     else:
         base = OAS31Validator if version.startswith("3.1") else OAS32Validator
-        validator_cls = extend(base, type_checker=base.TYPE_CHECKER.redefine("string", _is_string_or_bytes))
+        # types-jsonschema leaves `extend` untyped
+        validator_cls = extend(base, type_checker=base.TYPE_CHECKER.redefine("string", _is_string_or_bytes))  # type: ignore[no-untyped-call]
         # a plain factory: the dialect-aware default would look the stock class up again
         validators = SchemaValidatorsFactory(validator_cls, format_checker=OAS30ReadValidator.FORMAT_CHECKER)
         casters = SchemaCastersFactory(validators, oas31_types_caster)
@@ -298,7 +299,7 @@ class RequestValidator:
             if strict:
                 raise DocumentError(problem) from exc
             self.problems.append(problem)
-            config.spec_validator_cls = None
+            config.spec_validator_cls = None  # type: ignore[assignment]  # None: openapi-core skips the check
             try:
                 self._openapi = OpenAPI.from_dict(self._doc, config=config, base_uri=base_uri)
             except Exception as exc:
@@ -348,7 +349,7 @@ class RequestValidator:
             try:
                 result = self._openapi.unmarshal_request(openapi_request)
                 failures = [describe_error(error) for error in result.errors]
-            except Exception as exc:  # QUIRK 8: an openapi-core bug must not become a 500
+            except Exception as exc:  # noqa: BLE001 - QUIRK 8: an openapi-core bug must not become a 500
                 result = RequestUnmarshalResult(errors=[])
                 failures = [_short(f"openapi-core failed on this request: {type(exc).__name__}: {exc}")]
         errors = rules.unexpected(request.query_params) + failures

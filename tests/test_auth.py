@@ -29,8 +29,8 @@ from converter.auth.principal import (
     claim_headers,
 )
 from converter.config import load_settings
-from converter.policy import build_policy, operation_scopes
 from converter.models import Operation
+from converter.policy import build_policy, operation_scopes
 
 pytestmark = pytest.mark.anyio
 RESOURCE = "http://127.0.0.1:8000/mcp"

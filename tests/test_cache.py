@@ -15,7 +15,6 @@ import pytest
 from converter.cli import main
 from converter.tools.cache import MAX_ENTRIES, CompileCache
 from converter.tools.plan import Selection
-
 from tests.conftest import openapi
 
 

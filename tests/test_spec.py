@@ -202,10 +202,39 @@ def test_patterns_no_dialect_reads_alike_are_left_out_with_the_reason(make_spec,
     assert problems == [f"pattern {pattern!r} {why}; left out of the tool schema"]
 
 
-def test_pattern_too_large_for_jsonschema_rs_is_left_out(make_spec) -> None:
-    schema, problems = _param_schema(make_spec, {"type": "string", "pattern": "^.{0,262144}$"})
-    assert "pattern" not in schema
-    assert problems[0].startswith("pattern '^.{0,262144}$' cannot be compiled by jsonschema-rs")
+def test_a_pattern_the_argument_validator_cannot_compile_is_left_out(make_spec, monkeypatch) -> None:
+    """Whatever jsonschema-rs release is installed refuses (its limits change between releases:
+    0.61 compiles `^.{0,262144}$`, earlier ones did not), such a pattern is left out and reported.
+    The refusal is made on purpose here, for one pattern every regex engine accepts."""
+    import jsonschema_rs
+
+    from converter.spec import pattern as patterns
+
+    refused = "^[a-z]{2,9}-refused$"
+    real = jsonschema_rs.Draft202012Validator
+
+    def refusing(schema: dict, *args: object, **kwargs: object) -> object:
+        if schema.get("pattern") == refused:
+            raise ValueError("Regular expression is too large\n(the rest of the report)")
+        return real(schema, *args, **kwargs)
+
+    monkeypatch.setattr(jsonschema_rs, "Draft202012Validator", refusing)
+    patterns._portable.cache_clear()
+    try:
+        schema, problems = _param_schema(make_spec, {"type": "string", "pattern": refused})
+    finally:
+        patterns._portable.cache_clear()  # the verdict for this pattern must not outlive the patch
+    assert schema == {"type": "string"}
+    assert problems == [f"pattern {refused!r} cannot be compiled by jsonschema-rs (Regular expression is too large); "
+                        "left out of the tool schema"]
+
+
+def test_a_pattern_no_regex_engine_reads_is_left_out(make_spec) -> None:
+    """An unterminated class is invalid in ECMA-262, Python and Rust alike: no release changes that."""
+    schema, problems = _param_schema(make_spec, {"type": "string", "pattern": "^[a-z"})
+    assert schema == {"type": "string"}
+    assert len(problems) == 1 and problems[0].startswith("pattern '^[a-z' ")
+    assert problems[0].endswith("; left out of the tool schema")
 
 
 def test_pattern_properties_keys_are_made_portable_too(make_spec) -> None:

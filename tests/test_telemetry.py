@@ -85,7 +85,7 @@ async def test_payload_logging_is_opt_in_and_redacts_secrets(tmp_path: Path) -> 
     create = records(log)[-1]
     assert create["request_payload"]["arguments"]["item"] == "x"
     assert create["request_payload"]["arguments"]["note"] == "password=hunter2"  # a value, not a secret key
-    redacted = [r for r in records(log) if r.get("mcp_method") == "initialize"][0]
+    redacted = next(r for r in records(log) if r.get("mcp_method") == "initialize")
     assert redacted["request_payload"]["clientInfo"]["name"] == "pytest-client"
 
 

@@ -90,7 +90,7 @@ def test_serve_exports_spans_over_otlp_http_to_the_configured_endpoint(tmp_path:
     received: list[bytes] = []
 
     class Collector(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             received.append(self.rfile.read(int(self.headers["content-length"])))
             self.send_response(200)
             self.end_headers()

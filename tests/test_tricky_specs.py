@@ -178,7 +178,7 @@ async def test_recursive_schemas_round_trip_and_keep_only_the_reached_defs(tmp_p
 
 
 async def test_recursive_tools_work_through_the_sdk_client(tmp_path: Path) -> None:
-    async with serve("recursive.yaml", tmp_path) as (catalog, mock), Client(build_server(catalog)) as client:
+    async with serve("recursive.yaml", tmp_path) as (catalog, _mock), Client(build_server(catalog)) as client:
         listed = {tool.name: tool for tool in (await client.list_tools()).tools}
         assert listed["createDepartment"].input_schema == catalog.plan("createDepartment").input_schema
         result = await client.call_tool("createCategoryTree", {"name": "a", "children": [{"name": "b"}]})

@@ -199,7 +199,9 @@ class IntrospectionVerifier(CachingVerifier):
         iss = body.get("iss")
         if iss is not None and iss != settings.expected_issuer:
             raise InvalidTokenError("The access token was issued by another authorization server")
-        if not settings.insecure_relaxed_audience_validation and not audience_matches(body.get("aud"), settings.resource):
+        if not settings.insecure_relaxed_audience_validation and not audience_matches(
+            body.get("aud"), settings.resource
+        ):
             raise InvalidTokenError("The access token was not issued for this resource (audience)")
         claims = {k: v for k, v in body.items() if k != "active"}
         return Principal(

@@ -16,6 +16,7 @@ import httpx
 from joserfc import errors as jose_errors
 from joserfc import jwk, jwt
 
+from converter.auth.introspection import CachingVerifier, token_key
 from converter.auth.principal import (
     AuthServerUnavailableError,
     InvalidTokenError,
@@ -23,7 +24,6 @@ from converter.auth.principal import (
     audience_matches,
     scopes_of,
 )
-from converter.auth.introspection import CachingVerifier, token_key
 from converter.config import AuthSettings
 
 log = logging.getLogger("openapi_mcp.auth")
@@ -98,7 +98,9 @@ class JWTVerifier(CachingVerifier):
             raise InvalidTokenError("The access token is not valid yet")
         if claims.get("iss") != settings.expected_issuer:
             raise InvalidTokenError("The access token was issued by another authorization server")
-        if not settings.insecure_relaxed_audience_validation and not audience_matches(claims.get("aud"), settings.resource):
+        if not settings.insecure_relaxed_audience_validation and not audience_matches(
+            claims.get("aud"), settings.resource
+        ):
             raise InvalidTokenError("The access token was not issued for this resource (audience)")
         client_id = claims.get("client_id") or claims.get("azp")
         return Principal(

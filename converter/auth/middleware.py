@@ -20,8 +20,8 @@ import json
 import logging
 from collections.abc import Iterable
 from typing import Any, Protocol
-from weakref import WeakKeyDictionary
 from urllib.parse import parse_qsl, urlsplit
+from weakref import WeakKeyDictionary
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
@@ -86,10 +86,9 @@ class AuthLayer:
         path = scope["path"].rstrip("/") or "/"
         method = scope["method"]
         origin = _header(scope, b"origin")
-        if path in self.prm_paths or path == self.mcp_path:
-            if method == "OPTIONS" and origin is not None:
-                await _respond(send, 204, b"", {}, origin=origin, preflight=True)
-                return
+        if (path in self.prm_paths or path == self.mcp_path) and method == "OPTIONS" and origin is not None:
+            await _respond(send, 204, b"", {}, origin=origin, preflight=True)
+            return
         if path in self.prm_paths:
             if method in ("GET", "HEAD"):
                 await _respond(send, 200, self.metadata if method == "GET" else b"", {
@@ -274,7 +273,7 @@ async def _respond(send: Send, status: int, body: bytes, headers: dict[str, str]
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
-            return value.decode("latin-1")
+            return bytes(value).decode("latin-1")
     return None
 
 

@@ -29,11 +29,11 @@ from mcp.shared.exceptions import MCPError
 from converter.auth.principal import ANONYMOUS, Principal
 from converter.catalog import Catalog, OpenAPISource, build_catalog
 from converter.config import Settings
+from converter.dynamic.search import OperationIndex
 from converter.errors import ConfigError
 from converter.invoke.result import error_result
 from converter.models import JsonSchema, Problem
 from converter.policy import Policy
-from converter.dynamic.search import OperationIndex
 from converter.tools import ToolPlan
 from converter.tools.plan import SchemaCheck
 

@@ -49,7 +49,9 @@ class RequestTemplate:
     static_headers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def compile(cls, tool: str, op: Operation, slots: tuple[Slot, ...], binary_fields: frozenset[str]) -> RequestTemplate:
+    def compile(
+        cls, tool: str, op: Operation, slots: tuple[Slot, ...], binary_fields: frozenset[str]
+    ) -> RequestTemplate:
         """Precompute everything that does not depend on argument values."""
         by_wire = {(s.name, s.location): s for s in slots}
         parts: list[str | Slot] = []
@@ -200,7 +202,9 @@ class RequestTemplate:
         for name, value in (body.items() if isinstance(body, Mapping) else ()):
             declared = self.body_encoding.get(name)
             if name in self.binary_fields:
-                parts.append(serialize.Part(name, self._decode(name, value), declared or "application/octet-stream", name))
+                parts.append(
+                    serialize.Part(name, self._decode(name, value), declared or "application/octet-stream", name)
+                )
                 continue
             for item in value if isinstance(value, list) else [value]:
                 if isinstance(item, (dict, list)):
@@ -239,7 +243,9 @@ def _form_urlencoded(body: Any) -> str:
         if isinstance(value, list):  # OAS: form fields default to style form, explode true
             pairs.extend(f"{serialize.encode(name)}={serialize.encode(serialize.scalar(v))}" for v in value)
         elif isinstance(value, Mapping):
-            pairs.extend(f"{serialize.encode(str(k))}={serialize.encode(serialize.scalar(v))}" for k, v in value.items())
+            pairs.extend(
+                f"{serialize.encode(str(k))}={serialize.encode(serialize.scalar(v))}" for k, v in value.items()
+            )
         elif value is not None:
             pairs.append(f"{serialize.encode(name)}={serialize.encode(serialize.scalar(value))}")
     return "&".join(pairs)

@@ -52,7 +52,9 @@ def map_response(response: UpstreamResponse, plan: Any, chosen: Any = None) -> t
         if plan.output_schema is not None:
             return error_result(f"Upstream answered HTTP {response.status} to {where} with an empty body, "
                                 "but the operation documents a JSON response")
-        return types.CallToolResult(content=[types.TextContent(type="text", text=f"HTTP {response.status} {response.reason}".strip())])
+        return types.CallToolResult(
+            content=[types.TextContent(type="text", text=f"HTTP {response.status} {response.reason}".strip())]
+        )
     is_json = essence == "application/json" or essence.endswith("+json")
     if is_json or essence.startswith(_TEXTUAL) or (not essence.startswith(_BINARY) and _looks_textual(response.body)):
         text = response.body.decode("utf-8", errors="replace")
@@ -88,7 +90,7 @@ def _json_result(text: str, plan: Any, where: str, chosen: Any) -> types.CallToo
             return _filtered_result(data, plan, where, chosen)
         if (too_big := shaping.too_big(text, where)) is not None:
             return error_result(too_big)
-    content = [types.TextContent(type="text", text=text)]
+    content: list[types.ContentBlock] = [types.TextContent(type="text", text=text)]
     if plan.output_schema is None:
         return types.CallToolResult(content=content)
     structured = {"result": data} if plan.wraps_result else data
@@ -126,7 +128,7 @@ def _filtered_result(data: Any, plan: Any, where: str, chosen: Any) -> types.Cal
     text = json.dumps(selected, ensure_ascii=False)
     if (too_big := shaping.too_big(text, where)) is not None:
         return error_result(too_big)
-    content = [types.TextContent(type="text", text=text)]
+    content: list[types.ContentBlock] = [types.TextContent(type="text", text=text)]
     if chosen is not None and plan.tool.output_schema is not None:
         return types.CallToolResult(content=content, structured_content={FILTERED_KEY: selected})
     return types.CallToolResult(content=content)

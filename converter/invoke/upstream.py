@@ -106,7 +106,9 @@ class Upstream:
             from converter.telemetry.tracing import record_status, upstream_span
 
             with upstream_span(request.method, request.template, request.url, request.headers) as span:
-                response = await (self._send_httpx(request) if self._transport is not None else self._send_aiohttp(request))
+                response = await (
+                    self._send_httpx(request) if self._transport is not None else self._send_aiohttp(request)
+                )
                 record_status(span, response.status)
         elif self._transport is None:
             response = await self._send_aiohttp(request)
@@ -150,11 +152,17 @@ class Upstream:
                 finally:
                     await response.aclose()
         except TimeoutError as exc:
-            raise UpstreamError(f"{where} timed out after {self.timeout:g} s", method=request.method, url=request.url) from exc
+            raise UpstreamError(
+                f"{where} timed out after {self.timeout:g} s", method=request.method, url=request.url
+            ) from exc
         except httpx.TimeoutException as exc:
-            raise UpstreamError(f"{where} timed out after {self.timeout:g} s", method=request.method, url=request.url) from exc
+            raise UpstreamError(
+                f"{where} timed out after {self.timeout:g} s", method=request.method, url=request.url
+            ) from exc
         except httpx.ConnectError as exc:
-            raise UpstreamError(f"{where} failed: cannot connect ({_reason(exc)})", method=request.method, url=request.url) from exc
+            raise UpstreamError(
+                f"{where} failed: cannot connect ({_reason(exc)})", method=request.method, url=request.url
+            ) from exc
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise UpstreamError(f"{where} failed: {_reason(exc)}", method=request.method, url=request.url) from exc
         return UpstreamResponse(
@@ -180,11 +188,15 @@ class Upstream:
             ) as response:
                 body, truncated = await self._read_aiohttp(response)
         except TimeoutError as exc:  # before ClientError: aiohttp's timeouts are both
-            raise UpstreamError(f"{where} timed out after {self.timeout:g} s", method=request.method, url=request.url) from exc
+            raise UpstreamError(
+                f"{where} timed out after {self.timeout:g} s", method=request.method, url=request.url
+            ) from exc
         except aiohttp.ClientConnectorError as exc:
             errno = getattr(exc.os_error, "errno", None)
             reason = os.strerror(errno).lower() if errno else _reason(exc)
-            raise UpstreamError(f"{where} failed: cannot connect ({reason})", method=request.method, url=request.url) from exc
+            raise UpstreamError(
+                f"{where} failed: cannot connect ({reason})", method=request.method, url=request.url
+            ) from exc
         except (aiohttp.ClientError, ValueError) as exc:
             raise UpstreamError(f"{where} failed: {_reason(exc)}", method=request.method, url=request.url) from exc
         return UpstreamResponse(

@@ -17,6 +17,7 @@ from converter.spec.operations import OperationBuilder, resolve_servers
 from converter.spec.resolve import Resolver
 from converter.spec.schema import SchemaConverter
 
+
 def load_spec(source: str) -> Spec:
     """Read, parse and convert the document at `source` (a path or an http(s) URL).
 
@@ -86,7 +87,7 @@ def _prepare_external(doc: Any, uri: str) -> Any:
     return doc
 
 
-def _without_looping(operations: list[Operation], defs: Mapping[str, Mapping[str, Any]]
+def _without_looping(operations: list[Operation], defs: Mapping[Any, Mapping[str, Any]]
                      ) -> tuple[list[Operation], list[Problem]]:
     """Skip the operations whose schemas reach a definition with no base case (converter.spec.loops)."""
     looping = {mode: looping_defs(defs[mode]) for mode in ("in", "out")}

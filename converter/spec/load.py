@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from converter.errors import SpecError
 
+
 @functools.cache
 def _yaml_loader() -> Any:
     """A safe YAML loader that stays inside JSON's data model: `2020-01-01` is a string, as in JSON.
@@ -24,8 +25,8 @@ def _yaml_loader() -> Any:
 
     base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader is ~10x faster on big specs
 
-    class Loader(base):  # type: ignore[misc,valid-type]
-        yaml_implicit_resolvers = {
+    class Loader(base):  # type: ignore[misc]
+        yaml_implicit_resolvers = {  # noqa: RUF012 - PyYAML's own class attribute, replaced whole
             first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
             for first, resolvers in base.yaml_implicit_resolvers.items()
         }
@@ -108,7 +109,10 @@ def _fetch(uri: str, name: str) -> str:
 
     deadline = time.monotonic() + _FETCH_TIMEOUT
     try:
-        with httpx.Client(timeout=_FETCH_TIMEOUT, follow_redirects=True) as client, client.stream("GET", uri) as response:
+        with (
+            httpx.Client(timeout=_FETCH_TIMEOUT, follow_redirects=True) as client,
+            client.stream("GET", uri) as response,
+        ):
             if response.status_code != 200:
                 raise SpecError(f"{name}: fetching it answered HTTP {response.status_code}", source=name)
             chunks: list[bytes] = []

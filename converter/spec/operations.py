@@ -33,7 +33,8 @@ def resolve_servers(servers: Any, base_uri: str) -> tuple[str, ...]:
         if not isinstance(server, dict) or not isinstance(server.get("url"), str):
             continue
         url = server["url"]
-        variables = server.get("variables") if isinstance(server.get("variables"), dict) else {}
+        raw_variables = server.get("variables")
+        variables: dict[str, Any] = raw_variables if isinstance(raw_variables, dict) else {}
         for name, var in variables.items():
             default = var.get("default") if isinstance(var, dict) else None
             if default is not None:
@@ -166,7 +167,9 @@ class OperationBuilder:
             self.problems.append(Problem(where, f"a parameter needs a non-empty string 'name', not {name!r}; ignored"))
             return None
         if location not in _LOCATIONS:
-            raise SpecError(f"{where}: parameter {name!r} has 'in' {location!r}; expected one of {', '.join(_LOCATIONS)}")
+            raise SpecError(
+                f"{where}: parameter {name!r} has 'in' {location!r}; expected one of {', '.join(_LOCATIONS)}"
+            )
         if location == "header" and name.lower() in _IGNORED_HEADERS:
             return None
         content_type = None
@@ -179,7 +182,8 @@ class OperationBuilder:
         else:
             schema = {"type": "string"}
         default_style = "simple" if location in ("path", "header") else "form"
-        style = node.get("style") if isinstance(node.get("style"), str) else default_style
+        raw_style = node.get("style")
+        style: str = raw_style if isinstance(raw_style, str) else default_style
         explode = node.get("explode")
         description = _text(node.get("description"))
         if isinstance(schema, dict) and description and "description" not in schema:
@@ -204,13 +208,17 @@ class OperationBuilder:
         if not isinstance(node, dict):
             raise SpecError(f"{where}: must be an object")
         if not isinstance(node.get("content"), dict) or not node["content"]:
-            self.problems.append(Problem(where, "has no media types in 'content'; the operation is called without a body"))
+            self.problems.append(
+                Problem(where, "has no media types in 'content'; the operation is called without a body")
+            )
             return None
         content: dict[str, Any] = node["content"]
         media_type = _choose_media_type(content)
         media = content[media_type] if isinstance(content[media_type], dict) else {}
         raw_schema = media.get("schema", {})
-        schema = self._schemas.convert(raw_schema, node_base, "in", f"{where}/content/{escape_pointer_token(media_type)}/schema")
+        schema = self._schemas.convert(
+            raw_schema, node_base, "in", f"{where}/content/{escape_pointer_token(media_type)}/schema"
+        )
         encoding = {
             prop: enc["contentType"]
             for prop, enc in (media.get("encoding") or {}).items()

@@ -48,7 +48,7 @@ _JAVA_POSIX: Final = {
 }
 
 
-class _Unportable(Exception):
+class _UnportableError(Exception):
     """The pattern uses something that cannot be written the same way for every dialect."""
 
 
@@ -67,7 +67,7 @@ def portable_pattern(pattern: str) -> tuple[str | None, str | None]:
 def _portable(pattern: str) -> tuple[str | None, str | None]:
     try:
         out = _Translator(pattern).run()
-    except _Unportable as exc:
+    except _UnportableError as exc:
         return None, str(exc)
     why = _compile_everywhere(out)
     return (out, None) if why is None else (None, why)
@@ -123,7 +123,7 @@ class _Translator:
     def _escape(self) -> None:
         p, i = self.p, self.i
         if i + 1 >= len(p):
-            raise _Unportable("is not a valid regular expression (it ends with a lone backslash)")
+            raise _UnportableError("is not a valid regular expression (it ends with a lone backslash)")
         c = p[i + 1]
         self.i = i + 2
         if c in "dDwWsSbB":
@@ -138,11 +138,13 @@ class _Translator:
         elif c in "pP":
             self.out.append(self._render([*self._property(c == "P", in_negated_class=False)], negated=False))
         elif c == "k":
-            raise _Unportable("uses a named backreference")
+            raise _UnportableError("uses a named backreference")
         else:
             char = self._escaped_char(c)
             source = p[i:self.i]
-            self.out.append(source if _is_portable_escape(source, in_class=False) else _render_char(char, in_class=False))
+            self.out.append(
+                source if _is_portable_escape(source, in_class=False) else _render_char(char, in_class=False)
+            )
 
     def _group(self) -> None:
         p, i = self.p, self.i
@@ -157,7 +159,7 @@ class _Translator:
             self.i = i + len(named.group())
             return
         if p.startswith("(?", i):
-            raise _Unportable(f"uses the group syntax {p[i:i + 4]!r}, which ECMA-262 does not have")
+            raise _UnportableError(f"uses the group syntax {p[i:i + 4]!r}, which ECMA-262 does not have")
         self.out.append("(")
         self.i = i + 1
 
@@ -166,14 +168,14 @@ class _Translator:
         if match:
             low, high = match.group(1), match.group(3)
             if high and int(high) < int(low):
-                raise _Unportable(f"has the repetition {match.group()!r} with its bounds reversed")
+                raise _UnportableError(f"has the repetition {match.group()!r} with its bounds reversed")
             self.out.append(match.group())
             self.i = match.end()
             self._after_quantifier()
             return
         following = self.p[self.i + 1:self.i + 2]
         if following.isdigit() or following == ",":
-            raise _Unportable(f"has {self.p[self.i:self.i + 8]!r}, which is not a valid repetition")
+            raise _UnportableError(f"has {self.p[self.i:self.i + 8]!r}, which is not a valid repetition")
         self.out.append("\\{")
         self.i += 1
 
@@ -183,7 +185,7 @@ class _Translator:
             self.out.append("?")
             self.i += 1
         elif nxt == "+":
-            raise _Unportable("uses a possessive quantifier, which ECMA-262 does not have")
+            raise _UnportableError("uses a possessive quantifier, which ECMA-262 does not have")
 
     # -- character classes ------------------------------------------------------------------
 
@@ -194,17 +196,19 @@ class _Translator:
         if negated:
             self.i += 1
         if p.startswith("]", self.i):
-            raise _Unportable("starts a character class with ']', which dialects read differently")
+            raise _UnportableError("starts a character class with ']', which dialects read differently")
         items: list[_Item] = []
         while True:
             if self.i >= len(p):
-                raise _Unportable("is not a valid regular expression (unterminated character class)")
+                raise _UnportableError("is not a valid regular expression (unterminated character class)")
             c = p[self.i]
             if c == "]":
                 self.i += 1
                 break
             if c == "&" and p.startswith("&&", self.i):
-                raise _Unportable("uses class intersection '&&', which ECMA-262 (without the v flag) does not have")
+                raise _UnportableError(
+                    "uses class intersection '&&', which ECMA-262 (without the v flag) does not have"
+                )
             atom = self._class_atom(negated)
             if len(atom) == 1 and p.startswith("-", self.i) and not p.startswith("-]", self.i):
                 self.i += 1  # a range a-b
@@ -213,9 +217,9 @@ class _Translator:
                 if len(high) == 1 and low_item[0] == high_item[0] == "range" and low_item[1] == low_item[2] \
                         and high_item[1] == high_item[2]:
                     if int(high_item[1]) < int(low_item[1]):
-                        raise _Unportable("has a character range whose ends are reversed")
-                    spelled = low_item[3] is not None and high_item[3] is not None  # type: ignore[misc]
-                    spelling = f"{low_item[3]}-{high_item[3]}" if spelled else None  # type: ignore[misc]
+                        raise _UnportableError("has a character range whose ends are reversed")
+                    spelled = low_item[3] is not None and high_item[3] is not None
+                    spelling = f"{low_item[3]}-{high_item[3]}" if spelled else None
                     items.append(("range", int(low_item[1]), int(high_item[1]), spelling))
                     continue
                 items.extend([*atom, ("range", 0x2D, 0x2D, None), *high])  # Annex B: `[\w-.]` has a literal '-'
@@ -231,7 +235,7 @@ class _Translator:
             self.i += 1
             return [("range", ord(c), ord(c), c if c != "[" else None)]
         if self.i + 1 >= len(p):
-            raise _Unportable("is not a valid regular expression (it ends with a lone backslash)")
+            raise _UnportableError("is not a valid regular expression (it ends with a lone backslash)")
         e = p[self.i + 1]
         self.i += 2
         if e in _CLASS_ESCAPES:
@@ -241,7 +245,7 @@ class _Translator:
         if e == "b":
             return [("range", 8, 8, None)]
         if e.isdigit() and e != "0":
-            raise _Unportable("uses a backreference or octal escape inside a character class")
+            raise _UnportableError("uses a backreference or octal escape inside a character class")
         start = self.i - 2
         cp = ord(self._escaped_char(e))
         source = p[start:self.i]
@@ -261,22 +265,22 @@ class _Translator:
         if c == "x":
             hex_digits = re.match(r"[0-9A-Fa-f]{2}|\{([0-9A-Fa-f]{1,6})\}", p[self.i:])  # \x{HH}: Java, PCRE
             if not hex_digits:
-                raise _Unportable("has '\\x' without two hex digits")
+                raise _UnportableError("has '\\x' without two hex digits")
             self.i += len(hex_digits.group())
             cp = int(hex_digits.group(1) or hex_digits.group(), 16)
             if 0xD800 <= cp <= 0xDFFF or cp > 0x10FFFF:
-                raise _Unportable("matches lone surrogates, which most validators cannot represent")
+                raise _UnportableError("matches lone surrogates, which most validators cannot represent")
             return chr(cp)
         if c == "u":
             return self._unicode_escape()
         if c == "c":
             letter = p[self.i:self.i + 1]
             if not (letter.isascii() and letter.isalpha()):
-                raise _Unportable("has '\\c' without a control letter")
+                raise _UnportableError("has '\\c' without a control letter")
             self.i += 1
             return chr(ord(letter) % 32)
         if c.isascii() and c.isalnum():
-            raise _Unportable(f"uses the escape '\\{c}', which ECMA-262 does not have")
+            raise _UnportableError(f"uses the escape '\\{c}', which ECMA-262 does not have")
         return c  # an identity escape: `\.` `\-` `\_` `\@` `\/` ...
 
     def _unicode_escape(self) -> str:
@@ -288,7 +292,7 @@ class _Translator:
         else:
             hex4 = re.match(r"[0-9A-Fa-f]{4}", p[self.i:])
             if not hex4:
-                raise _Unportable("has '\\u' without four hex digits")
+                raise _UnportableError("has '\\u' without four hex digits")
             self.i += 4
             cp = int(hex4.group(), 16)
             low = re.match(r"\\u(d[c-f][0-9a-f]{2})", p[self.i:], re.IGNORECASE)
@@ -296,7 +300,7 @@ class _Translator:
                 self.i += 6
                 cp = 0x10000 + ((cp - 0xD800) << 10) + (int(low.group(1), 16) - 0xDC00)
         if 0xD800 <= cp <= 0xDFFF or cp > 0x10FFFF:
-            raise _Unportable("matches lone surrogates, which most validators cannot represent")
+            raise _UnportableError("matches lone surrogates, which most validators cannot represent")
         return chr(cp)
 
     # -- Unicode properties -----------------------------------------------------------------
@@ -309,7 +313,7 @@ class _Translator:
         """
         match = re.match(r"\{([^{}]*)\}", self.p[self.i:])
         if not match or not _PROPERTY_NAME.fullmatch(match.group(1)):
-            raise _Unportable("has a malformed Unicode property escape")
+            raise _UnportableError("has a malformed Unicode property escape")
         self.i += len(match.group())
         ascii_members, has_non_ascii, misses_non_ascii = _property_facts(match.group(1))
         if negated:
@@ -324,13 +328,13 @@ class _Translator:
         """A class of `items` in source order, spelled as in the source where that is portable;
         duplicates and what U+0080.. covers are left out."""
         if not items:
-            raise _Unportable("has a character class that matches nothing")
+            raise _UnportableError("has a character class that matches nothing")
         has_non_ascii = _NON_ASCII in items
         kept: list[_Item] = []
         seen: set[tuple[Any, ...]] = set()
         for item in items:
             key = tuple(item[:3])
-            if key in seen or has_non_ascii and item[0] == "range" and int(item[1]) >= 0x80 and item != _NON_ASCII:
+            if key in seen or (has_non_ascii and item[0] == "range" and int(item[1]) >= 0x80 and item != _NON_ASCII):
                 continue
             seen.add(key)
             kept.append(item)
@@ -341,10 +345,11 @@ class _Translator:
             if item[0] == "set":
                 text = str(item[1])
             else:
-                low, high, spelling = int(item[1]), int(item[2]), item[3]  # type: ignore[misc]
+                low, high, spelling = int(item[1]), int(item[2]), item[3]
                 raw_ok = spelling is not None and not (
-                    spelling == "-" and trimmed or spelling == "^" and (trimmed or n == 0)  # would mean something else
-                    or spelling in ("&", "~") and previous == spelling
+                    (spelling == "-" and trimmed)
+                    or (spelling == "^" and (trimmed or n == 0))  # would mean something else
+                    or (spelling in ("&", "~") and previous == spelling)
                 )
                 if raw_ok:
                     text = str(spelling)
@@ -373,21 +378,21 @@ def _property_facts(name: str) -> tuple[frozenset[int], bool, bool]:
     java = _JAVA_POSIX.get(name)
     if java is not None:  # Java's POSIX classes: ASCII only
         members: set[int] = set()
-        for low, high in zip(java[::2], java[1::2]):
+        for low, high in zip(java[::2], java[1::2], strict=True):
             members.update(range(ord(low), ord(high) + 1))
         return frozenset(members), False, True
     compiled = None
     for candidate in (name, name[2:] if name.startswith(("Is", "In")) else None):
         if candidate:
             try:
-                compiled = regex.compile(r"\p{%s}" % candidate)
+                compiled = regex.compile(rf"\p{{{candidate}}}")
                 break
             except regex.error:
                 continue
     if compiled is None:
-        raise _Unportable(f"uses the Unicode property {name!r}, which is not known")
+        raise _UnportableError(f"uses the Unicode property {name!r}, which is not known")
     ascii_members = frozenset(cp for cp in range(128) if compiled.match(chr(cp)))
-    inverse = regex.compile(r"\P{%s}" % (compiled.pattern[3:-1]))
+    inverse = regex.compile(rf"\P{{{compiled.pattern[3:-1]}}}")
     return ascii_members, bool(compiled.search(_non_ascii())), bool(inverse.search(_non_ascii()))
 
 

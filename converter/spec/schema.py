@@ -106,14 +106,14 @@ class SchemaConverter:
 
     def _convert_object(self, node: dict[str, Any], base: str, mode: Mode, where: str) -> Any:
         if "$ref" in node:
-            out = self._ref_or_anything(node["$ref"], base, mode, where)
+            target = self._ref_or_anything(node["$ref"], base, mode, where)
             if not self._is_31:
                 # OAS 3.0: siblings of $ref are ignored, but `nullable` next to it is common intent.
-                return _nullable(out) if node.get("nullable") is True else out
+                return _nullable(target) if node.get("nullable") is True else target
             for key in ("description", "default", "title"):
                 if key in node:
-                    out[key] = node[key]
-            return out
+                    target[key] = node[key]
+            return target
 
         out: dict[str, Any] = {}
         for key, value in node.items():
@@ -134,7 +134,9 @@ class SchemaConverter:
             elif key in _SCHEMA_LISTS and isinstance(value, list):
                 out[key] = [self.convert(sub, base, mode, f"{where}/{key}/{i}") for i, sub in enumerate(value)]
             elif key == "items" and isinstance(value, list):  # draft-4 tuple form
-                out["prefixItems"] = [self.convert(sub, base, mode, f"{where}/items/{i}") for i, sub in enumerate(value)]
+                out["prefixItems"] = [
+                    self.convert(sub, base, mode, f"{where}/items/{i}") for i, sub in enumerate(value)
+                ]
             elif key in _SCHEMA_ONE:
                 out[key] = self.convert(value, base, mode, f"{where}/{key}")
             elif key == "type":

@@ -86,10 +86,9 @@ class McpTelemetry:
     async def __call__(self, ctx: Any, call_next: Any) -> Any:
         request = getattr(ctx, "request", None)
         scope = getattr(request, "scope", None)
-        record = scope.get(RECORD_KEY) if isinstance(scope, dict) else None
-        own = record is None  # stdio (or in-process): no HTTP layer made one, so this one emits it
-        if own:
-            record = CallRecord(transport="stdio")
+        found = scope.get(RECORD_KEY) if isinstance(scope, dict) else None
+        own = not isinstance(found, CallRecord)  # stdio (or in-process): no HTTP layer made one, so this emits it
+        record: CallRecord = found if isinstance(found, CallRecord) else CallRecord(transport="stdio")
         params = ctx.params if isinstance(ctx.params, Mapping) else {}
         record.mcp_method = ctx.method
         name = params.get("name", params.get("uri"))
@@ -135,7 +134,9 @@ def _method_of(body: bytes) -> str | None:
 def _payload(value: Any) -> Any:
     """A copy for the log with secret-looking fields redacted and long text cut."""
     if isinstance(value, Mapping):
-        return {k: "[redacted]" if isinstance(k, str) and _SECRET_KEY.search(k) else _payload(v) for k, v in value.items()}
+        return {
+            k: "[redacted]" if isinstance(k, str) and _SECRET_KEY.search(k) else _payload(v) for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_payload(v) for v in value[:100]]
     if isinstance(value, str) and len(value) > MAX_PAYLOAD_CHARS:

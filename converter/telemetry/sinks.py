@@ -91,7 +91,7 @@ class Metrics:
         if record.auth_failure:
             self._child(self.auth_failures, record.auth_failure).inc()
         if record.mcp_method == "tools/call":
-            tool = record.name if record.name in self._tools else UNKNOWN
+            tool = record.name if record.name is not None and record.name in self._tools else UNKNOWN
             if record.acl_denied:
                 self._child(self.acl_denials, tool).inc()
             self._child(self.tool_calls, tool, outcome).inc()
@@ -138,7 +138,7 @@ class Fanout:
         for sink in self.sinks:
             try:
                 sink.emit(record)
-            except Exception:  # noqa: BLE001 - telemetry never takes a request down
+            except Exception:
                 import logging
 
                 logging.getLogger("openapi_mcp").exception("telemetry sink %r failed", type(sink).__name__)

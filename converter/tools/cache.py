@@ -39,6 +39,8 @@ MAX_ENTRIES = 16  # newest kept; one entry per (spec, selection) a user serves
 _FORMAT = 1
 
 Compiled = tuple[Spec, list[ToolPlan], list[Problem]]
+_EVERYTHING = Selection()  # include: no filter
+_NOTHING = Selection()  # exclude: no filter
 
 
 def default_directory() -> Path:
@@ -65,7 +67,7 @@ class CompileCache:
         self.hits = 0
         self.misses = 0
 
-    def compile(self, source: str, *, include: Selection = Selection(), exclude: Selection = Selection(),
+    def compile(self, source: str, *, include: Selection = _EVERYTHING, exclude: Selection = _NOTHING,
                 reserved_headers: frozenset[str] = frozenset()) -> Compiled:
         """The spec at `source` and its plans, as `load_spec` + `build_plans` would give them.
 

@@ -45,7 +45,9 @@ def base_name(op: Operation) -> tuple[str, str | None]:
         if is_valid_name(op.operation_id):
             return op.operation_id, None
         fixed = slugify(op.operation_id)
-        reason = "is longer than 64 characters" if len(op.operation_id) > MAX_NAME_LENGTH else "is not a valid tool name"
+        reason = (
+            "is longer than 64 characters" if len(op.operation_id) > MAX_NAME_LENGTH else "is not a valid tool name"
+        )
         return fixed, f"operationId {op.operation_id!r} {reason}; using {fixed!r}"
     path = _BRACES.sub("", op.path).strip("/").replace("/", "_")
     return slugify(f"{op.method.lower()}_{path}" if path else op.method.lower()), None
@@ -68,7 +70,9 @@ def assign_names(operations: Sequence[Operation]) -> tuple[list[str], list[Probl
                 n += 1
                 candidate = shorten(f"{name}_{n}")
             owner = first_owner[name]
-            problems.append(Problem(op.pointer, f"tool name {name!r} is already used by {owner.pointer}; using {candidate!r}"))
+            problems.append(
+                Problem(op.pointer, f"tool name {name!r} is already used by {owner.pointer}; using {candidate!r}")
+            )
             name = candidate
         taken.add(name)
         first_owner.setdefault(name, op)

@@ -68,14 +68,15 @@ def _explainer() -> Any:
         if validator.is_type(instance, "string") and not _regex(pattern).search(instance):
             yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
-    return jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": pattern})
+    # types-jsonschema leaves `extend` untyped
+    return jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": pattern})  # type: ignore[no-untyped-call]
 
 
 class SchemaCheck:
     """A compiled schema: a Rust validator answers "valid?" per call (~50x faster than
     python-jsonschema here); python-jsonschema's `best_match` explains the rare failures."""
 
-    __slots__ = ("_fast", "_explain", "_schema")
+    __slots__ = ("_explain", "_fast", "_schema")
 
     def __init__(self, schema: JsonSchema) -> None:
         self._schema = schema
@@ -93,7 +94,7 @@ class SchemaCheck:
 
         if self._explain is None:
             self._explain = _explainer()(self._schema)
-        error = best_match(self._explain.iter_errors(instance))
+        error: ValidationError | None = best_match(self._explain.iter_errors(instance))
         if error is None and self._fast is not None:  # the two disagree: report the Rust verdict
             first = next(iter(self._fast.iter_errors(instance)))
             return ValidationError(first.message, path=list(first.instance_path))

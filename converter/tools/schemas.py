@@ -75,9 +75,9 @@ def build_input_schema(op: Operation, defs: DefsIndex) -> tuple[JsonSchema, tupl
                 schema = {**schema, "description": body.description}
             entries.append((BODY, "body", schema, body.required))
         else:
-            properties, required = fields
-            for name, schema in properties.items():
-                entries.append((name, "body_field", schema, name in required))
+            body_properties, body_required = fields
+            for name, schema in body_properties.items():
+                entries.append((name, "body_field", schema, name in body_required))
 
     counts: dict[str, int] = {}
     for name, *_ in entries:

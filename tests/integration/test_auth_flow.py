@@ -4,7 +4,7 @@ server (node oidc-provider set up like Keycloak), plus the full browserless clie
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

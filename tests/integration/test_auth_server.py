@@ -29,7 +29,6 @@ from tests.integration.authserver import (
     pkce_pair,
 )
 
-
 pytestmark = pytest.mark.integration
 
 
