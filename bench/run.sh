@@ -47,14 +47,10 @@ fi
 export PATH="$PATH:/usr/sbin"
 
 # ---------------------------------------------------------------- python environments
-stamp=.venv/.openapi-mcp-pyproject.stamp  # shared with scripts/test.sh and scripts/demo.sh
-if [[ ! -x .venv/bin/openapi-mcp ]] || ! cmp -s pyproject.toml "$stamp"; then
-    say "installing the project into .venv (pip install -e '.[test]')"
-    [[ -x .venv/bin/python ]] || python3 -m venv .venv
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
-    cp pyproject.toml "$stamp"
-fi
-.venv/bin/python -m compileall -q converter mock_api >/dev/null  # bytecode, even under PYTHONDONTWRITEBYTECODE
+# shellcheck source=scripts/venv.sh
+source scripts/venv.sh  # the project venv: the locked versions, shared with scripts/test.sh and demo.sh
+ensure_venv
+compile_sources
 FM=bench/.venv-fastmcp
 if [[ "$($FM/bin/python -c 'import fastmcp; print(fastmcp.__version__)' 2>/dev/null)" != "$FASTMCP_VERSION" ]]; then
     say "creating $FM with fastmcp==$FASTMCP_VERSION"

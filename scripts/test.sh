@@ -4,15 +4,18 @@
 # Sets up what the tests need on a fresh clone (python3, node and npm are the only
 # prerequisites), then runs pytest from the repository root, so test paths given as arguments
 # are relative to the root:
-#   - .venv: created with `python3 -m venv` when missing; `pip install -e '.[test]'` runs again
-#     only when pyproject.toml changed since the last successful install (stamp in .venv);
+#   - .venv: exactly the versions in requirements/dev.lock (hashes checked) plus the project,
+#     made again from scratch when the lock or pyproject.toml changed (scripts/venv.sh);
+#     OPENAPI_MCP_LATEST=1 installs the newest releases instead (`make test-latest`);
 #   - tests/node/node_modules (the Inspector CLI, mcp-remote, oidc-provider, server-everything,
 #     playwright-core):
-#     `npm ci` (or `npm install` without a lock file) when missing or when package.json or
-#     package-lock.json changed since the last successful install (stamp in node_modules).
+#     `npm ci` (exactly package-lock.json) when missing or when package.json or package-lock.json
+#     changed since the last successful install (stamp in node_modules).
 #   - Debian's `chromium` (for the browser test of the traffic page): `apt-get install chromium`
 #     when /usr/bin/chromium is missing and we are root; skipped when it is there.
-# Exits with pytest's code; "no tests collected" (pytest's 5) counts as a failure.
+# Then `ruff check` and `mypy` (strict on converter/), and pytest; any finding or failing test
+# fails the command. Exits non-zero on the first that fails; "no tests collected" (pytest's 5)
+# counts as a failure.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,20 +23,8 @@ cd "$ROOT"
 
 say() { printf 'test.sh: %s\n' "$*" >&2; }
 
-setup_venv() {
-    local stamp=.venv/.openapi-mcp-pyproject.stamp
-    if [[ ! -x .venv/bin/python ]]; then
-        say "creating .venv with $(command -v python3)"
-        python3 -m venv .venv
-    fi
-    if ! cmp -s pyproject.toml "$stamp"; then
-        say "installing the package and its test dependencies into .venv (pyproject.toml changed)"
-        .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
-        cp pyproject.toml "$stamp"
-    fi
-    # Bytecode for our modules, written even where PYTHONDONTWRITEBYTECODE is set (only stale files).
-    .venv/bin/python -m compileall -q converter mock_api >/dev/null
-}
+# shellcheck source=scripts/venv.sh
+source scripts/venv.sh
 
 setup_node() {
     local dir=tests/node stamp=tests/node/node_modules/.openapi-mcp-lock.stamp
@@ -41,13 +32,10 @@ setup_node() {
     if [[ -d $dir/node_modules ]] && cat "$dir/package.json" "$dir/package-lock.json" 2>/dev/null | cmp -s - "$stamp"; then
         return
     fi
-    if [[ -f $dir/package-lock.json ]]; then
-        say "npm ci in $dir"
-        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
-    else
-        say "npm install in $dir (no package-lock.json yet)"
-        (cd "$dir" && npm install --no-audit --no-fund --loglevel=error)
-    fi
+    # npm ci installs exactly package-lock.json (integrity hashes checked) and fails if it is missing
+    # or out of step with package.json.
+    say "npm ci in $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
     cat "$dir/package.json" "$dir/package-lock.json" > "$stamp"
 }
 
@@ -71,12 +59,21 @@ setup_chromium() {
     rm -f "$log"
 }
 
-setup_venv
+lint() {
+    local started=$SECONDS
+    "$VENV/bin/ruff" check --quiet . || { say "ruff found problems (above)"; exit 1; }
+    "$VENV/bin/mypy" || { say "mypy found problems (above)"; exit 1; }
+    say "ruff and mypy: clean ($((SECONDS - started)) s)"
+}
+
+ensure_venv
+compile_sources
 setup_node
 setup_chromium
+[[ ${OPENAPI_MCP_SKIP_LINT:-} == 1 ]] || lint
 
 status=0
-.venv/bin/python -m pytest "$@" || status=$?
+"$VENV/bin/python" -m pytest "$@" || status=$?
 if [[ $status -eq 5 ]]; then
     say "pytest collected no tests; that counts as a failure"
 fi
