@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import time
 
-from converter.acl import compile_acl
 from converter.auth.principal import Principal
+from converter.policy.acl import compile_acl
 
 TOOLS = [f"{verb}{noun}" for verb in ("get", "list", "create", "update", "delete") for noun in ("User", "Order")]
 

@@ -9,8 +9,8 @@ from importlib import resources
 import anyio
 
 from converter.catalog import build_catalog
-from converter.cli import _fast_loop, _url_host, bind_socket
 from converter.config import load_settings
+from converter.serve import bind_socket, fast_loop, url_host
 
 
 def client_config(url: str) -> str:
@@ -44,16 +44,16 @@ def run_demo(*, host: str = "127.0.0.1", port: int = 8000, mock_port: int = 3000
     import uvicorn
 
     import mock_api
-    from converter.app import create_app
+    from converter.server.app import create_app
 
     spec_path = str(resources.files("mock_api").joinpath("marketplace.yaml"))
     mock_sock = bind_socket(host, mock_port)
     mcp_sock = bind_socket(host, port)
-    upstream = f"http://{_url_host(host)}:{mock_sock.getsockname()[1]}"
+    upstream = f"http://{url_host(host)}:{mock_sock.getsockname()[1]}"
     settings = load_settings(None, spec=spec_path, upstream_url=upstream, host=host, port=port)
     catalog = build_catalog(settings)
-    mcp_url = f"http://{_url_host(host)}:{mcp_sock.getsockname()[1]}{settings.server.path}"
-    loop = _fast_loop()
+    mcp_url = f"http://{url_host(host)}:{mcp_sock.getsockname()[1]}{settings.server.path}"
+    loop = fast_loop()
     mock = uvicorn.Server(uvicorn.Config(mock_api.create_app(), log_level="warning", **loop))
     server = uvicorn.Server(uvicorn.Config(create_app(settings, catalog=catalog), log_level="warning", **loop))
 

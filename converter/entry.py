@@ -21,8 +21,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         gc.enable()
 
-
-def serving() -> None:
-    """Startup is over: move what it built out of the collector's way and turn collection back on."""
-    gc.freeze()
-    gc.enable()

@@ -14,11 +14,11 @@ from mcp.shared.exceptions import MCPError
 
 import mock_api
 from converter import ConfigError
-from converter.acl import compile_acl
-from converter.app import build_server
 from converter.auth.principal import Principal
 from converter.catalog import build_catalog
 from converter.config import load_settings
+from converter.policy.acl import compile_acl
+from converter.server.app import build_server
 
 ADMIN = Principal(subject="ann", claims={"realm_access": {"roles": ["admin", "user"]}}, is_authenticated=True)
 USER = Principal(subject="bob", claims={"realm_access": {"roles": ["user"]}}, is_authenticated=True)

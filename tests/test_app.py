@@ -12,9 +12,9 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 import mock_api
-from converter.app import build_server
 from converter.catalog import build_catalog
 from converter.config import load_settings
+from converter.server.app import build_server
 
 pytestmark = pytest.mark.anyio
 
@@ -118,12 +118,12 @@ async def test_repeated_tools_list_is_served_from_the_first_answer(marketplace) 
     assert [t.model_dump() for t in first.tools] == [t.model_dump() for t in second.tools]
 
 
-@pytest.mark.parametrize("version", sorted(__import__("converter.app", fromlist=["x"]).FAST_LIST_VERSIONS))
+@pytest.mark.parametrize("version", sorted(__import__("converter.server.list_cache", fromlist=["x"]).FAST_LIST_VERSIONS))
 async def test_fast_tools_list_equals_the_sdk_serialization(version: str) -> None:
     """The fast path may skip the SDK's surface validation only where it changes nothing."""
     from mcp_types.methods import serialize_server_result
 
-    from converter.app import ListCache
+    from converter.server.list_cache import ListCache
     from tests.conftest import SPECS
 
     for spec in (mock_api.SPEC_PATH, SPECS / "openapi31.yaml", SPECS / "recursive.yaml", SPECS / "multipart.yaml"):
@@ -134,7 +134,7 @@ async def test_fast_tools_list_equals_the_sdk_serialization(version: str) -> Non
 
 
 async def test_list_cache_answers_once_per_protocol_version() -> None:
-    from converter.app import ListCache
+    from converter.server.list_cache import ListCache
 
     calls: list[str] = []
 

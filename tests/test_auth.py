@@ -17,7 +17,6 @@ import pytest
 from joserfc import jwk, jwt
 
 import mock_api
-from converter.app import create_app
 from converter.auth.introspection import IntrospectionVerifier
 from converter.auth.jwt import JWTVerifier
 from converter.auth.principal import (
@@ -31,6 +30,7 @@ from converter.auth.principal import (
 from converter.config import load_settings
 from converter.models import Operation
 from converter.policy import build_policy, operation_scopes
+from converter.server.app import create_app
 
 pytestmark = pytest.mark.anyio
 RESOURCE = "http://127.0.0.1:8000/mcp"

@@ -173,7 +173,7 @@ def test_a_warm_start_skips_the_converter_and_unused_libraries(tmp_path: Path, c
     code = f"""
 import sys
 from converter.config import load_settings
-from converter.app import create_app
+from converter.server.app import create_app
 settings = load_settings(None, spec={str(spec)!r}, upstream_url="http://127.0.0.1:9")
 create_app(settings)
 print(sorted(m for m in ("converter.spec.convert", "aiohttp", "httpx", "jsonschema", "yaml", "joserfc", "regex")

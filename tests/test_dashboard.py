@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 import mock_api
-from converter.app import create_app
 from converter.config import load_settings
-from converter.dashboard import MAX_ROWS, percentiles, summarize
+from converter.server.app import create_app
+from converter.server.dashboard import MAX_ROWS, percentiles, summarize
 from tests.test_auth import META, FakeAS, auth_settings
 
 pytestmark = pytest.mark.anyio

@@ -16,13 +16,13 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from converter.app import build_server
 from converter.auth.principal import Principal
 from converter.catalog import Catalog, build_catalog
+from converter.catalog.dynamic import CALL, DESCRIBE, MODE_META_KEY, SEARCH, DynamicCatalog, build_served_catalog
 from converter.cli import main
 from converter.config import Settings, load_settings
-from converter.dynamic import CALL, DESCRIBE, MODE_META_KEY, SEARCH, DynamicCatalog, build_served_catalog
 from converter.errors import ConfigError
+from converter.server.app import build_server
 
 ROOT = Path(__file__).resolve().parent.parent
 GITHUB = ROOT / "tests/node/node_modules/@octokit/openapi/generated/api.github.com.json"

@@ -30,10 +30,10 @@ import httpx
 import pytest
 
 import mock_api
-from converter.app import create_app
 from converter.catalog import Catalog, build_catalog
 from converter.config import load_settings
 from converter.errors import SpecError
+from converter.server.app import create_app
 from converter.spec import load_spec
 from converter.tools import build_plans
 from tests.test_fuzz import Echo

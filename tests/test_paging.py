@@ -7,10 +7,10 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 import mock_api
-from converter.app import build_server
 from converter.catalog import build_catalog
 from converter.config import load_settings
-from converter.paging import Pager
+from converter.server.app import build_server
+from converter.server.paging import Pager
 
 pytestmark = pytest.mark.anyio
 

@@ -13,12 +13,12 @@ import pytest
 from mcp.shared.exceptions import MCPError
 
 from converter import ConfigError
-from converter.acl import compile_acl
 from converter.auth.principal import ANONYMOUS
 from converter.catalog import Catalog
 from converter.config import McpUpstreamSettings
 from converter.passthrough import template_regex
-from converter.proxy import MCPUpstreamSource
+from converter.passthrough.source import MCPUpstreamSource
+from converter.policy.acl import compile_acl
 
 pytestmark = pytest.mark.anyio
 

@@ -13,13 +13,13 @@ from mcp import Client
 from mcp.types import TextContent
 
 import mock_api
-from converter.app import build_server
 from converter.catalog import build_catalog
-from converter.config import load_settings
+from converter.config import ResponseSettings, load_settings
 from converter.errors import ConfigError
 from converter.invoke.result import map_response
 from converter.invoke.upstream import UpstreamResponse
-from converter.shaping import ResponseSettings
+from converter.server.app import build_server
+from converter.tools.shaping import shaping_for
 
 pytestmark = pytest.mark.anyio
 
@@ -122,13 +122,13 @@ def test_config_errors_name_the_key(tmp_path) -> None:
 
 
 def test_the_argument_never_shadows_an_operation_argument() -> None:
-    shaping = ResponseSettings(filter_argument=True).for_tool("t", {"response_filter": {}, "_response_filter": {}})
+    shaping = shaping_for(ResponseSettings(filter_argument=True), "t", {"response_filter": {}, "_response_filter": {}})
     assert shaping is not None and shaping.argument == "__response_filter"
-    assert ResponseSettings().for_tool("t", {}) is None
+    assert shaping_for(ResponseSettings(), "t", {}) is None
 
 
 def test_plain_text_is_cut_and_a_filter_on_it_is_reported() -> None:
-    shaping = ResponseSettings(max_bytes=5, filter_argument=True).for_tool("t", {})
+    shaping = shaping_for(ResponseSettings(max_bytes=5, filter_argument=True), "t", {})
 
     class Plan:
         method, path, output_schema, wraps_result = "GET", "/t", None, False
@@ -144,7 +144,7 @@ def test_plain_text_is_cut_and_a_filter_on_it_is_reported() -> None:
 
 
 async def test_dynamic_mode_describes_and_applies_the_filter(tmp_path) -> None:
-    from converter.dynamic import CALL, DESCRIBE, build_served_catalog
+    from converter.catalog.dynamic import CALL, DESCRIBE, build_served_catalog
 
     config = tmp_path / "config.yaml"
     config.write_text(json.dumps({"spec": str(mock_api.SPEC_PATH), "upstream": {"url": "http://mock.test"},

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 import mock_api
-from converter.app import create_app
 from converter.config import load_settings
+from converter.server.app import create_app
 
 pytestmark = pytest.mark.anyio
 ACCEPT = "application/json, text/event-stream"

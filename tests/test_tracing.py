@@ -20,8 +20,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import mock_api
-from converter.app import create_app
 from converter.config import load_settings
+from converter.server.app import create_app
 
 pytestmark = pytest.mark.anyio
 EXPORTER = InMemorySpanExporter()

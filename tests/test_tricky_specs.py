@@ -23,9 +23,9 @@ import yaml
 from mcp import Client
 from openapi_core.deserializing.styles.util import label_loads, matrix_loads
 
-from converter.app import build_server
 from converter.catalog import Catalog, build_catalog
 from converter.config import load_settings
+from converter.server.app import build_server
 from converter.spec import load_spec
 from converter.spec.swagger2 import convert_swagger2
 from mock_api import create_echo_app

@@ -9,7 +9,7 @@ from typing import Any
 import mcp.types as types
 
 from converter.invoke.upstream import UpstreamResponse
-from converter.shaping import FILTERED_KEY
+from converter.tools.shaping import FILTERED_KEY
 
 EXCERPT_CHARS = 500
 MISMATCH_BODY_CHARS = 20_000
@@ -29,7 +29,7 @@ def error_result(message: str) -> types.CallToolResult:
 
 def map_response(response: UpstreamResponse, plan: Any, chosen: Any = None) -> types.CallToolResult:
     """Map an upstream response to the tool result (plan: the `ToolPlan` that made the call;
-    chosen: the caller's compiled response filter, see converter.shaping)."""
+    chosen: the caller's compiled response filter, see converter.tools.shaping)."""
     essence = response.content_type.split(";", 1)[0].strip().lower()
     where = f"{plan.method} {plan.path}"
     if not 200 <= response.status < 300:
@@ -119,7 +119,7 @@ def _looks_textual(body: bytes) -> bool:
 
 
 def _filtered_result(data: Any, plan: Any, where: str, chosen: Any) -> types.CallToolResult:
-    """The answer through the tool's fixed filter and/or the caller's (converter.shaping)."""
+    """The answer through the tool's fixed filter and/or the caller's (converter.tools.shaping)."""
     shaping = plan.shaping
     try:
         selected = shaping.apply(data, chosen)

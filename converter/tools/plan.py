@@ -145,7 +145,7 @@ class ToolPlan:
     request: RequestTemplate
     _input_check: SchemaCheck | None = field(default=None, repr=False)
     _output_check: SchemaCheck | None = field(default=None, repr=False)
-    shaping: Any = field(default=None, repr=False)  # converter.shaping.Shaping, set by the catalog from config
+    shaping: Any = field(default=None, repr=False)  # converter.tools.shaping.Shaping, set by the catalog from config
 
     @property
     def method(self) -> str:

@@ -27,7 +27,7 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from converter.auth.principal import AuthServerUnavailableError, InvalidTokenError, Principal
+from converter.auth.principal import ANONYMOUS, AuthServerUnavailableError, InvalidTokenError, Principal
 from converter.config import AuthSettings
 from converter.policy import Policy
 from converter.telemetry.record import RECORD_KEY
@@ -280,3 +280,11 @@ def _header(scope: Scope, name: bytes) -> str | None:
 def _ascii(text: str) -> str:
     """RFC 6750 §3: error_description is a quoted string of printable ASCII without `"` or `\\`."""
     return "".join(c if 0x20 <= ord(c) < 0x7F and c not in '"\\' else "?" for c in text)
+
+
+def principal_of(ctx: Any) -> Principal:
+    """The caller the auth layer verified for this request; anonymous on stdio or with auth off."""
+    request = getattr(ctx, "request", None)
+    scope = getattr(request, "scope", None)
+    principal = scope.get(PRINCIPAL_KEY) if isinstance(scope, dict) else None
+    return principal if isinstance(principal, Principal) else ANONYMOUS

@@ -1,6 +1,6 @@
 """The HTTP side of the passthrough: what makes a proxied `tools/call` cheap.
 
-The SDK client (converter.proxy) owns the upstream session: handshake, lists, pings, the GET
+The SDK client (converter.passthrough.source) owns the upstream session: handshake, lists, pings, the GET
 stream of notifications. Two things here make calls cheaper than through it (bench/passthrough.py):
 
 * `SessionTransport`, the SDK client's HTTP transport, keeps connections alive: the SDK closes a
@@ -28,7 +28,7 @@ from mcp.shared.exceptions import MCPError
 
 DRAIN_SECONDS: Final = 0.05
 MAX_EVENT_BYTES: Final = 32 * 1024 * 1024  # one SSE event (a large tool result fits; a runaway does not)
-# What the SDK reports for the same failures, so that converter.proxy handles both paths alike.
+# What the SDK reports for the same failures, so that converter.passthrough.source handles both paths alike.
 SESSION_GONE: Final = "Session terminated"
 CONNECTION_FAILED: Final = "Connection closed"
 

@@ -23,10 +23,10 @@ import mcp.types as types
 from mcp.server.subscriptions import ListenHandler, ResourceUpdated, SubscriptionBus
 from mcp.shared.exceptions import MCPError
 
-from converter.passthrough import NOTIFY_SECONDS, Passthrough, relay
+from converter.passthrough.view import NOTIFY_SECONDS, Passthrough, relay
 
 if TYPE_CHECKING:
-    from converter.proxy import MCPUpstreamSource
+    from converter.passthrough.source import MCPUpstreamSource
 
 log = logging.getLogger("openapi_mcp")
 

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from converter.auth.middleware import PRM_PATH, TokenVerifier
+from converter.auth.layer import PRM_PATH, TokenVerifier
 from converter.auth.principal import AuthServerUnavailableError, InvalidTokenError
 from converter.config import AuthSettings
 from converter.policy import Policy
@@ -233,7 +233,7 @@ def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None
 
 def _page(data_path: str) -> tuple[bytes, str]:
     """The page with its data URL filled in, and a CSP that allows only its own inline code."""
-    text = resources.files("converter").joinpath("static/dashboard.html").read_text(encoding="utf-8")
+    text = resources.files("converter.server").joinpath("static/dashboard.html").read_text(encoding="utf-8")
     text = text.replace(_DATA_PATH_MARK, html.escape(data_path, quote=True))
     hashes = {tag: [_sha256(body) for body in re.findall(rf"<{tag}>(.*?)</{tag}>", text, re.DOTALL)]
               for tag in ("script", "style")}

@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from converter.acl import Acl
 from converter.auth.principal import Principal
 from converter.models import Operation
+from converter.policy.acl import Acl
 
 OAUTH_SCHEME_TYPES = ("oauth2", "openIdConnect")
 

@@ -27,9 +27,9 @@ import mcp.types as types
 from mcp.shared.exceptions import MCPError
 
 from converter.auth.principal import ANONYMOUS, Principal
-from converter.catalog import Catalog, OpenAPISource, build_catalog
+from converter.catalog.catalog import Catalog, OpenAPISource, build_catalog
+from converter.catalog.dynamic.search import OperationIndex
 from converter.config import Settings
-from converter.dynamic.search import OperationIndex
 from converter.errors import ConfigError
 from converter.invoke.result import error_result
 from converter.models import JsonSchema, Problem
@@ -113,7 +113,7 @@ class MetaTool:
 class DynamicCatalog:
     """Serves search/describe/call meta-tools over the operations of `inner`.
 
-    It has the interface `converter.app.build_server` reads from a `Catalog` (`plans`,
+    It has the interface `converter.server.app.build_server` reads from a `Catalog` (`plans`,
     `list_result`, `visible_tools`, `policy`, `problems`, `sources`, `call_tool`, async context).
     The search index is built once, on the first search (0.13 s for GitHub's 1,223 operations).
     """

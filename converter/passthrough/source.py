@@ -26,12 +26,12 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from converter import __version__
 from converter.config import McpUpstreamSettings
 from converter.errors import UpstreamError
-from converter.proxy_http import SESSION_GONE, DirectCalls, SessionTransport
-from converter.proxy_http import ProgressRelay as ProgressRelay
-from converter.proxy_http import RequestRelay as RequestRelay
+from converter.passthrough.transport import SESSION_GONE, DirectCalls, SessionTransport
+from converter.passthrough.transport import ProgressRelay as ProgressRelay
+from converter.passthrough.transport import RequestRelay as RequestRelay
+from converter.version import __version__
 
 log = logging.getLogger("openapi_mcp")
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
-from typing import Any, Final
+from typing import Any
 
 import mcp.types as types
 from mcp.server import Server, ServerRequestContext
@@ -19,101 +18,21 @@ from mcp.shared.exceptions import MCPError
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 
-from converter import __version__
-from converter.auth.middleware import PRINCIPAL_KEY, AuthLayer, TokenVerifier
-from converter.auth.principal import ANONYMOUS, Principal
+from converter.auth.layer import AuthLayer, TokenVerifier, principal_of
 from converter.catalog import Catalog, build_catalog
 from converter.config import AuthSettings, Settings
-from converter.dashboard import dashboard_routes
-from converter.health import healthz, metrics_endpoint, readyz
 from converter.invoke.result import error_result
-from converter.paging import Pager
 from converter.passthrough import progress_relay, register_handlers, request_relay
+from converter.server.dashboard import dashboard_routes
+from converter.server.health import healthz, metrics_endpoint, readyz
+from converter.server.list_cache import EMPTY_LIST, ENVELOPE_ONLY, ListCache
 from converter.telemetry import McpTelemetry, TelemetryLayer
 from converter.telemetry.setup import Telemetry, build_telemetry
+from converter.version import __version__
 
 log = logging.getLogger("openapi_mcp")
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-# Set while ListCache asks the SDK for the `tools/list` envelope only (see ListCache).
-_ENVELOPE_ONLY: ContextVar[bool] = ContextVar("openapi_mcp_envelope_only", default=False)
-# Protocol versions whose `tools/list` surface keeps every field our tools carry, so our own dump
-# equals the SDK's validated one (tests/test_app.py proves it for each of these versions).
-FAST_LIST_VERSIONS: Final = frozenset({"2025-06-18", "2025-11-25", "2026-07-28"})
-_EMPTY_LIST = types.ListToolsResult(tools=[])
-
-
-class ListCache:
-    """Serves `tools/list` from a wire dict built once per protocol version.
-
-    The SDK validates and re-dumps every result against the protocol surface: for GitHub's
-    1,223 tools that is ~1 s of CPU per `tools/list`. The list only changes with the catalog, so
-    the answer is built once per version and reused (the runner copies the top level before
-    shaping the envelope, so sharing it is safe). For FAST_LIST_VERSIONS even the first answer
-    skips the SDK's pass over the tools: the SDK shapes the envelope of an empty list and our
-    one-pass dump of the tools goes in it.
-    """
-
-    MAX_ENTRIES = 256  # distinct (protocol version, visible tool set) pairs kept
-
-    def __init__(self, catalog: Catalog, *, page_size: int | None = None) -> None:
-        self._catalog = catalog
-        self._cache: dict[tuple[str, tuple[str, ...] | None], Any] = {}
-        self._tools: dict[str, dict[str, Any]] | None = None
-        self._pager = Pager(page_size)
-
-    def wire_tools(self, names: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
-        if self._tools is None:
-            self._tools = {plan.name: wire_tool(plan.tool) for plan in self._catalog.plans}
-        return list(self._tools.values()) if names is None else [self._tools[name] for name in names]
-
-    async def __call__(self, ctx: ServerRequestContext[Any], call_next: Any) -> Any:
-        if ctx.method != "tools/list":
-            return await call_next(ctx)
-        cursor = (ctx.params or {}).get("cursor")
-        if getattr(self._catalog, "has_proxied_tools", False):  # a proxied list changes: the SDK shapes it
-            return self._pager.page(await call_next(ctx), "tools", cursor)
-        visible = self._catalog.visible_tools(principal_of(ctx))
-        names = None if visible is None else tuple(tool.name for tool in visible)
-        key = (ctx.protocol_version, names)
-        cached = self._cache.get(key)
-        if cached is None:
-            if ctx.protocol_version in FAST_LIST_VERSIONS:
-                token = _ENVELOPE_ONLY.set(True)
-                try:
-                    envelope = await call_next(ctx)
-                finally:
-                    _ENVELOPE_ONLY.reset(token)
-                cached = {**envelope, "tools": self.wire_tools(names)}
-            else:
-                cached = await call_next(ctx)
-            if len(self._cache) >= self.MAX_ENTRIES:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[key] = cached
-        return self._pager.page(cached, "tools", cursor)
-
-
-def wire_tool(tool: types.Tool) -> dict[str, Any]:
-    """`tool` as `model_dump(by_alias=True, mode="json", exclude_none=True)` gives it, except that
-    the schemas are the tool's own dicts rather than deep copies: they are JSON data already (the
-    spec loader keeps to JSON's data model), and GitHub's schemas are ~40 MB as Python objects."""
-    wire = tool.model_dump(by_alias=True, mode="json", exclude_none=True, exclude={"input_schema", "output_schema"})
-    shaped: dict[str, Any] = {key: wire.pop(key) for key in ("name", "title", "description") if key in wire}
-    shaped["inputSchema"] = tool.input_schema
-    if tool.output_schema is not None:
-        shaped["outputSchema"] = tool.output_schema
-    shaped.update(wire)
-    return shaped
-
-
-def principal_of(ctx: ServerRequestContext[Any]) -> Principal:
-    """The caller the auth layer verified for this request; anonymous on stdio or with auth off."""
-    request = getattr(ctx, "request", None)
-    scope = getattr(request, "scope", None)
-    principal = scope.get(PRINCIPAL_KEY) if isinstance(scope, dict) else None
-    return principal if isinstance(principal, Principal) else ANONYMOUS
 
 
 def build_server(catalog: Catalog, *, name: str = "openapi-mcp", telemetry: Telemetry | None = None,
@@ -123,8 +42,8 @@ def build_server(catalog: Catalog, *, name: str = "openapi-mcp", telemetry: Tele
     async def list_tools(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        if _ENVELOPE_ONLY.get():
-            return _EMPTY_LIST
+        if ENVELOPE_ONLY.get():
+            return EMPTY_LIST
         visible = catalog.visible_tools(principal_of(ctx))
         return catalog.list_result if visible is None else types.ListToolsResult(tools=visible)
 

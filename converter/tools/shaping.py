@@ -22,88 +22,33 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
+from converter.config.responses import (
+    DEFAULT_ARGUMENT,
+    FILTERED_KEY,
+    MAX_EXPRESSION_CHARS,
+    PREVIEW_CHARS,
+    ResponseSettings,
+    compile_expression,
+)
 from converter.errors import ArgumentError
 
-DEFAULT_ARGUMENT = "response_filter"
-PREVIEW_CHARS = 2_000
-MAX_EXPRESSION_CHARS = 1_000
-FILTERED_KEY = "filtered"
+__all__ = ["FILTERED_KEY", "PREVIEW_CHARS", "Shaping", "compile_expression", "shaping_for"]
 
 
-def compile_expression(expression: str) -> Any:
-    """A compiled JMESPath expression.
-
-    Raises:
-        ValueError: the expression is not valid JMESPath (the message says where).
-    """
-    import jmespath
-    from jmespath.exceptions import JMESPathError
-
-    if len(expression) > MAX_EXPRESSION_CHARS:
-        raise ValueError(f"longer than {MAX_EXPRESSION_CHARS} characters")
-    try:
-        return jmespath.compile(expression)
-    except JMESPathError as exc:
-        raise ValueError(str(exc).replace("\n", " ")) from None
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ToolResponseSettings(_Model):
-    """`responses.tools.<name or glob>`."""
-
-    max_bytes: int | None = Field(default=None, ge=1)
-    filter: str | None = None
-
-    @field_validator("filter")
-    @classmethod
-    def _filter(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                compile_expression(value)
-            except ValueError as exc:
-                raise ValueError(f"not a valid JMESPath expression: {exc}") from None
-        return value
-
-
-class ResponseSettings(_Model):
-    """`responses:` (PRODUCT.md has no such block yet; documented in the README)."""
-
-    max_bytes: int | None = Field(default=None, ge=1)
-    filter_argument: bool | str = False  # True: `response_filter`; a string: that argument name
-    tools: dict[str, ToolResponseSettings] = Field(default_factory=dict)
-
-    @field_validator("filter_argument")
-    @classmethod
-    def _argument(cls, value: bool | str) -> bool | str:
-        if isinstance(value, str) and not (value.replace("_", "a").replace("-", "a").isalnum() and len(value) <= 64):
-            raise ValueError("an argument name: letters, digits, '_' or '-', at most 64 characters")
-        return value
-
-    @property
-    def is_off(self) -> bool:
-        return self.max_bytes is None and not self.filter_argument and not self.tools
-
-    def for_tool(self, name: str, input_properties: Mapping[str, Any]) -> Shaping | None:
-        """What applies to tool `name` (None: nothing)."""
-        own = next((tool for pattern, tool in self.tools.items() if fnmatch.fnmatchcase(name, pattern)), None)
-        max_bytes = own.max_bytes if own is not None and own.max_bytes is not None else self.max_bytes
-        fixed = own.filter if own is not None else None
-        argument = None
-        if self.filter_argument:
-            argument = self.filter_argument if isinstance(self.filter_argument, str) else DEFAULT_ARGUMENT
-            while argument in input_properties:  # never shadow one of the operation's own arguments
-                argument = f"_{argument}"
-        if max_bytes is None and fixed is None and argument is None:
-            return None
-        return Shaping(max_bytes=max_bytes, fixed=compile_expression(fixed) if fixed is not None else None,
-                       argument=argument)
+def shaping_for(responses: ResponseSettings, name: str, input_properties: Mapping[str, Any]) -> Shaping | None:
+    """What applies to tool `name` (None: nothing)."""
+    own = next((tool for pattern, tool in responses.tools.items() if fnmatch.fnmatchcase(name, pattern)), None)
+    max_bytes = own.max_bytes if own is not None and own.max_bytes is not None else responses.max_bytes
+    fixed = own.filter if own is not None else None
+    argument = None
+    if responses.filter_argument:
+        argument = responses.filter_argument if isinstance(responses.filter_argument, str) else DEFAULT_ARGUMENT
+        while argument in input_properties:  # never shadow one of the operation's own arguments
+            argument = f"_{argument}"
+    if max_bytes is None and fixed is None and argument is None:
+        return None
+    return Shaping(max_bytes=max_bytes, fixed=compile_expression(fixed) if fixed is not None else None,
+                   argument=argument)
 
 
 @dataclass(frozen=True, slots=True)

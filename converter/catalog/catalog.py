@@ -2,7 +2,7 @@
 
 An `OpenAPISource` is a set of compiled `ToolPlan`s plus the pooled client of their upstream;
 inline Kong-style `tools:` are turned into a synthetic OpenAPI document first, so they are an
-OpenAPISource too. An `MCPUpstreamSource` (converter.proxy) fronts an existing MCP server. The
+OpenAPISource too. An `MCPUpstreamSource` (converter.passthrough.source) fronts an existing MCP server. The
 `Catalog` merges sources under their prefixes, keeps the `tools/list` answer prebuilt, routes
 `tools/call`, and (through `Passthrough`) serves the MCP sources' resources and prompts.
 Collisions are reported at startup; the MCP sources' lists are only known once connected, so
@@ -21,20 +21,20 @@ from typing import Any
 import mcp.types as types
 from mcp.shared.exceptions import MCPError
 
-from converter.acl import Acl, compile_acl
 from converter.auth.principal import ANONYMOUS, Principal, claim_headers
-from converter.config import AuthSettings, InlineTool, SelectionSettings, Settings, UpstreamSettings
+from converter.config import AuthSettings, InlineTool, ResponseSettings, SelectionSettings, Settings, UpstreamSettings
 from converter.errors import ArgumentError, ConfigError, ConverterError, SpecError, UpstreamError
 from converter.invoke.result import error_result, map_response
 from converter.invoke.upstream import Upstream
 from converter.models import Problem, Spec
-from converter.passthrough import Passthrough
+from converter.passthrough.source import MCPUpstreamSource, ProgressRelay, RequestRelay
+from converter.passthrough.view import Passthrough
 from converter.policy import Policy, build_policy
-from converter.proxy import MCPUpstreamSource, ProgressRelay, RequestRelay
-from converter.shaping import ResponseSettings
+from converter.policy.acl import Acl, compile_acl
 from converter.telemetry.record import current_record
 from converter.tools import Selection, ToolPlan, build_plans
 from converter.tools.cache import CompileCache, default_directory
+from converter.tools.shaping import shaping_for
 
 log = logging.getLogger("openapi_mcp")
 
@@ -395,7 +395,7 @@ def inline_tools_spec(tools: Sequence[InlineTool], *, source: str) -> Spec:
 def _shape(plans: Sequence[ToolPlan], responses: ResponseSettings) -> None:
     """Attach each tool's response shaping (config `responses:`) and declare what it changes."""
     for plan in plans:
-        shaping = responses.for_tool(plan.name, plan.input_schema.get("properties", {}))
+        shaping = shaping_for(responses, plan.name, plan.input_schema.get("properties", {}))
         if shaping is not None:
             plan.shaping = shaping
             plan.tool = plan.tool.model_copy(update={"input_schema": shaping.input_schema(plan.tool.input_schema),
