@@ -591,3 +591,16 @@ def test_issued_tokens_hide_their_value() -> None:
     token = IssuedToken(value=SECRET, expires_in=10)
     assert SECRET not in repr(token) and SECRET not in str(token) and SECRET not in f"{token}"
     assert SecretStr(SECRET).get_secret_value() == SECRET
+
+
+@pytest.mark.anyio
+async def test_logs_name_endpoints_and_fingerprints_never_tokens(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = TokenServer(answer=lambda form: httpx.Response(
+        200, json={"access_token": "exchanged-token-value-123", "token_type": "Bearer", "expires_in": 60}))
+    creds = credentials(transport=server.transport, auth={"token_exchange": client_settings()})
+    await creds.send(Recorder(401, 200), request(), None, Caller(SUBJECT))
+    await creds.aclose()
+    assert TOKEN_URL in caplog.text and "dropped" in caplog.text and "retrying once" in caplog.text
+    for secret in ("exchanged-token-value-123", SUBJECT, SECRET):
+        assert secret not in caplog.text
