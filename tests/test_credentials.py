@@ -604,3 +604,18 @@ async def test_logs_name_endpoints_and_fingerprints_never_tokens(caplog: pytest.
     assert TOKEN_URL in caplog.text and "dropped" in caplog.text and "retrying once" in caplog.text
     for secret in ("exchanged-token-value-123", SUBJECT, SECRET):
         assert secret not in caplog.text
+
+
+@pytest.mark.anyio
+async def test_a_scheme_whose_header_upstream_headers_sets_is_met_already() -> None:
+    settings = CredentialsSettings()
+    creds = UpstreamCredentials(settings, SCHEMES, static_headers=["x-api-key", "Authorization"])
+    for security in ({"key_header": ()},), ({"bearer": ()},), ({"oauth": ()},):
+        sent, parts = await creds.apply(request(), security)
+        assert sent.headers == request().headers and parts.schemes == (next(iter(security[0])),)
+    with pytest.raises(CredentialError):
+        await creds.apply(request(), ({"key_query": ()},))
+    ops = [Operation("GET", "/a", "#/a", security=({"key_header": ()},)),
+           Operation("GET", "/b", "#/b", security=({"key_query": ()},))]
+    problems = missing_credentials(ops, SCHEMES, settings, static_headers=["X-API-Key"])
+    assert [p.pointer for p in problems] == ["#/b"]

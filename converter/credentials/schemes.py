@@ -54,14 +54,15 @@ class Binding:
 
     scheme: str
     placement: Placement
-    source: SourceSpec
+    source: SourceSpec | None  # None: `upstream.headers` already sends this header
 
     @property
     def needs_caller(self) -> bool:
         return isinstance(self.source, TokenExchangeSettings)
 
     def __repr__(self) -> str:
-        kind = type(self.source).__name__.removesuffix("Settings").replace("SecretStr", "static")
+        kind = "upstream.headers" if self.source is None else \
+            type(self.source).__name__.removesuffix("Settings").replace("SecretStr", "static")
         return f"Binding(scheme={self.scheme!r}, placement={self.placement!r}, source={kind})"
 
 
@@ -100,10 +101,12 @@ class SchemeCompiler:
     """Binds the spec's security schemes to the configured credentials, once per scheme."""
 
     def __init__(self, settings: CredentialsSettings, security_schemes: Mapping[str, Any], *,
-                 label: str = "upstream") -> None:
+                 label: str = "upstream", static_headers: Iterable[str] = ()) -> None:
         self.settings = settings
         self.schemes = security_schemes
         self.label = label
+        # Header names `upstream.headers` sets: a scheme sent in one of them is met already.
+        self.static_headers = frozenset(h.lower() for h in static_headers)
         auth = settings.auth
         self.default_source: SourceSpec | None = (auth.token_exchange or auth.client_credentials) if auth else None
         self._bound: dict[str, Binding | str] = {}
@@ -176,6 +179,8 @@ class SchemeCompiler:
             if where not in ("header", "query", "cookie") or not isinstance(param, str) or not param:
                 return f"security scheme {name!r} (apiKey) has no usable `in` and `name`"
             what = f"an API key for the {where} {'parameter ' if where == 'query' else ''}{param!r}"
+            if credential is None and where == "header" and param.lower() in self.static_headers:
+                return Binding(name, Placement("header", param), None)
             if credential is None:
                 return f"no credentials for {name!r}: set {key} ({what})"
             if isinstance(credential, BasicCredential):
@@ -188,6 +193,9 @@ class SchemeCompiler:
                                   "comma, semicolon or backslash)", key=key)
             location: Literal["header", "query", "cookie"] = where
             return Binding(name, Placement(location, param), source)
+        if credential is None and kind in ("http", "oauth2", "openIdConnect") and self.default_source is None \
+                and "authorization" in self.static_headers:
+            return Binding(name, Placement("header", "Authorization"), None)
         if kind == "http":
             http = str(scheme.get("scheme", "")).lower()
             if http == "basic":
@@ -265,15 +273,17 @@ def describe(plan: SecurityPlan) -> str:
 
 
 def missing_credentials(operations: Iterable[Operation], security_schemes: Mapping[str, Any],
-                        settings: CredentialsSettings, *, label: str = "upstream") -> list[Problem]:
+                        settings: CredentialsSettings, *, label: str = "upstream",
+                        static_headers: Iterable[str] = ()) -> list[Problem]:
     """Operations whose security requirement no configured credential meets (for `openapi-mcp check`).
 
-    Also reports credentials named after a scheme the spec does not define.
+    Also reports credentials named after a scheme the spec does not define. `static_headers` are
+    the names `upstream.headers` sets (an API key or Authorization sent that way counts as met).
 
     Raises:
         ConfigError: a credential does not fit its scheme's type.
     """
-    compiler = SchemeCompiler(settings, security_schemes, label=label)
+    compiler = SchemeCompiler(settings, security_schemes, label=label, static_headers=static_headers)
     problems = [Problem(f"{label}.credentials.{name}", "the spec defines no security scheme of that name, so "
                         "it is never sent") for name in compiler.unused_credentials()]
     for op in operations:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, Protocol, Self
 from urllib.parse import quote, unquote
@@ -167,9 +167,9 @@ class UpstreamCredentials:
     """
 
     def __init__(self, settings: CredentialsSettings, security_schemes: Mapping[str, Any], *,
-                 label: str = "upstream", transport: httpx.AsyncBaseTransport | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.compiler = SchemeCompiler(settings, security_schemes, label=label)
+                 label: str = "upstream", static_headers: Iterable[str] = (),
+                 transport: httpx.AsyncBaseTransport | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.compiler = SchemeCompiler(settings, security_schemes, label=label, static_headers=static_headers)
         specs = self.compiler.sources()
         self._http = httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False) if specs else None
         self._sources: dict[int, _Source] = {}
@@ -262,6 +262,8 @@ class UpstreamCredentials:
         bindings = self._choose(self.plan(security), caller, tool)
         parts = CredentialParts(schemes=tuple(b.scheme for b in bindings))
         for binding in bindings:
+            if binding.source is None:
+                continue  # upstream.headers sends it
             source = self._source(binding.source)
             value, token = await source.get(caller)
             if token is not None:
