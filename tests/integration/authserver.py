@@ -11,6 +11,15 @@ Clients (secrets are test constants; scopes are what a token gets when no `scope
     svc-user     client_credentials, user-secret,  opaque, mcp:tools mcp:read,           roles user
     svc-jwt      client_credentials, jwt-secret,   JWT,    mcp:tools mcp:admin mcp:read, roles admin
     test-cli     public (PKCE S256), redirect http://127.0.0.1:33418/callback, authorization_code
+    mcp-exchanger  exchanger-secret, basic or post, RFC 8693 token exchange and client_credentials,
+                 JWT, api:read api:write, roles gateway: the gateway's client toward the upstream API
+    svc-short    client_credentials, short-secret, JWT, tokens live 4 s (refresh tests)
+
+Token exchange (`urn:ietf:params:oauth:grant-type:token-exchange`) takes an active token of this
+realm as subject_token (and actor_token), one audience (`upstream-api` or a resource) or resource,
+and scopes within the client's; the new token keeps the subject's `sub`, has `azp` = the
+exchanging client and `act: {sub: <actor>}` with an actor token. `counters()` and `fault()` see
+and break the token endpoint (per client) for the failure tests.
 
 Every access token has `aud` = its resource, `realm_access.roles`, `preferred_username`
 (`service-account-<client>` for client credentials, the login name for users), `email`
@@ -56,6 +65,10 @@ SVC_ADMIN: Final = ("svc-admin", "admin-secret")
 SVC_USER: Final = ("svc-user", "user-secret")
 SVC_JWT: Final = ("svc-jwt", "jwt-secret")
 TEST_CLI: Final = "test-cli"
+EXCHANGER: Final = ("mcp-exchanger", "exchanger-secret")
+SVC_SHORT: Final = ("svc-short", "short-secret")
+EXCHANGE_AUDIENCE: Final = "upstream-api"
+TOKEN_EXCHANGE: Final = "urn:ietf:params:oauth:grant-type:token-exchange"
 TEST_CLI_REDIRECT: Final = "http://127.0.0.1:33418/callback"
 
 
@@ -224,6 +237,27 @@ class AuthServer:
             response = client.post(f"{self.base_url}/__test/rotate")
         response.raise_for_status()
         return str(response.json()["kid"])
+
+    # -- token endpoint counters and faults (outside the realm)
+
+    def counters(self) -> dict[str, int]:
+        """Token requests seen so far, by `grant_type` and by `grant_type client_id`."""
+        with self._client() as client:
+            response = client.get(f"{self.base_url}/__test/counters")
+        response.raise_for_status()
+        counts: dict[str, int] = response.json()["token_requests"]
+        return counts
+
+    def count(self, grant_type: str, client_id: str | None = None) -> int:
+        key = grant_type if client_id is None else f"{grant_type} {client_id}"
+        return self.counters().get(key, 0)
+
+    def fault(self, client_id: str, mode: str, **options: Any) -> None:
+        """Make the token endpoint misbehave for `client_id`: slow (delay_ms), status (status),
+        garbage, reset, or none (behave again)."""
+        with self._client() as client:
+            response = client.post(f"{self.base_url}/__test/fault", json={"client_id": client_id, "mode": mode, **options})
+        response.raise_for_status()
 
     # -- dynamic registration and the authorization code flow
 

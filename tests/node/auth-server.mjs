@@ -18,8 +18,22 @@
 //   accounts, ['user'] for users), `preferred_username`, `email` (`<sub>@example.com`), `azp`.
 // - introspection only for the confidential `mcp-gateway` (client_secret_basic or _post).
 // - open dynamic client registration; devInteractions (any login name) for headless auth code + PKCE.
+// - RFC 8693 token exchange (grant `urn:ietf:params:oauth:grant-type:token-exchange`, registered
+//   with registerGrantType) for clients that list the grant (`mcp-exchanger`): subject_token (and
+//   actor_token) must be an active access token this realm issued (opaque or JWT, token type
+//   access_token or jwt); audience (--audience names, default `upstream-api`, or a --resource) and/or
+//   resource (a --resource), one in all; scope within the client's registered scope (none sent: all
+//   of it). The new token keeps the subject's `sub`, adds `act: {sub: <actor>}` when an actor token
+//   is given (nested when the subject token already had one), `azp` = the exchanging client, and
+//   lives the client's `access_token_ttl` (default 300 s). Refusals: invalid_request (bad, unknown
+//   or expired subject/actor token, unsupported token types), invalid_target, invalid_scope.
+// - client metadata `access_token_ttl` (seconds) sets the lifetime of a client's tokens.
 // - outside the realm: GET /__test/health, POST /__test/rotate (new RSA signing key with a new
-//   kid becomes the active one; older keys stay in the JWKS).
+//   kid becomes the active one; older keys stay in the JWKS); GET /__test/counters (token
+//   requests seen, by grant type and by `grant_type client_id`); POST /__test/fault with
+//   {client_id, mode: slow|status|garbage|reset|none, delay_ms, status} makes the token endpoint
+//   misbehave for that client only (slow: answer after delay_ms; status: that HTTP status with
+//   temporarily_unavailable; garbage: 200 text/html; reset: drop the connection).
 // Only 127.0.0.1 is used; there are no outbound requests.
 
 import * as crypto from 'node:crypto';
@@ -30,6 +44,12 @@ import { errors, Provider } from 'oidc-provider';
 
 const REALM_PATH = '/realms/demo';
 const MCP_SCOPES = ['mcp:tools', 'mcp:admin', 'mcp:read'];
+const API_SCOPES = ['api:read', 'api:write']; // scopes of the upstream API, for exchanged tokens
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const TOKEN_TYPES = {
+  access_token: 'urn:ietf:params:oauth:token-type:access_token',
+  jwt: 'urn:ietf:params:oauth:token-type:jwt',
+};
 const TOKEN_TTL = 300;
 const INTROSPECTORS = new Set(['mcp-gateway']);
 const USER_ROLES = ['user'];
@@ -38,6 +58,7 @@ const { values: args } = parseArgs({
   options: {
     port: { type: 'string' },
     resource: { type: 'string', multiple: true },
+    audience: { type: 'string', multiple: true },
   },
   strict: true,
 });
@@ -58,6 +79,8 @@ for (const resource of resources) {
     process.exit(2);
   }
 }
+
+const exchangeAudiences = args.audience ?? ['upstream-api'];
 
 const origin = `http://127.0.0.1:${port}`;
 const issuer = `${origin}${REALM_PATH}`;
@@ -120,6 +143,32 @@ const staticClients = [
     scope: 'mcp:tools mcp:admin mcp:read',
     realm_roles: ['admin'],
     token_format: 'jwt',
+  },
+  {
+    // The gateway's client toward the upstream API: exchanges callers' tokens (RFC 8693) and
+    // gets its own token (client credentials, also used as the actor token).
+    client_id: 'mcp-exchanger',
+    client_secret: 'exchanger-secret',
+    token_endpoint_auth_method: 'client_secret_basic', // _post is accepted as well
+    grant_types: [TOKEN_EXCHANGE, 'client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    scope: 'api:read api:write',
+    realm_roles: ['gateway'],
+    token_format: 'jwt',
+  },
+  {
+    // Short-lived service tokens (4 s), for refresh tests.
+    client_id: 'svc-short',
+    client_secret: 'short-secret',
+    token_endpoint_auth_method: 'client_secret_basic',
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    scope: 'mcp:tools mcp:read',
+    realm_roles: ['user'],
+    token_format: 'jwt',
+    access_token_ttl: 4,
   },
   {
     client_id: 'test-cli',
@@ -218,7 +267,12 @@ function resourceServerInfo(resourceIndicator, client) {
   };
 }
 
+// Claims of exchanged tokens, computed by the grant handler before the token is saved
+// (oidc-provider replaces `extra` with what extraTokenClaims returns at save time).
+const exchangedClaims = new WeakMap();
+
 async function extraTokenClaims(ctx, token) {
+  if (exchangedClaims.has(token)) return exchangedClaims.get(token);
   if (token.accountId) {
     // A user's token (authorization code): the login name is the subject.
     return {
@@ -244,6 +298,9 @@ async function extraTokenClaims(ctx, token) {
 
 function validateExtraClientMetadata(ctx, key, value) {
   if (value === undefined) return;
+  if (key === 'access_token_ttl' && !(Number.isInteger(value) && value > 0)) {
+    throw new errors.InvalidClientMetadata('access_token_ttl must be a positive integer (seconds)');
+  }
   if (key === 'token_format' && !['jwt', 'opaque'].includes(value)) {
     throw new errors.InvalidClientMetadata("token_format must be 'jwt' or 'opaque'");
   }
@@ -258,20 +315,24 @@ function validateExtraClientMetadata(ctx, key, value) {
   }
 }
 
+function tokenTTL(ctx, token, client) {
+  return client?.access_token_ttl ?? TOKEN_TTL;
+}
+
 function configuration() {
   return {
     adapter: SharedMemoryAdapter,
     clients: staticClients,
     jwks: { keys: signingKeys },
     cookies: { keys: ['openapi-mcp-test-cookie-key-1', 'openapi-mcp-test-cookie-key-0'] },
-    scopes: ['openid', 'offline_access', ...MCP_SCOPES],
+    scopes: ['openid', 'offline_access', ...MCP_SCOPES, ...API_SCOPES],
     claims: {
       openid: ['sub'],
       email: ['email', 'email_verified'],
       profile: ['preferred_username'],
     },
     extraClientMetadata: {
-      properties: ['realm_roles', 'token_format'],
+      properties: ['realm_roles', 'token_format', 'access_token_ttl'],
       validator: validateExtraClientMetadata,
     },
     extraTokenClaims,
@@ -337,8 +398,8 @@ function configuration() {
       required: (ctx, client) => client.clientAuthMethod === 'none',
     },
     ttl: {
-      AccessToken: TOKEN_TTL,
-      ClientCredentials: TOKEN_TTL,
+      AccessToken: tokenTTL,
+      ClientCredentials: tokenTTL,
       AuthorizationCode: 60,
       IdToken: TOKEN_TTL,
       RefreshToken: 3600,
@@ -349,8 +410,171 @@ function configuration() {
   };
 }
 
-// Koa middleware (runs before oidc-provider's router).
-function defaultClientCredentialsScope(provider) {
+// ---------------------------------------------------------------- RFC 8693 token exchange
+
+const EXCHANGE_PARAMETERS = ['audience', 'resource', 'scope', 'requested_token_type', 'subject_token',
+  'subject_token_type', 'actor_token', 'actor_token_type'];
+
+function list(value) {
+  if (value === undefined || value === null || value === '') return [];
+  return Array.isArray(value) ? value : [value];
+}
+
+// The kid's public key among the realm's signing keys (current and rotated out).
+function verifyRealmJwt(value) {
+  const [headerPart, payloadPart, signaturePart] = value.split('.');
+  let header;
+  let payload;
+  try {
+    header = JSON.parse(Buffer.from(headerPart, 'base64url').toString('utf8'));
+    payload = JSON.parse(Buffer.from(payloadPart, 'base64url').toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  const jwk = signingKeys.find((key) => key.kid === header?.kid);
+  if (!jwk || header.alg !== 'RS256') return undefined;
+  const { d, p, q, dp, dq, qi, ...publicJwk } = jwk;
+  const publicKey = crypto.createPublicKey({ key: publicJwk, format: 'jwk' });
+  const signed = Buffer.from(`${headerPart}.${payloadPart}`);
+  if (!crypto.verify('RSA-SHA256', signed, publicKey, Buffer.from(signaturePart ?? '', 'base64url'))) {
+    return undefined;
+  }
+  return payload?.iss === issuer && typeof payload.jti === 'string' ? payload : undefined;
+}
+
+// An active access token this realm issued, as { accountId, clientId, extra }, or undefined.
+// Opaque tokens are looked up in the store (revoked and expired ones are gone); JWT access tokens
+// are not stored by oidc-provider, so a valid signature by a realm key, `iss` and `exp` decide.
+function findRealmToken(value) {
+  if (typeof value !== 'string' || !value) return undefined;
+  const now = Math.floor(Date.now() / 1000);
+  if (value.split('.').length === 3) {
+    const payload = verifyRealmJwt(value);
+    if (!payload || typeof payload.exp !== 'number' || payload.exp <= now) return undefined;
+    const {
+      preferred_username: preferredUsername, email, realm_access: realmAccess, act,
+    } = payload;
+    return {
+      accountId: payload.sub,
+      clientId: payload.client_id,
+      extra: {
+        preferred_username: preferredUsername, email, realm_access: realmAccess, act,
+      },
+    };
+  }
+  for (const model of ['AccessToken', 'ClientCredentials']) {
+    const stored = storeGet(`${model}:${value}`);
+    if (stored && typeof stored.exp === 'number' && stored.exp > now) return stored;
+  }
+  return undefined;
+}
+
+function checkTokenType(name, type) {
+  if (type !== TOKEN_TYPES.access_token && type !== TOKEN_TYPES.jwt) {
+    throw new errors.InvalidRequest(`unsupported ${name} ${type}`);
+  }
+}
+
+function subjectOf(stored) {
+  return stored.accountId ?? stored.clientId;
+}
+
+async function tokenExchangeHandler(ctx) {
+  const { client, params, provider } = ctx.oidc;
+  if (!params.subject_token) throw new errors.InvalidRequest('missing required parameter subject_token');
+  if (!params.subject_token_type) throw new errors.InvalidRequest('missing required parameter subject_token_type');
+  checkTokenType('subject_token_type', params.subject_token_type);
+  const subject = findRealmToken(params.subject_token);
+  if (!subject) throw new errors.InvalidRequest('subject_token is invalid, expired or was not issued by this realm');
+
+  let actor;
+  if (params.actor_token !== undefined || params.actor_token_type !== undefined) {
+    if (!params.actor_token || !params.actor_token_type) {
+      throw new errors.InvalidRequest('actor_token and actor_token_type must be given together');
+    }
+    checkTokenType('actor_token_type', params.actor_token_type);
+    actor = findRealmToken(params.actor_token);
+    if (!actor) throw new errors.InvalidRequest('actor_token is invalid, expired or was not issued by this realm');
+  }
+
+  const requested = params.requested_token_type ?? TOKEN_TYPES.access_token;
+  checkTokenType('requested_token_type', requested);
+
+  const targets = [];
+  for (const resource of list(params.resource)) {
+    if (!resources.includes(resource)) throw new errors.InvalidTarget(`unknown resource ${resource}`);
+    targets.push(resource);
+  }
+  for (const audience of list(params.audience)) {
+    if (!exchangeAudiences.includes(audience) && !resources.includes(audience)) {
+      throw new errors.InvalidTarget(`unknown audience ${audience}`);
+    }
+    targets.push(audience);
+  }
+  const audiences = [...new Set(targets)];
+  if (audiences.length !== 1) {
+    throw new errors.InvalidTarget('give exactly one audience or resource (one target per exchanged token)');
+  }
+
+  const allowed = (client.scope ?? '').split(' ').filter(Boolean);
+  const wanted = (params.scope ?? '').split(' ').filter(Boolean);
+  const unknown = wanted.filter((scope) => !allowed.includes(scope));
+  if (unknown.length) throw new errors.InvalidScope(`scope not allowed for this client: ${unknown.join(' ')}`, unknown.join(' '));
+  const scope = (wanted.length ? wanted : allowed).join(' ') || undefined;
+
+  const format = requested === TOKEN_TYPES.jwt || client.token_format === 'jwt' ? 'jwt' : 'opaque';
+  const token = new provider.AccessToken({
+    accountId: subjectOf(subject),
+    client,
+    scope,
+    gty: 'token_exchange',
+    expiresIn: client.access_token_ttl ?? TOKEN_TTL,
+  });
+  token.resourceServer = new provider.ResourceServer(audiences[0], {
+    audience: audiences[0],
+    scope,
+    accessTokenFormat: format,
+    accessTokenTTL: client.access_token_ttl ?? TOKEN_TTL,
+    jwt: { sign: { alg: 'RS256' } },
+  });
+  const subjectExtra = subject.extra ?? {};
+  const claims = {
+    azp: client.clientId,
+    preferred_username: subjectExtra.preferred_username,
+    email: subjectExtra.email,
+    realm_access: subjectExtra.realm_access,
+  };
+  if (actor) {
+    claims.act = { sub: subjectOf(actor) };
+    if (subjectExtra.act) claims.act.act = subjectExtra.act;
+  } else if (subjectExtra.act) {
+    claims.act = subjectExtra.act;
+  }
+  exchangedClaims.set(token, claims);
+  ctx.oidc.entity('AccessToken', token);
+  const value = await token.save();
+  ctx.body = {
+    access_token: value,
+    issued_token_type: requested,
+    token_type: 'Bearer',
+    expires_in: token.expiration,
+    scope,
+  };
+}
+
+// What the tests can see of and do to the token endpoint (outside the realm, /__test/...).
+const tokenCounters = {}; // grant_type -> n, and `grant_type client_id` -> n
+const tokenFaults = new Map(); // client_id -> { mode, delay_ms, status }
+
+function count(key) {
+  tokenCounters[key] = (tokenCounters[key] ?? 0) + 1;
+}
+
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+// Koa middleware (runs before oidc-provider's router): counts token requests, applies a fault set
+// for the requesting client, and gives client_credentials requests without `scope` the client's.
+function tokenEndpointExtras(provider) {
   return async (ctx, next) => {
     if (
       ctx.method === 'POST'
@@ -360,8 +584,28 @@ function defaultClientCredentialsScope(provider) {
       const chunks = [];
       for await (const chunk of ctx.req) chunks.push(chunk);
       const body = new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
-      if (body.get('grant_type') === 'client_credentials' && !body.has('scope')) {
-        const clientId = basicClientId(ctx.headers.authorization) ?? body.get('client_id');
+      const grantType = body.get('grant_type') ?? '';
+      const clientId = basicClientId(ctx.headers.authorization) ?? body.get('client_id') ?? '';
+      count(grantType);
+      count(`${grantType} ${clientId}`);
+      const fault = tokenFaults.get(clientId);
+      if (fault?.mode === 'reset') {
+        ctx.req.socket.destroy();
+        return;
+      }
+      if (fault?.mode === 'slow') await sleep(fault.delay_ms ?? 10000);
+      if (fault?.mode === 'status') {
+        ctx.status = fault.status ?? 503;
+        ctx.body = { error: 'temporarily_unavailable', error_description: 'the realm is down (test fault)' };
+        return;
+      }
+      if (fault?.mode === 'garbage') {
+        ctx.status = 200;
+        ctx.type = 'text/html';
+        ctx.body = '<html><body>maintenance</body></html>';
+        return;
+      }
+      if (grantType === 'client_credentials' && !body.has('scope')) {
         const client = clientId ? await provider.Client.find(clientId).catch(() => undefined) : undefined;
         if (client?.scope) body.set('scope', client.scope);
       }
@@ -398,7 +642,8 @@ function discoveryExtras() {
 
 function buildProvider() {
   const provider = new Provider(issuer, configuration());
-  provider.use(defaultClientCredentialsScope(provider));
+  provider.registerGrantType(TOKEN_EXCHANGE, tokenExchangeHandler, EXCHANGE_PARAMETERS, ['audience', 'resource']);
+  provider.use(tokenEndpointExtras(provider));
   provider.use(discoveryExtras());
   for (const event of ['server_error', 'grant.error', 'introspection.error', 'registration_create.error',
     'authorization.error', 'userinfo.error', 'jwks.error', 'discovery.error']) {
@@ -430,6 +675,32 @@ const server = http.createServer((req, res) => {
 
   if (pathname === '/__test/health' && req.method === 'GET') {
     sendJson(res, 200, { status: 'ok', issuer, kids: signingKeys.map((key) => key.kid) });
+    return;
+  }
+  if (pathname === '/__test/counters' && req.method === 'GET') {
+    sendJson(res, 200, { token_requests: tokenCounters });
+    return;
+  }
+  if (pathname === '/__test/fault' && req.method === 'POST') {
+    const chunks = [];
+    req.on('data', (chunk) => chunks.push(chunk));
+    req.on('end', () => {
+      let fault;
+      try {
+        fault = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+      } catch {
+        sendJson(res, 400, { error: 'invalid_request', error_description: 'the body is not JSON' });
+        return;
+      }
+      const modes = ['slow', 'status', 'garbage', 'reset', 'none'];
+      if (typeof fault?.client_id !== 'string' || !modes.includes(fault.mode)) {
+        sendJson(res, 400, { error: 'invalid_request', error_description: `give client_id and mode (${modes.join('|')})` });
+        return;
+      }
+      if (fault.mode === 'none') tokenFaults.delete(fault.client_id);
+      else tokenFaults.set(fault.client_id, fault);
+      sendJson(res, 200, { faults: Object.fromEntries(tokenFaults) });
+    });
     return;
   }
   if (pathname === '/__test/rotate' && req.method === 'POST') {
