@@ -210,7 +210,8 @@ def _signing_key(settings: TokenClientSettings) -> tuple[Any, str]:
                 raise ConfigError(f"{where}: is a public key; private_key_jwt needs the private key")
         else:
             loaded = serialization.load_pem_private_key(text.encode(), password=None)
-            kty = ("RSA" if isinstance(loaded, rsa.RSAPrivateKey) else "EC" if isinstance(loaded, ec.EllipticCurvePrivateKey)
+            kty = ("RSA" if isinstance(loaded, rsa.RSAPrivateKey)
+                   else "EC" if isinstance(loaded, ec.EllipticCurvePrivateKey)
                    else "OKP" if isinstance(loaded, ed25519.Ed25519PrivateKey) else None)
         if kty not in ("RSA", "EC", "OKP"):
             raise ConfigError(f"{where}: use an RSA, EC or Ed25519 private key (PEM or JWK)")
