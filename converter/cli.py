@@ -160,7 +160,7 @@ def _run(settings: Settings, catalog: Catalog | DynamicCatalog) -> int:
         from converter.server.app import run_stdio
 
         serving()
-        anyio.run(functools.partial(run_stdio, settings, catalog=catalog))  # type: ignore[arg-type]
+        anyio.run(functools.partial(run_stdio, settings, catalog=catalog))
         return 0
     serve_http(settings, catalog)
     return 0
@@ -169,7 +169,7 @@ def _run(settings: Settings, catalog: Catalog | DynamicCatalog) -> int:
 def _tools(args: argparse.Namespace) -> int:
     settings = _settings(args)
     catalog = build_served_catalog(settings, require_upstream=False)
-    tools = [plan.tool.model_dump(by_alias=True, exclude_none=True, mode="json") for plan in catalog.plans]
+    tools = [served.tool.model_dump(by_alias=True, exclude_none=True, mode="json") for served in catalog.served_tools]
     if args.json:  # exactly the served `tools` array, nothing else: scripts parse it
         json.dump(tools, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
@@ -181,8 +181,8 @@ def _tools(args: argparse.Namespace) -> int:
     # The size of the `tools` array as sent; bytes/4 is the usual rough token estimate.
     size = len(json.dumps(tools, separators=(",", ":")))
     if isinstance(catalog, DynamicCatalog):
-        print(f"\n{len(operations)} operations behind {len(catalog.plans)} meta-tools (dynamic mode: "
-              f"{', '.join(plan.name for plan in catalog.plans)})")
+        print(f"\n{len(operations)} operations behind {len(tools)} meta-tools (dynamic mode: "
+              f"{', '.join(served.name for served in catalog.served_tools)})")
         full = len(json.dumps([plan.tool.model_dump(by_alias=True, exclude_none=True, mode="json")
                                for plan in operations], separators=(",", ":")))
         print(f"tools/list is {size:,} bytes (about {size // 4:,} tokens); with --mode tools it would be "

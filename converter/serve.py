@@ -22,15 +22,15 @@ def serve_http(settings: Settings, catalog: Catalog | DynamicCatalog) -> None:
 
     from converter.server.app import create_app
 
-    app = create_app(settings, catalog=catalog)  # type: ignore[arg-type]  # DynamicCatalog: same interface
+    app = create_app(settings, catalog=catalog)
     sock = bind_socket(settings.server.host, settings.server.port)
     host, port = sock.getsockname()[:2]
-    what = (f"{len(catalog.plans)} meta-tools over {len(catalog.operations)} operations (dynamic mode)"
-            if isinstance(catalog, DynamicCatalog) else f"{len(catalog.plans)} tools")
+    what = (f"{len(catalog.served_tools)} meta-tools over {len(catalog.operations)} operations (dynamic mode)"
+            if isinstance(catalog, DynamicCatalog) else f"{len(catalog.tool_names)} tools")
     log.info("serving %s at http://%s:%d%s", what, url_host(host), port, settings.server.path)
     config = uvicorn.Config(app, log_level="warning", lifespan="on", **fast_loop())
     serving()
-    _run_uvicorn(config, sock, getattr(catalog, "stop_streams", ()))
+    _run_uvicorn(config, sock, catalog.stop_streams)
 
 
 def _run_uvicorn(config: Any, sock: socket.socket, stop_streams: Sequence[Any]) -> None:

@@ -131,8 +131,8 @@ async def test_when_rule_on_roles_differs_between_two_callers(tmp_path: Path) ->
          "when": "'admin' in claims.realm_access.roles"},
     ]})
     async with catalog:
-        admin = [t.name for t in catalog.visible_tools(ADMIN)]
-        user = [t.name for t in catalog.visible_tools(USER)]
+        admin = [t.name for t in (await catalog.visible_tools(ADMIN))]
+        user = [t.name for t in (await catalog.visible_tools(USER))]
         assert set(admin) - set(user) == {"createOrder", "updateOrder", "deleteOrder"}
         assert "listUsers" in user and "getUser" not in user
         created = await catalog.call_tool("createOrder", {"userId": "u1", "item": "x", "quantity": 1, "price": 1}, ADMIN)

@@ -6,6 +6,7 @@ these tests pin the exact challenges and the cache/fail-closed behaviour that ne
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -424,8 +425,9 @@ def test_operation_scopes_come_from_oauth_schemes_only() -> None:
     assert operation_scopes(op(({"key": ()}, {"oauth": ("a",)})), schemes) == ()  # API key alternative: no scope
     assert operation_scopes(op(({"oauth": ("a",)}, {"oidc": ("b",)})), schemes) == (frozenset({"a"}), frozenset({"b"}))
     policy = build_policy([("t", op(({"oauth": ("a",)}, {"oidc": ("b", "c")})), schemes)])
-    assert policy.missing_scopes("t", Principal(scopes=frozenset({"c"}))) == {"a"}
-    assert policy.missing_scopes("t", Principal(scopes=frozenset({"b", "c"}))) == frozenset()
+    short = asyncio.run(policy.decide(Principal(scopes=frozenset({"c"})), "tools", "call", "t"))
+    assert (short.allowed, short.missing_scopes, short.needed_scopes) == (False, {"a"}, {"a"})
+    assert asyncio.run(policy.decide(Principal(scopes=frozenset({"b", "c"})), "tools", "call", "t")).allowed
 
 
 def test_headers_filled_from_claims_are_not_tool_arguments(make_spec) -> None:

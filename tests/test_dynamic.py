@@ -186,7 +186,7 @@ async def test_hidden_operations_are_not_found_described_or_called(guarded) -> N
         alias = await client.call_tool(CALL, {"name": "issues/list-for-repo", "arguments": arguments})
         assert alias.is_error and "Unknown operation: 'issues/list-for-repo'" in alias.content[0].text
         # The normal mode hides it the same way.
-        assert LIST_ISSUES not in {t.name for t in guarded.visible_tools(Principal()) or []}
+        assert LIST_ISSUES not in {t.name for t in (await guarded.visible_tools(Principal())) or []}
         # With the scope, the same operation is found, described and called.
         assert LIST_ISSUES in names(data(await dynamic.call_tool(SEARCH, query, reader)))[:3]
         assert data(await dynamic.call_tool(DESCRIBE, {"name": LIST_ISSUES}, reader))["name"] == LIST_ISSUES

@@ -15,6 +15,7 @@ from mcp.shared.exceptions import MCPError
 from converter import ConfigError
 from converter.auth.principal import ANONYMOUS
 from converter.catalog import Catalog
+from converter.catalog.proxied import ProxiedSource
 from converter.config import McpUpstreamSettings
 from converter.passthrough import template_regex
 from converter.passthrough.source import MCPUpstreamSource
@@ -40,6 +41,10 @@ def source(url: str, *, prefix: str = "", label: str = "mcp_upstream", tools: tu
     return made
 
 
+def catalog_of(*sources: MCPUpstreamSource, **kwargs: object) -> Catalog:
+    return Catalog([ProxiedSource(s) for s in sources], **kwargs)  # type: ignore[arg-type]
+
+
 def test_template_regex_matches_what_the_template_expands_to() -> None:
     simple = template_regex("demo://resource/dynamic/text/{resourceId}")
     assert simple.fullmatch("demo://resource/dynamic/text/7")
@@ -50,21 +55,21 @@ def test_template_regex_matches_what_the_template_expands_to() -> None:
     assert not template_regex("a.b://{x}").fullmatch("aXb://1")  # literal parts are escaped
 
 
-def test_prefixed_names_and_untouched_uris_are_merged_in_source_order() -> None:
+async def test_prefixed_names_and_untouched_uris_are_merged_in_source_order() -> None:
     first = source("http://a/mcp", label="sources[0]", prefix="a_", tools=("echo",), prompts=("hello",),
                    resources=("demo://x",))
     second = source("http://b/mcp", label="sources[1]", prefix="b_", tools=("echo",), prompts=("hello",),
                     resources=("demo://x", "demo://y"))
-    catalog = Catalog([first, second])
+    catalog = catalog_of(first, second)
     assert [t.name for t in catalog.list_result.tools] == ["a_echo", "b_echo"]
-    assert [p.name for p in catalog.passthrough.list_prompts(ANONYMOUS)] == ["a_hello", "b_hello"]
+    assert [p.name for p in (await catalog.passthrough.list_prompts(ANONYMOUS))] == ["a_hello", "b_hello"]
     # A URI listed by two sources is served (and read) by the first.
-    assert [r.uri for r in catalog.passthrough.list_resources(ANONYMOUS)] == ["demo://x", "demo://y"]
+    assert [r.uri for r in (await catalog.passthrough.list_resources(ANONYMOUS))] == ["demo://x", "demo://y"]
 
 
 def test_a_tool_or_prompt_served_twice_is_an_error_naming_both_sources() -> None:
     first, second = source("http://a/mcp", label="sources[0]"), source("http://b/mcp", label="sources[1]")
-    catalog = Catalog([first, second])  # lists are empty until connected (`preflight` fills them)
+    catalog = catalog_of(first, second)  # lists are empty until connected (`preflight` fills them)
     first.tools = second.tools = {"echo": (types.Tool(name="echo", input_schema={"type": "object"}), "echo")}
     with pytest.raises(ConfigError) as exc:
         catalog.check_collisions()
@@ -72,14 +77,14 @@ def test_a_tool_or_prompt_served_twice_is_an_error_naming_both_sources() -> None
                               "and sources[1] (mcp_upstream http://b/mcp); give one of them a `prefix:` "
                               "(or rename the tool)")
     with pytest.raises(ConfigError, match=r"^prompt name 'p' is served by two sources: sources\[0\]"):
-        Catalog([source("http://a/mcp", label="sources[0]", prompts=("p",)),
-                 source("http://b/mcp", label="sources[1]", prompts=("p",))])
+        catalog_of(source("http://a/mcp", label="sources[0]", prompts=("p",)),
+                   source("http://b/mcp", label="sources[1]", prompts=("p",)))
 
 
 async def test_a_collision_appearing_while_serving_keeps_the_first_and_logs_once(
         caplog: pytest.LogCaptureFixture) -> None:
     first, second = source("http://a/mcp", label="sources[0]", tools=("echo",)), source("http://b/mcp", label="sources[1]")
-    catalog = Catalog([first, second])
+    catalog = catalog_of(first, second)
     second.tools = {"echo": (types.Tool(name="echo", input_schema={"type": "object"}), "echo"),
                     "sum": (types.Tool(name="sum", input_schema={"type": "object"}), "sum")}
     with caplog.at_level(logging.ERROR, logger="openapi_mcp"):
@@ -100,12 +105,12 @@ async def test_access_rules_filter_every_feature_and_hidden_answers_like_unknown
     ]})
     upstream = source("http://a/mcp", tools=("echo", "secret"), prompts=("hello",),
                       resources=("demo://pub/a", "demo://private/b"), templates=("demo://t/{id}",))
-    catalog = Catalog([upstream], acl=acl)
+    catalog = catalog_of(upstream, acl=acl)
     passthrough = catalog.passthrough
-    assert [t.name for t in catalog.visible_tools(ANONYMOUS) or []] == ["echo"]
-    assert [r.uri for r in passthrough.list_resources(ANONYMOUS)] == ["demo://pub/a"]
-    assert passthrough.list_templates(ANONYMOUS) == []
-    assert [p.name for p in passthrough.list_prompts(ANONYMOUS)] == ["hello"]
+    assert [t.name for t in (await catalog.visible_tools(ANONYMOUS)) or []] == ["echo"]
+    assert [r.uri for r in (await passthrough.list_resources(ANONYMOUS))] == ["demo://pub/a"]
+    assert (await passthrough.list_templates(ANONYMOUS)) == []
+    assert [p.name for p in (await passthrough.list_prompts(ANONYMOUS))] == ["hello"]
     for uri in ("demo://private/b", "demo://t/1", "demo://nowhere"):  # hidden, hidden template, unknown
         with pytest.raises(MCPError) as exc:
             await passthrough.read_resource(uri, ANONYMOUS)
@@ -121,7 +126,7 @@ async def test_access_rules_filter_every_feature_and_hidden_answers_like_unknown
 
 
 async def test_an_upstream_that_is_not_connected_answers_at_once() -> None:
-    catalog = Catalog([source("http://127.0.0.1:9/mcp", tools=("echo",), resources=("demo://a",))])
+    catalog = catalog_of(source("http://127.0.0.1:9/mcp", tools=("echo",), resources=("demo://a",)))
     result = await catalog.call_tool("echo", {"message": "x"})
     assert result.is_error
     assert result.content[0].text == ("mcp_upstream http://127.0.0.1:9/mcp is not connected (reconnecting); "  # type: ignore[union-attr]

@@ -146,11 +146,12 @@ class AuthLayer:
                                {"content-type": "application/json"}, origin=origin)
                 return
             for tool in _called_tools(scope, body):
-                if self.policy.missing_scopes(tool, principal, scopes=have):
+                decision = await self.policy.decide(principal, "tools", "call", tool)
+                if decision.missing_scopes:  # allowed but for the scopes: step up (a hidden tool is not named)
                     _denied(scope, "insufficient_scope")
                     await self._challenge(send, 403, "insufficient_scope",
                                           f"Calling tool {_ascii(tool)} needs more scopes", origin,
-                                          scopes=self.policy.needed_scopes(tool, principal))
+                                          scopes=decision.needed_scopes)
                     return
             receive = _replay(body, receive)
         scope[PRINCIPAL_KEY] = principal

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 import weakref
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -25,8 +25,6 @@ from pydantic import ValidationError
 
 if TYPE_CHECKING:
     from mcp.server import Server, ServerRequestContext
-
-    from converter.catalog import Catalog
 
 
 from converter.passthrough.subscriptions import ResourceSubscriptions
@@ -79,11 +77,13 @@ class Downstream:
             await self.bus.publish(event())
 
 
-def register_handlers(server: Server[Any], catalog: Catalog, principal_of: Any) -> None:
+def register_handlers(server: Server[Any], passthrough: Passthrough,
+                      listeners: list[Callable[[frozenset[str]], Awaitable[None]]],
+                      stop_streams: list[Callable[[], None]], principal_of: Any) -> None:
     """Add the resources, prompts and completion handlers for the features some MCP source provides,
-    advertise `listChanged` for the lists that can change, and pass list changes on to clients."""
-    passthrough: Passthrough | None = getattr(catalog, "passthrough", None)  # a DynamicCatalog has none
-    if passthrough is None or not passthrough.sources:
+    advertise `listChanged` for the lists that can change, and pass list changes on to clients
+    (`listeners`: told of each change; `stop_streams`: called first on shutdown)."""
+    if not passthrough.sources:
         return
     downstream = Downstream()
     server.middleware.append(downstream)
@@ -94,8 +94,8 @@ def register_handlers(server: Server[Any], catalog: Catalog, principal_of: Any) 
         server.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, subscriptions.unsubscribe)
         listen = subscriptions.listen
     server.add_request_handler("subscriptions/listen", types.SubscriptionsListenRequestParams, listen)
-    catalog.listeners.append(downstream.notify)
-    catalog.stop_streams.append(downstream.listen.close)
+    listeners.append(downstream.notify)
+    stop_streams.append(downstream.listen.close)
     options = NotificationOptions(tools_changed=True, prompts_changed=passthrough.provides("prompts"),
                                   resources_changed=passthrough.provides("resources"))
     # The SDK takes the listChanged flags from create_initialization_options' argument only.
@@ -104,10 +104,11 @@ def register_handlers(server: Server[Any], catalog: Catalog, principal_of: Any) 
 
     if passthrough.provides("resources"):
         async def list_resources(ctx: Any, params: types.PaginatedRequestParams) -> types.ListResourcesResult:
-            return types.ListResourcesResult(resources=passthrough.list_resources(principal_of(ctx)))
+            return types.ListResourcesResult(resources=await passthrough.list_resources(principal_of(ctx)))
 
         async def list_templates(ctx: Any, params: types.PaginatedRequestParams) -> types.ListResourceTemplatesResult:
-            return types.ListResourceTemplatesResult(resource_templates=passthrough.list_templates(principal_of(ctx)))
+            templates = await passthrough.list_templates(principal_of(ctx))
+            return types.ListResourceTemplatesResult(resource_templates=templates)
 
         async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
             return await passthrough.read_resource(str(params.uri), principal_of(ctx))
@@ -118,7 +119,7 @@ def register_handlers(server: Server[Any], catalog: Catalog, principal_of: Any) 
 
     if passthrough.provides("prompts"):
         async def list_prompts(ctx: Any, params: types.PaginatedRequestParams) -> types.ListPromptsResult:
-            return types.ListPromptsResult(prompts=passthrough.list_prompts(principal_of(ctx)))
+            return types.ListPromptsResult(prompts=await passthrough.list_prompts(principal_of(ctx)))
 
         async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
             return await passthrough.get_prompt(params.name, params.arguments, principal_of(ctx))

@@ -56,7 +56,7 @@ class ResourceSubscriptions:
         connection = getattr(ctx.session, "_connection", None)
         if connection is None:
             raise MCPError(code=types.INVALID_REQUEST, message="resources/subscribe needs a session to send updates on")
-        source = self._source(uri, self._principal_of(ctx))
+        source = await self._source(uri, self._principal_of(ctx))
         await self._want(uri, source)
         self._sessions.setdefault(uri, weakref.WeakSet()).add(connection)
         return types.EmptyResult()
@@ -76,7 +76,7 @@ class ResourceSubscriptions:
         honored: list[str] = []
         for uri in dict.fromkeys(wanted):
             try:
-                source = self._source(uri, principal)
+                source = await self._source(uri, principal)
                 await self._want(uri, source)
             except MCPError as exc:
                 log.debug("listen: %s left out: %s", uri, exc.message)
@@ -104,13 +104,13 @@ class ResourceSubscriptions:
 
     # -- bookkeeping -----------------------------------------------------------------------------
 
-    def _source(self, uri: str, principal: Any) -> MCPUpstreamSource:
+    async def _source(self, uri: str, principal: Any) -> MCPUpstreamSource:
         """The source that serves `uri`, if the caller may subscribe to it there.
 
         Raises:
             MCPError: -32602 for an unknown or hidden URI, or one whose server takes no subscriptions.
         """
-        source = self._passthrough.source_of(uri, principal, "subscribe")
+        source = await self._passthrough.source_of(uri, principal, "subscribe")
         if not source.can_subscribe:
             raise MCPError(code=types.INVALID_PARAMS,
                            message=f"Updates of {uri!r} are not available: its server does not support subscriptions")

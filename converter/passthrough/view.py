@@ -24,6 +24,7 @@ from converter.auth.principal import Principal
 from converter.errors import ConfigError, UpstreamError
 from converter.passthrough.source import MCPUpstreamSource
 from converter.policy import Policy
+from converter.policy.decision import Feature
 from converter.telemetry.record import current_record
 
 log = logging.getLogger("openapi_mcp")
@@ -84,25 +85,26 @@ class Passthrough:
             log.error("%s%s; only the first source's prompt is served", clashes[0], more)
         self.prompts, self._uris, self.resources, self.templates = prompts, uris, resources, templates
 
-    def _allows(self, feature: str, operation: str, name: str, principal: Principal) -> bool:
-        acl = self.policy.acl
-        return acl is None or acl.decide(feature, operation, name, principal)
+    async def _allows(self, feature: Feature, operation: str, name: str, principal: Principal) -> bool:
+        return (await self.policy.decide(principal, feature, operation, name)).allowed
 
     # -- lists --------------------------------------------------------------------------------
 
-    def list_resources(self, principal: Principal) -> list[types.Resource]:
-        return [r for r, _ in self.resources if self._allows("resources", "list", r.uri, principal)]
+    async def list_resources(self, principal: Principal) -> list[types.Resource]:
+        visible = set(await self.policy.visible(principal, "resources", (r.uri for r, _ in self.resources)))
+        return [r for r, _ in self.resources if r.uri in visible]
 
-    def list_templates(self, principal: Principal) -> list[types.ResourceTemplate]:
-        return [t for t, _, _ in self.templates if self._allows("resources", "templates", t.uri_template, principal)]
+    async def list_templates(self, principal: Principal) -> list[types.ResourceTemplate]:
+        return [t for t, _, _ in self.templates if await self._allows("resources", "templates", t.uri_template,
+                                                                       principal)]
 
-    def list_prompts(self, principal: Principal) -> list[types.Prompt]:
-        return [source.prompts[name][0] for name, source in self.prompts.items()
-                if self._allows("prompts", "list", name, principal)]
+    async def list_prompts(self, principal: Principal) -> list[types.Prompt]:
+        visible = set(await self.policy.visible(principal, "prompts", self.prompts))
+        return [source.prompts[name][0] for name, source in self.prompts.items() if name in visible]
 
     # -- requests -----------------------------------------------------------------------------
 
-    def source_of(self, uri: str, principal: Principal, operation: str) -> MCPUpstreamSource:
+    async def source_of(self, uri: str, principal: Principal, operation: str) -> MCPUpstreamSource:
         """The source serving `uri`, if the access rules let `principal` do `operation` on it.
 
         Only what is listed, or matches a listed template, counts: anything else (hidden or not)
@@ -112,14 +114,14 @@ class Passthrough:
             MCPError: -32602 "Unknown resource" for an unknown or hidden URI.
         """
         source = self._uris.get(uri) or next((s for _, s, rx in self.templates if rx.fullmatch(uri)), None)
-        if source is None or not self._allows("resources", operation, uri, principal):
+        if source is None or not await self._allows("resources", operation, uri, principal):
             _denied(source is not None)
             raise _unknown_resource(uri)
         return source
 
     async def read_resource(self, uri: str, principal: Principal) -> types.ReadResourceResult:
         """Raises: MCPError -32602 for an unknown or hidden resource, or the upstream's error."""
-        source = self.source_of(uri, principal, "read")
+        source = await self.source_of(uri, principal, "read")
         try:
             return await relay(source, "resources/read", source.read_resource(uri))
         except MCPError as exc:
@@ -131,7 +133,7 @@ class Passthrough:
                          principal: Principal) -> types.GetPromptResult:
         """Raises: MCPError -32602 for an unknown or hidden prompt, or the upstream's error."""
         source = self.prompts.get(name)
-        if source is None or not self._allows("prompts", "get", name, principal):
+        if source is None or not await self._allows("prompts", "get", name, principal):
             _denied(source is not None)
             raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown prompt: {name!r}")
         return await relay(source, "prompts/get", source.get_prompt(name, arguments))
@@ -142,12 +144,12 @@ class Passthrough:
         ref = params.ref
         if isinstance(ref, types.PromptReference):
             source = self.prompts.get(ref.name)
-            if source is None or not self._allows("prompts", "get", ref.name, principal):
+            if source is None or not await self._allows("prompts", "get", ref.name, principal):
                 _denied(source is not None)
                 raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown prompt: {ref.name!r}")
         else:
             source = next((s for t, s, _ in self.templates if t.uri_template == ref.uri), None)
-            if source is None or not self._allows("resources", "templates", ref.uri, principal):
+            if source is None or not await self._allows("resources", "templates", ref.uri, principal):
                 _denied(source is not None)
                 raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown resource template: {ref.uri!r}")
         return await relay(source, "completion/complete", source.complete(ref, params.argument, params.context))

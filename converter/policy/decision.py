@@ -1,18 +1,48 @@
-"""Who may see and call which tool: per-tool OAuth scopes plus the access rules (`acl:`).
+"""The one access decision: per-tool OAuth scopes plus the access rules (`acl:`), for every caller.
 
-One decision serves `tools/list` filtering and `tools/call` guarding, so they never disagree.
+`Policy.decide` answers one request and `Policy.visible` a whole list, with the same rules, so a
+list never shows what a call would refuse and a hidden name answers exactly like an unknown one.
+The auth layer asks it before a `tools/call` reaches the MCP transport (to send the RFC 6750
+step-up challenge), the catalog before it routes a call, the passthrough view for resources and
+prompts, dynamic mode per operation. Later layers (a decision service, rate limits) plug in here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from converter.auth.principal import Principal
 from converter.models import Operation
 from converter.policy.acl import Acl
 
 OAUTH_SCHEME_TYPES = ("oauth2", "openIdConnect")
+Feature = Literal["tools", "resources", "prompts"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer for one feature/operation/name.
+
+    `allowed` is the verdict. When it is False, `missing_scopes` tells the two refusals apart:
+    non-empty means the access rules would allow it and only the token's scopes are short (the
+    auth layer answers 403 `insufficient_scope` naming `needed_scopes`, so the client can step
+    up); empty means the caller may not know the name exists (answered like an unknown name).
+    """
+
+    allowed: bool
+    missing_scopes: frozenset[str] = frozenset()
+    needed_scopes: frozenset[str] = frozenset()
+
+    @property
+    def hidden(self) -> bool:
+        """Refused, and the caller may not learn that the name exists."""
+        return not self.allowed and not self.missing_scopes
+
+
+ALLOWED = Decision(allowed=True)
+HIDDEN = Decision(allowed=False)
 
 
 def operation_scopes(op: Operation, security_schemes: Mapping[str, object]) -> tuple[frozenset[str], ...]:
@@ -39,7 +69,7 @@ def operation_scopes(op: Operation, security_schemes: Mapping[str, object]) -> t
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """Scope requirements per tool, plus scopes every request needs and scope implications."""
+    """Scope requirements per tool, scopes every request needs, scope implications, access rules."""
 
     tool_scopes: Mapping[str, tuple[frozenset[str], ...]] = field(default_factory=dict)
     required_scopes: frozenset[str] = frozenset()
@@ -48,12 +78,34 @@ class Policy:
 
     @property
     def is_open(self) -> bool:
-        """True when every tool is visible and callable for everyone (no scopes, no rules)."""
+        """True when every name is visible and callable for everyone (no scopes, no rules)."""
         return not self.tool_scopes and self.acl is None
 
-    def may_call(self, tool: str, principal: Principal) -> bool:
-        """Scopes aside (the auth layer answers those with 403), do the access rules allow the call?"""
-        return self.acl is None or self.acl.decide("tools", "call", tool, principal)
+    async def decide(self, principal: Principal, feature: Feature, operation: str, name: str) -> Decision:
+        """May `principal` do `operation` (list, call, read, get, ...) on the `feature` named `name`?"""
+        return self._decide(principal, feature, operation, name, self.effective_scopes(principal))
+
+    async def visible(self, principal: Principal, feature: Feature, names: Iterable[str]) -> list[str]:
+        """The names among `names` that `principal` may see listed, in order."""
+        if self.is_open:
+            return list(names)
+        have = self.effective_scopes(principal)
+        return [name for name in names if self._decide(principal, feature, "list", name, have).allowed]
+
+    def _decide(self, principal: Principal, feature: Feature, operation: str, name: str,
+                have: frozenset[str]) -> Decision:
+        # The rules first: a name the rules refuse is hidden, whatever the token's scopes, so a
+        # step-up challenge never tells a caller about a tool it may not know of.
+        if self.acl is not None and not self.acl.decide(feature, operation, name, principal):
+            return HIDDEN
+        if feature != "tools":
+            return ALLOWED
+        missing = self._missing(name, have)
+        if not missing:
+            return ALLOWED
+        if operation == "list":
+            return HIDDEN  # a tool the token cannot call is not listed
+        return Decision(allowed=False, missing_scopes=missing, needed_scopes=self._needed(name, have))
 
     def effective_scopes(self, principal: Principal) -> frozenset[str]:
         """The token's scopes plus everything they imply (MCP: account for scope hierarchies)."""
@@ -68,36 +120,20 @@ class Policy:
                     todo.append(implied)
         return frozenset(granted)
 
-    def missing_scopes(
-        self, tool: str, principal: Principal, *, scopes: frozenset[str] | None = None
-    ) -> frozenset[str]:
-        """Scopes the principal lacks for `tool`: empty when allowed.
-
-        With several acceptable sets, the one needing the fewest extra scopes is named, so a
-        step-up challenge asks for as little as possible.
-        """
-        have = self.effective_scopes(principal) if scopes is None else scopes
+    def _missing(self, tool: str, have: frozenset[str]) -> frozenset[str]:
+        """Scopes `have` lacks for `tool` (empty: enough). With several acceptable sets, the one
+        needing the fewest extra scopes is named, so a step-up asks for as little as possible."""
         alternatives = self.tool_scopes.get(tool, ())
         if not alternatives:
             return frozenset()
-        best = min((alt - have for alt in alternatives), key=len)
-        return best
+        return min((alt - have for alt in alternatives), key=len)
 
-    def needed_scopes(self, tool: str, principal: Principal) -> frozenset[str]:
+    def _needed(self, tool: str, have: frozenset[str]) -> frozenset[str]:
         """All scopes the operation needs, for the `scope` of a 403 challenge (MCP 2026-07-28)."""
-        have = self.effective_scopes(principal)
         alternatives = self.tool_scopes.get(tool, ())
         if not alternatives:
             return self.required_scopes
-        best = min(alternatives, key=lambda alt: len(alt - have))
-        return best | self.required_scopes
-
-    def visible(self, names: Iterable[str], principal: Principal) -> list[str]:
-        """The tools among `names` the principal may see in `tools/list`, in order."""
-        have = self.effective_scopes(principal)
-        acl = self.acl
-        return [name for name in names if not self.missing_scopes(name, principal, scopes=have)
-                and (acl is None or acl.decide("tools", "list", name, principal))]
+        return min(alternatives, key=lambda alt: len(alt - have)) | self.required_scopes
 
     def all_scopes(self) -> list[str]:
         """Every scope the policy mentions, for `scopes_supported`."""
@@ -111,12 +147,13 @@ class Policy:
 def build_policy(
     tool_ops: Sequence[tuple[str, Operation, Mapping[str, object]]],
     *,
-    overrides: Mapping[str, Sequence[str]] = {},
+    overrides: Mapping[str, Sequence[str]] | None = None,
     required_scopes: Sequence[str] = (),
-    implied: Mapping[str, Sequence[str]] = {},
+    implied: Mapping[str, Sequence[str]] | None = None,
     acl: Acl | None = None,
 ) -> Policy:
     """Per-tool scopes from each operation's `security`, replaced by `overrides` where given."""
+    overrides = overrides or {}
     tool_scopes: dict[str, tuple[frozenset[str], ...]] = {}
     for name, op, schemes in tool_ops:
         if name in overrides:
@@ -127,6 +164,6 @@ def build_policy(
     return Policy(
         tool_scopes={k: v for k, v in tool_scopes.items() if v},
         required_scopes=frozenset(required_scopes),
-        implied={k: frozenset(v) for k, v in implied.items()},
+        implied={k: frozenset(v) for k, v in (implied or {}).items()},
         acl=acl,
     )

@@ -19,7 +19,8 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 
 from converter.auth.layer import AuthLayer, TokenVerifier, principal_of
-from converter.catalog import Catalog, build_catalog
+from converter.catalog import build_served_catalog
+from converter.catalog.served import ServedCatalog
 from converter.config import AuthSettings, Settings
 from converter.invoke.result import error_result
 from converter.passthrough import progress_relay, register_handlers, request_relay
@@ -35,7 +36,7 @@ log = logging.getLogger("openapi_mcp")
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def build_server(catalog: Catalog, *, name: str = "openapi-mcp", telemetry: Telemetry | None = None,
+def build_server(catalog: ServedCatalog, *, name: str = "openapi-mcp", telemetry: Telemetry | None = None,
                  page_size: int | None = None) -> Server[Any]:
     """The low-level MCP server whose handlers read the catalog."""
 
@@ -44,10 +45,10 @@ def build_server(catalog: Catalog, *, name: str = "openapi-mcp", telemetry: Tele
     ) -> types.ListToolsResult:
         if ENVELOPE_ONLY.get():
             return EMPTY_LIST
-        visible = catalog.visible_tools(principal_of(ctx))
+        visible = await catalog.visible_tools(principal_of(ctx))
         return catalog.list_result if visible is None else types.ListToolsResult(tools=visible)
 
-    proxied = getattr(catalog, "has_proxied_tools", False)
+    proxied = catalog.passthrough is not None
 
     async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
         try:
@@ -64,11 +65,12 @@ def build_server(catalog: Catalog, *, name: str = "openapi-mcp", telemetry: Tele
     if telemetry is not None:
         server.middleware.append(McpTelemetry(telemetry.fanout, log_payloads=telemetry.log_payloads))
     server.middleware.append(ListCache(catalog, page_size=page_size))
-    register_handlers(server, catalog, principal_of)
+    if catalog.passthrough is not None:
+        register_handlers(server, catalog.passthrough, catalog.listeners, catalog.stop_streams, principal_of)
     return server
 
 
-def create_app(settings: Settings, *, catalog: Catalog | None = None, upstream_transport: Any = None,
+def create_app(settings: Settings, *, catalog: ServedCatalog | None = None, upstream_transport: Any = None,
                auth_transport: Any = None) -> Starlette:
     """Build the ASGI app: MCP at `settings.server.path`, plus `/healthz`.
 
@@ -78,10 +80,10 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None, upstream_t
         upstream_transport: an httpx transport for the upstream (tests: `httpx.ASGITransport`).
         auth_transport: an httpx transport for the authorization server (tests).
     """
-    catalog = catalog or build_catalog(settings, transport=upstream_transport)
+    catalog = catalog or build_served_catalog(settings, transport=upstream_transport)
     verifier = build_verifier(settings.auth, transport=auth_transport) if settings.auth else None
     cache = getattr(verifier, "cache", None)
-    telemetry = build_telemetry(settings.telemetry, _tool_names(catalog),
+    telemetry = build_telemetry(settings.telemetry, catalog.tool_names,
                                 cache_stats=(lambda: (cache.hits, cache.misses)) if cache is not None else None)
     server = build_server(catalog, telemetry=telemetry, page_size=settings.server.page_size)
     host = settings.server.host
@@ -94,7 +96,7 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None, upstream_t
             allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
         )
     json_response = settings.server.json_response
-    if getattr(catalog, "mcp_sources", None) and "json_response" not in settings.server.model_fields_set:
+    if catalog.passthrough is not None and "json_response" not in settings.server.model_fields_set:
         json_response = False  # SSE answers, so an upstream's progress reaches the client during a call
     mcp_app = server.streamable_http_app(
         streamable_http_path=settings.server.path,
@@ -138,12 +140,6 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None, upstream_t
     return app
 
 
-def _tool_names(catalog: Any) -> Any:
-    """Every tool name, live when the catalog has one (an MCP source's list changes while serving)."""
-    names = getattr(catalog, "tool_names", None)
-    return names if names is not None else [p.name for p in catalog.plans]
-
-
 def build_verifier(auth: AuthSettings, *, transport: Any = None) -> TokenVerifier:
     """Introspection when an endpoint is configured, else local JWT validation with the JWKS."""
     if auth.introspection_endpoint is not None:
@@ -155,12 +151,12 @@ def build_verifier(auth: AuthSettings, *, transport: Any = None) -> TokenVerifie
     return JWTVerifier(auth, transport=transport)
 
 
-async def run_stdio(settings: Settings, *, catalog: Catalog | None = None) -> None:
+async def run_stdio(settings: Settings, *, catalog: ServedCatalog | None = None) -> None:
     """Serve MCP over stdin/stdout (for clients that launch the server themselves)."""
     from mcp.server.stdio import stdio_server
 
-    catalog = catalog or build_catalog(settings)
-    telemetry = build_telemetry(settings.telemetry, _tool_names(catalog), transport="stdio")
+    catalog = catalog or build_served_catalog(settings)
+    telemetry = build_telemetry(settings.telemetry, catalog.tool_names, transport="stdio")
     server = build_server(catalog, telemetry=telemetry, page_size=settings.server.page_size)
     try:
         async with catalog, stdio_server() as (read_stream, write_stream):

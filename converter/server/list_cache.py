@@ -9,7 +9,7 @@ import mcp.types as types
 from mcp.server import ServerRequestContext
 
 from converter.auth.layer import principal_of
-from converter.catalog import Catalog
+from converter.catalog.served import ServedCatalog
 from converter.server.paging import Pager
 
 # Set while ListCache asks the SDK for the `tools/list` envelope only (see ListCache).
@@ -33,7 +33,7 @@ class ListCache:
 
     MAX_ENTRIES = 256  # distinct (protocol version, visible tool set) pairs kept
 
-    def __init__(self, catalog: Catalog, *, page_size: int | None = None) -> None:
+    def __init__(self, catalog: ServedCatalog, *, page_size: int | None = None) -> None:
         self._catalog = catalog
         self._cache: dict[tuple[str, tuple[str, ...] | None], Any] = {}
         self._tools: dict[str, dict[str, Any]] | None = None
@@ -41,16 +41,16 @@ class ListCache:
 
     def wire_tools(self, names: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
         if self._tools is None:
-            self._tools = {plan.name: wire_tool(plan.tool) for plan in self._catalog.plans}
+            self._tools = {served.name: wire_tool(served.tool) for served in self._catalog.served_tools}
         return list(self._tools.values()) if names is None else [self._tools[name] for name in names]
 
     async def __call__(self, ctx: ServerRequestContext[Any], call_next: Any) -> Any:
         if ctx.method != "tools/list":
             return await call_next(ctx)
         cursor = (ctx.params or {}).get("cursor")
-        if getattr(self._catalog, "has_proxied_tools", False):  # a proxied list changes: the SDK shapes it
+        if self._catalog.list_can_change:  # a proxied list changes: the SDK shapes it
             return self._pager.page(await call_next(ctx), "tools", cursor)
-        visible = self._catalog.visible_tools(principal_of(ctx))
+        visible = await self._catalog.visible_tools(principal_of(ctx))
         names = None if visible is None else tuple(tool.name for tool in visible)
         key = (ctx.protocol_version, names)
         cached = self._cache.get(key)

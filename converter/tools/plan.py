@@ -20,6 +20,8 @@ from converter.tools.schemas import BODY, DefsIndex, build_input_schema, build_o
 if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError
 
+    from converter.tools.shaping import Shaping
+
 META_KEY = "openapi-mcp/operation"
 MAX_ARGUMENT_DEPTH = 250  # the SDK transports already refuse JSON deeper than 200; native validators crash far deeper
 MAX_MESSAGE_CHARS = 300  # an error quotes the bad value: a 1 MB value must not come back whole
@@ -132,9 +134,27 @@ class Selection:
         )
 
 
-@dataclass(slots=True)
+class _Checks:
+    """The compiled validators of one plan, made on first use (GitHub has 1,223 tools; most are
+    never called). Never pickled: a cached plan compiles them again when first called."""
+
+    __slots__ = ("input", "output")
+
+    def __init__(self) -> None:
+        self.input: SchemaCheck | None = None
+        self.output: SchemaCheck | None = None
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return _Checks, ()
+
+
+@dataclass(frozen=True, slots=True)
 class ToolPlan:
-    """A compiled tool: its MCP definition and the request template its calls follow."""
+    """A compiled tool: its MCP definition and the request template its calls follow.
+
+    Frozen: what the configuration adds (a name prefix, response shaping) makes a bound copy
+    (`bound`), so a compiled plan (and the compiled-tools cache) is never changed in place.
+    """
 
     name: str
     operation: Operation
@@ -143,9 +163,20 @@ class ToolPlan:
     output_schema: JsonSchema | None
     wraps_result: bool
     request: RequestTemplate
-    _input_check: SchemaCheck | None = field(default=None, repr=False)
-    _output_check: SchemaCheck | None = field(default=None, repr=False)
-    shaping: Any = field(default=None, repr=False)  # converter.tools.shaping.Shaping, set by the catalog from config
+    shaping: Shaping | None = field(default=None, repr=False)  # config `responses:` (converter.tools.shaping)
+    _checks: _Checks = field(default_factory=_Checks, repr=False, compare=False)
+
+    def bound(self, *, prefix: str = "", shaping: Shaping | None = None) -> ToolPlan:
+        """This plan served as `prefix` + name, with `shaping` applied to its definition."""
+        if not prefix and shaping is None:
+            return self
+        name = prefix + self.name
+        update: dict[str, Any] = {"name": name}
+        if shaping is not None:
+            update["input_schema"] = shaping.input_schema(self.tool.input_schema)
+            update["output_schema"] = shaping.output_schema(self.tool.output_schema)
+        return replace(self, name=name, tool=self.tool.model_copy(update=update),
+                       shaping=shaping if shaping is not None else self.shaping, _checks=_Checks())
 
     @property
     def method(self) -> str:
@@ -161,8 +192,9 @@ class ToolPlan:
         Raises:
             ArgumentError: naming the argument (JSON path) and the rule it broke.
         """
-        if self._input_check is None:
-            self._input_check = SchemaCheck(self.input_schema)
+        checks = self._checks
+        if checks.input is None:
+            checks.input = SchemaCheck(self.input_schema)
         for key, value in arguments.items():
             if _nesting_exceeds(value, MAX_ARGUMENT_DEPTH):
                 # Validators recurse natively: a 20,000-deep value would overflow the stack.
@@ -170,7 +202,7 @@ class ToolPlan:
                 raise ArgumentError(f"Invalid arguments for tool {self.name!r} at {path}: nested more than "
                                     f"{MAX_ARGUMENT_DEPTH} levels deep", tool=self.name, json_path=path)
         try:
-            error = self._input_check.error(arguments)
+            error = checks.input.error(arguments)
         except RecursionError:
             raise ArgumentError(f"Invalid arguments for tool {self.name!r}: too deeply nested to check",
                                 tool=self.name) from None
@@ -184,9 +216,10 @@ class ToolPlan:
         """Return why `structured` does not match the output schema, or None when it does."""
         if self.output_schema is None:
             return None
-        if self._output_check is None:
-            self._output_check = SchemaCheck(self.output_schema)
-        error = self._output_check.error(structured)
+        checks = self._checks
+        if checks.output is None:
+            checks.output = SchemaCheck(self.output_schema)
+        error = checks.output.error(structured)
         return None if error is None else f"at {error.json_path}: {error.message}"
 
     def __repr__(self) -> str:

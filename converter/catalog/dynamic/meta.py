@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import heapq
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 from weakref import WeakKeyDictionary
@@ -27,13 +27,13 @@ import mcp.types as types
 from mcp.shared.exceptions import MCPError
 
 from converter.auth.principal import ANONYMOUS, Principal
-from converter.catalog.catalog import Catalog, OpenAPISource, build_catalog
+from converter.catalog.catalog import Catalog, build_catalog
 from converter.catalog.dynamic.search import OperationIndex
+from converter.catalog.served import CatalogListener
 from converter.config import Settings
 from converter.errors import ConfigError
 from converter.invoke.result import error_result
-from converter.models import JsonSchema, Problem
-from converter.policy import Policy
+from converter.models import JsonSchema
 from converter.tools import ToolPlan
 from converter.tools.plan import SchemaCheck
 
@@ -111,16 +111,14 @@ class MetaTool:
 
 
 class DynamicCatalog:
-    """Serves search/describe/call meta-tools over the operations of `inner`.
-
-    It has the interface `converter.server.app.build_server` reads from a `Catalog` (`plans`,
-    `list_result`, `visible_tools`, `policy`, `problems`, `sources`, `call_tool`, async context).
-    The search index is built once, on the first search (0.13 s for GitHub's 1,223 operations).
+    """Serves search/describe/call meta-tools over the operations of `inner` (a
+    `converter.catalog.served.ServedCatalog`). The search index is built once, on the first
+    search (0.13 s for GitHub's 1,223 operations).
     """
 
     def __init__(self, inner: Catalog) -> None:
         """Raises: ConfigError when `inner` also fronts MCP servers (their tools have no operation)."""
-        if getattr(inner, "mcp_sources", None):
+        if inner.mcp_sources:
             # Fail closed: serving fewer tools than configured, silently, is worse than not starting.
             raise ConfigError("mode: dynamic serves OpenAPI operations only; an MCP upstream "
                               "(mcp_upstream: or sources[].mcp_upstream) needs mode: tools", key="mode")
@@ -137,32 +135,32 @@ class DynamicCatalog:
         self._meta_tools = _meta_tools(list(self._operations.values()), tags_public=inner.policy.is_open)
         self._by_name = {meta.name: meta for meta in self._meta_tools}
         self.list_result = types.ListToolsResult(tools=[meta.tool for meta in self._meta_tools])
+        self.tool_names = frozenset(self._by_name)
+        self.listeners: list[CatalogListener] = []  # the meta-tools never change
+        self.stop_streams: list[Callable[[], None]] = []
+        self.policy = inner.policy  # the auth layer and the dashboard read scopes from it
+        self.problems = inner.problems
 
     def __repr__(self) -> str:
         return f"DynamicCatalog(operations={len(self._operations)})"
 
     @property
-    def plans(self) -> list[MetaTool]:
+    def served_tools(self) -> list[MetaTool]:
         """The served tools: the three meta-tools."""
         return list(self._meta_tools)
+
+    @property
+    def list_can_change(self) -> bool:
+        return False
+
+    @property
+    def passthrough(self) -> None:
+        return None  # dynamic mode fronts no MCP server
 
     @property
     def operations(self) -> list[ToolPlan]:
         """The underlying operations (the tools of the normal mode)."""
         return list(self._operations.values())
-
-    @property
-    def policy(self) -> Policy:
-        """The inner catalog's: the auth layer and the dashboard read scopes from it."""
-        return self.inner.policy
-
-    @property
-    def problems(self) -> list[Problem]:
-        return self.inner.problems
-
-    @property
-    def sources(self) -> list[OpenAPISource]:
-        return self.inner.sources
 
     @property
     def index(self) -> OperationIndex:
@@ -171,9 +169,12 @@ class DynamicCatalog:
             self._index = OperationIndex.build(self._operations.values())
         return self._index
 
-    def visible_tools(self, principal: Principal) -> list[types.Tool] | None:
+    async def visible_tools(self, principal: Principal) -> list[types.Tool] | None:
         """The meta-tools are visible to everyone; what they reveal is filtered per operation."""
         return None
+
+    async def probe(self) -> dict[str, str]:
+        return await self.inner.probe()
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any] | None,
                         principal: Principal = ANONYMOUS, *, progress: Any = None,
@@ -192,36 +193,36 @@ class DynamicCatalog:
             where = _cut(error.json_path)
             return error_result(f"Invalid arguments for tool {name!r} at {where}: {_cut(error.message)}")
         if name == SEARCH:
-            return self._search(arguments, principal)
+            return await self._search(arguments, principal)
         if name == DESCRIBE:
-            return self._describe(arguments["name"], principal)
+            return await self._describe(arguments["name"], principal)
         return await self._call(arguments["name"], arguments.get("arguments") or {}, principal)
 
-    def _visible_names(self, principal: Principal) -> frozenset[str] | None:
+    async def _visible_names(self, principal: Principal) -> frozenset[str] | None:
         """What `tools/list` would show `principal` in the normal mode (None: everything)."""
         try:
             return self._visible[principal]
         except KeyError:
-            tools = self.inner.visible_tools(principal)
+            tools = await self.inner.visible_tools(principal)
             names = None if tools is None else frozenset(tool.name for tool in tools)
             self._visible[principal] = names
             return names
 
-    def _resolve(self, name: str, principal: Principal) -> ToolPlan | None:
+    async def _resolve(self, name: str, principal: Principal) -> ToolPlan | None:
         """The operation `name` (or operationId) if it exists and `principal` may see it."""
         plan = self._operations.get(name) or self._operations.get(self._aliases.get(name, ""))
         if plan is None:
             return None
-        visible = self._visible_names(principal)
+        visible = await self._visible_names(principal)
         return plan if visible is None or plan.name in visible else None
 
-    def _search(self, arguments: Mapping[str, Any], principal: Principal) -> types.CallToolResult:
+    async def _search(self, arguments: Mapping[str, Any], principal: Principal) -> types.CallToolResult:
         query: str = arguments["query"]
         tag: str | None = arguments.get("tag")
         limit: int = arguments.get("limit", DEFAULT_RESULTS)
         if not query.strip() and not tag:
             return error_result(f"Invalid arguments for tool {SEARCH!r}: give a query, a tag or both")
-        visible = self._visible_names(principal)
+        visible = await self._visible_names(principal)
         index = self.index
         wanted = tag.casefold() if tag else None
 
@@ -239,8 +240,8 @@ class DynamicCatalog:
         found = [_summary(index.plans[i]) for i in best]
         return _structured({"operations": found, "total": len(matches)})
 
-    def _describe(self, name: str, principal: Principal) -> types.CallToolResult:
-        plan = self._resolve(name, principal)
+    async def _describe(self, name: str, principal: Principal) -> types.CallToolResult:
+        plan = await self._resolve(name, principal)
         if plan is None:
             return error_result(_unknown(name))
         op = plan.operation

@@ -1,0 +1,129 @@
+"""The seams of the catalog, as Protocols.
+
+- `Source`: where tools come from. An OpenAPI document (or inline `tools:`) with its upstream
+  client (`converter.catalog.openapi.OpenAPISource`), or an MCP server fronted as it is
+  (`converter.catalog.proxied.ProxiedSource`). The `Catalog` merges sources under their prefixes.
+- `ServedCatalog`: what the server reads of what it serves: the `Catalog`, or in dynamic mode
+  the `DynamicCatalog` over one. `converter.server` knows nothing else of either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+import mcp.types as types
+
+from converter.auth.principal import Principal
+from converter.models import Problem
+from converter.passthrough.transport import ProgressRelay, RequestRelay
+from converter.passthrough.view import Passthrough
+from converter.policy import Policy
+
+# Told which lists changed ("tools", "prompts", "resources", "templates").
+CatalogListener = Callable[[frozenset[str]], Awaitable[None]]
+
+
+class Source(Protocol):
+    """One place tools come from."""
+
+    @property
+    def label(self) -> str:
+        """For messages: "sources[1] (github.yaml)"."""
+        ...
+
+    @property
+    def problems(self) -> Sequence[Problem]:
+        """What could not be converted, and why."""
+        ...
+
+    @property
+    def tools(self) -> Mapping[str, types.Tool]:
+        """The source's tools by served name, as they are now (an MCP server's list changes)."""
+        ...
+
+    async def call_tool(self, name: str, arguments: Mapping[str, Any], headers: Mapping[str, str], *,
+                        progress: ProgressRelay | None = None, ask: RequestRelay | None = None) -> types.CallToolResult:
+        """Call tool `name`; every failure of the call itself is an `isError` result.
+
+        `headers` are the caller's claim headers (auth.claim_to_header). `progress` and `ask`
+        pass an upstream MCP server's progress and requests on to the calling client.
+        """
+        ...
+
+    async def probe(self) -> dict[str, str]:
+        """Each upstream of this source and its state (reachable, unreachable, timeout,
+        connected, disconnected), for `/readyz`."""
+        ...
+
+    @property
+    def connection(self) -> AbstractAsyncContextManager[Any]:
+        """What must be open while serving: the pooled upstream client (shared by the sources of
+        one `spec:`/`tools:` block), or the link to an MCP server. The catalog opens each once."""
+        ...
+
+
+class ServedTool(Protocol):
+    """A tool as the server lists it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def tool(self) -> types.Tool: ...
+
+
+class ServedCatalog(Protocol):
+    """What the server serves."""
+
+    policy: Policy
+    problems: list[Problem]
+    listeners: list[CatalogListener]  # told when a list changes
+    stop_streams: list[Callable[[], None]]  # called first on shutdown: long-lived streams end
+
+    @property
+    def served_tools(self) -> Sequence[ServedTool]:
+        """The tools `tools/list` shows (before access rules): in dynamic mode, the meta-tools."""
+        ...
+
+    @property
+    def tool_names(self) -> Set[str]:
+        """A live view of every served tool name (metrics label only these)."""
+        ...
+
+    @property
+    def list_result(self) -> types.ListToolsResult:
+        """Every served tool, unfiltered."""
+        ...
+
+    @property
+    def list_can_change(self) -> bool:
+        """Whether the tool list can change while serving (an MCP source's list does)."""
+        ...
+
+    @property
+    def passthrough(self) -> Passthrough | None:
+        """The MCP sources' resources and prompts, or None when no MCP server is fronted."""
+        ...
+
+    async def visible_tools(self, principal: Principal) -> list[types.Tool] | None:
+        """The tools `principal` may see, or None when that is every tool."""
+        ...
+
+    async def call_tool(self, name: str, arguments: Mapping[str, Any] | None, principal: Principal, *,
+                        progress: ProgressRelay | None = None,
+                        ask: RequestRelay | None = None) -> types.CallToolResult:
+        """Call tool `name` for `principal`.
+
+        Raises:
+            MCPError: -32602 for an unknown tool or one the principal may not call (alike).
+        """
+        ...
+
+    async def probe(self) -> dict[str, str]:
+        """Every upstream and its state, for `/readyz`."""
+        ...
+
+    async def __aenter__(self) -> Any: ...
+    async def __aexit__(self, *exc: object) -> None: ...
