@@ -139,3 +139,39 @@ async def test_when_rule_on_roles_differs_between_two_callers(tmp_path: Path) ->
         assert not created.is_error
         with pytest.raises(MCPError):
             await catalog.call_tool("createOrder", {"userId": "u1", "item": "x", "quantity": 1, "price": 1}, USER)
+
+
+def test_the_decision_cache_is_bounded_whatever_names_clients_send() -> None:
+    """Issue 12, item 5: names are client input (resource URIs); the cache keeps few and short ones."""
+    from converter.policy.acl import MAX_CACHED_DECISIONS, MAX_CACHED_NAME
+
+    acl = compile_acl({"rules": [{"features": ["resources"], "name": {"type": "glob", "pattern": "demo://*"}}]})
+    caller = Principal(subject="mallory")
+    for i in range(300):
+        assert acl.decide("resources", "read", f"demo://{i}/" + "x" * 1_000_000, caller)
+    for i in range(MAX_CACHED_DECISIONS + 500):
+        assert acl.decide("resources", "read", f"demo://{i}", caller)
+    kept = acl._decisions[caller]
+    assert len(kept) == MAX_CACHED_DECISIONS
+    assert max(len(name) for _, _, name in kept) <= MAX_CACHED_NAME
+
+
+@pytest.mark.parametrize(("value", "effect", "allowed"), [
+    ("true", "deny", False), (1, "deny", False), ("false", "deny", False), (None, "deny", False),
+    ("true", "allow", False), (True, "allow", True), (False, "deny", True),
+])
+def test_a_condition_that_is_not_a_boolean_counts_against_the_caller(value, effect, allowed) -> None:
+    """Issue 12, item 4: `claims.suspended` as the string "true" (a Keycloak attribute mapper) or 1
+    must not make a deny rule let the caller through; an allow rule does not match either."""
+    rules = [{"features": ["tools"], "effect": effect, "when": "claims.suspended"}]
+    if effect == "deny":
+        rules.insert(0, {"features": ["tools"]})
+    acl = compile_acl({"rules": rules})
+    caller = Principal(subject="s", claims={"suspended": value})
+    assert acl.decide("tools", "call", "t", caller) is allowed
+
+
+@pytest.mark.parametrize("when", ["'true'", "1", "subject", "scopes", "claims"])
+def test_a_condition_known_not_to_be_a_boolean_is_refused_at_startup(when: str) -> None:
+    with pytest.raises(ConfigError, match=r"acl\.rules\[0\]\.when: gives \w+ .*, not true or false"):
+        compile_acl({"rules": [{"when": when}]})

@@ -217,8 +217,9 @@ async def test_metadata_document_at_both_urls_with_cors(harness) -> None:
     assert inserted.json() == root.json() == {
         "resource": RESOURCE, "authorization_servers": [ISSUER], "scopes_supported": ["mcp:admin", "mcp:tools"],
         "bearer_methods_supported": ["header"]}
-    assert root.headers["access-control-allow-origin"] == "http://app.test"
-    assert preflight.status_code == 204 and "GET" in preflight.headers["access-control-allow-methods"]
+    # Any origin may read it (no credentials are involved): Starlette's CORSMiddleware answers "*".
+    assert root.headers["access-control-allow-origin"] == "*"
+    assert preflight.status_code == 200 and "GET" in preflight.headers["access-control-allow-methods"]
 
 
 async def test_mcp_preflight_is_not_401_and_exposes_headers(harness, fake_as) -> None:
@@ -229,7 +230,7 @@ async def test_mcp_preflight_is_not_401_and_exposes_headers(harness, fake_as) ->
         h.http.headers["origin"] = "http://localhost:6274"
         init = await h.rpc("initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
                                           "clientInfo": {"name": "t", "version": "1"}}, token=token)
-    assert preflight.status_code == 204
+    assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == "*"
     assert "authorization" in preflight.headers["access-control-allow-headers"]
     assert "mcp-session-id" in init.headers["access-control-expose-headers"]
 
@@ -460,3 +461,48 @@ async def test_auth_outcomes_reach_the_access_log_and_metrics(harness, fake_as) 
     assert [r.get("auth_failure") for r in recent[:2]] == ["missing_token", "invalid_token"]
     assert recent[-1]["subject"] == "dora" and recent[-1]["http_status"] == 200
     assert all("tok-telemetry" not in json.dumps(r) for r in recent)
+
+
+async def test_a_token_naming_neither_subject_nor_client_is_refused(harness, fake_as) -> None:
+    """Issue 12, item 10: sessions are bound to (client, issuer, subject); two such tokens would share one."""
+    nobody = fake_as.add("nobody", sub=None, client_id=None)
+    for claim in ("sub", "client_id"):
+        fake_as.tokens[nobody].pop(claim)
+    async with harness() as h:
+        response = await h.rpc("initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                                              "clientInfo": {"name": "t", "version": "1"}}, token=nobody)
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response.headers["www-authenticate"]
+    assert "neither a subject" in response.headers["www-authenticate"]
+
+
+async def test_arguments_nested_past_what_can_be_read_are_a_parse_error_not_a_500(harness, fake_as) -> None:
+    """Issue 12, item 8: with per-tool scopes the auth layer reads the body to find the tool; a body
+    nested 100,000 deep is a JSON-RPC parse error (HTTP 400), and the server keeps serving."""
+    token = fake_as.add("t")
+    depth = 100_000
+    body = ('{"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "createOrder", "arguments": '
+            '{"userId": "u1", "note": ' + "[" * depth + "]" * depth + "}}}")
+    async with harness() as h:
+        sid = await h.session(token)
+        deep = await h.http.post("/mcp", content=body, headers={
+            "authorization": f"Bearer {token}", "mcp-session-id": sid, "content-type": "application/json",
+            "accept": ACCEPT, "mcp-protocol-version": "2025-06-18"})
+        after = await h.rpc("tools/call", {"name": "getUser", "arguments": {"userId": "u1"}}, token=token, session=sid)
+    assert deep.status_code == 400 and deep.json()["error"]["code"] == -32700
+    assert after.status_code == 200 and "result" in after.json()
+
+
+async def test_a_cached_refusal_is_raised_fresh_each_time(fake_as, tmp_path) -> None:
+    """Issue 12, item 12: the cached verdict of an inactive token must not collect tracebacks."""
+    verifier = IntrospectionVerifier(auth_settings(tmp_path).auth, transport=httpx.MockTransport(fake_as.handler))
+    raised = []
+    for _ in range(3):
+        with pytest.raises(InvalidTokenError) as exc:
+            await verifier.verify("unknown-token")
+        raised.append(exc.value)
+    await verifier.aclose()
+    assert fake_as.calls == 1  # the verdict came from the cache after the first call
+    assert len({id(e) for e in raised}) == 3
+    depth = [len(list(__import__("traceback").walk_tb(e.__traceback__))) for e in raised]
+    assert depth[1] == depth[2], depth

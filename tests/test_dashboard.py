@@ -206,7 +206,8 @@ async def test_with_auth_the_data_needs_a_token_and_the_page_does_not(tmp_path: 
     assert page.status_code == 200 and "getUser" not in page.text
     assert missing.status_code == 401
     assert missing.json() == {"error": "unauthorized", "error_description": "An access token is required"}
-    assert missing.headers["www-authenticate"] == f'Bearer resource_metadata="{META}"'
+    # The same challenge as /mcp (the same auth layer answers both).
+    assert missing.headers["www-authenticate"] == f'Bearer resource_metadata="{META}", scope="mcp:tools"'
     assert garbage.status_code == 401
     assert 'error="invalid_token"' in garbage.headers["www-authenticate"]
     assert basic.status_code == 400 and basic.json()["error"] == "invalid_request"

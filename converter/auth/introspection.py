@@ -128,7 +128,9 @@ class IntrospectionVerifier(CachingVerifier):
                 raise InvalidTokenError("The access token has expired")
             return cached
         if isinstance(cached, InvalidTokenError):
-            raise cached
+            # A new exception each time: re-raising the cached one would grow its traceback by a
+            # frame per request (and keep every such request's frames alive).
+            raise InvalidTokenError(str(cached))
         pending = self._inflight.get(key)
         if pending is not None:  # one introspection per new token, however many requests bring it
             return await asyncio.shield(pending)

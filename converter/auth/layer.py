@@ -1,13 +1,17 @@
 """The ASGI auth layer in front of the MCP endpoint (MCP authorization spec, RFC 6750, RFC 9728).
 
-- RFC 9728 metadata at `/.well-known/oauth-protected-resource` and the path-inserted URL, no
-  token needed, with CORS.
-- Every request to the MCP path needs `Authorization: Bearer <token>`; the answer otherwise is
-  401 with `WWW-Authenticate: Bearer resource_metadata="...", scope="..."` (no `error` when no
+- (RFC 9728 metadata and CORS are served outside it: converter.auth.metadata, Starlette's
+  CORSMiddleware.)
+- Every request to the MCP path (and to `guarded_paths`: the dashboard's data) needs
+  `Authorization: Bearer <token>`; the answer otherwise is 401 with
+  `WWW-Authenticate: Bearer resource_metadata="...", scope="..."` (no `error` when no
   credentials were sent, RFC 6750 §3.1), 400 `invalid_request` for malformed credentials or a
   token in the query string, 401 `invalid_token`, 403 `insufficient_scope` naming every scope the
   operation needs, or 503 when the authorization server cannot answer (fail closed).
-- `tools/call` of a tool whose scopes the token lacks is refused here with 403; the tool name
+- A token that names neither a subject nor a client is refused (401): sessions are bound to
+  that identity, and such tokens would share one.
+- `tools/call` of a tool whose scopes the token lacks is refused here with 403 (unless the access
+  rules hide that tool: then it answers like an unknown tool, later); the tool name
   comes from the `Mcp-Name` header (2026-07-28 clients) or from the JSON-RPC body, read once
   and replayed to the transport.
 - The verified principal goes into the ASGI scope (`PRINCIPAL_KEY`) and, for the SDK's session
@@ -20,13 +24,14 @@ import json
 import logging
 from collections.abc import Iterable
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 from weakref import WeakKeyDictionary
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from converter.auth.metadata import metadata_url
 from converter.auth.principal import ANONYMOUS, AuthServerUnavailableError, InvalidTokenError, Principal
 from converter.config import AuthSettings
 from converter.policy import Policy
@@ -35,11 +40,13 @@ from converter.telemetry.record import RECORD_KEY
 log = logging.getLogger("openapi_mcp.auth")
 
 PRINCIPAL_KEY = "openapi_mcp.principal"
-PRM_PATH = "/.well-known/oauth-protected-resource"
 MAX_BODY_BYTES = 4 * 1024 * 1024  # the SDK's own limit for a POST to the MCP endpoint
-_CORS_ALLOW_HEADERS = ("authorization, content-type, accept, mcp-session-id, mcp-protocol-version, "
-                       "last-event-id, mcp-method, mcp-name")
-_CORS_EXPOSE_HEADERS = "www-authenticate, mcp-session-id, mcp-protocol-version"
+# Browser clients (the Inspector's web UI) send and read these across origins (Starlette's CORSMiddleware).
+CORS_ALLOW_HEADERS = ("authorization", "content-type", "accept", "mcp-session-id", "mcp-protocol-version",
+                      "last-event-id", "mcp-method", "mcp-name")
+CORS_EXPOSE_HEADERS = ("www-authenticate", "mcp-session-id", "mcp-protocol-version")
+_PARSE_ERROR = json.dumps({"jsonrpc": "2.0", "id": None, "error": {
+    "code": -32700, "message": "Parse error: the request is nested too deeply"}}).encode()
 
 
 class TokenVerifier(Protocol):
@@ -48,109 +55,85 @@ class TokenVerifier(Protocol):
 
 
 class AuthLayer:
-    """ASGI middleware guarding `mcp_path`; everything else passes through (after CORS)."""
+    """ASGI middleware guarding `mcp_path` (and `guarded_paths`, e.g. the dashboard's data);
+    everything else passes through. CORS and the RFC 9728 metadata routes are outside it
+    (Starlette's CORSMiddleware, converter.auth.metadata)."""
 
     def __init__(self, app: ASGIApp, *, settings: AuthSettings, verifier: TokenVerifier, policy: Policy,
-                 mcp_path: str) -> None:
+                 mcp_path: str, guarded_paths: Iterable[str] = ()) -> None:
         self.app = app
         self.settings = settings
         self.verifier = verifier
         self.policy = policy
         self.mcp_path = mcp_path.rstrip("/") or "/"
-        resource_path = urlsplit(settings.resource).path.rstrip("/")
-        self.prm_paths = {PRM_PATH, PRM_PATH + resource_path, PRM_PATH + self.mcp_path}
-        origin = urlsplit(settings.resource)
-        self.metadata_url = f"{origin.scheme}://{origin.netloc}{PRM_PATH}{resource_path}"
-        self.metadata = self._metadata()
+        self.guarded_paths = frozenset(p.rstrip("/") or "/" for p in guarded_paths)
+        self.metadata_url = metadata_url(settings)
         self._users: WeakKeyDictionary[Principal, AuthenticatedUser] = WeakKeyDictionary()
-
-    def _metadata(self) -> bytes:
-        settings = self.settings
-        scopes = settings.scopes_supported if settings.scopes_supported is not None else self.policy.all_scopes()
-        document: dict[str, Any] = {
-            "resource": settings.resource,
-            "authorization_servers": settings.authorization_servers,
-            "scopes_supported": [s for s in scopes if s != "offline_access"],  # MCP 2026-07-28: SHOULD NOT
-            "bearer_methods_supported": ["header"],
-        }
-        if settings.resource_name:
-            document["resource_name"] = settings.resource_name
-        if settings.resource_documentation:
-            document["resource_documentation"] = settings.resource_documentation
-        return json.dumps(document).encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path = scope["path"].rstrip("/") or "/"
-        method = scope["method"]
-        origin = _header(scope, b"origin")
-        if (path in self.prm_paths or path == self.mcp_path) and method == "OPTIONS" and origin is not None:
-            await _respond(send, 204, b"", {}, origin=origin, preflight=True)
+        if path == self.mcp_path or path in self.guarded_paths:
+            await self._guard(scope, receive, send, mcp=path == self.mcp_path)
             return
-        if path in self.prm_paths:
-            if method in ("GET", "HEAD"):
-                await _respond(send, 200, self.metadata if method == "GET" else b"", {
-                    "content-type": "application/json", "cache-control": "public, max-age=3600"}, origin=origin)
-            else:
-                await _respond(send, 405, b"", {"allow": "GET, HEAD, OPTIONS"}, origin=origin)
-            return
-        if path != self.mcp_path:
-            await self.app(scope, receive, send)
-            return
-        await self._guard(scope, receive, send, origin)
+        await self.app(scope, receive, send)
 
-    async def _guard(self, scope: Scope, receive: Receive, send: Send, origin: str | None) -> None:
+    async def _guard(self, scope: Scope, receive: Receive, send: Send, *, mcp: bool) -> None:
         values = [v for k, v in scope["headers"] if k == b"authorization"]
         query = scope.get("query_string", b"").decode("latin-1")
         if any(k == "access_token" for k, _ in parse_qsl(query, keep_blank_values=True)):
-            await self._challenge(send, 400, "invalid_request", "Access tokens are not accepted in the query string",
-                                  origin)
+            await self._challenge(send, 400, "invalid_request", "Access tokens are not accepted in the query string")
             return
         if not values:
             _denied(scope, "missing_token")
-            await self._challenge(send, 401, None, None, origin)
+            await self._challenge(send, 401, None, None)
             return
         if len(values) > 1:
-            await self._challenge(send, 400, "invalid_request", "Send exactly one Authorization header", origin)
+            await self._challenge(send, 400, "invalid_request", "Send exactly one Authorization header")
             return
         scheme, _, token = values[0].decode("latin-1").strip().partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token or " " in token:
-            await self._challenge(send, 400, "invalid_request", "Use the Bearer authorization scheme", origin)
+            await self._challenge(send, 400, "invalid_request", "Use the Bearer authorization scheme")
             return
         try:
             principal = await self.verifier.verify(token)
+            if not principal.subject and not principal.client_id:
+                # Sessions are bound to (client, issuer, subject): a token naming neither would share
+                # one binding with every other such token, so another caller could use its sessions.
+                raise InvalidTokenError("The token names neither a subject (sub) nor a client (client_id)")
         except InvalidTokenError as exc:
             _denied(scope, "invalid_token")
-            await self._challenge(send, 401, "invalid_token", str(exc), origin)
+            await self._challenge(send, 401, "invalid_token", str(exc))
             return
         except AuthServerUnavailableError as exc:
             _denied(scope, "auth_server_unavailable")
             await _respond(send, 503, json.dumps({"error": "temporarily_unavailable",
                                                   "error_description": str(exc)}).encode(),
-                           {"content-type": "application/json", "retry-after": "5"}, origin=origin)
+                           {"content-type": "application/json", "retry-after": "5"})
             return
-        have = self.policy.effective_scopes(principal)
-        missing = self.policy.required_scopes - have
-        if missing:
+        if self.policy.missing_required(principal):
             _denied(scope, "insufficient_scope")
-            await self._challenge(send, 403, "insufficient_scope", "The access token lacks required scopes", origin,
+            await self._challenge(send, 403, "insufficient_scope", "The access token lacks required scopes",
                                   scopes=self.policy.required_scopes)
             return
-        if scope["method"] == "POST" and self.policy.tool_scopes:  # only per-tool scopes need the tool name
+        if mcp and scope["method"] == "POST" and self.policy.tool_scopes:  # only per-tool scopes need the name
             body, too_large = await _read_body(receive)
             if too_large:
-                await _respond(send, 413, b'{"error": "request body too large"}',
-                               {"content-type": "application/json"}, origin=origin)
+                await _respond(send, 413, b'{"error": "request body too large"}', {"content-type": "application/json"})
                 return
-            for tool in _called_tools(scope, body):
+            called = _called_tools(scope, body)
+            if called is None:  # nested past what can be read: no call can be checked, none goes through
+                await _respond(send, 400, _PARSE_ERROR, {"content-type": "application/json"})
+                return
+            for tool in called:
                 decision = await self.policy.decide(principal, "tools", "call", tool)
                 if decision.missing_scopes:  # allowed but for the scopes: step up (a hidden tool is not named)
                     _denied(scope, "insufficient_scope")
                     await self._challenge(send, 403, "insufficient_scope",
-                                          f"Calling tool {_ascii(tool)} needs more scopes", origin,
+                                          f"Calling tool {_ascii(tool)} needs more scopes",
                                           scopes=decision.needed_scopes)
                     return
             receive = _replay(body, receive)
@@ -168,10 +151,10 @@ class AuthLayer:
         scope["user"] = user
         # The client's credentials stop here: nothing below may see or forward them.
         scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"authorization"]
-        await self.app(scope, receive, _with_cors(send, origin))
+        await self.app(scope, receive, send)
 
-    async def _challenge(self, send: Send, status: int, error: str | None, description: str | None,
-                         origin: str | None, *, scopes: Iterable[str] | None = None) -> None:
+    async def _challenge(self, send: Send, status: int, error: str | None, description: str | None, *,
+                         scopes: Iterable[str] | None = None) -> None:
         params = [f'resource_metadata="{self.metadata_url}"']
         wanted = sorted(self.policy.required_scopes if scopes is None else scopes)
         if wanted:
@@ -183,7 +166,7 @@ class AuthLayer:
         body = json.dumps({"error": error or "unauthorized", "error_description": description or
                            "An access token is required"}).encode()
         await _respond(send, status, body, {"content-type": "application/json",
-                                            "www-authenticate": "Bearer " + ", ".join(params)}, origin=origin)
+                                            "www-authenticate": "Bearer " + ", ".join(params)})
 
 
 def _denied(scope: Scope, reason: str) -> None:
@@ -192,7 +175,7 @@ def _denied(scope: Scope, reason: str) -> None:
         record.auth_failure = reason
 
 
-def _called_tools(scope: Scope, body: bytes) -> list[str]:
+def _called_tools(scope: Scope, body: bytes) -> list[str] | None:
     """Names of the tools a POST calls: the Mcp-Name header when present, else the JSON-RPC body."""
     if _header(scope, b"mcp-method") == "tools/call":
         name = _header(scope, b"mcp-name")
@@ -202,6 +185,8 @@ def _called_tools(scope: Scope, body: bytes) -> list[str]:
         message = json.loads(body)
     except ValueError:
         return []  # the transport answers malformed JSON itself
+    except RecursionError:
+        return None
     messages = message if isinstance(message, list) else [message]
     return [
         m["params"]["name"] for m in messages
@@ -240,32 +225,8 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def _with_cors(send: Send, origin: str | None) -> Send:
-    if origin is None:
-        return send
-
-    async def cors_send(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            headers = list(message.get("headers", []))
-            headers += [(b"access-control-allow-origin", origin.encode("latin-1")),
-                        (b"access-control-expose-headers", _CORS_EXPOSE_HEADERS.encode()),
-                        (b"vary", b"origin")]
-            message = {**message, "headers": headers}
-        await send(message)
-
-    return cors_send
-
-
-async def _respond(send: Send, status: int, body: bytes, headers: dict[str, str], *, origin: str | None,
-                   preflight: bool = False) -> None:
+async def _respond(send: Send, status: int, body: bytes, headers: dict[str, str]) -> None:
     raw = [(k.encode(), v.encode("latin-1")) for k, v in headers.items()]
-    if origin is not None:
-        raw += [(b"access-control-allow-origin", origin.encode("latin-1")),
-                (b"access-control-expose-headers", _CORS_EXPOSE_HEADERS.encode()), (b"vary", b"origin")]
-        if preflight:
-            raw += [(b"access-control-allow-methods", b"GET, POST, DELETE, OPTIONS"),
-                    (b"access-control-allow-headers", _CORS_ALLOW_HEADERS.encode()),
-                    (b"access-control-max-age", b"600")]
     raw.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})

@@ -190,7 +190,7 @@ class AuthSettings(_Model):
     resource_name: str | None = None
     resource_documentation: str | None = None
 
-    @field_validator("resource", "introspection_endpoint", "jwks_uri")
+    @field_validator("resource", "introspection_endpoint", "jwks_uri", "resource_documentation")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         return _http_url(value)
@@ -218,6 +218,9 @@ class TelemetrySettings(_Model):
     traces: bool = False  # OpenTelemetry: OTLP/HTTP exporter set by the standard OTEL_* variables
     dashboard: bool = True  # the live traffic page at dashboard_path (its data guarded like MCP when auth: is on)
     dashboard_path: str = "/dashboard"
+    # With auth: on, a token with all of these sees every caller's traffic on the dashboard; any
+    # other token sees its own requests only. Empty: everyone sees only their own.
+    dashboard_scopes: list[str] = Field(default_factory=list)
 
 
 class ServerSettings(_Model):

@@ -17,13 +17,14 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from weakref import WeakKeyDictionary
 
 from converter.auth.principal import Principal
 from converter.errors import ConfigError
 
 audit_log = logging.getLogger("openapi_mcp.audit")
+log = logging.getLogger("openapi_mcp.acl")
 
 Feature = Literal["tools", "resources", "prompts"]
 OPERATIONS: dict[str, tuple[str, ...]] = {
@@ -45,6 +46,7 @@ class Rule:
     effect: str
     when: Any  # a compiled cel.Program, or None
     _regex: Any = None
+    when_text: str = ""
 
     def matches_target(self, feature: str, operation: str, name: str) -> bool:
         if feature not in self.features or operation not in self.operations:
@@ -56,12 +58,51 @@ class Rule:
         return self._regex.fullmatch(name) is not None  # glob patterns are compiled to regexes too
 
     def condition(self, context: Any) -> bool:
+        """Does the condition hold? One that cannot be evaluated (an error, or a value that is not
+        true or false, such as the string "true" a Keycloak mapper emits) counts against the
+        caller: an allow rule does not match, a deny rule does."""
         if self.when is None:
             return True
         try:
-            return self.when.execute(context) is True
-        except Exception:  # noqa: BLE001 - a failing condition is a failed check, never a crash
+            value = self.when.execute(context)
+        except Exception as exc:  # noqa: BLE001 - a failing condition is a failed check, never a crash
+            _warn_once(self, f"cannot be evaluated ({_first_line(exc)})")
             return self.effect == "deny"
+        if isinstance(value, bool):
+            return value
+        _warn_once(self, f"gave {type(value).__name__} {_short(value)}, not true or false")
+        return self.effect == "deny"
+
+
+MAX_CACHED_DECISIONS: Final = 1024  # per caller
+MAX_CACHED_NAME: Final = 256  # characters; longer names are decided every time (rules are cheap)
+_WARNED: set[tuple[int, str]] = set()
+_MAX_WARNED = 1000
+
+
+def _warn_once(rule: Rule, problem: str) -> None:
+    """A condition that fails does so for many requests: say it once per rule and kind of failure."""
+    key = (rule.index, problem.split(" (", 1)[0][:40])
+    if key in _WARNED or len(_WARNED) >= _MAX_WARNED:
+        return
+    _WARNED.add(key)
+    log.warning("acl.rules[%d].when %r %s; counted as %s (fail closed)", rule.index, rule.when_text, problem,
+                "matching (deny)" if rule.effect == "deny" else "not matching")
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# What a condition sees when checked at startup: every variable, with empty values of its type.
+_PROBE_CONTEXT: Final = {"claims": {}, "subject": "", "client_id": "", "scopes": [], "authenticated": False,
+                         "name": "", "feature": "tools", "operation": "call",
+                         "request": {"feature": "tools", "operation": "call", "name": ""}}
 
 
 class Acl:
@@ -83,7 +124,13 @@ class Acl:
             decisions = self._decisions[principal] = {}
         found = decisions.get(key)
         if found is None:
-            found = decisions[key] = self._evaluate(feature, operation, name, principal)
+            found = self._evaluate(feature, operation, name, principal)
+            # Names come from clients (any resource URI a template matches): only short ones are
+            # kept, and at most MAX_CACHED_DECISIONS per caller, oldest out first.
+            if len(name) <= MAX_CACHED_NAME:
+                if len(decisions) >= MAX_CACHED_DECISIONS:
+                    del decisions[next(iter(decisions))]
+                decisions[key] = found
         rule, allowed = found
         self._audit(rule, "allow" if allowed else "deny", feature, operation, name, principal)
         return allowed
@@ -193,4 +240,23 @@ def _rule(index: int, raw: Any, source: str) -> Rule:
         except ValueError as exc:
             first = str(exc).splitlines()[0]
             raise fail("when", f"is not valid CEL: {first}") from exc
-    return Rule(index, frozenset(features), frozenset(operations), name_type, pattern, effect, program, compiled_regex)
+        _check_result_type(program, fail)
+    return Rule(index, frozenset(features), frozenset(operations), name_type, pattern, effect, program, compiled_regex,
+                when_text=when or "")
+
+
+def _check_result_type(program: Any, fail: Any) -> None:
+    """Refuse a condition whose value is known not to be a boolean without any caller (`'true'`,
+    `subject`, `scopes`): it would never mean what it says. One that depends on claims is checked
+    per request (`Rule.condition`)."""
+    import cel
+
+    context = cel.Context()
+    context.update(dict(_PROBE_CONTEXT))
+    try:
+        value = program.execute(context)
+    except Exception:  # noqa: BLE001 - depends on what callers bring: checked per request
+        return
+    if not isinstance(value, bool):
+        raise fail("when", f"gives {type(value).__name__} {_short(value)}, not true or false; compare it "
+                           "(e.g. claims.suspended == \"true\") or test membership ('admin' in claims.roles)")

@@ -107,6 +107,10 @@ class Policy:
             return HIDDEN  # a tool the token cannot call is not listed
         return Decision(allowed=False, missing_scopes=missing, needed_scopes=self._needed(name, have))
 
+    def missing_required(self, principal: Principal) -> frozenset[str]:
+        """The scopes every request needs (auth.required_scopes) that the token lacks."""
+        return self.required_scopes - self.effective_scopes(principal) if self.required_scopes else frozenset()
+
     def effective_scopes(self, principal: Principal) -> frozenset[str]:
         """The token's scopes plus everything they imply (MCP: account for scope hierarchies)."""
         if not self.implied:

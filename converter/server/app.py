@@ -16,15 +16,17 @@ from mcp.server import Server, ServerRequestContext
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from starlette.applications import Starlette
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Mount, Route
 
-from converter.auth.layer import AuthLayer, TokenVerifier, principal_of
+from converter.auth.layer import CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS, AuthLayer, TokenVerifier, principal_of
+from converter.auth.metadata import metadata_routes
 from converter.catalog import build_served_catalog
 from converter.catalog.served import ServedCatalog
 from converter.config import AuthSettings, Settings
 from converter.invoke.result import error_result
 from converter.passthrough import progress_relay, register_handlers, request_relay
-from converter.server.dashboard import dashboard_routes
+from converter.server.dashboard import dashboard_routes, data_path_of
 from converter.server.health import healthz, metrics_endpoint, readyz
 from converter.server.list_cache import EMPTY_LIST, ENVELOPE_ONLY, ListCache
 from converter.telemetry import McpTelemetry, TelemetryLayer
@@ -122,18 +124,26 @@ def create_app(settings: Settings, *, catalog: ServedCatalog | None = None, upst
             telemetry.close()
 
     routes = [Route("/healthz", healthz(catalog)), Route("/readyz", readyz(catalog))]
+    if settings.auth is not None:
+        routes += metadata_routes(settings.auth, scopes=catalog.policy.all_scopes(), mcp_path=settings.server.path)
     if telemetry.metrics is not None:
         routes.append(Route(settings.telemetry.metrics_path, metrics_endpoint(telemetry.metrics)))
+    guarded: list[str] = []
     if settings.telemetry.dashboard:
-        routes += dashboard_routes(settings.telemetry.dashboard_path, telemetry.recent, verifier=verifier,
-                                   policy=catalog.policy, auth=settings.auth, loopback=host in _LOOPBACK)
+        routes += dashboard_routes(settings.telemetry.dashboard_path, telemetry.recent, policy=catalog.policy,
+                                   admin_scopes=settings.telemetry.dashboard_scopes, loopback=host in _LOOPBACK)
+        guarded.append(data_path_of(settings.telemetry.dashboard_path))
     app = Starlette(routes=[*routes, Mount("/", app=mcp_app)], lifespan=lifespan)
     app.state.catalog = catalog
     app.state.verifier = verifier
     app.state.telemetry = telemetry
     if settings.auth is not None and verifier is not None:
         app.add_middleware(AuthLayer, settings=settings.auth, verifier=verifier, policy=catalog.policy,
-                           mcp_path=settings.server.path)
+                           mcp_path=settings.server.path, guarded_paths=guarded)
+        # Browser clients call with a bearer token (no cookies), from any origin.
+        app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+                           allow_headers=list(CORS_ALLOW_HEADERS), expose_headers=list(CORS_EXPOSE_HEADERS),
+                           max_age=600)
     # Outermost, so a request refused by the auth layer is recorded too.
     app.add_middleware(TelemetryLayer, sink=telemetry.fanout, mcp_path=settings.server.path,
                        metrics=telemetry.metrics)

@@ -18,16 +18,15 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from converter.auth.layer import PRM_PATH, TokenVerifier
-from converter.auth.principal import AuthServerUnavailableError, InvalidTokenError
-from converter.config import AuthSettings
+from converter.auth.layer import PRINCIPAL_KEY
+from converter.auth.principal import Principal
 from converter.policy import Policy
+from converter.telemetry.record import as_seen_by_caller
 from converter.telemetry.sinks import Recent
 
 MAX_ROWS: Final = 200
@@ -156,23 +155,21 @@ def summarize(records: Sequence[Mapping[str, Any]], *, now: float | None = None,
     }
 
 
-def dashboard_routes(path: str, recent: Recent, *, verifier: TokenVerifier | None = None,
-                     policy: Policy | None = None, auth: AuthSettings | None = None,
-                     loopback: bool = False) -> list[Route]:
-    """The page at `path` and its data at `path + "/data"`.
+def dashboard_routes(path: str, recent: Recent, *, policy: Policy | None = None,
+                     admin_scopes: Sequence[str] = (), loopback: bool = False) -> list[Route]:
+    """The page at `path` and its data at `path + "/data"` (`data_path`).
 
-    Args:
-        path: where the page is served (`telemetry.dashboard_path`).
-        recent: the ring buffer the data is computed from.
-        verifier: when set (auth is on), the data needs a bearer token it accepts.
-        policy: the scopes every MCP request needs are needed here too.
-        auth: the auth settings, for the RFC 9728 metadata URL in challenges.
-        loopback: the server listens on loopback only: refuse other Host headers (DNS rebinding).
+    With `auth:` on, the data route sits behind the auth layer like `/mcp` (converter.auth.layer
+    guards `data_path`), and what it shows depends on the caller: a token with every one of
+    `admin_scopes` (`telemetry.dashboard_scopes`) sees all traffic; any other token sees its
+    own requests only, as it saw them (a call to a tool hidden from it shows as the unknown tool
+    it answered like). With auth off, everything is shown (a loopback listener refuses other
+    Host headers: DNS rebinding).
     """
     base = "/" + path.strip("/") if path.strip("/") else ""
     data_path = f"{base}/data"
     page, csp = _page(data_path)
-    metadata_url = _metadata_url(auth) if auth is not None else None
+    admin = frozenset(admin_scopes)
 
     async def show_page(request: Request) -> Response:
         return Response(page, media_type="text/html; charset=utf-8", headers={
@@ -182,49 +179,21 @@ def dashboard_routes(path: str, recent: Recent, *, verifier: TokenVerifier | Non
     async def show_data(request: Request) -> Response:
         if loopback and _host_of(request) not in _LOOPBACK_HOSTS:
             return _json({"error": "misdirected_request", "error_description": "Invalid Host header"}, 421)
-        if verifier is not None:
-            refused = await _authorize(request, verifier, policy, metadata_url)
-            if refused is not None:
-                return refused
-        return _json(summarize(list(recent.records), capacity=recent.records.maxlen))
+        records = list(recent.records)
+        viewer = request.scope.get(PRINCIPAL_KEY)
+        if isinstance(viewer, Principal) and policy is not None and not (
+                admin and admin <= policy.effective_scopes(viewer)):
+            records = [as_seen_by_caller(r) for r in records
+                       if (r.get("subject"), r.get("client_id")) == (viewer.subject, viewer.client_id)]
+        return _json(summarize(records, capacity=recent.records.maxlen))
 
     return [Route(base or "/", show_page, methods=["GET"]), Route(data_path, show_data, methods=["GET"])]
 
 
-async def _authorize(request: Request, verifier: TokenVerifier, policy: Policy | None,
-                     metadata_url: str | None) -> Response | None:
-    """None when the request carries an acceptable bearer token; the RFC 6750 refusal otherwise."""
-    values = request.headers.getlist("authorization")
-    if not values:
-        return _challenge(401, None, "An access token is required", metadata_url)
-    scheme, _, token = values[0].strip().partition(" ")
-    token = token.strip()
-    if len(values) > 1 or scheme.lower() != "bearer" or not token or " " in token:
-        return _challenge(400, "invalid_request", "Use the Bearer authorization scheme", metadata_url)
-    try:
-        principal = await verifier.verify(token)
-    except InvalidTokenError as exc:
-        return _challenge(401, "invalid_token", str(exc), metadata_url)
-    except AuthServerUnavailableError as exc:
-        return _json({"error": "temporarily_unavailable", "error_description": str(exc)}, 503,
-                     {"retry-after": "5"})
-    if policy is not None and policy.required_scopes - policy.effective_scopes(principal):
-        return _challenge(403, "insufficient_scope", "The access token lacks required scopes", metadata_url,
-                          scopes=policy.required_scopes)
-    return None
-
-
-def _challenge(status: int, error: str | None, description: str, metadata_url: str | None, *,
-               scopes: Iterable[str] = ()) -> Response:
-    params = [f'resource_metadata="{metadata_url}"'] if metadata_url else []
-    if scopes:
-        params.append(f'scope="{" ".join(sorted(scopes))}"')
-    if error:  # RFC 6750 §3.1: no error code when the request had no credentials
-        params.append(f'error="{error}"')
-        params.append(f'error_description="{_ascii(description)}"')
-    challenge = "Bearer " + ", ".join(params) if params else "Bearer"
-    return _json({"error": error or "unauthorized", "error_description": description}, status,
-                 {"www-authenticate": challenge})
+def data_path_of(path: str) -> str:
+    """Where `dashboard_routes(path, ...)` serves the data (the path the auth layer guards)."""
+    base = "/" + path.strip("/") if path.strip("/") else ""
+    return f"{base}/data"
 
 
 def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -253,11 +222,6 @@ def _page(data_path: str) -> tuple[bytes, str]:
 
 def _sha256(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode() + "'"
-
-
-def _metadata_url(auth: AuthSettings) -> str:
-    origin = urlsplit(auth.resource)
-    return f"{origin.scheme}://{origin.netloc}{PRM_PATH}{origin.path.rstrip('/')}"
 
 
 def _host_of(request: Request) -> str:
@@ -291,7 +255,3 @@ def _row(record: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(session, str):
         row["session"] = session[:8]  # enough to tell sessions apart, not enough to join one
     return row
-
-
-def _ascii(text: str) -> str:
-    return "".join(c if 0x20 <= ord(c) < 0x7F and c not in '"\\' else "?" for c in text)

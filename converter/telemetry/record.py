@@ -51,6 +51,12 @@ class CallRecord:
             return "error"
         return "ok"
 
+    @property
+    def caller_outcome(self) -> str:
+        """The outcome as the caller could tell it: a call the access rules hid answered like an
+        unknown name (a JSON-RPC error), so it counts as one wherever callers can look (/metrics)."""
+        return "rpc_error" if self.acl_denied and self.auth_failure is None else self.outcome
+
     def finish(self) -> None:
         self.duration_ms = round((time.perf_counter() - self.started) * 1000, 3)
 
@@ -60,6 +66,16 @@ class CallRecord:
         data = {name: value for name in _LOG_FIELDS if (value := getattr(self, name)) is not None}
         data["outcome"] = self.outcome
         return data
+
+
+def as_seen_by_caller(log: dict[str, Any]) -> dict[str, Any]:
+    """An access-log record (`as_log`) as its own caller saw the request: a hidden name's denial
+    becomes the unknown-name error it was answered with."""
+    if not log.get("acl_denied") or log.get("auth_failure"):
+        return log
+    seen = {key: value for key, value in log.items() if key != "acl_denied"}
+    seen["outcome"] = "rpc_error"
+    return seen
 
 
 _LOG_FIELDS = tuple(f.name for f in fields(CallRecord) if f.name != "started")

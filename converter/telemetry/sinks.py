@@ -74,8 +74,6 @@ class Metrics:
                                   ["tool"], buckets=_LATENCY_BUCKETS, registry=r)
         self.auth_failures = Counter("openapi_mcp_auth_failures", "Requests refused by the auth layer",
                                      ["reason"], registry=r)
-        self.acl_denials = Counter("openapi_mcp_acl_denials", "Calls refused by the access rules", ["tool"],
-                                   registry=r)
         self.in_flight = Gauge("openapi_mcp_in_flight_requests", "Requests being handled", registry=r)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         if cache_stats is not None:
@@ -84,16 +82,18 @@ class Metrics:
     def emit(self, record: CallRecord) -> None:
         method = record.mcp_method if record.mcp_method in _MCP_METHODS else (
             UNKNOWN if record.mcp_method else (record.http_method or UNKNOWN).lower())
-        outcome = record.outcome
+        # /metrics is public: a call the access rules hid counts exactly like a call of an unknown
+        # tool (the caller was answered the same), so the metrics cannot tell a hidden name exists.
+        # The access log and the audit log keep the real outcome (`denied`).
+        outcome = record.caller_outcome
         self._child(self.requests, method, outcome).inc()
         if record.duration_ms is not None:
             self._child(self.duration, method).observe(record.duration_ms / 1000)
         if record.auth_failure:
             self._child(self.auth_failures, record.auth_failure).inc()
         if record.mcp_method == "tools/call":
-            tool = record.name if record.name is not None and record.name in self._tools else UNKNOWN
-            if record.acl_denied:
-                self._child(self.acl_denials, tool).inc()
+            known = record.name is not None and record.name in self._tools and not record.acl_denied
+            tool = record.name if known and record.name is not None else UNKNOWN
             self._child(self.tool_calls, tool, outcome).inc()
             if record.upstream_ms is not None:
                 self._child(self.upstream, tool).observe(record.upstream_ms / 1000)

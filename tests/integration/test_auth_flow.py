@@ -40,12 +40,12 @@ class Guarded:
 
 
 @pytest.fixture(scope="module")
-def ports() -> tuple[int, int, int]:
-    return _free_port(), _free_port(), _free_port()
+def ports() -> tuple[int, ...]:
+    return _free_port(), _free_port(), _free_port(), _free_port()
 
 
 @pytest.fixture(scope="module")
-def idp(start_auth_server: Callable[..., AuthServer], ports: tuple[int, int, int]) -> AuthServer:
+def idp(start_auth_server: Callable[..., AuthServer], ports: tuple[int, ...]) -> AuthServer:
     return start_auth_server([f"http://127.0.0.1:{p}/mcp" for p in ports] + [OTHER_RESOURCE])
 
 
@@ -128,7 +128,7 @@ def test_9_10_11_metadata(introspecting: Guarded, idp: AuthServer) -> None:
         preflight = httpx.options(introspecting.base + path, headers={"origin": "http://localhost:6274",
                                                                       "access-control-request-method": "GET"},
                                   trust_env=False)
-        assert preflight.status_code == 204 and preflight.headers["access-control-allow-origin"]
+        assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == "*"
 
 
 def test_13_14_per_tool_scopes_with_introspected_tokens(introspecting: Guarded, idp: AuthServer, mock_api) -> None:
@@ -254,8 +254,10 @@ def test_12_15_16_preflight_query_tokens_and_malformed_credentials(introspecting
                                                          "access-control-request-method": "POST",
                                                          "access-control-request-headers": "authorization"},
                               trust_env=False)
-    assert preflight.status_code == 204 and "mcp-session-id" in preflight.headers["access-control-expose-headers"]
+    assert preflight.status_code == 200 and "authorization" in preflight.headers["access-control-allow-headers"]
     token = idp.token("svc-user", "user-secret", resource=introspecting.url)
+    refused = httpx.post(introspecting.url, json={}, headers={"origin": "http://localhost:6274"}, trust_env=False)
+    assert refused.status_code == 401 and "www-authenticate" in refused.headers["access-control-expose-headers"]
     in_query = httpx.post(f"{introspecting.url}?access_token={token}", json={}, trust_env=False)
     assert in_query.status_code == 400
     for headers in ({"authorization": "Basic bWNwOnNlY3JldA=="}, {"authorization": "Bearer"}):
@@ -306,4 +308,45 @@ def test_acl_when_rule_on_realm_roles_with_real_tokens(processes: Processes, tmp
     refused = post(server.url, "tools/call", {"name": "deleteOrder", "arguments": {"userId": "u1", "orderId": "o1"}},
                    token=user, session=sid)
     assert refused.status_code == 200 and refused.json()["error"] == {"code": -32602, "message": "Unknown tool: 'deleteOrder'"}
+    server.process.stop()
+
+
+def test_a_hidden_tool_stays_hidden_in_every_output(processes: Processes, tmp_path: Path, idp: AuthServer,
+                                                    ports, mock_api_url: str) -> None:
+    """Issue 12, item 7: a tool the rules hide from a caller answers like an unknown one on a call
+    (no step-up challenge naming it and its scopes, although it has tool_scopes), in /metrics
+    (public), and on the dashboard of that caller; an admin of the dashboard sees what happened."""
+    server = _serve(processes, tmp_path, "mcp-hiding", ports[3], mock_api_url, {
+        "authorization_servers": [idp.issuer], "introspection_endpoint": idp.introspection_endpoint,
+        "client_id": "mcp-gateway", "client_secret": "${CLIENT_SECRET}"},  # tool_scopes: createOrder needs mcp:admin
+        acl={"rules": [{"features": ["tools"]},
+                       {"features": ["tools"], "effect": "deny", "name": {"type": "literal", "pattern": "createOrder"},
+                        "when": "!('admin' in claims.realm_access.roles)"}]},
+        telemetry={"dashboard_scopes": ["mcp:admin"]})
+    user = idp.token("svc-user", "user-secret", resource=server.url)     # mcp:tools mcp:read, roles user
+    admin = idp.token("svc-admin", "admin-secret", resource=server.url)  # + mcp:admin, roles admin, user
+    sid = session(server.url, user)
+    hidden = post(server.url, "tools/call", {"name": "createOrder", "arguments": {"userId": "u1"}},
+                  token=user, session=sid)
+    unknown = post(server.url, "tools/call", {"name": "noSuchTool", "arguments": {}}, token=user, session=sid)
+    assert hidden.status_code == unknown.status_code == 200  # not a 403 step-up naming the tool
+    assert hidden.json()["error"] == {"code": -32602, "message": "Unknown tool: 'createOrder'"}
+    assert unknown.json()["error"]["code"] == -32602
+    metrics = httpx.get(f"{server.base}/metrics", trust_env=False).text
+    assert "createOrder" not in metrics
+    assert 'openapi_mcp_tool_calls_total{outcome="rpc_error",tool="(unknown)"} 2.0' in metrics
+    assert 'outcome="denied"' not in metrics
+    # The caller's own view: its two calls, alike; nobody else's traffic.
+    admin_sid = session(server.url, admin)
+    post(server.url, "tools/call", {"name": "listUsers", "arguments": {}}, token=admin, session=admin_sid)
+    mine = httpx.get(f"{server.base}/dashboard/data", headers={"authorization": f"Bearer {user}"},
+                     trust_env=False).json()
+    calls = [r for r in mine["recent"] if r["method"] == "tools/call"]
+    assert sorted((r["name"], r["outcome"]) for r in calls) == [("createOrder", "rpc_error"), ("noSuchTool", "rpc_error")]
+    assert {r.get("subject") for r in mine["recent"]} == {"svc-user"}
+    assert mine["counts"]["by_outcome"]["denied"] == 0
+    everything = httpx.get(f"{server.base}/dashboard/data", headers={"authorization": f"Bearer {admin}"},
+                           trust_env=False).json()
+    assert {r.get("subject") for r in everything["recent"]} == {"svc-user", "svc-admin"}
+    assert ("createOrder", "denied") in {(r.get("name"), r["outcome"]) for r in everything["recent"]}
     server.process.stop()
