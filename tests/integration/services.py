@@ -3,7 +3,7 @@
 Fixtures (they use `processes` from tests/integration/conftest.py, so everything they start is
 stopped at session end):
 
-- `start_redis()`: a new Debian `redis-server` on a free port, no persistence (`--save ""`,
+- `start_redis(port=None)`: a new Debian `redis-server` on a free port, no persistence (`--save ""`,
   no AOF, its own temp dir), ready when it answers PING; `.stop()` it to test an outage.
 - `redis_server`: the session's shared one (tests use their own key prefixes, or `.flush()`).
 - `start_pdp_server(tuples=..., prefix=...)`: tests/integration/pdp_server.py (AuthZEN over Cedar).
@@ -77,7 +77,7 @@ class RedisServer:
 
 
 @pytest.fixture(scope="session")
-def start_redis(processes: Processes, tmp_path_factory: pytest.TempPathFactory) -> Callable[[], RedisServer]:
+def start_redis(processes: Processes, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., RedisServer]:
     """Factory: a fresh redis-server on a free loopback port, without persistence."""
     binary = shutil.which("redis-server")
     if binary is None:
@@ -85,10 +85,11 @@ def start_redis(processes: Processes, tmp_path_factory: pytest.TempPathFactory) 
                     pytrace=False)
     count = 0
 
-    def start() -> RedisServer:
+    def start(port: int | None = None) -> RedisServer:
+        """A new server; `port`: the port of one that was stopped (to test a recovery)."""
         nonlocal count
         count += 1
-        port = _free_port()
+        port = port or _free_port()
         workdir = tmp_path_factory.mktemp(f"redis-{count}")
         argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                 "--dir", str(workdir), "--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning"]
@@ -104,7 +105,7 @@ def start_redis(processes: Processes, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture(scope="session")
-def redis_server(start_redis: Callable[[], RedisServer]) -> RedisServer:
+def redis_server(start_redis: Callable[..., RedisServer]) -> RedisServer:
     """The session's redis-server (shared: use a key prefix of your own)."""
     return start_redis()
 
