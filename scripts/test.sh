@@ -12,6 +12,9 @@
 #     package-lock.json changed since the last successful install (stamp in node_modules).
 #   - Debian's `chromium` (for the browser test of the traffic page): `apt-get install chromium`
 #     when /usr/bin/chromium is missing and we are root; skipped when it is there.
+#   - Debian's `redis-server` (shared rate-limit counters and state across replicas): likewise,
+#     `apt-get install redis-server` when /usr/bin/redis-server is missing and we are root. The
+#     tests start their own servers on free loopback ports; the package's service is not used.
 # Exits with pytest's code; "no tests collected" (pytest's 5) counts as a failure.
 set -euo pipefail
 
@@ -71,9 +74,36 @@ setup_chromium() {
     rm -f "$log"
 }
 
+setup_redis() {
+    # tests/integration/services.py starts redis-server itself; it fails (never skips) without it.
+    [[ -x /usr/bin/redis-server ]] && return
+    if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
+        say "redis-server is missing and cannot be installed here (needs root and apt-get): the Redis tests will fail"
+        return
+    fi
+    local log started=$SECONDS policy=/usr/sbin/policy-rc.d added_policy=""
+    log="$(mktemp)"
+    say "installing Debian's redis-server for the rate-limit and shared-state tests (apt-get)"
+    # The package would start its own service on port 6379; the tests need none. A policy-rc.d
+    # that answers 101 ("action forbidden") stops that, and is removed again if we added it.
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && added_policy=1
+    fi
+    if { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; } \
+        >"$log" 2>&1; then
+        say "redis-server installed in $((SECONDS - started)) s"
+    else
+        say "apt-get install redis-server failed; the Redis tests will fail. Last lines:"
+        tail -n 20 "$log" >&2
+    fi
+    [[ -n $added_policy ]] && rm -f "$policy"
+    rm -f "$log"
+}
+
 setup_venv
 setup_node
 setup_chromium
+setup_redis
 
 status=0
 .venv/bin/python -m pytest "$@" || status=$?
