@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 
 from converter.pdp.request import Decision
 
@@ -29,6 +30,7 @@ class DecisionCache:
         return len(self._entries)
 
     def get(self, key: bytes) -> Decision | None:
+        """The decision (marked `cached`), or None when absent or expired."""
         entry = self._entries.get(key)
         if entry is None:
             self.misses += 1
@@ -44,7 +46,7 @@ class DecisionCache:
     def put(self, key: bytes, decision: Decision) -> None:
         if self._ttl <= 0 or decision.outcome == "error":
             return
-        self._entries[key] = (self._clock() + self._ttl, decision)
+        self._entries[key] = (self._clock() + self._ttl, replace(decision, cached=True))
         self._entries.move_to_end(key)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)

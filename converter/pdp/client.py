@@ -24,7 +24,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 from urllib.parse import quote
 
@@ -129,15 +129,16 @@ class Pdp:
 
     async def decide(self, question: PdpQuestion, *, request_id: str | None = None) -> Decision:
         """The decision for one question (one single-evaluation request unless cached or shared)."""
-        return (await self.decide_many([question], request_id=request_id))[0]
+        return (await self._resolve([build_evaluation(self.settings, question)], request_id))[0]
 
     async def decide_many(self, questions: Sequence[PdpQuestion], *, request_id: str | None = None) -> list[Decision]:
         """Decisions for `questions`, in order: what is not cached is asked in one batch request."""
+        return await self._resolve([build_evaluation(self.settings, q) for q in questions], request_id)
+
+    async def _resolve(self, evaluations: Sequence[Evaluation | None], request_id: str | None) -> list[Decision]:
         results: list[Decision | asyncio.Future[Decision]] = []
         new: dict[bytes, tuple[Evaluation, asyncio.Future[Decision]]] = {}
-        loop = asyncio.get_running_loop()
-        for question in questions:
-            evaluation = build_evaluation(self.settings, question)
+        for evaluation in evaluations:
             if evaluation is None:
                 results.append(NO_SUBJECT)
                 continue
@@ -145,23 +146,24 @@ class Pdp:
             cached = self._cache.get(key)
             if cached is not None:
                 self.stats.cache_hits += 1
-                results.append(replace(cached, cached=True))
+                results.append(cached)
                 continue
             pending = self._inflight.get(key)
             if pending is None:
-                pending = loop.create_future()
+                pending = asyncio.get_running_loop().create_future()
                 self._inflight[key] = pending
                 new[key] = (evaluation, pending)
             elif key not in new:
                 self.stats.shared += 1
             results.append(pending)
         if new:
-            task = loop.create_task(self._fetch(new, request_id or uuid.uuid4().hex))
+            task = asyncio.get_running_loop().create_task(self._fetch(new, request_id or uuid.uuid4().hex))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         decisions = [await asyncio.shield(r) if isinstance(r, asyncio.Future) else r for r in results]
+        counts = self.stats.decisions
         for decision in decisions:
-            self.stats.decisions[decision.outcome] += 1
+            counts[decision.outcome] += 1
         return decisions
 
     async def _fetch(self, items: Mapping[bytes, tuple[Evaluation, asyncio.Future[Decision]]], request_id: str) -> None:
