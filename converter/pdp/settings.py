@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
 Preset = Literal["gravitee-am", "coaz-mcp"]
 ClientAuthMethod = Literal["client_secret_basic", "client_secret_post", "bearer", "none"]
@@ -51,9 +51,9 @@ class PdpSettings(_Model):
     url: str
     batch_url: str | None = None
     batch: bool = True
-    client_id: str | None = None
-    client_secret: SecretStr | None = None  # for `bearer`: the token itself
     client_auth_method: ClientAuthMethod = "client_secret_basic"  # AM expects HTTP Basic
+    client_id: str | None = Field(default=None, validate_default=True)
+    client_secret: SecretStr | None = Field(default=None, validate_default=True)  # for `bearer`: the token itself
     timeout: float = Field(default=2.0, gt=0, le=60)
     preset: Preset = "gravitee-am"
     action: str | None = Field(default=None, min_length=1)
@@ -71,14 +71,22 @@ class PdpSettings(_Model):
             raise ValueError(f"must be an http(s) URL, not {value!r}")
         return value
 
-    @model_validator(mode="after")
-    def _credentials(self) -> PdpSettings:
-        method = self.client_auth_method
-        if method in ("client_secret_basic", "client_secret_post") and (not self.client_id or self.client_secret is None):
-            raise ValueError(f"client_auth_method {method} needs client_id and client_secret")
-        if method == "bearer" and self.client_secret is None:
-            raise ValueError("client_auth_method bearer needs client_secret (the token to send)")
-        return self
+    @field_validator("client_id")
+    @classmethod
+    def _client_id(cls, value: str | None, info: ValidationInfo) -> str | None:
+        method = info.data.get("client_auth_method")
+        if not value and method in ("client_secret_basic", "client_secret_post"):
+            raise ValueError(f"is needed for client_auth_method {method}")
+        return value
+
+    @field_validator("client_secret")
+    @classmethod
+    def _client_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        method = info.data.get("client_auth_method")
+        if value is None and method in ("client_secret_basic", "client_secret_post", "bearer"):
+            what = " (the token to send)" if method == "bearer" else ""
+            raise ValueError(f"is needed for client_auth_method {method}{what}")
+        return value
 
     @property
     def evaluations_url(self) -> str:
