@@ -179,9 +179,12 @@ class Pdp:
                     chunk = evaluations[start:start + size]
                     decisions += await (self._batch_call(chunk, request_id) if self._batch
                                         else self._singles(chunk, request_id))
-        except BaseException:
+        except asyncio.CancelledError:  # aclose(): the waiters are denied, never left hanging
             decisions = [Decision("error", reason="the PDP request was cancelled", request_id=request_id)] * len(keys)
             raise
+        except Exception:  # a bug of ours: deny and say so, rather than an exception nobody retrieves
+            log.exception("asking the PDP failed unexpectedly; denying")
+            decisions = [Decision("error", reason="the PDP client failed", request_id=request_id)] * len(keys)
         finally:
             for key, decision in zip(keys, decisions):
                 self._cache.put(key, decision)

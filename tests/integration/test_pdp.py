@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from converter.auth.principal import Principal
-from converter.pdp import Pdp, PdpQuestion, PdpSettings
+from converter.pdp import Pdp, PdpQuestion, PdpSettings, RoundTrip
 from tests.integration.services import PDP_CLIENT, PdpServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -47,7 +47,8 @@ def settings(server: PdpServer, **overrides: Any) -> PdpSettings:
 @asynccontextmanager
 async def pdp_client(server: PdpServer, **overrides: Any) -> AsyncIterator[Pdp]:
     clock = overrides.pop("clock", time.monotonic)
-    pdp = Pdp(settings(server, **overrides), clock=clock)
+    on_round_trip = overrides.pop("on_round_trip", None)
+    pdp = Pdp(settings(server, **overrides), clock=clock, on_round_trip=on_round_trip)
     try:
         yield pdp
     finally:
@@ -114,9 +115,11 @@ async def test_resources_and_prompts_are_asked_with_their_own_types(pdp_server: 
 
 async def test_a_list_is_decided_in_one_batch_request_then_from_the_cache(pdp_server: PdpServer) -> None:
     tools = ["get_weather", "list_orders", "delete_order", "get_weather", "unknown_tool"]
-    async with pdp_client(pdp_server, preset="coaz-mcp") as pdp:
+    trips: list[RoundTrip] = []
+    async with pdp_client(pdp_server, preset="coaz-mcp", on_round_trip=trips.append) as pdp:
         alice = user("alice")
-        decisions = await pdp.decide_many([listing(alice, t) for t in tools])
+        decisions = await pdp.decide_many([listing(alice, t) for t in tools], request_id="list-1")
+        assert [(t.kind, t.items, t.ok, t.status, t.request_id) for t in trips] == [("batch", 4, True, 200, "list-1")]
         assert [d.outcome for d in decisions] == ["allow", "allow", "deny", "allow", "deny"]
         (sent,) = pdp_server.requests()
         assert sent["path"] == "/demo/access/v1/evaluations"
