@@ -11,8 +11,10 @@
 #     playwright-core):
 #     `npm ci` (exactly package-lock.json) when missing or when package.json or package-lock.json
 #     changed since the last successful install (stamp in node_modules).
-#   - Debian's `chromium` (for the browser test of the traffic page): `apt-get install chromium`
-#     when /usr/bin/chromium is missing and we are root; skipped when it is there.
+#   - Debian packages the tests run for real, each installed with apt-get only when its program
+#     is missing and we are root: `chromium` (the browser test of the traffic page) and
+#     `redis-server` (rate limits and state shared across replicas). The tests start their own
+#     servers on free loopback ports; packaged services are kept from starting.
 # Then `ruff check` and `mypy` (strict on converter/), and pytest; any finding or failing test
 # fails the command. Exits non-zero on the first that fails; "no tests collected" (pytest's 5)
 # counts as a failure.
@@ -39,23 +41,29 @@ setup_node() {
     cat "$dir/package.json" "$dir/package-lock.json" > "$stamp"
 }
 
-setup_chromium() {
-    # tests/integration/test_dashboard_browser.py drives Debian's Chromium; it fails (never skips) without it.
-    [[ -x /usr/bin/chromium ]] && return
+setup_debian_package() {  # PROGRAM PACKAGE WHAT-NEEDS-IT
+    local program=$1 package=$2 why=$3
+    [[ -x $program ]] && return
     if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
-        say "chromium is missing and cannot be installed here (needs root and apt-get): the browser test will fail"
+        say "$program is missing and cannot be installed here (needs root and apt-get): $why will fail"
         return
     fi
-    local log started=$SECONDS
+    local log started=$SECONDS policy=/usr/sbin/policy-rc.d added_policy=""
     log="$(mktemp)"
-    say "installing Debian's chromium for the browser test (apt-get)"
-    if { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+    say "installing Debian's $package for $why (apt-get)"
+    # A package with a service would start it (redis on 6379); the tests need none. A policy-rc.d
+    # that answers 101 ("action forbidden") stops that, and is removed again if we added it.
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && added_policy=1
+    fi
+    if { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package"; } \
         >"$log" 2>&1; then
-        say "chromium installed in $((SECONDS - started)) s"
+        say "$package installed in $((SECONDS - started)) s"
     else
-        say "apt-get install chromium failed; the browser test will fail. Last lines:"
+        say "apt-get install $package failed; $why will fail. Last lines:"
         tail -n 20 "$log" >&2
     fi
+    if [[ -n $added_policy ]]; then rm -f "$policy"; fi
     rm -f "$log"
 }
 
@@ -69,7 +77,8 @@ lint() {
 ensure_venv
 compile_sources
 setup_node
-setup_chromium
+setup_debian_package /usr/bin/chromium chromium "the dashboard's browser test"
+setup_debian_package /usr/bin/redis-server redis-server "the Redis tests"
 [[ ${OPENAPI_MCP_SKIP_LINT:-} == 1 ]] || lint
 
 status=0

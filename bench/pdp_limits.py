@@ -1,0 +1,158 @@
+"""What the PDP check and the rate limits add to one call, timed in-process.
+
+    .venv/bin/python bench/pdp_limits.py [--n 20000] [--results bench/results/latest.json]
+
+Each figure is the best of 5 passes, per operation, on one event loop:
+- a cached PDP decision (`Pdp.decide`, the answer already in the cache: build the AuthZEN body,
+  canonical JSON, digest, LRU lookup);
+- an uncached decision and a 50-item batch through an in-process transport (`httpx.MockTransport`
+  answering at once): our client's own CPU per PDP round trip, without the network or the PDP;
+- a rate-limit check with two rules (`RateLimiter.check`), counters in memory;
+- the same on a real `redis-server` (started here on a free loopback port, no persistence, when
+  the binary is there): wall time per check (one EVALSHA round trip) and this process's CPU.
+With --results it divides by the server CPU per call of the latest throughput run (bench/run.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from converter.auth.principal import Principal
+from converter.limits import LimitRule, RateLimiter
+from converter.pdp import Pdp, PdpQuestion, PdpSettings
+
+RULES = [LimitRule(tools=["get*"], per="subject", requests=10**9, window=60),
+         LimitRule(per="global", requests=10**9, window=60)]
+
+
+async def best_us(fn: Callable[[], Awaitable[object]], n: int) -> tuple[float, float]:
+    """(best wall us per op, process CPU us per op of that pass)."""
+    best = (float("inf"), 0.0)
+    for _ in range(5):
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in range(n):
+            await fn()
+        wall_us = (time.perf_counter() - wall) / n * 1e6
+        if wall_us < best[0]:
+            best = (wall_us, (time.process_time() - cpu) / n * 1e6)
+    return best
+
+
+def answer(request: httpx.Request) -> httpx.Response:
+    body = json.loads(request.content)
+    if "evaluations" in body:
+        return httpx.Response(200, json={"evaluations": [{"decision": True}] * len(body["evaluations"])})
+    return httpx.Response(200, json={"decision": True})
+
+
+def pdp(**overrides: object) -> Pdp:
+    settings = PdpSettings.model_validate({"url": "http://pdp.invalid/demo/access/v1/evaluation",
+                                           "client_id": "mcp-server", "client_secret": "s", **overrides})
+    return Pdp(settings, transport=httpx.MockTransport(answer))
+
+
+def start_redis() -> tuple[subprocess.Popen[bytes], str, tempfile.TemporaryDirectory[str]] | None:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    workdir = tempfile.TemporaryDirectory()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", workdir.name, "--loglevel", "warning"], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(8).startswith(b"+PONG"):
+                    return proc, f"redis://127.0.0.1:{port}/0", workdir
+        except OSError:
+            time.sleep(0.02)
+    proc.kill()
+    return None
+
+
+async def run(n: int) -> dict[str, tuple[float, float]]:
+    alice = Principal(subject="alice", client_id="cursor", claims={"sub": "alice"}, is_authenticated=True)
+    question = PdpQuestion(alice, "tools", "tools/call", "getUser", {"userId": "u1"})
+    results: dict[str, tuple[float, float]] = {}
+
+    cached = pdp()
+    await cached.decide(question)
+    results["PDP decision, cached"] = await best_us(lambda: cached.decide(question), n)
+    await cached.aclose()
+
+    uncached = pdp(cache_ttl=0)
+    results["PDP decision, uncached (client side)"] = await best_us(lambda: uncached.decide(question), n // 10)
+    listing = [PdpQuestion(alice, "tools", "tools/list", f"tool_{i}") for i in range(50)]
+    wall, cpu = await best_us(lambda: uncached.decide_many(listing), n // 100)
+    results["PDP batch of 50, per item (client side)"] = (wall / 50, cpu / 50)
+    await uncached.aclose()
+
+    memory = RateLimiter(RULES)
+    results["rate-limit check, memory (2 rules)"] = await best_us(lambda: memory.check("alice", "getUser"), n)
+
+    started = start_redis()
+    if started is None:
+        print("redis-server not found: the Redis figure is skipped (apt-get install redis-server)")
+    else:
+        from converter.limits.redis_backend import RedisBackend
+
+        proc, url, workdir = started
+        try:
+            shared = RateLimiter(RULES, backend=RedisBackend.from_url(url, key_prefix="bench:"))
+            results["rate-limit check, Redis (2 rules)"] = await best_us(lambda: shared.check("alice", "getUser"),
+                                                                         n // 10)
+            assert shared.backend.stats.fallback_checks == 0  # type: ignore[attr-defined]
+            await shared.aclose()
+        finally:
+            proc.terminate()
+            proc.wait(5)
+            workdir.cleanup()
+    return results
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=20000)
+    ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "latest.json")
+    args = ap.parse_args()
+    results = asyncio.run(run(args.n))
+    print(f"{'':<42}{'wall us':>9}{'CPU us':>9}")
+    for name, (wall, cpu) in results.items():
+        print(f"{name:<42}{wall:9.2f}{cpu:9.2f}")
+    try:
+        runs = json.loads(args.results.read_text()).get("runs", [])
+    except (OSError, ValueError):
+        runs = []
+    per_call = {"cached PDP decision": results["PDP decision, cached"][1],
+                "memory rate-limit check": results["rate-limit check, memory (2 rules)"][1]}
+    for run_ in runs:
+        if run_.get("target") == "ours" and run_.get("server_cpu_ms_per_call"):
+            cpu_us = run_["server_cpu_ms_per_call"] * 1000
+            shares = ", ".join(f"{name} {us / cpu_us * 100:.1f}%" for name, us in per_call.items())
+            print(f"c={run_['concurrency']}: of {cpu_us:.0f} us server CPU per call: {shares}")
+    if not runs:
+        print(f"(no {args.results}: run bench/run.sh for the server CPU per call these compare to)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
