@@ -32,9 +32,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from converter.auth.principal import Principal
-from converter.limits import LimitRule, RateLimiter
-from converter.pdp import Pdp, PdpQuestion, PdpSettings
+from converter.auth.principal import Principal  # noqa: E402 - after the sys.path line above
+from converter.policy.limits import LimitRule, RateLimiter  # noqa: E402
+from converter.policy.pdp import Pdp, PdpQuestion, PdpSettings  # noqa: E402
 
 RULES = [LimitRule(tools=["get*"], per="subject", requests=10**9, window=60),
          LimitRule(per="global", requests=10**9, window=60)]
@@ -113,7 +113,7 @@ async def run(n: int) -> dict[str, tuple[float, float]]:
     if started is None:
         print("redis-server not found: the Redis figure is skipped (apt-get install redis-server)")
     else:
-        from converter.limits.redis_backend import RedisBackend
+        from converter.policy.limits.redis_backend import RedisBackend
 
         proc, url, workdir = started
         try:

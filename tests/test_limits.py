@@ -1,4 +1,4 @@
-"""converter.limits with in-memory counters and an injected clock (no sleeps)."""
+"""converter.policy.limits with in-memory counters and an injected clock (no sleeps)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from converter.limits import LimitRule, LimitsSettings, MemoryBackend, RateLimiter, identity_of
-from converter.limits.window import Count, retry_after
+from converter.policy.limits import LimitRule, LimitsSettings, MemoryBackend, RateLimiter, identity_of
+from converter.policy.limits.window import Count, retry_after
 
 pytestmark = pytest.mark.anyio
 

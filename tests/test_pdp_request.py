@@ -1,4 +1,4 @@
-"""converter.pdp settings and request shapes; the answers only JSON `true` may turn into an allow.
+"""converter.policy.pdp settings and request shapes; the answers only JSON `true` may turn into an allow.
 
 The PDP itself is real in tests/integration/test_pdp.py; here `httpx.MockTransport` stands in for
 it only to feed answers no real PDP gives (numbers, nulls, lists for a decision).
@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from converter.auth.principal import Principal
-from converter.pdp import Pdp, PdpQuestion, PdpSettings, build_evaluation
+from converter.policy.pdp import Pdp, PdpQuestion, PdpSettings, build_evaluation
 
 pytestmark = pytest.mark.anyio
 

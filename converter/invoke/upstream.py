@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from converter import __version__
 from converter.errors import UpstreamError
 from converter.invoke.request import HttpRequest
 from converter.telemetry.record import current_record
+from converter.version import __version__
 
 if TYPE_CHECKING:
     import httpx

@@ -258,7 +258,7 @@ def spec_path() -> Path:
 def anyio_backend() -> str:
     return "asyncio"
 from tests.integration.authserver import AuthServer, auth_server, start_auth_server  # noqa: E402, F401
-from tests.integration.services import (  # noqa: F401
+from tests.integration.services import (  # noqa: E402, F401
     _session_pdp,
     pdp_server,
     redis_server,

@@ -118,13 +118,13 @@ def cedar_value(value: Any) -> Any:
     return value
 
 
-class BadRequest(Exception):
+class BadRequestError(Exception):
     pass
 
 
 def _entity(part: Any, what: str) -> dict[str, str]:
     if not isinstance(part, dict) or not isinstance(part.get("type"), str) or not isinstance(part.get("id"), str):
-        raise BadRequest(f"{what} needs a string type and id")
+        raise BadRequestError(f"{what} needs a string type and id")
     return part
 
 
@@ -133,10 +133,10 @@ def cedar_request(evaluation: dict[str, Any]) -> dict[str, Any]:
     resource = _entity(evaluation.get("resource"), "resource")
     action = evaluation.get("action")
     if not isinstance(action, dict) or not isinstance(action.get("name"), str):
-        raise BadRequest("action needs a string name")
+        raise BadRequestError("action needs a string name")
     context = evaluation.get("context") or {}
     if not isinstance(context, dict):
-        raise BadRequest("context must be an object")
+        raise BadRequestError("context must be an object")
     context = dict(context)
     if isinstance(subject.get("properties"), dict):
         context["subject_properties"] = subject["properties"]
@@ -227,13 +227,13 @@ def build_app(*, client_id: str, client_secret: str, prefix: str, tuples: list[s
                 return answer({"decision": "true"} if mode == "string" else result, request_id)
             items = body.get("evaluations")
             if not isinstance(items, list) or not items:
-                raise BadRequest("evaluations must be a non-empty array")
+                raise BadRequestError("evaluations must be a non-empty array")
             semantic = (body.get("options") or {}).get("evaluations_semantic", "execute_all")
             defaults = {k: body[k] for k in ("subject", "action", "resource", "context") if k in body}
             results = []
             for item in items:
                 if not isinstance(item, dict):
-                    raise BadRequest("each evaluation must be an object")
+                    raise BadRequestError("each evaluation must be an object")
                 result = decide({**defaults, **item})
                 results.append({"decision": "true"} if mode == "string" else result)
                 if (semantic == "deny_on_first_deny" and not result["decision"]) or (
@@ -242,7 +242,7 @@ def build_app(*, client_id: str, client_secret: str, prefix: str, tuples: list[s
             if mode == "short_batch":
                 results = results[:-1]
             return answer({"evaluations": results}, request_id)
-        except BadRequest as exc:
+        except BadRequestError as exc:
             return answer({"error": "invalid_request", "error_description": str(exc)}, request_id, 400)
 
     async def set_mode(request: Request) -> Response:

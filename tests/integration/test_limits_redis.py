@@ -1,4 +1,4 @@
-"""converter.limits on a real redis-server: counters shared by limiters and by processes, atomically;
+"""converter.policy.limits on a real redis-server: counters shared by limiters and by processes, atomically;
 Redis down or paused: the local fallback answers within the timeout and keeps limiting, then Redis
 is used again once it is back.
 """
@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import redis.asyncio
 
-from converter.limits import LimitRule, RateLimiter
-from converter.limits.redis_backend import RedisBackend
+from converter.policy.limits import LimitRule, RateLimiter
+from converter.policy.limits.redis_backend import RedisBackend
 from tests.integration.services import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -87,8 +87,8 @@ async def test_window_expiry_follows_the_injected_clock(redis_server: RedisServe
 
 WORKER = textwrap.dedent("""
     import asyncio, json, sys, time
-    from converter.limits import LimitRule, RateLimiter
-    from converter.limits.redis_backend import RedisBackend
+    from converter.policy.limits import LimitRule, RateLimiter
+    from converter.policy.limits.redis_backend import RedisBackend
 
     async def main(url, prefix, start_at, count):
         rl = RateLimiter([LimitRule(requests=10, window=3600)], backend=RedisBackend.from_url(url, key_prefix=prefix))

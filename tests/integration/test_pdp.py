@@ -1,4 +1,4 @@
-"""converter.pdp against a real AuthZEN PDP (tests/integration/pdp_server.py: Cedar over relationship tuples).
+"""converter.policy.pdp against a real AuthZEN PDP (tests/integration/pdp_server.py: Cedar over relationship tuples).
 
 Both presets allow and deny per user and tool; lists go in one batch request; every failure of
 the PDP (down, slow, 500, garbage, a decision that is not a JSON boolean, a short batch) is a
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from converter.auth.principal import Principal
-from converter.pdp import Pdp, PdpQuestion, PdpSettings, RoundTrip
+from converter.policy.pdp import Pdp, PdpQuestion, PdpSettings, RoundTrip
 from tests.integration.services import PDP_CLIENT, PdpServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

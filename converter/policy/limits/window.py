@@ -103,7 +103,7 @@ class MemoryBackend:
             counts.append(Count(prev, cur, is_denied(prev, cur, weight, counter.limit)))
             states.append((index, prev, cur))
         if not any(c.denied for c in counts):
-            for counter, (index, prev, cur) in zip(counters, states):
+            for counter, (index, prev, cur) in zip(counters, states, strict=False):
                 self._windows[counter.key] = (index, prev, cur + 1)
                 self._windows.move_to_end(counter.key)
             while len(self._windows) > self._max:

@@ -6,7 +6,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 
-from converter.pdp.request import Decision
+from converter.policy.pdp.request import Decision
 
 
 class DecisionCache:

@@ -2,14 +2,14 @@
 
 `RateLimiter(rules, backend=...).check(identity, tool)` returns a `LimitVerdict`: allowed, or the
 rule that refused and the seconds until a retry fits. `RedisBackend` (needs the `redis` extra)
-shares counters across replicas; import it from `converter.limits.redis_backend`.
+shares counters across replicas; import it from `converter.policy.limits.redis_backend`.
 """
 
 from __future__ import annotations
 
-from converter.limits.limiter import ALLOWED, LimiterStats, LimitVerdict, RateLimiter, identity_of
-from converter.limits.settings import LimitRule, LimitsSettings, Per
-from converter.limits.window import Backend, Count, Counter, MemoryBackend
+from converter.policy.limits.limiter import ALLOWED, LimiterStats, LimitVerdict, RateLimiter, identity_of
+from converter.policy.limits.settings import LimitRule, LimitsSettings, Per
+from converter.policy.limits.window import Backend, Count, Counter, MemoryBackend
 
 __all__ = [
     "ALLOWED",

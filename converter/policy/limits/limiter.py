@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from converter.limits.settings import LimitRule
-from converter.limits.window import Backend, Counter, MemoryBackend, retry_after
+from converter.policy.limits.settings import LimitRule
+from converter.policy.limits.window import Backend, Counter, MemoryBackend, retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +86,7 @@ class RateLimiter:
         if not any(c.denied for c in counts):
             return ALLOWED
         worst: tuple[float, LimitRule] | None = None
-        for rule, count in zip(rules, counts):
+        for rule, count in zip(rules, counts, strict=False):
             if count.denied:
                 wait = retry_after(count, now, rule.window, rule.requests)
                 if worst is None or wait > worst[0]:

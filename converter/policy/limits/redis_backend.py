@@ -29,7 +29,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from converter.limits.window import Count, Counter, MemoryBackend, position
+from converter.policy.limits.window import Count, Counter, MemoryBackend, position
 
 log = logging.getLogger("openapi_mcp.limits")
 

@@ -7,9 +7,9 @@ allow lets a request through). `PdpSettings` is the `pdp:` config block.
 
 from __future__ import annotations
 
-from converter.pdp.cache import DecisionCache
-from converter.pdp.client import Pdp, PdpStats, RoundTrip
-from converter.pdp.request import (
+from converter.policy.pdp.cache import DecisionCache
+from converter.policy.pdp.client import Pdp, PdpStats, RoundTrip
+from converter.policy.pdp.request import (
     Decision,
     Feature,
     Identity,
@@ -18,7 +18,7 @@ from converter.pdp.request import (
     build_evaluation,
     subject_of,
 )
-from converter.pdp.settings import PdpProperties, PdpSettings
+from converter.policy.pdp.settings import PdpProperties, PdpSettings
 
 __all__ = [
     "Decision",

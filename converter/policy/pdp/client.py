@@ -30,9 +30,9 @@ from urllib.parse import quote
 
 import httpx
 
-from converter.pdp.cache import DecisionCache
-from converter.pdp.request import Decision, Evaluation, PdpQuestion, build_evaluation, cache_key, canonical
-from converter.pdp.settings import PdpSettings
+from converter.policy.pdp.cache import DecisionCache
+from converter.policy.pdp.request import Decision, Evaluation, PdpQuestion, build_evaluation, cache_key, canonical
+from converter.policy.pdp.settings import PdpSettings
 
 log = logging.getLogger("openapi_mcp.pdp")
 
@@ -76,7 +76,7 @@ class PdpStats:
         return self.last_error_at is None or (self.last_ok_at is not None and self.last_ok_at >= self.last_error_at)
 
 
-class _Failure(Exception):
+class _FailureError(Exception):
     """A PDP exchange that gave no usable answer; the message is safe to log and show."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
@@ -186,7 +186,7 @@ class Pdp:
             log.exception("asking the PDP failed unexpectedly; denying")
             decisions = [Decision("error", reason="the PDP client failed", request_id=request_id)] * len(keys)
         finally:
-            for key, decision in zip(keys, decisions):
+            for key, decision in zip(keys, decisions, strict=False):
                 self._cache.put(key, decision)
                 future = items[key][1]
                 if self._inflight.get(key) is future:
@@ -207,7 +207,7 @@ class Pdp:
     async def _single(self, evaluation: Evaluation, request_id: str) -> Decision:
         try:
             body = await self._post("single", self.settings.url, evaluation, 1, request_id)
-        except _Failure as exc:
+        except _FailureError as exc:
             return Decision("error", reason=str(exc), request_id=request_id)
         return self._parse(body, request_id)
 
@@ -215,7 +215,7 @@ class Pdp:
         payload = _batch_payload(evaluations)
         try:
             body = await self._post("batch", self.settings.evaluations_url, payload, len(evaluations), request_id)
-        except _Failure as exc:
+        except _FailureError as exc:
             if exc.status in NO_BATCH_STATUSES:
                 self._batch = False
                 log.warning("PDP %s answered HTTP %d: no batch endpoint; asking item by item from now on",
@@ -238,7 +238,7 @@ class Pdp:
 
     async def _post(self, kind: Literal["single", "batch"], url: str, payload: Mapping[str, Any], items: int,
                     request_id: str) -> dict[str, Any]:
-        """POST `payload`; the JSON object answered, or `_Failure`. The whole answer is bounded by `timeout`."""
+        """POST `payload`; the JSON object answered, or `_FailureError`. The whole answer is bounded by `timeout`."""
         content = json.dumps({**payload, **self._body_auth}, separators=(",", ":"), ensure_ascii=False,
                              default=str).encode()
         headers = {**self._headers, "x-request-id": request_id}
@@ -250,19 +250,19 @@ class Pdp:
                 async with asyncio.timeout(timeout):
                     response = await self._client.post(url, content=content, headers=headers)
             except (TimeoutError, httpx.TimeoutException) as exc:
-                raise _Failure(f"the PDP did not answer within {timeout:g} s") from exc
+                raise _FailureError(f"the PDP did not answer within {timeout:g} s") from exc
             except httpx.HTTPError as exc:
-                raise _Failure(f"the PDP could not be reached ({type(exc).__name__})") from exc
+                raise _FailureError(f"the PDP could not be reached ({type(exc).__name__})") from exc
             status = response.status_code
             if status != 200:
-                raise _Failure(f"the PDP answered HTTP {status}", status)
+                raise _FailureError(f"the PDP answered HTTP {status}", status)
             try:
                 body = response.json()
             except ValueError as exc:
-                raise _Failure("the PDP answered with invalid JSON", status) from exc
+                raise _FailureError("the PDP answered with invalid JSON", status) from exc
             if not isinstance(body, dict):
-                raise _Failure("the PDP's answer is not a JSON object", status)
-        except _Failure as exc:
+                raise _FailureError("the PDP's answer is not a JSON object", status)
+        except _FailureError as exc:
             seconds = time.perf_counter() - started
             self._account(RoundTrip(kind, items, seconds, False, request_id, status, str(exc)))
             if exc.status not in NO_BATCH_STATUSES or kind == "single":
