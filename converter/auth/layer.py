@@ -40,6 +40,7 @@ from converter.telemetry.record import RECORD_KEY
 log = logging.getLogger("openapi_mcp.auth")
 
 PRINCIPAL_KEY = "openapi_mcp.principal"
+TOKEN_KEY = "openapi_mcp.bearer_token"  # for token exchange only; the Authorization header itself is removed
 MAX_BODY_BYTES = 4 * 1024 * 1024  # the SDK's own limit for a POST to the MCP endpoint
 # Browser clients (the Inspector's web UI) send and read these across origins (Starlette's CORSMiddleware).
 CORS_ALLOW_HEADERS = ("authorization", "content-type", "accept", "mcp-session-id", "mcp-protocol-version",
@@ -138,6 +139,7 @@ class AuthLayer:
                     return
             receive = _replay(body, receive)
         scope[PRINCIPAL_KEY] = principal
+        scope[TOKEN_KEY] = token
         record = scope.get(RECORD_KEY)
         if record is not None:
             record.subject, record.client_id = principal.subject, principal.client_id

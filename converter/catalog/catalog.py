@@ -21,7 +21,7 @@ from mcp.shared.exceptions import MCPError
 from converter.auth.principal import ANONYMOUS, Principal, claim_headers
 from converter.catalog.openapi import OpenAPISource, openapi_sources
 from converter.catalog.proxied import ProxiedSource
-from converter.catalog.served import CatalogListener, Source
+from converter.catalog.served import NO_CONTEXT, CallContext, CatalogListener, Source
 from converter.config import AuthSettings, Settings
 from converter.errors import ConfigError, ConverterError
 from converter.invoke.result import error_result
@@ -160,8 +160,8 @@ class Catalog:
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any] | None,
                         principal: Principal = ANONYMOUS, *,
-                        progress: ProgressRelay | None = None,
-                        ask: RequestRelay | None = None) -> types.CallToolResult:
+                        progress: ProgressRelay | None = None, ask: RequestRelay | None = None,
+                        context: CallContext = NO_CONTEXT) -> types.CallToolResult:
         """Call tool `name` for `principal`; `progress` relays an upstream MCP server's progress,
         `ask` its requests of the client (sampling, elicitation, roots) to the caller.
 
@@ -179,7 +179,8 @@ class Catalog:
             raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {name!r}")
         try:
             headers = claim_headers(principal, self.claim_headers) if self.claim_headers else {}
-            return await source.call_tool(name, arguments or {}, headers, progress=progress, ask=ask)
+            return await source.call_tool(name, arguments or {}, headers, progress=progress, ask=ask,
+                                          context=context)
         except ConverterError as exc:
             return error_result(str(exc))
 

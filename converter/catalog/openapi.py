@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import mcp.types as types
 
+from converter.catalog.served import NO_CONTEXT, CallContext
 from converter.config import InlineTool, SelectionSettings, Settings, UpstreamSettings
 from converter.errors import ArgumentError, ConfigError, SpecError, UpstreamError
 from converter.invoke.result import error_result, map_response
@@ -64,7 +65,8 @@ class OpenAPISource:
         return [(name, plan.operation, self.security_schemes) for name, plan in self.plans.items()]
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any], headers: Mapping[str, str], *,
-                        progress: ProgressRelay | None = None, ask: RequestRelay | None = None) -> types.CallToolResult:
+                        progress: ProgressRelay | None = None, ask: RequestRelay | None = None,
+                        context: CallContext = NO_CONTEXT) -> types.CallToolResult:
         """Validate, build, send and map one call; every failure becomes an `isError` result."""
         return await self.call(self.plans[name], arguments, headers)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import mcp.types as types
 
+from converter.catalog.served import NO_CONTEXT, CallContext
 from converter.errors import UpstreamError
 from converter.invoke.result import error_result
 from converter.models import Problem
@@ -37,7 +38,8 @@ class ProxiedSource:
         return {name: tool for name, (tool, _) in self.upstream.tools.items()}
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any], headers: Mapping[str, str], *,
-                        progress: ProgressRelay | None = None, ask: RequestRelay | None = None) -> types.CallToolResult:
+                        progress: ProgressRelay | None = None, ask: RequestRelay | None = None,
+                        context: CallContext = NO_CONTEXT) -> types.CallToolResult:
         record = current_record.get()
         started = time.perf_counter()
         try:

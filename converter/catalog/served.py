@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import mcp.types as types
@@ -23,6 +24,19 @@ from converter.policy import Policy
 
 # Told which lists changed ("tools", "prompts", "resources", "templates").
 CatalogListener = Callable[[frozenset[str]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """What the request carried besides the verified principal, for the layers that need it."""
+
+    address: str | None = None  # the client's address: rate limits count by it when auth is off
+    # The caller's bearer token, for RFC 8693 token exchange only (upstream.auth.token_exchange):
+    # never logged, never sent anywhere as it is.
+    bearer_token: str | None = field(default=None, repr=False)
+
+
+NO_CONTEXT = CallContext()
 
 
 class Source(Protocol):
@@ -44,7 +58,8 @@ class Source(Protocol):
         ...
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any], headers: Mapping[str, str], *,
-                        progress: ProgressRelay | None = None, ask: RequestRelay | None = None) -> types.CallToolResult:
+                        progress: ProgressRelay | None = None, ask: RequestRelay | None = None,
+                        context: CallContext = NO_CONTEXT) -> types.CallToolResult:
         """Call tool `name`; every failure of the call itself is an `isError` result.
 
         `headers` are the caller's claim headers (auth.claim_to_header). `progress` and `ask`
@@ -112,8 +127,8 @@ class ServedCatalog(Protocol):
         ...
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any] | None, principal: Principal, *,
-                        progress: ProgressRelay | None = None,
-                        ask: RequestRelay | None = None) -> types.CallToolResult:
+                        progress: ProgressRelay | None = None, ask: RequestRelay | None = None,
+                        context: CallContext = NO_CONTEXT) -> types.CallToolResult:
         """Call tool `name` for `principal`.
 
         Raises:

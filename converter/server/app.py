@@ -19,10 +19,17 @@ from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Mount, Route
 
-from converter.auth.layer import CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS, AuthLayer, TokenVerifier, principal_of
+from converter.auth.layer import (
+    CORS_ALLOW_HEADERS,
+    CORS_EXPOSE_HEADERS,
+    TOKEN_KEY,
+    AuthLayer,
+    TokenVerifier,
+    principal_of,
+)
 from converter.auth.metadata import metadata_routes
 from converter.catalog import build_served_catalog
-from converter.catalog.served import ServedCatalog
+from converter.catalog.served import NO_CONTEXT, CallContext, ServedCatalog
 from converter.config import AuthSettings, Settings
 from converter.invoke.result import error_result
 from converter.passthrough import progress_relay, register_handlers, request_relay
@@ -36,6 +43,17 @@ from converter.version import __version__
 log = logging.getLogger("openapi_mcp")
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def call_context(ctx: ServerRequestContext[Any]) -> CallContext:
+    """The client's address and (auth on) its bearer token, from the HTTP request a handler serves."""
+    request = getattr(ctx, "request", None)
+    scope = getattr(request, "scope", None)
+    if not isinstance(scope, dict):
+        return NO_CONTEXT  # stdio: no address, no token
+    client = scope.get("client")
+    token = scope.get(TOKEN_KEY)
+    return CallContext(address=client[0] if client else None, bearer_token=token if isinstance(token, str) else None)
 
 
 def build_server(catalog: ServedCatalog, *, name: str = "openapi-mcp", telemetry: Telemetry | None = None,
@@ -56,7 +74,7 @@ def build_server(catalog: ServedCatalog, *, name: str = "openapi-mcp", telemetry
         try:
             return await catalog.call_tool(params.name, params.arguments, principal_of(ctx),
                                            progress=progress_relay(ctx) if proxied else None,
-                                           ask=request_relay(ctx) if proxied else None)
+                                           ask=request_relay(ctx) if proxied else None, context=call_context(ctx))
         except MCPError:
             raise
         except Exception:  # a bug of ours must not take the session down or leak a traceback

@@ -29,7 +29,7 @@ from mcp.shared.exceptions import MCPError
 from converter.auth.principal import ANONYMOUS, Principal
 from converter.catalog.catalog import Catalog, build_catalog
 from converter.catalog.dynamic.search import OperationIndex
-from converter.catalog.served import CatalogListener
+from converter.catalog.served import NO_CONTEXT, CallContext, CatalogListener
 from converter.config import Settings
 from converter.errors import ConfigError
 from converter.invoke.result import error_result
@@ -178,7 +178,7 @@ class DynamicCatalog:
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any] | None,
                         principal: Principal = ANONYMOUS, *, progress: Any = None,
-                        ask: Any = None) -> types.CallToolResult:
+                        ask: Any = None, context: CallContext = NO_CONTEXT) -> types.CallToolResult:
         """Run meta-tool `name` for `principal` (`progress`, `ask`: for proxied tools; this mode has none).
 
         Raises:
@@ -196,7 +196,7 @@ class DynamicCatalog:
             return await self._search(arguments, principal)
         if name == DESCRIBE:
             return await self._describe(arguments["name"], principal)
-        return await self._call(arguments["name"], arguments.get("arguments") or {}, principal)
+        return await self._call(arguments["name"], arguments.get("arguments") or {}, principal, context)
 
     async def _visible_names(self, principal: Principal) -> frozenset[str] | None:
         """What `tools/list` would show `principal` in the normal mode (None: everything)."""
@@ -257,13 +257,14 @@ class DynamicCatalog:
         described["inputSchema"] = plan.tool.input_schema
         return _structured(described)
 
-    async def _call(self, name: str, arguments: Any, principal: Principal) -> types.CallToolResult:
+    async def _call(self, name: str, arguments: Any, principal: Principal,
+                    context: CallContext) -> types.CallToolResult:
         target = name if name in self._operations else self._aliases.get(name)
         if target is None:
             return error_result(_unknown(name))
         try:
             # The normal mode's path: scopes and rules, validation, request, result mapping.
-            return await self.inner.call_tool(target, arguments, principal)
+            return await self.inner.call_tool(target, arguments, principal, context=context)
         except MCPError as exc:
             if exc.code != types.INVALID_PARAMS:
                 raise
