@@ -89,7 +89,7 @@ async def test_data_reports_the_calls_with_counts_and_percentiles(tmp_path: Path
     assert data["buffer"] == {"records": 6, "capacity": 500}
     assert data["counts"] == {
         "requests": 6, "errors": 2,
-        "by_outcome": {"ok": 4, "tool_error": 1, "rpc_error": 1, "denied": 0, "error": 0},
+        "by_outcome": {"ok": 4, "tool_error": 1, "rpc_error": 1, "denied": 0, "limited": 0, "error": 0},
         "by_method": {"tools/call": 4, "initialize": 1, "notifications/initialized": 1},
     }
     assert data["top"] == {"tools": [{"name": "getUser", "count": 3, "errors": 1},
@@ -126,7 +126,7 @@ def test_summarize_buckets_percentiles_and_limits() -> None:
     data = summarize(records, now=now, capacity=500, max_rows=20)
 
     assert data["latency_ms"]["all"] == {"count": 100, "max": 100.0, "p50": 50.0, "p90": 90.0, "p99": 99.0}
-    assert data["counts"]["by_outcome"] == {"ok": 100, "tool_error": 0, "rpc_error": 0, "denied": 1, "error": 0}
+    assert data["counts"]["by_outcome"] == {"ok": 100, "tool_error": 0, "rpc_error": 0, "denied": 1, "limited": 0, "error": 0}
     assert data["counts"]["by_method"]["(GET)"] == 1
     # Rate: the last 12 buckets of 5 s, the last one starting at `now`; times now-55 .. now-1 fall in.
     assert data["rate"]["start"] == now - 55 and len(data["rate"]["counts"]) == 12

@@ -29,8 +29,9 @@ from weakref import WeakKeyDictionary
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from converter.asgi import peek_rpc, respond
 from converter.auth.metadata import metadata_url
 from converter.auth.principal import ANONYMOUS, AuthServerUnavailableError, InvalidTokenError, Principal
 from converter.config import AuthSettings
@@ -41,7 +42,6 @@ log = logging.getLogger("openapi_mcp.auth")
 
 PRINCIPAL_KEY = "openapi_mcp.principal"
 TOKEN_KEY = "openapi_mcp.bearer_token"  # for token exchange only; the Authorization header itself is removed
-MAX_BODY_BYTES = 4 * 1024 * 1024  # the SDK's own limit for a POST to the MCP endpoint
 # Browser clients (the Inspector's web UI) send and read these across origins (Starlette's CORSMiddleware).
 CORS_ALLOW_HEADERS = ("authorization", "content-type", "accept", "mcp-session-id", "mcp-protocol-version",
                       "last-event-id", "mcp-method", "mcp-name")
@@ -111,7 +111,7 @@ class AuthLayer:
             return
         except AuthServerUnavailableError as exc:
             _denied(scope, "auth_server_unavailable")
-            await _respond(send, 503, json.dumps({"error": "temporarily_unavailable",
+            await respond(send, 503, json.dumps({"error": "temporarily_unavailable",
                                                   "error_description": str(exc)}).encode(),
                            {"content-type": "application/json", "retry-after": "5"})
             return
@@ -121,15 +121,14 @@ class AuthLayer:
                                   scopes=self.policy.required_scopes)
             return
         if mcp and scope["method"] == "POST" and self.policy.tool_scopes:  # only per-tool scopes need the name
-            body, too_large = await _read_body(receive)
-            if too_large:
-                await _respond(send, 413, b'{"error": "request body too large"}', {"content-type": "application/json"})
+            peek, receive = await peek_rpc(scope, receive)
+            if peek.too_large:
+                await respond(send, 413, b'{"error": "request body too large"}', {"content-type": "application/json"})
                 return
-            called = _called_tools(scope, body)
-            if called is None:  # nested past what can be read: no call can be checked, none goes through
-                await _respond(send, 400, _PARSE_ERROR, {"content-type": "application/json"})
+            if peek.too_deep:  # nested past what can be read: no call can be checked, none goes through
+                await respond(send, 400, _PARSE_ERROR, {"content-type": "application/json"})
                 return
-            for tool in called:
+            for tool in peek.tools:
                 decision = await self.policy.decide(principal, "tools", "call", tool)
                 if decision.missing_scopes:  # allowed but for the scopes: step up (a hidden tool is not named)
                     _denied(scope, "insufficient_scope")
@@ -137,7 +136,6 @@ class AuthLayer:
                                           f"Calling tool {_ascii(tool)} needs more scopes",
                                           scopes=decision.needed_scopes)
                     return
-            receive = _replay(body, receive)
         scope[PRINCIPAL_KEY] = principal
         scope[TOKEN_KEY] = token
         record = scope.get(RECORD_KEY)
@@ -167,7 +165,7 @@ class AuthLayer:
             params.append(f'error_description="{_ascii(description)}"')
         body = json.dumps({"error": error or "unauthorized", "error_description": description or
                            "An access token is required"}).encode()
-        await _respond(send, status, body, {"content-type": "application/json",
+        await respond(send, status, body, {"content-type": "application/json",
                                             "www-authenticate": "Bearer " + ", ".join(params)})
 
 
@@ -175,70 +173,6 @@ def _denied(scope: Scope, reason: str) -> None:
     record = scope.get(RECORD_KEY)
     if record is not None:
         record.auth_failure = reason
-
-
-def _called_tools(scope: Scope, body: bytes) -> list[str] | None:
-    """Names of the tools a POST calls: the Mcp-Name header when present, else the JSON-RPC body."""
-    if _header(scope, b"mcp-method") == "tools/call":
-        name = _header(scope, b"mcp-name")
-        if name is not None:
-            return [name]  # the SDK rejects a body that disagrees with these headers (-32020)
-    try:
-        message = json.loads(body)
-    except ValueError:
-        return []  # the transport answers malformed JSON itself
-    except RecursionError:
-        return None
-    messages = message if isinstance(message, list) else [message]
-    return [
-        m["params"]["name"] for m in messages
-        if isinstance(m, dict) and m.get("method") == "tools/call" and isinstance(m.get("params"), dict)
-        and isinstance(m["params"].get("name"), str)
-    ]
-
-
-async def _read_body(receive: Receive) -> tuple[bytes, bool]:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return b"", True
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks), False
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
-
-
-async def _respond(send: Send, status: int, body: bytes, headers: dict[str, str]) -> None:
-    raw = [(k.encode(), v.encode("latin-1")) for k, v in headers.items()]
-    raw.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
 
 
 def _ascii(text: str) -> str:

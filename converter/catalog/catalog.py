@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, KeysView, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mcp.types as types
 from mcp.shared.exceptions import MCPError
@@ -31,6 +31,10 @@ from converter.passthrough.transport import ProgressRelay, RequestRelay
 from converter.passthrough.view import Passthrough
 from converter.policy import Policy, build_policy
 from converter.policy.acl import Acl, compile_acl
+from converter.policy.limits import RateLimiter, identity_of
+
+if TYPE_CHECKING:
+    from converter.policy.pdp import Pdp
 from converter.telemetry.record import current_record
 from converter.tools import ToolPlan
 
@@ -41,7 +45,7 @@ class Catalog:
     """All tools of all sources by name (a `converter.catalog.served.ServedCatalog`)."""
 
     def __init__(self, sources: Sequence[Source], *, auth: AuthSettings | None = None,
-                 acl: Acl | None = None) -> None:
+                 acl: Acl | None = None, pdp: Pdp | None = None, limiter: RateLimiter | None = None) -> None:
         self.all_sources = list(sources)
         self.sources = [s for s in sources if isinstance(s, OpenAPISource)]
         self.mcp_sources = [s.upstream for s in sources if isinstance(s, ProxiedSource)]
@@ -59,8 +63,9 @@ class Catalog:
                                       f"and {plan.operation.pointer}); rename one with x-mcp-name or `name:`{hint}",
                                       key="sources" if hint else None)
                 self._plans[name] = (source, plan)
-        self.policy = _policy([op for source in self.sources for op in source.operations()], auth, acl,
+        self.policy = _policy([op for source in self.sources for op in source.operations()], auth, acl, pdp,
                               proxied_prefixes=[s.prefix for s in self.mcp_sources])
+        self.limiter = limiter
         self._passthrough = Passthrough(self.mcp_sources, self.policy) if self.mcp_sources else None
         self.listeners: list[CatalogListener] = []
         # Called when the server starts shutting down, before it waits for open responses:
@@ -171,12 +176,19 @@ class Catalog:
                 when only scopes are missing); or the error an upstream MCP server answered with.
         """
         source = self._routes.get(name)
-        if source is None or not (await self.policy.decide(principal, "tools", "call", name)).allowed:
+        if source is None or not (await self.policy.decide(principal, "tools", "call", name, arguments)).allowed:
             record = current_record.get()
             if record is not None and source is not None:
                 record.acl_denied = True
             # A tool the caller may not use answers exactly like one that does not exist.
             raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {name!r}")
+        if self.limiter is not None:
+            verdict = await self.limiter.check(caller_identity(principal, context.address), name)
+            if not verdict.allowed:
+                record = current_record.get()
+                if record is not None and verdict.rule is not None:
+                    record.limited = verdict.rule.label
+                return error_result(verdict.message(name))
         try:
             headers = claim_headers(principal, self.claim_headers) if self.claim_headers else {}
             return await source.call_tool(name, arguments or {}, headers, progress=progress, ask=ask,
@@ -188,6 +200,12 @@ class Catalog:
         states: dict[str, str] = {}
         for source in self.all_sources:
             states.update(await source.probe())
+        pdp = self.policy.pdp
+        if pdp is not None:  # what the last exchange showed: decisions fail closed while it is down
+            states[pdp.settings.url] = "reachable" if pdp.stats.healthy else "unreachable"
+        shared = self.limiter.backend.shared_state if self.limiter is not None else None
+        if shared is not None:  # Redis: limits fall back to local counters while it is down
+            states["redis"] = shared
         return states
 
     async def preflight(self) -> None:
@@ -208,6 +226,10 @@ class Catalog:
 
     async def __aenter__(self) -> Catalog:
         self._stack = AsyncExitStack()
+        if self.policy.pdp is not None:
+            self._stack.push_async_callback(self.policy.pdp.aclose)
+        if self.limiter is not None:
+            self._stack.push_async_callback(self.limiter.aclose)
         entered: set[int] = set()
         for source in self.all_sources:
             connection = source.connection
@@ -221,17 +243,17 @@ class Catalog:
 
 
 def _policy(operations: Sequence[tuple[str, Any, Mapping[str, Any]]], auth: AuthSettings | None, acl: Acl | None,
-            *, proxied_prefixes: Sequence[str]) -> Policy:
+            pdp: Pdp | None, *, proxied_prefixes: Sequence[str]) -> Policy:
     """Per-tool scopes from the operations' `security` (and `auth.tool_scopes`), plus the rules.
 
     Raises:
         ConfigError: `auth.tool_scopes` names a tool no source serves.
     """
     if auth is None:
-        return Policy(acl=acl)
+        return Policy(acl=acl, pdp=pdp)
     names = {name for name, _, _ in operations}
     policy = build_policy(operations, overrides=auth.tool_scopes, required_scopes=auth.required_scopes,
-                          implied=auth.scope_implies, acl=acl)
+                          implied=auth.scope_implies, acl=acl, pdp=pdp)
     unknown = sorted(name for name in auth.tool_scopes if name not in names
                      and not any(name.startswith(prefix) for prefix in proxied_prefixes))
     if unknown:
@@ -243,7 +265,8 @@ def _policy(operations: Sequence[tuple[str, Any, Mapping[str, Any]]], auth: Auth
     return policy
 
 
-def build_catalog(settings: Settings, *, transport: Any = None, require_upstream: bool = True) -> Catalog:
+def build_catalog(settings: Settings, *, transport: Any = None, require_upstream: bool = True,
+                  pdp_transport: Any = None) -> Catalog:
     """Load every source the settings name and compile their tools.
 
     The top-level `spec:`/`tools:` (with `upstream:`) come first, then the top-level
@@ -271,4 +294,28 @@ def build_catalog(settings: Settings, *, transport: Any = None, require_upstream
                                        entry.exclude, prefix=entry.prefix, label=f"sources[{i}]",
                                        transport=transport, require_upstream=require_upstream, reserved=reserved)
     acl = compile_acl(settings.acl, source=settings.config_file or "<config>") if settings.acl is not None else None
-    return Catalog(sources, auth=settings.auth, acl=acl)
+    pdp = None
+    if settings.pdp is not None:
+        from converter.policy.pdp import Pdp  # httpx: imported only when configured
+
+        pdp = Pdp(settings.pdp, transport=pdp_transport)
+    return Catalog(sources, auth=settings.auth, acl=acl, pdp=pdp, limiter=build_limiter(settings))
+
+
+def build_limiter(settings: Settings) -> RateLimiter | None:
+    """The `limits:` rules over counters in Redis when `redis:` is set, else in this process."""
+    if not settings.limits:
+        return None
+    if settings.redis is None:
+        return RateLimiter(settings.limits)
+    from converter.policy.limits.redis_backend import RedisBackend  # needs the `redis` extra
+
+    backend = RedisBackend.from_url(settings.redis.url.get_secret_value(), key_prefix=settings.redis.key_prefix,
+                                    timeout=settings.redis.timeout)
+    return RateLimiter(settings.limits, backend=backend)
+
+
+def caller_identity(principal: Principal, address: str | None) -> str:
+    """Whom rate limits count: the token's identity, else (auth off) the client's address."""
+    return identity_of(subject=principal.subject, client_id=principal.client_id, issuer=principal.issuer,
+                       address=address, is_authenticated=principal.is_authenticated)

@@ -21,6 +21,7 @@ from converter.models import Problem
 from converter.passthrough.transport import ProgressRelay, RequestRelay
 from converter.passthrough.view import Passthrough
 from converter.policy import Policy
+from converter.policy.limits import RateLimiter
 
 # Told which lists changed ("tools", "prompts", "resources", "templates").
 CatalogListener = Callable[[frozenset[str]], Awaitable[None]]
@@ -93,6 +94,7 @@ class ServedCatalog(Protocol):
     """What the server serves."""
 
     policy: Policy
+    limiter: RateLimiter | None  # limits: (the catalog limits tool calls; the server every other request)
     problems: list[Problem]
     listeners: list[CatalogListener]  # told when a list changes
     stop_streams: list[Callable[[], None]]  # called first on shutdown: long-lived streams end

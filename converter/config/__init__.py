@@ -1,25 +1,29 @@
 """Settings: one validated model from YAML, `${ENV}` and command-line flags (`load_settings`).
 
-`settings` holds the models, `responses` the `responses:` block, `file` reads the YAML file,
-`load` puts it all together. Nothing here imports the rest of the package.
+`settings` holds the models (`pdp`, `limits`, `responses`: the blocks that have their own module),
+`file` reads the YAML file, `load` puts it all together. Nothing here imports the rest of the
+package.
 """
 
+from converter.config.limits import LimitRule
 from converter.config.load import load_settings
+from converter.config.pdp import PdpSettings
 from converter.config.responses import ResponseSettings, ToolResponseSettings
 from converter.config.settings import (
-                                       UNSAFE_METHODS,
-                                       AuthSettings,
-                                       ClaimHeader,
-                                       InlineTool,
-                                       McpUpstreamSettings,
-                                       SelectionSettings,
-                                       ServerSettings,
-                                       Settings,
-                                       SourceSettings,
-                                       TelemetrySettings,
-                                       UpstreamSettings,
+    UNSAFE_METHODS,
+    AuthSettings,
+    ClaimHeader,
+    InlineTool,
+    McpUpstreamSettings,
+    RedisSettings,
+    SelectionSettings,
+    ServerSettings,
+    Settings,
+    SourceSettings,
+    TelemetrySettings,
+    UpstreamSettings,
 )
 
-__all__ = ["UNSAFE_METHODS", "AuthSettings", "ClaimHeader", "InlineTool", "McpUpstreamSettings", "ResponseSettings",
-           "SelectionSettings", "ServerSettings", "Settings", "SourceSettings", "TelemetrySettings",
-           "ToolResponseSettings", "UpstreamSettings", "load_settings"]
+__all__ = ["UNSAFE_METHODS", "AuthSettings", "ClaimHeader", "InlineTool", "LimitRule", "McpUpstreamSettings",
+           "PdpSettings", "RedisSettings", "ResponseSettings", "SelectionSettings", "ServerSettings", "Settings",
+           "SourceSettings", "TelemetrySettings", "ToolResponseSettings", "UpstreamSettings", "load_settings"]

@@ -100,6 +100,10 @@ def _check_supported(settings: Settings, source: str) -> None:
     if settings.mode == "dynamic" and proxied:  # converter.catalog.dynamic searches operations; proxied tools have none
         raise ConfigError(f"{source}: mode: dynamic serves OpenAPI operations only; an MCP upstream needs "
                           "mode: tools", key="mode", source=source)
+    if settings.pdp is not None and settings.auth is None:
+        # Fail closed, and say so: without tokens there is no subject to ask the PDP about.
+        raise ConfigError(f"{source}: pdp: needs auth: (the decision service is asked about the token's subject)",
+                          key="pdp", source=source)
     if settings.spec is None and not settings.tools and settings.mcp_upstream is None and not settings.sources:
         raise ConfigError(f"{source}: nothing to serve: give a SPEC (path or URL), `spec:`, `tools:`, "
                           "`mcp_upstream:` or `sources:`", key="spec", source=source)

@@ -19,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 
+from converter.config.limits import LimitRule
+from converter.config.pdp import PdpSettings
 from converter.config.responses import ResponseSettings
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -235,6 +237,21 @@ class ServerSettings(_Model):
     page_size: int | None = Field(default=None, ge=1)  # tools/list items per page (MCP cursors); None: all at once
 
 
+class RedisSettings(_Model):
+    """Shared state across replicas (`redis:`): rate-limit counters today."""
+
+    url: SecretStr  # redis://[user:password@]host:port/db, rediss:// for TLS; may hold a password
+    key_prefix: str = Field(default="openapi-mcp:", max_length=100)
+    timeout: float = Field(default=0.5, gt=0, le=30)  # seconds per Redis round trip; then local fallback
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+
 class SourceSettings(_Model):
     """One entry of `sources:`: an OpenAPI spec (or inline tools) with its upstream, or an MCP server."""
 
@@ -271,6 +288,9 @@ class Settings(_Model):
     mode: Literal["tools", "dynamic"] = "tools"  # dynamic: search/describe/call meta-tools (converter.catalog.dynamic)
     cache: bool = True  # keep compiled tools on disk (converter.tools.cache); --no-cache turns it off
     responses: ResponseSettings = Field(default_factory=ResponseSettings)  # converter.config.responses
+    pdp: PdpSettings | None = None  # AuthZEN decision service (converter.policy.pdp); needs auth:
+    limits: list[LimitRule] = Field(default_factory=list)  # rate limits and quotas (converter.policy.limits)
+    redis: RedisSettings | None = None  # shared counters across replicas
     config_file: str | None = Field(default=None, exclude=True)
 
     @field_validator("mcp_upstream", mode="before")

@@ -11,14 +11,28 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from converter.auth.principal import Principal
 from converter.models import Operation
 from converter.policy.acl import Acl
+from converter.telemetry.record import current_record
+
+if TYPE_CHECKING:
+    from converter.policy.pdp import Pdp  # httpx: imported only when pdp: is configured
 
 OAUTH_SCHEME_TYPES = ("oauth2", "openIdConnect")
 Feature = Literal["tools", "resources", "prompts"]
+# (feature, operation) -> the MCP method, as the decision service is told it (COAZ: the action).
+_METHODS: Final = {("tools", "list"): "tools/list", ("tools", "call"): "tools/call",
+                   ("resources", "list"): "resources/list", ("resources", "read"): "resources/read",
+                   ("resources", "templates"): "resources/templates/list",
+                   ("resources", "subscribe"): "resources/subscribe",
+                   ("prompts", "list"): "prompts/list", ("prompts", "get"): "prompts/get"}
+
+
+def _method(feature: str, operation: str) -> str:
+    return _METHODS.get((feature, operation), f"{feature}/{operation}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,27 +89,50 @@ class Policy:
     required_scopes: frozenset[str] = frozenset()
     implied: Mapping[str, frozenset[str]] = field(default_factory=dict)  # scope -> scopes it grants
     acl: Acl | None = None
+    pdp: Pdp | None = None  # the decision service (pdp:): asked after the rules, for what they allow
 
     @property
     def is_open(self) -> bool:
-        """True when every name is visible and callable for everyone (no scopes, no rules)."""
-        return not self.tool_scopes and self.acl is None
+        """True when every name is visible and callable for everyone (no scopes, rules or PDP)."""
+        return not self.tool_scopes and self.acl is None and self.pdp is None
 
-    async def decide(self, principal: Principal, feature: Feature, operation: str, name: str) -> Decision:
-        """May `principal` do `operation` (list, call, read, get, ...) on the `feature` named `name`?"""
-        return self._decide(principal, feature, operation, name, self.effective_scopes(principal))
+    async def decide(self, principal: Principal, feature: Feature, operation: str, name: str,
+                     arguments: Mapping[str, Any] | None = None) -> Decision:
+        """May `principal` do `operation` (list, call, read, get, ...) on the `feature` named `name`?
+
+        The rules first, then the decision service, then the scopes: a name the rules or the PDP
+        refuse is hidden whatever the token's scopes, so a step-up challenge never tells a caller
+        about a tool it may not know of, and stepping up is only asked for where it would help.
+        """
+        have = self.effective_scopes(principal)
+        decision = self._local(principal, feature, operation, name, have)
+        if decision.hidden or self.pdp is None:
+            return decision
+        from converter.policy.pdp import PdpQuestion
+
+        asked = await self.pdp.decide(PdpQuestion(principal, feature, _method(feature, operation), name, arguments))
+        record = current_record.get()
+        if record is not None and operation != "list":
+            record.pdp = asked.outcome
+        return decision if asked.allowed else HIDDEN
 
     async def visible(self, principal: Principal, feature: Feature, names: Iterable[str]) -> list[str]:
-        """The names among `names` that `principal` may see listed, in order."""
+        """The names among `names` that `principal` may see listed, in order (one PDP batch request)."""
         if self.is_open:
             return list(names)
         have = self.effective_scopes(principal)
-        return [name for name in names if self._decide(principal, feature, "list", name, have).allowed]
+        shown = [name for name in names if self._local(principal, feature, "list", name, have).allowed]
+        if self.pdp is None or not shown:
+            return shown
+        from converter.policy.pdp import PdpQuestion
 
-    def _decide(self, principal: Principal, feature: Feature, operation: str, name: str,
-                have: frozenset[str]) -> Decision:
-        # The rules first: a name the rules refuse is hidden, whatever the token's scopes, so a
-        # step-up challenge never tells a caller about a tool it may not know of.
+        method = _method(feature, "list")
+        answers = await self.pdp.decide_many([PdpQuestion(principal, feature, method, name) for name in shown])
+        return [name for name, answer in zip(shown, answers, strict=True) if answer.allowed]
+
+    def _local(self, principal: Principal, feature: Feature, operation: str, name: str,
+               have: frozenset[str]) -> Decision:
+        """The rules and the scopes (no network)."""
         if self.acl is not None and not self.acl.decide(feature, operation, name, principal):
             return HIDDEN
         if feature != "tools":
@@ -155,6 +192,7 @@ def build_policy(
     required_scopes: Sequence[str] = (),
     implied: Mapping[str, Sequence[str]] | None = None,
     acl: Acl | None = None,
+    pdp: Pdp | None = None,
 ) -> Policy:
     """Per-tool scopes from each operation's `security`, replaced by `overrides` where given."""
     overrides = overrides or {}
@@ -170,4 +208,5 @@ def build_policy(
         required_scopes=frozenset(required_scopes),
         implied={k: frozenset(v) for k, v in (implied or {}).items()},
         acl=acl,
+        pdp=pdp,
     )

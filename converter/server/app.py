@@ -35,6 +35,7 @@ from converter.invoke.result import error_result
 from converter.passthrough import progress_relay, register_handlers, request_relay
 from converter.server.dashboard import dashboard_routes, data_path_of
 from converter.server.health import healthz, metrics_endpoint, readyz
+from converter.server.limits import RequestLimits
 from converter.server.list_cache import EMPTY_LIST, ENVELOPE_ONLY, ListCache
 from converter.telemetry import McpTelemetry, TelemetryLayer
 from converter.telemetry.setup import Telemetry, build_telemetry
@@ -155,6 +156,12 @@ def create_app(settings: Settings, *, catalog: ServedCatalog | None = None, upst
     app.state.catalog = catalog
     app.state.verifier = verifier
     app.state.telemetry = telemetry
+    if catalog.limiter is not None:  # inside the auth layer: it counts per verified caller
+        app.add_middleware(RequestLimits, limiter=catalog.limiter, mcp_path=settings.server.path)
+    pdp = catalog.policy.pdp
+    if pdp is not None and telemetry.metrics is not None:
+        observe = telemetry.metrics.watch_pdp(lambda: pdp.stats.decisions)
+        pdp.on_round_trip = lambda trip: observe(trip.kind, trip.seconds)
     if settings.auth is not None and verifier is not None:
         app.add_middleware(AuthLayer, settings=settings.auth, verifier=verifier, policy=catalog.policy,
                            mcp_path=settings.server.path, guarded_paths=guarded)

@@ -36,7 +36,7 @@ METHOD_BUCKETS: Final = 20  # the last 5 minutes ...
 METHOD_BUCKET_SECONDS: Final = 15  # ... per 15 s
 MAX_METHOD_SERIES: Final = 6  # more distinct methods than this are folded into "other"
 TOP_NAMES: Final = 10
-OUTCOMES: Final = ("ok", "tool_error", "rpc_error", "denied", "error")
+OUTCOMES: Final = ("ok", "tool_error", "rpc_error", "denied", "limited", "error")
 # What a row of the table shows; payloads stay in the access log.
 _ROW_FIELDS: Final = ("time", "mcp_method", "name", "outcome", "http_method", "http_status", "jsonrpc_error",
                       "auth_failure", "upstream_method", "upstream_url", "upstream_status", "upstream_ms",

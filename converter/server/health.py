@@ -41,7 +41,8 @@ def readyz(catalog: ServedCatalog) -> Endpoint:
 
 async def _probe(catalog: ServedCatalog) -> dict[str, Any]:
     upstreams = await catalog.probe()
-    ready = all(state in ("reachable", "connected") for state in upstreams.values())
+    # "degraded" (Redis down: local counters) still serves; an unreachable upstream or PDP does not.
+    ready = all(state in ("reachable", "connected", "degraded") for state in upstreams.values())
     return {"status": "ready" if ready else "not ready", "tools": len(catalog.tool_names), "upstreams": upstreams}
 
 

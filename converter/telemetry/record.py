@@ -25,7 +25,9 @@ class CallRecord:
     subject: str | None = None
     client_id: str | None = None
     auth_failure: str | None = None  # missing_token, invalid_token, insufficient_scope, auth_server_unavailable
-    acl_denied: bool | None = None  # the access rules refused this call (it answered "unknown tool")
+    acl_denied: bool | None = None  # the access rules (or the PDP) refused this call (it answered "unknown tool")
+    pdp: str | None = None  # the decision service's answer for this call: allow | deny | error
+    limited: str | None = None  # the rate-limit rule that refused this request (its label)
     jsonrpc_error: int | None = None
     is_error: bool | None = None  # tools/call result isError
     upstream_method: str | None = None
@@ -40,7 +42,9 @@ class CallRecord:
 
     @property
     def outcome(self) -> str:
-        """ok | tool_error | rpc_error | denied | error, for metrics labels and filters."""
+        """ok | tool_error | rpc_error | denied | limited | error, for metrics labels and filters."""
+        if self.limited is not None:
+            return "limited"
         if self.auth_failure is not None or self.acl_denied:
             return "denied"
         if self.jsonrpc_error is not None:

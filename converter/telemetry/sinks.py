@@ -9,7 +9,7 @@ import json
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from typing import IO, Any, Protocol
 
@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily
 from converter.telemetry.record import CallRecord
 
 UNKNOWN = "(unknown)"
+NO_TOOL = "(none)"  # a request that calls no tool (rate limits count those too)
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _MCP_METHODS = frozenset({
     "initialize", "ping", "tools/list", "tools/call", "resources/list", "resources/read", "resources/templates/list",
@@ -75,6 +76,11 @@ class Metrics:
         self.auth_failures = Counter("openapi_mcp_auth_failures", "Requests refused by the auth layer",
                                      ["reason"], registry=r)
         self.in_flight = Gauge("openapi_mcp_in_flight_requests", "Requests being handled", registry=r)
+        self.rate_limited = Counter("openapi_mcp_rate_limited", "Requests refused by a rate limit (limits:)",
+                                    ["tool"], registry=r)
+        self.pdp_latency = Histogram("openapi_mcp_pdp_request_duration_seconds",
+                                     "Time of an exchange with the decision service (pdp:)", ["kind"],
+                                     buckets=_LATENCY_BUCKETS, registry=r)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         if cache_stats is not None:
             r.register(_CacheCollector(cache_stats))
@@ -91,12 +97,26 @@ class Metrics:
             self._child(self.duration, method).observe(record.duration_ms / 1000)
         if record.auth_failure:
             self._child(self.auth_failures, record.auth_failure).inc()
+        tool = NO_TOOL
         if record.mcp_method == "tools/call":
             known = record.name is not None and record.name in self._tools and not record.acl_denied
             tool = record.name if known and record.name is not None else UNKNOWN
             self._child(self.tool_calls, tool, outcome).inc()
             if record.upstream_ms is not None:
                 self._child(self.upstream, tool).observe(record.upstream_ms / 1000)
+        if record.limited is not None:
+            self._child(self.rate_limited, tool).inc()
+
+    def watch_pdp(self, decisions: Callable[[], Mapping[str, int]]) -> Callable[[str, float], None]:
+        """Count the decision service's answers (read when scraped) as
+        `openapi_mcp_pdp_decisions_total{decision}`; returns what to call per exchange (latency)."""
+        self.registry.register(_CountsCollector("openapi_mcp_pdp_decisions", "Decision service answers",
+                                                "decision", decisions))
+
+        def observe(kind: str, seconds: float) -> None:
+            self._child(self.pdp_latency, kind).observe(seconds)
+
+        return observe
 
     def _child(self, metric: Any, *labels: str) -> Any:
         # prometheus_client's labels() validates and locks on every call; the label sets are
@@ -106,6 +126,19 @@ class Metrics:
         if child is None:
             child = self._children[key] = metric.labels(*labels)
         return child
+
+
+class _CountsCollector:
+    """A counter family read from someone else's counts when scraped (label value -> count)."""
+
+    def __init__(self, name: str, documentation: str, label: str, counts: Callable[[], Mapping[str, int]]) -> None:
+        self._name, self._doc, self._label, self._counts = name, documentation, label, counts
+
+    def collect(self) -> Iterator[Any]:
+        family = CounterMetricFamily(self._name, self._doc, labels=[self._label])
+        for value, count in sorted(self._counts().items()):
+            family.add_metric([value], count)
+        yield family
 
 
 class _CacheCollector:

@@ -139,6 +139,7 @@ class DynamicCatalog:
         self.listeners: list[CatalogListener] = []  # the meta-tools never change
         self.stop_streams: list[Callable[[], None]] = []
         self.policy = inner.policy  # the auth layer and the dashboard read scopes from it
+        self.limiter = inner.limiter  # operations are counted by their own names (inner.call_tool)
         self.problems = inner.problems
 
     def __repr__(self) -> str:

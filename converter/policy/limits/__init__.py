@@ -7,8 +7,8 @@ shares counters across replicas; import it from `converter.policy.limits.redis_b
 
 from __future__ import annotations
 
+from converter.config.limits import LimitRule, LimitsSettings, Per
 from converter.policy.limits.limiter import ALLOWED, LimiterStats, LimitVerdict, RateLimiter, identity_of
-from converter.policy.limits.settings import LimitRule, LimitsSettings, Per
 from converter.policy.limits.window import Backend, Count, Counter, MemoryBackend
 
 __all__ = [

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from converter.policy.limits.settings import LimitRule
+from converter.config.limits import LimitRule
 from converter.policy.limits.window import Backend, Counter, MemoryBackend, retry_after
 
 

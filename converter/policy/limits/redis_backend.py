@@ -101,6 +101,11 @@ class RedisBackend:
                                 retry=Retry(NoBackoff(), 0))
         return cls(client, key_prefix=key_prefix, timeout=timeout, **kwargs)
 
+    @property
+    def shared_state(self) -> str | None:
+        # Degraded, not down: limits go on with this process's counters until Redis is back.
+        return "reachable" if self.stats.healthy else "degraded"
+
     def __repr__(self) -> str:
         return f"RedisBackend(key_prefix={self._prefix!r}, healthy={self.stats.healthy})"
 

@@ -51,6 +51,11 @@ class Backend(Protocol):
 
     async def aclose(self) -> None: ...
 
+    @property
+    def shared_state(self) -> str | None:
+        """`reachable`/`degraded` for a shared store (Redis), None for this process's memory."""
+        ...
+
 
 def position(now: float, window: float) -> tuple[int, float]:
     """(number of the current fixed window, weight of the previous one in the sliding window)."""
@@ -120,6 +125,10 @@ class MemoryBackend:
         if at == index - 1:
             return cur, 0
         return 0, 0
+
+    @property
+    def shared_state(self) -> str | None:
+        return None
 
     async def aclose(self) -> None:
         self._windows.clear()

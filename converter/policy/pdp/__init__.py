@@ -7,6 +7,7 @@ allow lets a request through). `PdpSettings` is the `pdp:` config block.
 
 from __future__ import annotations
 
+from converter.config.pdp import PdpProperties, PdpSettings
 from converter.policy.pdp.cache import DecisionCache
 from converter.policy.pdp.client import Pdp, PdpStats, RoundTrip
 from converter.policy.pdp.request import (
@@ -18,7 +19,6 @@ from converter.policy.pdp.request import (
     build_evaluation,
     subject_of,
 )
-from converter.policy.pdp.settings import PdpProperties, PdpSettings
 
 __all__ = [
     "Decision",

@@ -30,9 +30,9 @@ from urllib.parse import quote
 
 import httpx
 
+from converter.config.pdp import PdpSettings
 from converter.policy.pdp.cache import DecisionCache
 from converter.policy.pdp.request import Decision, Evaluation, PdpQuestion, build_evaluation, cache_key, canonical
-from converter.policy.pdp.settings import PdpSettings
 
 log = logging.getLogger("openapi_mcp.pdp")
 
@@ -98,7 +98,7 @@ class Pdp:
         self._tasks: set[asyncio.Task[None]] = set()
         self._batch = settings.batch
         self._single_slots = asyncio.Semaphore(SINGLE_CONCURRENCY)
-        self._on_round_trip = on_round_trip
+        self.on_round_trip = on_round_trip
         self._last_error_log = float("-inf")
         self._suppressed = 0
         self._headers = {"content-type": "application/json", "accept": "application/json"}
@@ -278,8 +278,8 @@ class Pdp:
         stats.batch_round_trips += trip.kind == "batch"
         stats.failed_round_trips += not trip.ok
         stats.latency_seconds_total += trip.seconds
-        if self._on_round_trip is not None:
-            self._on_round_trip(trip)
+        if self.on_round_trip is not None:
+            self.on_round_trip(trip)
 
     def _record_error(self, reason: str, request_id: str) -> None:
         self.stats.last_error, self.stats.last_error_at = reason, time.time()

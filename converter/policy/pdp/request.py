@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol
 
 from converter.auth.principal import claim_value
-from converter.policy.pdp.settings import PdpSettings
+from converter.config.pdp import PdpSettings
 
 Feature = Literal["tools", "resources", "prompts"]
 Outcome = Literal["allow", "deny", "error"]
