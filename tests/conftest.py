@@ -40,3 +40,9 @@ def make_plans(make_spec: Callable[..., Spec]) -> Callable[..., dict[str, ToolPl
         return {plan.name: plan for plan in plans}
 
     return make
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Every async test runs on asyncio (the server's loop), once."""
+    return "asyncio"

@@ -88,10 +88,6 @@ def catalog_with(tmp_path: Path, acl: dict[str, Any]):
     return build_catalog(load_settings(str(config)), transport=httpx.ASGITransport(app=mock_api.create_app()))
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 @pytest.mark.anyio
 async def test_empty_acl_hides_everything_but_clients_still_connect(tmp_path: Path) -> None:

@@ -19,10 +19,6 @@ from converter.server.app import build_server
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 @pytest.fixture
 async def marketplace():
@@ -111,10 +107,18 @@ async def test_cancelling_a_call_cancels_the_upstream_request() -> None:
     assert plan is not None
 
 
-async def test_repeated_tools_list_is_served_from_the_first_answer(marketplace) -> None:
+async def test_repeated_tools_list_is_served_from_the_first_answer(marketplace, monkeypatch) -> None:
+    """The list is dumped to wire form once; later lists reuse it (no dump, no SDK pass)."""
+    import converter.server.list_cache as list_cache
+
+    dumped: list[str] = []
+    real = list_cache.wire_tool
+    monkeypatch.setattr(list_cache, "wire_tool", lambda tool: dumped.append(tool.name) or real(tool))
     client, _ = marketplace
     first = await client.list_tools()
+    assert sorted(dumped) == sorted(t.name for t in first.tools) and dumped
     second = await client.list_tools()
+    assert len(dumped) == len(first.tools)  # nothing dumped again
     assert [t.model_dump() for t in first.tools] == [t.model_dump() for t in second.tools]
 
 

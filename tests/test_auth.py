@@ -40,10 +40,6 @@ META = "http://127.0.0.1:8000/.well-known/oauth-protected-resource/mcp"
 ACCEPT = "application/json, text/event-stream"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 class FakeAS:
     """Introspection + JWKS endpoints answering from a table of tokens."""

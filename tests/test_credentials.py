@@ -54,10 +54,6 @@ SCHEMES: dict[str, Any] = {
 }
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 class Clock:
     def __init__(self, now: float = 1_000_000.0) -> None:

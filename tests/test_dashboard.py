@@ -27,10 +27,6 @@ ACCEPT = "application/json, text/event-stream"
 BASE_URL = "http://127.0.0.1:8000"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 def make_app(tmp_path: Path, **telemetry: Any):
     config = tmp_path / "c.yaml"

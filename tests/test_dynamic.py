@@ -30,10 +30,6 @@ MARKETPLACE = str(ROOT / "specs" / "marketplace.yaml")
 LIST_ISSUES = "issues_list-for-repo"  # operationId issues/list-for-repo, as a tool name
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 def github_spec() -> str:
     if not GITHUB.is_file():

@@ -45,10 +45,6 @@ MB: Final = 1024 * 1024
 CALL_DEADLINE: Final = 10.0  # seconds any single in-process call may take, even with 1 MB values
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 @asynccontextmanager
 async def echo_catalog(document: Path) -> AsyncIterator[tuple[Catalog, Echo]]:

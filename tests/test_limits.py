@@ -27,10 +27,6 @@ def limiter(*rules: dict[str, Any], clock: Clock | None = None, **kwargs: Any) -
     return RateLimiter([LimitRule.model_validate(r) for r in rules], clock=clock or Clock(), **kwargs)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 async def test_the_limit_is_hit_at_the_configured_count_for_one_subject_only() -> None:
     rl = limiter({"tools": ["get*"], "per": "subject", "requests": 3, "window": 60})

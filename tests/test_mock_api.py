@@ -27,10 +27,6 @@ REPO = Path(__file__).resolve().parents[1]
 NOT_CONFORMING = "request does not conform to the OpenAPI document"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 def client_for(app: Starlette) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")

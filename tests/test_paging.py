@@ -15,10 +15,6 @@ from converter.server.paging import Pager
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 def _answer(n: int) -> dict:
     return {"tools": [{"name": f"t{i}"} for i in range(n)], "_meta": {"k": 1}}

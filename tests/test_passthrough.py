@@ -24,10 +24,6 @@ from converter.policy.acl import compile_acl
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 def source(url: str, *, prefix: str = "", label: str = "mcp_upstream", tools: tuple[str, ...] = (),
            prompts: tuple[str, ...] = (), resources: tuple[str, ...] = (),

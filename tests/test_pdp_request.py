@@ -22,10 +22,6 @@ URL = "https://am.example.com/demo/access/v1/evaluation"
 ALICE = Principal(subject="alice", client_id="cursor", claims={"sub": "alice"}, is_authenticated=True)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 def settings(**values: Any) -> PdpSettings:
     return PdpSettings.model_validate({"url": URL, "client_id": "mcp", "client_secret": "s3cret", **values})

@@ -24,10 +24,6 @@ from converter.tools.shaping import shaping_for
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 @asynccontextmanager
 async def serve(tmp_path, responses: dict[str, Any]) -> AsyncIterator[tuple[Client, Any]]:

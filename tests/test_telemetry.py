@@ -17,10 +17,6 @@ pytestmark = pytest.mark.anyio
 ACCEPT = "application/json, text/event-stream"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 def make_app(tmp_path: Path, transport: httpx.AsyncBaseTransport | None = None, **telemetry: Any):
     config = tmp_path / "c.yaml"
@@ -87,6 +83,25 @@ async def test_payload_logging_is_opt_in_and_redacts_secrets(tmp_path: Path) -> 
     assert create["request_payload"]["arguments"]["note"] == "password=hunter2"  # a value, not a secret key
     redacted = next(r for r in records(log) if r.get("mcp_method") == "initialize")
     assert redacted["request_payload"]["clientInfo"]["name"] == "pytest-client"
+
+
+async def test_payload_logging_redacts_secret_looking_keys_at_any_depth(tmp_path: Path) -> None:
+    app, log = make_app(tmp_path, log_payloads=True)
+    secrets = {"api_key": "sekret-1", "Authorization": "Bearer sekret-2", "nested": {"client_secret": "sekret-3",
+                                                                                  "list": [{"password": "sekret-4"}]}}
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8000") as http:
+            init = await rpc(http, "initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                                                  "clientInfo": {"name": "pytest-client", "version": "1"}})
+            sid = init.headers["mcp-session-id"]
+            await rpc(http, "tools/call", {"name": "getUser", "arguments": {"userId": "u1", **secrets}}, session=sid)
+    text = log.read_text()
+    assert "sekret" not in text
+    call = next(r for r in records(log) if r.get("mcp_method") == "tools/call")
+    arguments = call["request_payload"]["arguments"]
+    assert arguments["userId"] == "u1"
+    assert arguments["api_key"] == arguments["Authorization"] == "[redacted]"
+    assert arguments["nested"]["client_secret"] == arguments["nested"]["list"][0]["password"] == "[redacted]"
 
 
 async def test_metrics_after_calls(tmp_path: Path) -> None:

@@ -38,10 +38,6 @@ ALL_SPECS = ["recursive.yaml", "collisions.yaml", "styles.yaml", "multipart.yaml
              "servers-vars.yaml"]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 class EchoMock:
     """The echo mock of one document; keeps (status, JSON) of every answer it gives."""

@@ -253,10 +253,6 @@ def spec_path() -> Path:
     """The marketplace's OpenAPI document, as the mock serves it."""
     return SPEC
 
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 from tests.integration.authserver import AuthServer, auth_server, start_auth_server  # noqa: E402, F401
 from tests.integration.services import (  # noqa: E402, F401
     _session_pdp,

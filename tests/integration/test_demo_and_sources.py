@@ -17,10 +17,6 @@ from tests.integration.conftest import ROOT, Processes, child_env
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 def wait_for_line(process, pattern: str, timeout: float = 20.0) -> re.Match[str]:
     deadline = time.monotonic() + timeout

@@ -417,10 +417,6 @@ def test_a_name_served_by_two_sources_stops_the_start_with_one_line(
                     "`prefix:` (or rename the tool)")
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 async def test_a_2026_client_hears_of_list_changes_through_subscriptions_listen(
         serve: Callable[..., Gateway], everything: Upstream) -> None:

@@ -41,10 +41,6 @@ from tests.integration.conftest import MockApi
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[Upstream]:
