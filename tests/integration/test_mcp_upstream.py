@@ -134,13 +134,10 @@ async def listing(client: Client) -> dict[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def upstream_listing(everything: Upstream) -> dict[str, list[str]]:
-    """What server-everything itself lists (tools that only run as tasks are not relayed)."""
+    """What server-everything itself lists: every tool is relayed, tools that only run as tasks too."""
     async def fetch() -> dict[str, list[str]]:
         async with connect(everything.url) as client:
-            seen = await listing(client)
-            tools = (await client.list_tools()).tools
-            seen["tools"] = [t.name for t in tools if t.execution is None or t.execution.task_support != "required"]
-            return seen
+            return await listing(client)
     return anyio.run(fetch)
 
 
