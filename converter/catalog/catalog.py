@@ -27,7 +27,7 @@ from converter.errors import ArgumentError, ConfigError, ConverterError, SpecErr
 from converter.invoke.result import error_result, map_response
 from converter.invoke.upstream import Upstream
 from converter.models import Problem, Spec
-from converter.passthrough.source import MCPUpstreamSource, ProgressRelay, RequestRelay
+from converter.passthrough.source import MCPUpstreamSource, NotificationRelay, ProgressRelay, RequestRelay
 from converter.passthrough.view import Passthrough
 from converter.policy import Policy, build_policy
 from converter.policy.acl import Acl, compile_acl
@@ -209,9 +209,11 @@ class Catalog:
     async def call_tool(self, name: str, arguments: Mapping[str, Any] | None,
                         principal: Principal = ANONYMOUS, *,
                         progress: ProgressRelay | None = None,
-                        ask: RequestRelay | None = None) -> types.CallToolResult:
+                        ask: RequestRelay | None = None,
+                        notify: NotificationRelay | None = None) -> types.CallToolResult:
         """Call tool `name` for `principal`; `progress` relays an upstream MCP server's progress,
-        `ask` its requests of the client (sampling, elicitation, roots) to the caller.
+        `ask` its requests of the client (sampling, elicitation, roots), `notify` its log messages
+        to the caller.
 
         Raises:
             MCPError: -32602 for an unknown tool, or one the principal may not call (so a hidden
@@ -220,7 +222,22 @@ class Catalog:
         """
         route = self._routes.get(name)
         proxied = self._proxied.get(name) if route is None else None
-        known = route is not None or proxied is not None
+        self._check_callable(name, route is not None or proxied is not None, principal)
+        try:
+            headers = claim_headers(principal, self.claim_headers) if self.claim_headers else {}
+        except ConverterError as exc:
+            return error_result(str(exc))
+        if proxied is not None:
+            return await self._call_proxied(proxied, name, arguments, progress, headers, ask, notify)
+        assert route is not None
+        source, plan = route
+        try:
+            return await source.call(plan, arguments or {}, headers)
+        except ConverterError as exc:
+            return error_result(str(exc))
+
+    def _check_callable(self, name: str, known: bool, principal: Principal) -> None:
+        """Raises: MCPError -32602 "Unknown tool" for an unknown tool or one the principal may not call."""
         hidden = known and not self.policy.is_open and (
             bool(self.policy.missing_scopes(name, principal)) or not self.policy.may_call(name, principal))
         if not known or hidden:
@@ -229,26 +246,27 @@ class Catalog:
                 record.acl_denied = True
             # A tool the caller may not use answers exactly like one that does not exist.
             raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {name!r}")
-        try:
-            headers = claim_headers(principal, self.claim_headers) if self.claim_headers else {}
-        except ConverterError as exc:
-            return error_result(str(exc))
-        if proxied is not None:
-            return await self._call_proxied(proxied, name, arguments, progress, headers, ask)
-        assert route is not None
-        source, plan = route
-        try:
-            return await source.call(plan, arguments or {}, headers)
-        except ConverterError as exc:
-            return error_result(str(exc))
+
+    def proxied_route(self, name: str, principal: Principal) -> tuple[MCPUpstreamSource | None, dict[str, str]]:
+        """The MCP source serving tool `name` to `principal` (None for an OpenAPI tool), and the
+        caller's claim headers, for requests on a proxied tool other than a plain call (tasks).
+
+        Raises:
+            MCPError: -32602, exactly as `call_tool` for an unknown or forbidden tool.
+            ConverterError: a claim cannot be sent as a header.
+        """
+        proxied = self._proxied.get(name)
+        self._check_callable(name, proxied is not None or name in self._routes, principal)
+        return proxied, claim_headers(principal, self.claim_headers) if self.claim_headers else {}
 
     async def _call_proxied(self, source: MCPUpstreamSource, name: str, arguments: Mapping[str, Any] | None,
                             progress: ProgressRelay | None, headers: Mapping[str, str],
-                            ask: RequestRelay | None = None) -> types.CallToolResult:
+                            ask: RequestRelay | None = None,
+                            notify: NotificationRelay | None = None) -> types.CallToolResult:
         record = current_record.get()
         started = time.perf_counter()
         try:
-            return await source.call_tool(name, arguments, progress, headers, ask)
+            return await source.call_tool(name, arguments, progress, headers, ask, notify)
         except UpstreamError as exc:
             return error_result(str(exc))
         finally:

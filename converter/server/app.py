@@ -22,7 +22,7 @@ from converter.auth.layer import AuthLayer, TokenVerifier, principal_of
 from converter.catalog import Catalog, build_catalog
 from converter.config import AuthSettings, Settings
 from converter.invoke.result import error_result
-from converter.passthrough import progress_relay, register_handlers, request_relay
+from converter.passthrough import notification_relay, progress_relay, register_handlers, request_relay
 from converter.server.dashboard import dashboard_routes
 from converter.server.health import healthz, metrics_endpoint, readyz
 from converter.server.list_cache import EMPTY_LIST, ENVELOPE_ONLY, ListCache
@@ -53,7 +53,8 @@ def build_server(catalog: Catalog, *, name: str = "openapi-mcp", telemetry: Tele
         try:
             return await catalog.call_tool(params.name, params.arguments, principal_of(ctx),
                                            progress=progress_relay(ctx) if proxied else None,
-                                           ask=request_relay(ctx) if proxied else None)
+                                           ask=request_relay(ctx) if proxied else None,
+                                           notify=notification_relay(ctx) if proxied else None)
         except MCPError:
             raise
         except Exception:  # a bug of ours must not take the session down or leak a traceback

@@ -177,8 +177,8 @@ class DynamicCatalog:
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any] | None,
                         principal: Principal = ANONYMOUS, *, progress: Any = None,
-                        ask: Any = None) -> types.CallToolResult:
-        """Run meta-tool `name` for `principal` (`progress`, `ask`: for proxied tools; this mode has none).
+                        ask: Any = None, notify: Any = None) -> types.CallToolResult:
+        """Run meta-tool `name` for `principal` (`progress`, `ask`, `notify`: for proxied tools; this mode has none).
 
         Raises:
             MCPError: -32602 for a name that is not one of the three meta-tools.
