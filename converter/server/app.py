@@ -66,7 +66,39 @@ def build_server(catalog: Catalog, *, name: str = "openapi-mcp", telemetry: Tele
         server.middleware.append(McpTelemetry(telemetry.fanout, log_payloads=telemetry.log_payloads))
     server.middleware.append(ListCache(catalog, page_size=page_size))
     register_handlers(server, catalog, principal_of)
+    _empty_lists(server)
     return server
+
+
+def _empty_lists(server: Server[Any]) -> None:
+    """Resources and prompts nobody serves are empty lists, not `-32601`: clients (the Python SDK,
+    FastMCP, Inspector 0.15) list them all after connecting and fail on "Method not found"."""
+
+    async def no_resources(ctx: Any, params: types.PaginatedRequestParams) -> types.ListResourcesResult:
+        return types.ListResourcesResult(resources=[])
+
+    async def no_templates(ctx: Any, params: types.PaginatedRequestParams) -> types.ListResourceTemplatesResult:
+        return types.ListResourceTemplatesResult(resource_templates=[])
+
+    async def no_resource(ctx: Any, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
+        raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown resource: {str(params.uri)!r}")
+
+    async def no_prompts(ctx: Any, params: types.PaginatedRequestParams) -> types.ListPromptsResult:
+        return types.ListPromptsResult(prompts=[])
+
+    async def no_prompt(ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
+        raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown prompt: {params.name!r}")
+
+    empty: list[tuple[str, Any, Any]] = [
+        ("resources/list", types.PaginatedRequestParams, no_resources),
+        ("resources/templates/list", types.PaginatedRequestParams, no_templates),
+        ("resources/read", types.ReadResourceRequestParams, no_resource),
+        ("prompts/list", types.PaginatedRequestParams, no_prompts),
+        ("prompts/get", types.GetPromptRequestParams, no_prompt),
+    ]
+    for method, params_type, handler in empty:
+        if server.get_request_handler(method) is None:
+            server.add_request_handler(method, params_type, handler)
 
 
 def create_app(settings: Settings, *, catalog: Catalog | None = None, upstream_transport: Any = None,

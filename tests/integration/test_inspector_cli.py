@@ -92,3 +92,12 @@ def test_inspector_sees_bad_arguments_as_a_tool_error(
     assert called["isError"] is True
     assert "limit" in called["content"][0]["text"]
     assert mock_api.requests() == []
+
+
+@pytest.mark.parametrize(("method", "key"), [("resources/list", "resources"),
+                                             ("resources/templates/list", "resourceTemplates"),
+                                             ("prompts/list", "prompts")])
+def test_inspector_gets_empty_resource_and_prompt_lists_from_an_openapi_server(
+    node_bin: Path, mcp_server_url: str, tmp_path: Path, method: str, key: str,
+) -> None:
+    assert parse(inspector(node_bin, mcp_server_url, tmp_path, "--method", method))[key] == []

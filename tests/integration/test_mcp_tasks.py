@@ -9,8 +9,6 @@ task requests go as raw JSON-RPC requests on the SDK client's own session (`raw`
 
 from __future__ import annotations
 
-import json
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,8 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import ElicitRequestParams, ElicitResult, LoggingMessageNotificationParams
 
 from tests.integration.authserver import GATEWAY, SVC_ADMIN, SVC_USER, AuthServer
-from tests.integration.conftest import NODE_DIR, _free_port
+from tests.integration.conftest import _free_port
+from tests.integration.test_inspector_cli import inspector, parse
 from tests.integration.test_mcp_upstream import (  # noqa: F401 - fixtures
     Gateway,
     Upstream,
@@ -123,13 +122,10 @@ async def test_a_plain_call_of_the_task_tool_waits_for_its_result(open_gateway: 
     assert result.meta is None or RELATED_TASK not in result.meta  # a plain call knows of no task
 
 
-def test_the_inspector_cli_calls_the_task_tool_through_the_gateway(open_gateway: Gateway, node_bin: Path) -> None:
-    inspector = NODE_DIR / "node_modules" / ".bin" / "mcp-inspector"
-    done = subprocess.run([str(inspector), "--cli", open_gateway.url, "--transport", "http", "--method",
-                           "tools/call", "--tool-name", TASK_TOOL, "--tool-arg", "topic=go"],
-                          capture_output=True, text=True, timeout=90, check=False)
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+def test_the_inspector_cli_calls_the_task_tool_through_the_gateway(open_gateway: Gateway, node_bin: Path,
+                                                                    tmp_path: Path) -> None:
+    result = parse(inspector(node_bin, open_gateway.url, tmp_path, "--method", "tools/call",
+                             "--tool-name", TASK_TOOL, "--tool-arg", "topic=go"))
     assert result["isError"] is False and result["content"][0]["text"].startswith("# Research Report: go")
 
 
