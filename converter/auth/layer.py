@@ -73,6 +73,10 @@ class AuthLayer:
             "scopes_supported": [s for s in scopes if s != "offline_access"],  # MCP 2026-07-28: SHOULD NOT
             "bearer_methods_supported": ["header"],
         }
+        if not document["scopes_supported"] and settings.scopes_supported is None:
+            # No scope anywhere in the config: `[]` would tell clients to ask for none (and realms then
+            # refuse the login); without the field they fall back to the authorization server's list.
+            del document["scopes_supported"]
         if settings.resource_name:
             document["resource_name"] = settings.resource_name
         if settings.resource_documentation:

@@ -21,6 +21,7 @@ from starlette.routing import Mount, Route
 from converter.auth.layer import AuthLayer, TokenVerifier, principal_of
 from converter.catalog import Catalog, build_catalog
 from converter.config import AuthSettings, Settings
+from converter.config.checks import resource_warnings
 from converter.invoke.result import error_result
 from converter.passthrough import notification_relay, progress_relay, register_handlers, request_relay
 from converter.server.dashboard import dashboard_routes
@@ -141,6 +142,12 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None, upstream_t
         log.warning("no auth: configured and listening on %s: anyone who can reach it can call every tool", host)
     if settings.auth is not None and settings.auth.insecure_relaxed_audience_validation:
         log.warning("auth.insecure_relaxed_audience_validation is on: tokens issued for other resources are accepted")
+    if settings.auth is not None and not catalog.policy.all_scopes() and not settings.auth.scopes_supported:
+        log.warning("auth: no scopes at all (auth.required_scopes, auth.tool_scopes, OpenAPI security): every valid "
+                    "token may call every tool, and clients are told no scope to ask for, so they ask the "
+                    "authorization server for its defaults; set auth.required_scopes (e.g. [mcp:tools])")
+    for warning in resource_warnings(settings):
+        log.warning("%s", warning)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -161,7 +161,8 @@ def _given(argument: str, schema: Any, defs: DefsIndex) -> JsonSchema:
     """A schema saying that `argument` is given with a value that puts at least one field in a form."""
     top = defs.deref(schema)
     kind = top.get("type") if isinstance(top, dict) else None
-    branches = top.get("anyOf") if isinstance(top, dict) and isinstance(top.get("anyOf"), list) else []
+    found = top.get("anyOf") if isinstance(top, dict) else None
+    branches: list[Any] = found if isinstance(found, list) else []
     is_array = kind == "array" or (isinstance(kind, list) and "array" in kind) or \
         (isinstance(top, dict) and kind is None and "items" in top) or \
         any(isinstance(b, dict) and b.get("type") == "array" for b in branches)  # a nullable array
