@@ -26,10 +26,12 @@ import mcp.types as types
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from mcp.shared.message import SessionMessage
+from mcp.types import JSONRPCNotification
 
 from converter.config import McpUpstreamSettings
 from converter.errors import UpstreamError
-from converter.passthrough.transport import DirectCalls, LinkError, SessionGoneError, SessionTransport
+from converter.passthrough.transport import DirectCalls, LinkError, SessionGoneError, SessionTransport, tapped
 from converter.passthrough.transport import NotificationRelay as NotificationRelay
 from converter.passthrough.transport import ProgressRelay as ProgressRelay
 from converter.passthrough.transport import RequestRelay as RequestRelay
@@ -58,6 +60,7 @@ _LINK_FAILURES: Final = (OSError, TimeoutError, MCPError, httpx2.HTTPError, Link
                          anyio.ClosedResourceError, anyio.EndOfStream)
 
 ChangeListener = Callable[["MCPUpstreamSource", frozenset[str]], Awaitable[None]]
+TaskStatusListener = Callable[["MCPUpstreamSource", dict[str, Any]], Awaitable[None]]
 
 
 class MCPUpstreamSource:
@@ -81,6 +84,7 @@ class MCPUpstreamSource:
         self.capabilities: types.ServerCapabilities | None = None  # None until first connected
         self.listeners: list[ChangeListener] = []
         self.update_listeners: list[Callable[[str], Awaitable[None]]] = []  # notifications/resources/updated
+        self.task_listeners: list[TaskStatusListener] = []  # notifications/tasks/status (2025-11-25)
         self._subscribed: set[str] = set()  # resource URIs subscribed upstream (again after a reconnect)
         self._client: Client | None = None
         self._link: _Link | None = None  # set with _client: the direct calls on its session
@@ -155,7 +159,7 @@ class MCPUpstreamSource:
             http = await stack.enter_async_context(
                 httpx2.AsyncClient(headers=self._headers, timeout=timeout, transport=transport))
             client = await stack.enter_async_context(Client(
-                streamable_http_client(self.url, http_client=http), mode="legacy", cache=None,
+                tapped(streamable_http_client(self.url, http_client=http), self._look), mode="legacy", cache=None,
                 read_timeout_seconds=self.timeout, message_handler=self._on_message,
                 client_info=types.Implementation(name="openapi-mcp", version=__version__),
                 **_declared(self.relay)))
@@ -210,6 +214,20 @@ class MCPUpstreamSource:
         else:
             return
         self._wake.set()
+
+    def _look(self, item: Any) -> None:
+        """A message the SDK client read, before it drops what its protocol version does not define."""
+        message = item.message if isinstance(item, SessionMessage) else None
+        if isinstance(message, JSONRPCNotification) and message.method == "notifications/tasks/status" \
+                and isinstance(message.params, dict) and self.task_listeners:
+            self._group.start_soon(self._tell_task_status, dict(message.params))
+
+    async def _tell_task_status(self, params: dict[str, Any]) -> None:
+        for listener in list(self.task_listeners):
+            try:
+                await listener(self, params)
+            except Exception:  # a listener's bug must not take the link down
+                log.exception("%s: a task-status listener failed", self.describe())
 
     async def _tell_updated(self, uri: str) -> None:
         for listener in list(self.update_listeners):

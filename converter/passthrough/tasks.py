@@ -14,6 +14,8 @@ each task gets an id of ours (random, 192 bits) that maps to (source, upstream i
 - Requests the upstream makes of the client while `tasks/result` waits (an elicitation for an
   `input_required` task) reach the calling client as during a call; ids in the related-task
   `_meta` are rewritten both ways.
+- The upstream's `notifications/tasks/status` (sent on its GET stream, which the SDK client
+  would drop) go to the connection of the client that created the task, with our id.
 - Tasks are a 2025-11-25 feature; 2026-07-28 moved them to an extension the SDK does not
   implement yet, so those clients call task tools plainly (the source waits for the task).
 """
@@ -23,10 +25,12 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+import weakref
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+import anyio
 import mcp.types as types
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -34,7 +38,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from converter.auth.principal import Principal
 from converter.errors import ConverterError
 from converter.passthrough.source import MAX_PAGES, RELATED_TASK, MCPUpstreamSource
-from converter.passthrough.view import relay
+from converter.passthrough.view import NOTIFY_SECONDS, relay
 from converter.telemetry.record import current_record
 
 if TYPE_CHECKING:
@@ -60,6 +64,8 @@ class RelayedTask:
     tool: str  # the served tool name
     owner: Hashable
     expires: float  # monotonic
+    # The creating client's connection (weakly): where the upstream's status notifications go.
+    notify_to: weakref.ReferenceType[Any] | None = field(default=None, compare=False)
 
 
 class TaskTable:
@@ -70,10 +76,11 @@ class TaskTable:
         self._tasks: dict[str, RelayedTask] = {}  # insertion order: oldest first
 
     def add(self, source: MCPUpstreamSource, upstream_id: str, tool: str, owner: Hashable,
-            ttl_ms: int | None) -> RelayedTask:
+            ttl_ms: int | None, notify_to: Any = None) -> RelayedTask:
         now = self._clock()
         keep = MAX_KEEP_SECONDS if ttl_ms is None else min(max(ttl_ms, 0) / 1000, MAX_KEEP_SECONDS)
-        task = RelayedTask(secrets.token_urlsafe(24), upstream_id, source, tool, owner, now + keep)
+        task = RelayedTask(secrets.token_urlsafe(24), upstream_id, source, tool, owner, now + keep,
+                           weakref.ref(notify_to) if notify_to is not None else None)
         self._tasks = {k: t for k, t in self._tasks.items() if t.expires > now}
         while len(self._tasks) >= MAX_TASKS:
             del self._tasks[next(iter(self._tasks))]
@@ -93,6 +100,11 @@ class TaskTable:
     def owned(self, owner: Hashable) -> list[RelayedTask]:
         now = self._clock()
         return [t for t in self._tasks.values() if t.owner == owner and t.expires > now]
+
+    def by_upstream(self, source: MCPUpstreamSource, upstream_id: str) -> RelayedTask | None:
+        now = self._clock()
+        return next((t for t in reversed(self._tasks.values())
+                     if t.source is source and t.upstream_id == upstream_id and t.expires > now), None)
 
     def forget(self, task_id: str) -> None:
         self._tasks.pop(task_id, None)
@@ -123,6 +135,17 @@ class TaskRelay:
         self._request_relay = request_relay
         self._notification_relay = notification_relay
         self._progress_relay = progress_relay
+        for source in catalog.mcp_sources:
+            source.task_listeners.append(self._status_changed)
+
+    async def _status_changed(self, source: MCPUpstreamSource, params: dict[str, Any]) -> None:
+        """An upstream's `notifications/tasks/status`: to the client that created the task, in our id."""
+        task = self.table.by_upstream(source, str(params.get("taskId")))
+        connection = task.notify_to() if task is not None and task.notify_to is not None else None
+        if task is None or connection is None:
+            return  # a task of the upstream's own, or its client is gone: nobody to tell
+        with anyio.move_on_after(NOTIFY_SECONDS):
+            await connection.notify("notifications/tasks/status", _renamed(params, task))
 
     async def middleware(self, ctx: Any, call_next: Any) -> Any:
         """A `tools/call` whose params ask for a task (handshake-era sessions) becomes one upstream."""
@@ -154,7 +177,8 @@ class TaskRelay:
         except ValueError:
             raise MCPError(code=types.INTERNAL_ERROR,
                            message=f"{source.describe()} did not answer the task-augmented call with a task") from None
-        task = self.table.add(source, upstream.task_id, params.name, owner_of(principal, ctx), upstream.ttl)
+        task = self.table.add(source, upstream.task_id, params.name, owner_of(principal, ctx), upstream.ttl,
+                              notify_to=getattr(ctx.session, "_connection", None))  # the SDK has no public handle
         log.info("task %s created for tool %r on %s (upstream task %s)", task.task_id[:8], params.name,
                  source.describe(), upstream.task_id)
         return {**created, "task": {**created["task"], "taskId": task.task_id}}

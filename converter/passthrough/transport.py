@@ -26,6 +26,7 @@ import codecs
 import itertools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Final, Protocol, cast
 
 import anyio
@@ -59,6 +60,55 @@ class ProgressRelay(Protocol):
 RequestRelay = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 # Passes a notification the upstream sent on the call's stream (notifications/message, ...) on: (method, params).
 NotificationRelay = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+@asynccontextmanager
+async def tapped(transport: AbstractAsyncContextManager[Any], look: Callable[[Any], None]) -> AsyncIterator[Any]:
+    """The SDK client's transport, with `look` shown each message it reads before the SDK does.
+
+    The SDK drops notifications its protocol version does not define (2025-11-25's
+    `notifications/tasks/status` among them); this is where the passthrough still sees them.
+    """
+    async with transport as (read_stream, write_stream):
+        yield _Tap(read_stream, look), write_stream
+
+
+class _Tap:
+    """A read stream passing each item to `look` first (the dispatcher duck-types its streams)."""
+
+    def __init__(self, inner: Any, look: Callable[[Any], None]) -> None:
+        self._inner = inner
+        self._look = look
+
+    @property
+    def last_context(self) -> Any:  # the sender's contextvars, as the SDK's own stream keeps them
+        return getattr(self._inner, "last_context", None)
+
+    async def receive(self) -> Any:
+        item = await self._inner.receive()
+        self._look(item)
+        return item
+
+    def __aiter__(self) -> _Tap:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    def close(self) -> None:
+        self._inner.close()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> _Tap:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
 class SessionTransport(httpx2.AsyncBaseTransport):

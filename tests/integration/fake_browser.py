@@ -19,7 +19,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for `tests.`
 
-from tests.integration.authserver import AuthServer  # noqa: E402
+from tests.integration.authserver import AuthServer
 
 
 def main(url: str) -> int:

@@ -9,6 +9,7 @@ task requests go as raw JSON-RPC requests on the SDK client's own session (`raw`
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -195,3 +196,56 @@ async def test_upstream_log_messages_during_a_call_reach_the_calling_client(
         heard.clear()
         await client.call_tool("log_twice", {})
         assert [p.data for p in heard] == ["starting"]
+
+
+async def test_the_upstreams_task_status_notifications_reach_the_client_that_made_the_task(
+        open_gateway: Gateway) -> None:
+    """server-everything sends `notifications/tasks/status` on its GET stream; the gateway passes
+    them to the creating client's GET stream, with its own task id. (The Python SDK client drops
+    notifications outside its unions, so this client is plain HTTP with httpx2's SSE reader.)"""
+    import httpx2
+
+    url = open_gateway.url
+    base = {"accept": "application/json, text/event-stream", "mcp-protocol-version": "2025-11-25"}
+
+    async def answer(response: httpx2.Response) -> dict[str, Any]:
+        if response.headers.get("content-type", "").startswith("application/json"):
+            found: dict[str, Any] = response.json()
+            return found
+        async for event in httpx2.EventSource(response):
+            if event.data.strip():
+                found = json.loads(event.data)
+                return found
+        raise AssertionError("no answer")
+
+    statuses: list[dict[str, Any]] = []
+    async with httpx2.AsyncClient(timeout=30) as http:
+        async with http.stream("POST", url, headers=base, json={"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                               "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                                          "clientInfo": {"name": "raw", "version": "1"}}}) as init:
+            await answer(init)
+            session = {**base, "mcp-session-id": init.headers["mcp-session-id"]}
+        await http.post(url, headers=session, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+        async def listen() -> None:
+            async with http.stream("GET", url, headers={**session, "accept": "text/event-stream"}) as stream:
+                async for event in httpx2.EventSource(stream):
+                    message = json.loads(event.data) if event.data.strip() else {}
+                    if message.get("method") == "notifications/tasks/status":
+                        statuses.append(message["params"])
+                        if message["params"]["status"] == "completed":
+                            return
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(listen)
+            await anyio.sleep(0.5)  # the GET stream is open
+            async with http.stream("POST", url, headers=session, json={
+                    "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                    "params": {"name": TASK_TOOL, "arguments": {"topic": "notes"}, "task": {}}}) as created:
+                task_id = (await answer(created))["result"]["task"]["taskId"]
+            with anyio.fail_after(30):
+                while not statuses or statuses[-1]["status"] != "completed":
+                    await anyio.sleep(0.2)
+            group.cancel_scope.cancel()
+    assert {s["taskId"] for s in statuses} == {task_id}  # ours, never the upstream's
+    assert "working" in [s["status"] for s in statuses] and statuses[-1]["status"] == "completed"
