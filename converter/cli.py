@@ -17,6 +17,7 @@ from converter.catalog import Catalog, build_catalog
 from converter.catalog.dynamic import DynamicCatalog, build_served_catalog
 from converter.config import Settings, load_settings
 from converter.errors import ConverterError
+from converter.models import Problem
 from converter.serve import serve_http, serving
 from converter.version import __version__
 
@@ -71,7 +72,9 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="report what cannot be converted and why")
     _source_args(check)
-    check.add_argument("--strict", action="store_true", help="also fail on warnings")
+    check.add_argument("--strict", action="store_true", help="also fail on warnings (not on routine name fixes)")
+    check.add_argument("-v", "--verbose", action="store_true",
+                       help="list every routine name fix too (operationIds made into valid tool names)")
     check.set_defaults(func=_check)
 
     demo = sub.add_parser("demo", help="run the marketplace mock and an MCP server for it")
@@ -113,14 +116,31 @@ _LOGGED_PROBLEMS = 10
 
 
 def _report_problems(catalog: Catalog | DynamicCatalog) -> None:
-    """Log what could not be converted; a long list is cut (`openapi-mcp check` shows all)."""
-    problems = sorted(catalog.problems, key=lambda p: not p.fatal)
+    """Log what could not be converted; a long list is cut (`openapi-mcp check` shows all).
+    Routine name fixes are one summary line."""
+    problems = sorted((p for p in catalog.problems if not p.routine), key=lambda p: not p.fatal)
     for problem in problems[:_LOGGED_PROBLEMS]:
         log.warning("%s%s", "skipped: " if problem.fatal else "", problem)
     if len(problems) > _LOGGED_PROBLEMS:
         skipped = sum(p.fatal for p in problems)
         log.warning("... %d more (%d operations skipped in all); run `openapi-mcp check` to see every one",
                     len(problems) - _LOGGED_PROBLEMS, skipped)
+    renamed = [p for p in catalog.problems if p.routine]
+    if renamed:
+        log.info("%s", _renamed_summary(renamed))
+    for label in _empty_sources(catalog):
+        log.warning("%s: the document has no operations (no paths): it adds no tools", label)
+
+
+def _renamed_summary(renamed: Sequence[Problem]) -> str:
+    return (f"{len(renamed)} operationId(s) made into valid tool names (A-Z a-z 0-9 _ -, at most 64 characters; "
+            f"the first: {renamed[0].message}); `openapi-mcp check --verbose` lists them")
+
+
+def _empty_sources(catalog: Catalog | DynamicCatalog) -> list[str]:
+    """The OpenAPI documents that define no operation at all (`openapi: 3.0.0` and nothing else)."""
+    inner = catalog.inner if isinstance(catalog, DynamicCatalog) else catalog
+    return [source.label for source in inner.sources if not source.plans and not source.problems]
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -196,12 +216,22 @@ def _check(args: argparse.Namespace) -> int:
     settings = _settings(args)
     catalog = build_catalog(settings, require_upstream=False)
     skipped = [p for p in catalog.problems if p.fatal]
-    warnings = [p for p in catalog.problems if not p.fatal]
+    warnings = [p for p in catalog.problems if not p.fatal and not p.routine]
+    renamed = [p for p in catalog.problems if p.routine]
     for problem in skipped:
         print(f"skipped  {problem}")
     for problem in warnings:
         print(f"warning  {problem}")
-    print(f"{len(catalog.plans)} tools, {len(skipped)} operation(s) skipped, {len(warnings)} warning(s)")
+    for label in _empty_sources(catalog):
+        print(f"warning  {label}: the document has no operations (no paths): it adds no tools")
+        warnings.append(Problem("", "no operations"))
+    if renamed and args.verbose:
+        for problem in renamed:
+            print(f"renamed  {problem}")
+    elif renamed:
+        print(f"renamed  {_renamed_summary(renamed)}")
+    names = f", {len(renamed)} name(s) made valid" if renamed else ""
+    print(f"{len(catalog.plans)} tools, {len(skipped)} operation(s) skipped, {len(warnings)} warning(s){names}")
     if skipped or (args.strict and warnings):
         return 1
     return 0

@@ -110,6 +110,8 @@ class Problem:
     pointer: str
     message: str
     fatal: bool = False  # True: the operation at `pointer` was skipped
+    # True: a routine fix (an operationId made into a valid tool name): counted, not listed one by one
+    routine: bool = False
 
     def __str__(self) -> str:
         return f"{self.pointer}: {self.message}"

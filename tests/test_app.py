@@ -159,3 +159,21 @@ async def test_list_cache_answers_once_per_protocol_version() -> None:
     with pytest.raises(MCPError, match="Invalid cursor"):  # no paging configured: no cursor is valid
         await cache(Ctx("tools/list", "2025-06-18", {"cursor": "x"}), call_next)
     assert calls == ["2025-06-18", "2025-03-26", "2025-06-18"]
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_an_openapi_only_server_lists_no_resources_and_no_prompts_instead_of_failing(mode: str) -> None:
+    settings = load_settings(None, spec=str(mock_api.SPEC_PATH), upstream_url="http://mock.test")
+    catalog = build_catalog(settings, transport=httpx.ASGITransport(app=mock_api.create_app()))
+    async with catalog, Client(build_server(catalog), mode=mode) as client:
+        capabilities = client.server_capabilities
+        assert capabilities.resources is not None and capabilities.prompts is not None
+        assert (await client.list_resources()).resources == []
+        assert (await client.list_resource_templates()).resource_templates == []
+        assert (await client.list_prompts()).prompts == []
+        with pytest.raises(MCPError) as exc:
+            await client.read_resource("demo://nothing")
+        assert (exc.value.code, exc.value.error.message) == (-32602, "Unknown resource: 'demo://nothing'")
+        with pytest.raises(MCPError) as exc:
+            await client.get_prompt("nothing")
+        assert (exc.value.code, exc.value.error.message) == (-32602, "Unknown prompt: 'nothing'")

@@ -32,14 +32,44 @@ def test_check_lists_skipped_operations_and_warnings(broken: str, capsys) -> Non
     assert main(["check", broken]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "skipped  #/paths/~1bad/get: $ref '#/nope' points at nothing; skipped"
-    assert out[1] == "warning  #/paths/~1renamed/get: operationId 'has space' is not a valid tool name; using 'has_space'"
-    assert out[-1] == "2 tools, 1 operation(s) skipped, 1 warning(s)"
+    assert out[1] == ("renamed  1 operationId(s) made into valid tool names (A-Z a-z 0-9 _ -, at most 64 characters; "
+                      "the first: operationId 'has space' is not a valid tool name; using 'has_space'); "
+                      "`openapi-mcp check --verbose` lists them")
+    assert out[-1] == "2 tools, 1 operation(s) skipped, 0 warning(s), 1 name(s) made valid"
 
 
 def test_check_strict_fails_on_warnings_too(tmp_path: Path, capsys) -> None:
-    path = spec_file(tmp_path, {"/r": {"get": {"operationId": "has space", "responses": OK}}})
+    path = spec_file(tmp_path, {"/r": {"get": {"operationId": "ok", "x-mcp-name": "has space", "responses": OK}}})
     assert main(["check", path]) == 0
     assert main(["check", path, "--strict"]) == 1
+
+
+GITHUB = Path(__file__).parent / "node" / "node_modules" / "@octokit" / "openapi" / "generated" / "api.github.com.json"
+
+
+def test_check_on_githubs_spec_groups_routine_renames_in_one_line_and_strict_passes(capsys) -> None:
+    assert main(["check", str(GITHUB), "--no-cache"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2, out[:5]
+    assert out[0].startswith("renamed  1223 operationId(s) made into valid tool names (A-Z a-z 0-9 _ -, at most 64 "
+                             "characters; the first: operationId 'meta/root' is not a valid tool name; using "
+                             "'meta_root'); `openapi-mcp check --verbose` lists them")
+    assert out[1] == "1223 tools, 0 operation(s) skipped, 0 warning(s), 1223 name(s) made valid"
+    assert main(["check", str(GITHUB), "--strict"]) == 0  # a renamed operationId is not a problem
+    capsys.readouterr()
+    assert main(["check", str(GITHUB), "--verbose"]) == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("renamed  #/paths/")]
+    assert len(listed) == 1223
+
+
+def test_an_empty_document_is_warned_about_instead_of_serving_nothing_silently(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text("openapi: 3.0.0\n")
+    assert main(["check", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"warning  {path}: the document has no operations (no paths): it adds no tools",
+        "0 tools, 0 operation(s) skipped, 1 warning(s)"]
+    assert main(["check", str(path), "--strict"]) == 1
 
 
 def test_serve_strict_refuses_a_spec_with_skipped_operations(broken: str, capsys) -> None:

@@ -151,8 +151,12 @@ AUTH = "spec: x.yaml\nauth:\n  resource: http://127.0.0.1:8000/mcp\n  authorizat
 @pytest.mark.parametrize(("extra", "message"), [
     ("", "auth: give exactly one of introspection_endpoint and jwks_uri"),
     ("  jwks_uri: http://as.test/certs\n  introspection_endpoint: http://as.test/i\n",
-     "auth: give exactly one of introspection_endpoint and jwks_uri"),
-    ("  introspection_endpoint: http://as.test/i\n", "auth.client_id: is needed to call the introspection endpoint"),
+     "3 problems:\n  auth: give exactly one of introspection_endpoint and jwks_uri\n"
+     "  auth.client_id: is needed to call the introspection endpoint\n"
+     "  auth.client_secret: is needed for client_secret_basic"),
+    ("  introspection_endpoint: http://as.test/i\n", "2 problems:\n"
+     "  auth.client_id: is needed to call the introspection endpoint\n"
+     "  auth.client_secret: is needed for client_secret_basic"),
     ("  introspection_endpoint: http://as.test/i\n  client_id: gw\n", "auth.client_secret: is needed for "
      "client_secret_basic"),
     ("  jwks_uri: http://as.test/certs\n  algorithms: [RS256, HS256]\n",

@@ -181,6 +181,9 @@ def values(schema: dict[str, Any], defs: dict[str, Any], depth: int = 0, where: 
     `forbid` the characters its strings leave out (see `_forbidden`).
     """
     schema = _resolve(schema, defs)
+    if isinstance(schema.get("anyOf"), list) and "type" not in schema:  # a nullable value: one branch or the other
+        rest = {k: v for k, v in schema.items() if k != "anyOf"}
+        return st.one_of([values({**rest, **branch}, defs, depth, where, forbid) for branch in schema["anyOf"]])
     if "const" in schema:
         return st.just(schema["const"])
     if "enum" in schema:

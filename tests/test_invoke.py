@@ -279,3 +279,18 @@ def test_aiohttp_path_cancellation_closes_the_upstream_connection() -> None:
             server.close()
 
     anyio.run(go)
+
+
+@pytest.mark.parametrize("client", ["aiohttp", "httpx"])
+def test_an_unresolvable_upstream_host_says_so(client: str) -> None:
+    # `.invalid` never resolves (RFC 6761 §6.4): the resolver answers at once, no network needed.
+    import httpx
+
+    async def go():
+        transport = httpx.AsyncHTTPTransport() if client == "httpx" else None
+        async with Upstream(transport=transport) as upstream:
+            return await upstream.send(HttpRequest("GET", "https://api.github.invalid/repos", {}))
+
+    with pytest.raises(UpstreamError) as exc:
+        anyio.run(go)
+    assert str(exc.value) == "GET https://api.github.invalid/repos failed: cannot resolve host api.github.invalid"

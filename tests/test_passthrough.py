@@ -130,3 +130,23 @@ async def test_an_upstream_that_is_not_connected_answers_at_once() -> None:
     with pytest.raises(MCPError) as exc:
         await catalog.passthrough.read_resource("demo://a", ANONYMOUS)
     assert exc.value.code == types.INTERNAL_ERROR
+
+
+def test_the_task_table_binds_tasks_to_their_owner_and_forgets_them_by_age_and_number(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from converter.passthrough import tasks as tasks_module
+    from converter.passthrough.tasks import TaskTable
+
+    now = [1000.0]
+    table = TaskTable(clock=lambda: now[0])
+    upstream = source("http://a/mcp")
+    alice, bob = ("token", "iss", "alice", "cli"), ("token", "iss", "bob", "cli")
+    task = table.add(upstream, "up-1", "research", alice, ttl_ms=60_000)
+    assert task.task_id != "up-1" and len(task.task_id) == 32
+    assert table.find(task.task_id, alice) is task
+    assert table.find(task.task_id, bob) is None and table.owned(bob) == []  # someone else's: unknown
+    now[0] += 61
+    assert table.find(task.task_id, alice) is None  # past its ttl
+    monkeypatch.setattr(tasks_module, "MAX_TASKS", 3)
+    made = [table.add(upstream, f"up-{i}", "research", alice, ttl_ms=None) for i in range(5)]
+    assert len(table) == 3 and [t.task_id for t in table.owned(alice)] == [t.task_id for t in made[2:]]

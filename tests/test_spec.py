@@ -80,8 +80,9 @@ def test_openapi_30_keywords_become_2020_12(make_spec) -> None:
     spec = make_spec({"/x": {"get": {"parameters": [{"name": "n", "in": "query", "schema": {
         "type": "integer", "nullable": True, "minimum": 0, "exclusiveMinimum": True, "example": 3,
         "x-internal": 1, "enum": [1, 2]}}], "responses": {}}}})
+    # nullable -> an `anyOf` with a null branch (not `type: [integer, "null"]`: single-type dialects reject lists)
     assert spec.operations[0].parameters[0].schema == {
-        "type": ["integer", "null"], "exclusiveMinimum": 0, "examples": [3], "enum": [1, 2, None]}
+        "examples": [3], "anyOf": [{"type": "integer", "exclusiveMinimum": 0, "enum": [1, 2]}, {"type": "null"}]}
 
 
 def test_read_only_properties_are_not_asked_for_in_requests(make_spec) -> None:
@@ -143,7 +144,22 @@ def test_x_mcp_exclude_and_reserved_headers_are_honoured(make_spec) -> None:
 def test_openapi_31_document_with_type_lists(make_spec) -> None:
     spec = make_spec({"/x": {"get": {"parameters": [{"name": "n", "in": "query", "schema": {"type": ["string", "null"]}}],
                                      "responses": {}}}}, version="3.1.0")
-    assert spec.operations[0].parameters[0].schema == {"type": ["string", "null"]}
+    assert spec.operations[0].parameters[0].schema == {"anyOf": [{"type": "string"}, {"type": "null"}]}
+
+
+def test_type_lists_become_single_type_branches_that_accept_exactly_the_same(make_spec) -> None:
+    import jsonschema
+
+    original = {"type": ["string", "integer", "null"], "description": "d", "maxLength": 3, "minimum": 1,
+                "enum": ["ab", 5, None, "toolong"]}
+    spec = make_spec({"/x": {"get": {"parameters": [{"name": "n", "in": "query", "schema": original}],
+                                     "responses": {}}}}, version="3.1.0")
+    converted = spec.operations[0].parameters[0].schema
+    assert converted["description"] == "d" and [b["type"] for b in converted["anyOf"]] == ["string", "integer", "null"]
+    assert "maxLength" not in converted["anyOf"][2]  # no-ops for null are left out of its branch
+    for value in ("ab", 5, None, "toolong", 0, "zz", 2.5, [], True):
+        assert jsonschema.Draft202012Validator(converted).is_valid(value) == \
+            jsonschema.Draft202012Validator(original).is_valid(value), value
 
 
 # -- defects found by the real-world corpus (tests/test_corpus.py, bench/corpus.py), and their kin ----

@@ -142,3 +142,36 @@ async def test_readyz_reports_the_upstream(tmp_path: Path) -> None:
             alive = await http.get("/healthz")
     assert down.status_code == 503 and down.json()["upstreams"] == {"http://mock.test": "unreachable"}
     assert alive.status_code == 200
+
+
+async def test_the_stdio_access_log_has_the_same_fields_as_http(tmp_path: Path) -> None:
+    """On stdio (no HTTP layer) the SDK middleware makes and emits the record: a tool error is a
+    tool error, an unknown tool an rpc error, and the sizes are those of the JSON-RPC messages."""
+    from mcp import Client
+    from mcp.shared.exceptions import MCPError
+
+    from converter.catalog import build_catalog
+    from converter.server.app import build_server
+    from converter.telemetry.setup import build_telemetry
+
+    log = tmp_path / "access.log"
+    settings = load_settings(None, spec=str(mock_api.SPEC_PATH), upstream_url="http://mock.test")
+    settings = settings.model_copy(update={"telemetry": settings.telemetry.model_copy(
+        update={"access_log": str(log)})})
+    catalog = build_catalog(settings, transport=httpx.ASGITransport(app=mock_api.create_app()))
+    telemetry = build_telemetry(settings.telemetry, [p.name for p in catalog.plans], transport="stdio")
+    try:
+        async with catalog, Client(build_server(catalog, telemetry=telemetry)) as client:
+            assert not (await client.call_tool("getUser", {"userId": "u1"})).is_error
+            assert (await client.call_tool("getUser", {"userId": "nobody"})).is_error
+            with pytest.raises(MCPError):
+                await client.call_tool("nope", {})
+    finally:
+        telemetry.close()
+    calls = [r for r in records(log) if r.get("mcp_method") == "tools/call"]
+    ok, missing, unknown = calls
+    assert {r["transport"] for r in calls} == {"stdio"}
+    assert (ok["outcome"], ok["is_error"], missing["outcome"], missing["is_error"]) == ("ok", False, "tool_error", True)
+    assert missing["upstream_status"] == 404 and (unknown["outcome"], unknown["jsonrpc_error"]) == ("rpc_error", -32602)
+    for record in calls:
+        assert record["request_bytes"] > 40 and record["response_bytes"] > 40, record

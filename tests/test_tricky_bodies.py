@@ -186,7 +186,7 @@ async def test_every_swagger2_petstore_tool_sends_what_its_converted_document_ac
         assert list(tools(catalog)) == [name for name, _ in calls]
         add = tools(catalog)["addPet"].input_schema
         assert add["required"] == ["petType", "name", "photoUrls"] and "id" not in add["properties"]  # readOnly
-        assert add["properties"]["nickname"] == {"type": ["string", "null"]}  # x-nullable
+        assert add["properties"]["nickname"] == {"anyOf": [{"type": "string"}, {"type": "null"}]}  # x-nullable
         assert add["$defs"]["Category"]["properties"]["parent"] == {"$ref": "#/$defs/Category"}
         assert tools(catalog)["listPets"].output_schema["properties"]["result"]["items"] == {"$ref": "#/$defs/Pet"}
         upload = tools(catalog)["uploadFile"].input_schema
@@ -222,10 +222,11 @@ async def test_openapi_31_null_types_const_examples_and_ref_siblings(tmp_path: P
                 "since": {"type": "integer", "exclusiveMinimum": 0},
                 "schemaVersion": {"const": 2, "description": "Always 2 for this API version"},
                 "displayName": {"type": "string", "minLength": 1, "examples": ["Ada Lovelace", "Grace Hopper"]},
-                "bio": {"type": ["string", "null"], "maxLength": 160, "description": "Set to null to clear the bio"},
+                "bio": {"description": "Set to null to clear the bio",
+                        "anyOf": [{"type": "string", "maxLength": 160}, {"type": "null"}]},
                 "website": {"$ref": "#/$defs/Url",
                             "description": "The profile's website (a $ref with a sibling description)"},
-                "birthYear": {"type": ["integer", "null"], "minimum": 1800},
+                "birthYear": {"anyOf": [{"type": "integer", "minimum": 1800}, {"type": "null"}]},
                 "visibility": {"enum": ["public", "private", None]},
             },
             "required": ["handle", "schemaVersion", "displayName"],

@@ -32,10 +32,15 @@ def metadata_routes(auth: AuthSettings, *, scopes: Sequence[str], mcp_path: str)
     `offline_access` never is (MCP 2026-07-28: SHOULD NOT).
     """
     advertised = auth.scopes_supported if auth.scopes_supported is not None else list(scopes)
+    supported: list[str] | None = [s for s in advertised if s != "offline_access"]
+    if not supported and auth.scopes_supported is None:
+        # No scope anywhere in the config: `[]` would tell clients to ask for none (and realms then
+        # refuse the login); without the field they fall back to the authorization server's list.
+        supported = None
     document = ProtectedResourceMetadata.model_validate({  # from strings: the model keeps an empty path empty
         "resource": auth.resource,
         "authorization_servers": auth.authorization_servers,
-        "scopes_supported": [s for s in advertised if s != "offline_access"],
+        "scopes_supported": supported,
         "resource_name": auth.resource_name,
         "resource_documentation": auth.resource_documentation,
     })

@@ -26,7 +26,7 @@ from converter.config import AuthSettings, Settings
 from converter.errors import ConfigError, ConverterError
 from converter.invoke.result import error_result
 from converter.models import Problem
-from converter.passthrough.source import MCPUpstreamSource
+from converter.passthrough.source import MCPUpstreamSource, NotificationRelay
 from converter.passthrough.transport import ProgressRelay, RequestRelay
 from converter.passthrough.view import Passthrough
 from converter.policy import Policy, build_policy
@@ -166,22 +166,18 @@ class Catalog:
     async def call_tool(self, name: str, arguments: Mapping[str, Any] | None,
                         principal: Principal = ANONYMOUS, *,
                         progress: ProgressRelay | None = None, ask: RequestRelay | None = None,
+                        notify: NotificationRelay | None = None,
                         context: CallContext = NO_CONTEXT) -> types.CallToolResult:
         """Call tool `name` for `principal`; `progress` relays an upstream MCP server's progress,
-        `ask` its requests of the client (sampling, elicitation, roots) to the caller.
+        `ask` its requests of the client (sampling, elicitation, roots), `notify` its log messages
+        to the caller.
 
         Raises:
             MCPError: -32602 for an unknown tool, or one the principal may not call (so a hidden
                 tool and an unknown tool look alike; the HTTP auth layer answers 403 before this
                 when only scopes are missing); or the error an upstream MCP server answered with.
         """
-        source = self._routes.get(name)
-        if source is None or not (await self.policy.decide(principal, "tools", "call", name, arguments)).allowed:
-            record = current_record.get()
-            if record is not None and source is not None:
-                record.acl_denied = True
-            # A tool the caller may not use answers exactly like one that does not exist.
-            raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {name!r}")
+        source = await self._callable(name, principal, arguments)
         if self.limiter is not None:
             verdict = await self.limiter.check(caller_identity(principal, context.address), name)
             if not verdict.allowed:
@@ -192,9 +188,36 @@ class Catalog:
         try:
             headers = claim_headers(principal, self.claim_headers) if self.claim_headers else {}
             return await source.call_tool(name, arguments or {}, headers, progress=progress, ask=ask,
-                                          context=context)
+                                          notify=notify, context=context)
         except ConverterError as exc:
             return error_result(str(exc))
+
+    async def _callable(self, name: str, principal: Principal, arguments: Mapping[str, Any] | None = None) -> Source:
+        """The source serving tool `name`, if `principal` may call it.
+
+        Raises:
+            MCPError: -32602 "Unknown tool" for an unknown tool or one the principal may not call.
+        """
+        source = self._routes.get(name)
+        if source is None or not (await self.policy.decide(principal, "tools", "call", name, arguments)).allowed:
+            record = current_record.get()
+            if record is not None and source is not None:
+                record.acl_denied = True
+            # A tool the caller may not use answers exactly like one that does not exist.
+            raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {name!r}")
+        return source
+
+    async def proxied_route(self, name: str, principal: Principal) -> tuple[MCPUpstreamSource | None, dict[str, str]]:
+        """The MCP server serving tool `name` to `principal` (None for an OpenAPI tool), and the
+        caller's claim headers, for requests on a proxied tool other than a plain call (tasks).
+
+        Raises:
+            MCPError: -32602, exactly as `call_tool` for an unknown or forbidden tool.
+            ConverterError: a claim cannot be sent as a header.
+        """
+        source = await self._callable(name, principal)
+        upstream = source.upstream if isinstance(source, ProxiedSource) else None
+        return upstream, claim_headers(principal, self.claim_headers) if self.claim_headers else {}
 
     async def probe(self) -> dict[str, str]:
         states: dict[str, str] = {}

@@ -20,7 +20,7 @@ from converter.errors import ArgumentError, ConfigError, SpecError, UpstreamErro
 from converter.invoke.result import error_result, map_response
 from converter.invoke.upstream import Upstream
 from converter.models import Operation, Problem, Spec
-from converter.passthrough.transport import ProgressRelay, RequestRelay
+from converter.passthrough.transport import NotificationRelay, ProgressRelay, RequestRelay
 from converter.tools import Selection, ToolPlan, build_plans
 from converter.tools.cache import CompileCache, default_directory
 from converter.tools.shaping import shaping_for
@@ -66,6 +66,7 @@ class OpenAPISource:
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any], headers: Mapping[str, str], *,
                         progress: ProgressRelay | None = None, ask: RequestRelay | None = None,
+                        notify: NotificationRelay | None = None,
                         context: CallContext = NO_CONTEXT) -> types.CallToolResult:
         """Validate, build, send and map one call; every failure becomes an `isError` result."""
         return await self.call(self.plans[name], arguments, headers)

@@ -18,7 +18,7 @@ from converter.errors import UpstreamError
 from converter.invoke.result import error_result
 from converter.models import Problem
 from converter.passthrough.source import MCPUpstreamSource
-from converter.passthrough.transport import ProgressRelay, RequestRelay
+from converter.passthrough.transport import NotificationRelay, ProgressRelay, RequestRelay
 from converter.telemetry.record import current_record
 
 
@@ -39,11 +39,12 @@ class ProxiedSource:
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any], headers: Mapping[str, str], *,
                         progress: ProgressRelay | None = None, ask: RequestRelay | None = None,
+                        notify: NotificationRelay | None = None,
                         context: CallContext = NO_CONTEXT) -> types.CallToolResult:
         record = current_record.get()
         started = time.perf_counter()
         try:
-            return await self.upstream.call_tool(name, arguments, progress, headers, ask)
+            return await self.upstream.call_tool(name, arguments, progress, headers, ask, notify)
         except UpstreamError as exc:
             return error_result(str(exc))
         finally:

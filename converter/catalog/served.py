@@ -18,7 +18,8 @@ import mcp.types as types
 
 from converter.auth.principal import Principal
 from converter.models import Problem
-from converter.passthrough.transport import ProgressRelay, RequestRelay
+from converter.passthrough.source import MCPUpstreamSource
+from converter.passthrough.transport import NotificationRelay, ProgressRelay, RequestRelay
 from converter.passthrough.view import Passthrough
 from converter.policy import Policy
 from converter.policy.limits import RateLimiter
@@ -60,11 +61,13 @@ class Source(Protocol):
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any], headers: Mapping[str, str], *,
                         progress: ProgressRelay | None = None, ask: RequestRelay | None = None,
+                        notify: NotificationRelay | None = None,
                         context: CallContext = NO_CONTEXT) -> types.CallToolResult:
         """Call tool `name`; every failure of the call itself is an `isError` result.
 
-        `headers` are the caller's claim headers (auth.claim_to_header). `progress` and `ask`
-        pass an upstream MCP server's progress and requests on to the calling client.
+        `headers` are the caller's claim headers (auth.claim_to_header). `progress`, `ask` and
+        `notify` pass an upstream MCP server's progress, requests and log messages on to the
+        calling client.
         """
         ...
 
@@ -130,11 +133,21 @@ class ServedCatalog(Protocol):
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any] | None, principal: Principal, *,
                         progress: ProgressRelay | None = None, ask: RequestRelay | None = None,
+                        notify: NotificationRelay | None = None,
                         context: CallContext = NO_CONTEXT) -> types.CallToolResult:
         """Call tool `name` for `principal`.
 
         Raises:
             MCPError: -32602 for an unknown tool or one the principal may not call (alike).
+        """
+        ...
+
+    async def proxied_route(self, name: str, principal: Principal) -> tuple[MCPUpstreamSource | None,
+                                                                             dict[str, str]]:
+        """The MCP server serving tool `name` to `principal`, for task requests (passthrough.tasks).
+
+        Raises:
+            MCPError: -32602 as `call_tool` for an unknown or forbidden tool.
         """
         ...
 

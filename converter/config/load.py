@@ -1,18 +1,24 @@
 """`load_settings`: the YAML file (if any), `${ENV}`, the command-line flags, validated once.
 
-Errors name the file and the key at fault."""
+Errors name the file and the key at fault, every one of them at once. Kong's `ai-mcp-proxy` /
+`ai-mcp-oauth2` configuration is read as ours first (converter.config.kong)."""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, Final
 
-from pydantic import (
-    ValidationError,
-)
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from converter.config.file import read_config_file
+from converter.config.kong import translate
 from converter.config.settings import Settings
 from converter.errors import ConfigError
+
+log = logging.getLogger("openapi_mcp")
+
+MILLISECONDS_LOOK: Final = 1000  # an upstream timeout of this many seconds or more was meant in ms
 
 
 def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
@@ -24,24 +30,62 @@ def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
             path, transport, page_size, strict, read_only, mode, no_cache.
 
     Raises:
-        ConfigError: the file cannot be read or a key is wrong; the message names both.
+        ConfigError: the file cannot be read or keys are wrong; the message names each problem
+            with its key (one per line when there are several).
     """
     raw: dict[str, Any] = {}
     source = config_file or "<command line>"
     if config_file is not None:
         raw = read_config_file(config_file)
-    raw = _apply_overrides(raw, overrides)
+    kong = translate(raw)
+    for note in kong.notes:
+        log.info("%s: Kong configuration: %s", source, note)
+    raw = _apply_overrides(kong.raw, overrides)
+    problems = list(kong.problems)
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        key = ".".join(str(p) for p in error["loc"]) or "(top level)"
-        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
-        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{source}: {key}: {message}{more}", key=key, source=source) from exc
+        problems += [(_key(error), _message(error)) for error in exc.errors()]
+        raise _error(source, problems) from exc
     settings = settings.model_copy(update={"config_file": config_file})
-    _check_supported(settings, source)
+    problems += _check_supported(settings)
+    if problems:
+        raise _error(source, problems)
+    _warn_about_units(settings, source)
     return settings
+
+
+def _key(error: ErrorDetails) -> str:
+    return ".".join(str(p) for p in error["loc"]) or "(top level)"
+
+
+def _message(error: ErrorDetails) -> str:
+    return "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+
+
+def _error(source: str, problems: list[tuple[str, str]]) -> ConfigError:
+    """One error naming every problem with its key."""
+    said = [f"{key}: {message}" if key else message for key, message in problems]  # "": about no one key
+    first = problems[0][0] or "spec"
+    if len(problems) == 1:
+        return ConfigError(f"{source}: {said[0]}", key=first, source=source)
+    lines = "".join(f"\n  {line}" for line in said)
+    return ConfigError(f"{source}: {len(problems)} problems:{lines}", key=first, source=source)
+
+
+def _warn_about_units(settings: Settings, source: str) -> None:
+    """Timeouts are seconds here; Kong's are milliseconds, and a pasted 60000 means a minute."""
+    timeouts = [("upstream.timeout", settings.upstream.timeout)]
+    if settings.mcp_upstream is not None:
+        timeouts.append(("mcp_upstream.timeout", settings.mcp_upstream.timeout))
+    for i, entry in enumerate(settings.sources):
+        timeouts.append((f"sources[{i}].upstream.timeout", entry.upstream.timeout))
+        if entry.mcp_upstream is not None:
+            timeouts.append((f"sources[{i}].mcp_upstream.timeout", entry.mcp_upstream.timeout))
+    for key, seconds in timeouts:
+        if seconds >= MILLISECONDS_LOOK:
+            log.warning("%s: %s: %g is in seconds (%.1f hours); if you meant milliseconds (as Kong), write %g",
+                        source, key, seconds, seconds / 3600, seconds / 1000)
 
 
 def _apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -67,45 +111,42 @@ def _apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     return raw
 
 
-def _check_supported(settings: Settings, source: str) -> None:
+def _check_supported(settings: Settings) -> list[tuple[str, str]]:
+    """What validates but cannot be served as asked, by key."""
+    problems: list[tuple[str, str]] = []
     # Fail closed: a config that asks for protection we do not provide must not start unprotected.
     auth = settings.auth
     if auth is not None:
         if (auth.introspection_endpoint is None) == (auth.jwks_uri is None):
-            raise ConfigError(f"{source}: auth: give exactly one of introspection_endpoint and jwks_uri",
-                              key="auth", source=source)
+            problems.append(("auth", "give exactly one of introspection_endpoint and jwks_uri"))
         if auth.introspection_endpoint is not None:
             if not auth.client_id:
-                raise ConfigError(f"{source}: auth.client_id: is needed to call the introspection endpoint",
-                                  key="auth.client_id", source=source)
+                problems.append(("auth.client_id", "is needed to call the introspection endpoint"))
             secret = auth.client_private_key if auth.client_auth_method == "private_key_jwt" else auth.client_secret
             if secret is None:
                 key = "client_private_key" if auth.client_auth_method == "private_key_jwt" else "client_secret"
-                raise ConfigError(f"{source}: auth.{key}: is needed for {auth.client_auth_method}",
-                                  key=f"auth.{key}", source=source)
+                problems.append((f"auth.{key}", f"is needed for {auth.client_auth_method}"))
         if settings.server.transport == "stdio":
-            raise ConfigError(f"{source}: auth: applies to the HTTP transport only; stdio carries no bearer "
-                              "tokens (remove auth: or serve over http)", key="auth", source=source)
+            problems.append(("auth", "applies to the HTTP transport only; stdio carries no bearer tokens (remove "
+                                     "auth: or serve over http)"))
     for i, entry in enumerate(settings.sources):
         kinds = [key for key, given in (("spec", entry.spec is not None), ("tools", bool(entry.tools)),
                                         ("mcp_upstream", entry.mcp_upstream is not None)) if given]
         if not kinds or (entry.mcp_upstream is not None and len(kinds) > 1):
-            raise ConfigError(f"{source}: sources[{i}]: give either spec: (and/or tools:) or mcp_upstream:, "
-                              f"not {' and '.join(kinds) or 'neither'}", key=f"sources[{i}]", source=source)
+            problems.append((f"sources[{i}]", "give either spec: (and/or tools:) or mcp_upstream:, not "
+                                              f"{' and '.join(kinds) or 'neither'}"))
     proxied = settings.mcp_upstream is not None or any(e.mcp_upstream is not None for e in settings.sources)
     if settings.read_only and proxied:  # an MCP server's tools have no HTTP method to tell safe ones by
-        raise ConfigError(f"{source}: read_only: applies to OpenAPI operations only; an MCP upstream's tools "
-                          "cannot be limited to safe methods (remove read_only or the MCP upstream)",
-                          key="read_only", source=source)
+        problems.append(("read_only", "applies to OpenAPI operations only; an MCP upstream's tools cannot be "
+                                      "limited to safe methods (remove read_only or the MCP upstream)"))
     if settings.mode == "dynamic" and proxied:  # converter.catalog.dynamic searches operations; proxied tools have none
-        raise ConfigError(f"{source}: mode: dynamic serves OpenAPI operations only; an MCP upstream needs "
-                          "mode: tools", key="mode", source=source)
+        problems.append(("mode", "dynamic serves OpenAPI operations only; an MCP upstream needs mode: tools"))
     if settings.pdp is not None and settings.auth is None:
         # Fail closed, and say so: without tokens there is no subject to ask the PDP about.
-        raise ConfigError(f"{source}: pdp: needs auth: (the decision service is asked about the token's subject)",
-                          key="pdp", source=source)
+        problems.append(("pdp", "needs auth: (the decision service is asked about the token's subject)"))
     if settings.spec is None and not settings.tools and settings.mcp_upstream is None and not settings.sources:
-        raise ConfigError(f"{source}: nothing to serve: give a SPEC (path or URL), `spec:`, `tools:`, "
-                          "`mcp_upstream:` or `sources:`", key="spec", source=source)
+        problems.append(("", "nothing to serve: give a SPEC (path or URL), `spec:`, `tools:`, `mcp_upstream:` "
+                                 "or `sources:`"))
     if not settings.server.path.startswith("/"):
-        raise ConfigError(f"{source}: server.path: must start with '/'", key="server.path", source=source)
+        problems.append(("server.path", "must start with '/'"))
+    return problems

@@ -235,6 +235,14 @@ class ServerSettings(_Model):
     json_response: bool = True
     stateless: bool = False
     page_size: int | None = Field(default=None, ge=1)  # tools/list items per page (MCP cursors); None: all at once
+    # The URL clients use when a proxy is in front (TLS, another host, port or path): auth.resource
+    # is checked against it instead of the listener (converter.config.checks).
+    public_url: str | None = None
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        return _http_url(value)
 
 
 class RedisSettings(_Model):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -160,9 +161,9 @@ class Upstream:
                 f"{where} timed out after {self.timeout:g} s", method=request.method, url=request.url
             ) from exc
         except httpx.ConnectError as exc:
-            raise UpstreamError(
-                f"{where} failed: cannot connect ({_reason(exc)})", method=request.method, url=request.url
-            ) from exc
+            failure = (f"cannot resolve host {_host(request.url)}" if _from_resolver(exc)
+                       else f"cannot connect ({_reason(exc)})")
+            raise UpstreamError(f"{where} failed: {failure}", method=request.method, url=request.url) from exc
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise UpstreamError(f"{where} failed: {_reason(exc)}", method=request.method, url=request.url) from exc
         return UpstreamResponse(
@@ -192,11 +193,12 @@ class Upstream:
                 f"{where} timed out after {self.timeout:g} s", method=request.method, url=request.url
             ) from exc
         except aiohttp.ClientConnectorError as exc:
-            errno = getattr(exc.os_error, "errno", None)
-            reason = os.strerror(errno).lower() if errno else _reason(exc)
-            raise UpstreamError(
-                f"{where} failed: cannot connect ({reason})", method=request.method, url=request.url
-            ) from exc
+            if isinstance(exc.os_error, socket.gaierror):  # the name, not the connection: say so
+                failure = f"cannot resolve host {exc.host}"
+            else:
+                errno = getattr(exc.os_error, "errno", None)
+                failure = f"cannot connect ({os.strerror(errno).lower() if errno else _reason(exc)})"
+            raise UpstreamError(f"{where} failed: {failure}", method=request.method, url=request.url) from exc
         except (aiohttp.ClientError, ValueError) as exc:
             raise UpstreamError(f"{where} failed: {_reason(exc)}", method=request.method, url=request.url) from exc
         return UpstreamResponse(
@@ -233,6 +235,24 @@ class Upstream:
             if size > cap:
                 return b"".join(chunks)[:cap], True
         return b"".join(chunks), False
+
+
+def _from_resolver(exc: BaseException) -> bool:
+    """Whether a connection failed on resolving the host name (socket.gaierror somewhere in its causes)."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, socket.gaierror):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _host(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).hostname or url
 
 
 def _reason(exc: Exception) -> str:

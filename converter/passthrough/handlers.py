@@ -1,5 +1,5 @@
-"""MCP handlers for what MCP sources serve: resources, prompts, completions, list changes, and
-the relays that pass an upstream's progress and requests on to the calling client."""
+"""MCP handlers for what MCP sources serve: resources, prompts, completions, tasks, list changes,
+and the relays that pass an upstream's progress, log messages and requests on to the calling client."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import functools
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, get_args
 
 import anyio
 import mcp.types as types
 from mcp.server import NotificationOptions
+from mcp.server.connection import allowed_log_levels
 from mcp.server.subscriptions import (
     InMemorySubscriptionBus,
     ListenHandler,
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 
 from converter.passthrough.subscriptions import ResourceSubscriptions
+from converter.passthrough.tasks import CAPABILITY, TaskRelay, ToolRoutes
 from converter.passthrough.view import NOTIFY_SECONDS, Passthrough
 
 log = logging.getLogger("openapi_mcp")
@@ -77,12 +79,13 @@ class Downstream:
             await self.bus.publish(event())
 
 
-def register_handlers(server: Server[Any], passthrough: Passthrough,
+def register_handlers(server: Server[Any], passthrough: Passthrough, routes: ToolRoutes,
                       listeners: list[Callable[[frozenset[str]], Awaitable[None]]],
                       stop_streams: list[Callable[[], None]], principal_of: Any) -> None:
-    """Add the resources, prompts and completion handlers for the features some MCP source provides,
-    advertise `listChanged` for the lists that can change, and pass list changes on to clients
-    (`listeners`: told of each change; `stop_streams`: called first on shutdown)."""
+    """Add the resources, prompts, completion and task handlers for the features some MCP source
+    provides, advertise `listChanged` for the lists that can change, and pass list changes on to
+    clients (`routes`: where a proxied tool is served, checked; `listeners`: told of each change;
+    `stop_streams`: called first on shutdown)."""
     if not passthrough.sources:
         return
     downstream = Downstream()
@@ -98,9 +101,22 @@ def register_handlers(server: Server[Any], passthrough: Passthrough,
     stop_streams.append(downstream.listen.close)
     options = NotificationOptions(tools_changed=True, prompts_changed=passthrough.provides("prompts"),
                                   resources_changed=passthrough.provides("resources"))
+    extra: dict[str, Any] = {}
+    if passthrough.provides("tasks"):
+        tasks = TaskRelay(routes, passthrough.sources, principal_of, request_relay=request_relay,
+                          notification_relay=notification_relay,
+                          progress_relay=progress_relay)
+        server.middleware.append(tasks.middleware)
+        server.add_request_handler("tasks/get", types.GetTaskRequestParams, tasks.get)
+        server.add_request_handler("tasks/result", types.GetTaskPayloadRequestParams, tasks.result)
+        server.add_request_handler("tasks/cancel", types.CancelTaskRequestParams, tasks.cancel)
+        server.add_request_handler("tasks/list", types.PaginatedRequestParams, tasks.list)
+        extra["tasks"] = CAPABILITY  # the SDK derives no tasks capability from handlers
+    if passthrough.provides("logging"):  # upstream log messages are passed on during a request
+        server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, _set_level)
     # The SDK takes the listChanged flags from create_initialization_options' argument only.
     server.create_initialization_options = functools.partial(  # type: ignore[method-assign]
-        _with_options, server.create_initialization_options, options)
+        _with_options, server.create_initialization_options, options, extra)
 
     if passthrough.provides("resources"):
         async def list_resources(ctx: Any, params: types.PaginatedRequestParams) -> types.ListResourcesResult:
@@ -134,9 +150,49 @@ def register_handlers(server: Server[Any], passthrough: Passthrough,
         server.add_request_handler("completion/complete", types.CompleteRequestParams, complete)
 
 
-def _with_options(create: Any, options: NotificationOptions, notification_options: NotificationOptions | None = None,
-                  *args: Any, **kwargs: Any) -> Any:
-    return create(notification_options or options, *args, **kwargs)
+def _with_options(create: Any, options: NotificationOptions, extra: dict[str, Any],
+                  notification_options: NotificationOptions | None = None, *args: Any, **kwargs: Any) -> Any:
+    created = create(notification_options or options, *args, **kwargs)
+    if extra:
+        created.capabilities = created.capabilities.model_copy(update=extra)
+    return created
+
+
+# Handshake-era `logging/setLevel`: the least severe level each connection wants (default: all).
+_LEVELS: Final[tuple[str, ...]] = get_args(types.LoggingLevel)
+_chosen_levels: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+async def _set_level(ctx: ServerRequestContext[Any], params: types.SetLevelRequestParams) -> types.EmptyResult:
+    connection = getattr(ctx.session, "_connection", None)  # the SDK has no public handle on it
+    if connection is not None:
+        _chosen_levels[connection] = params.level
+    return types.EmptyResult()
+
+
+def notification_relay(ctx: ServerRequestContext[Any]) -> Any:
+    """A callback passing the log messages (`notifications/message`) an upstream sends on a request's
+    stream to this request's client: at the levels its `logging/setLevel` (2025 era) or its
+    request's log-level `_meta` (2026-07-28) asked for, on this request's own stream."""
+    levels = allowed_log_levels(ctx.protocol_version, ctx.meta)
+    chosen = _chosen_levels.get(getattr(ctx.session, "_connection", None)) if _chosen_levels else None
+    if chosen is not None:
+        levels = levels & frozenset(_LEVELS[_LEVELS.index(chosen):])
+    if not levels:
+        return None
+
+    async def relay(method: str, params: dict[str, Any]) -> None:
+        if method != "notifications/message":
+            return
+        try:
+            note = types.LoggingMessageNotificationParams.model_validate(params, by_name=False)
+        except ValidationError:
+            return  # a malformed log line is not worth failing the call
+        if note.level in levels:
+            await ctx.session.send_notification(types.LoggingMessageNotification(params=note),
+                                                related_request_id=ctx.request_id)
+
+    return relay
 
 
 def progress_relay(ctx: ServerRequestContext[Any]) -> Any:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import anyio
@@ -25,15 +26,20 @@ import mcp.types as types
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from mcp.shared.message import SessionMessage
+from mcp.types import JSONRPCNotification
 
 from converter.config import McpUpstreamSettings
 from converter.errors import UpstreamError
-from converter.passthrough.transport import SESSION_GONE, DirectCalls, SessionTransport
+from converter.passthrough.transport import DirectCalls, LinkError, SessionGoneError, SessionTransport, tapped
+from converter.passthrough.transport import NotificationRelay as NotificationRelay
 from converter.passthrough.transport import ProgressRelay as ProgressRelay
 from converter.passthrough.transport import RequestRelay as RequestRelay
 from converter.version import __version__
 
 log = logging.getLogger("openapi_mcp")
+
+RELATED_TASK: Final = "io.modelcontextprotocol/related-task"  # `_meta` key tying a message to its task
 
 HEARTBEAT_SECONDS: Final = 15.0
 FIRST_CONNECT_SECONDS: Final = 10.0  # how long startup waits for the first connection
@@ -48,12 +54,13 @@ _CHANGED: Final[dict[type[Any], str]] = {
     types.ResourceListChangedNotification: "resources",
 }
 RETRY_WAIT_SECONDS: Final = 5.0  # how long a request refused with a stale session waits for the new one
-# JSON-RPC errors that come from the transport, not from the upstream's answer: worth a ping.
-_TRANSPORT_CODES: Final = frozenset({types.CONNECTION_CLOSED, types.INVALID_REQUEST, types.INTERNAL_ERROR})
-# The SDK's words for an HTTP 404/400 to a request on a session the upstream no longer knows.
-_SESSION_GONE: Final = frozenset({SESSION_GONE, "Server returned an error response"})
+# What a lost or refused link raises while connecting or watching: logged in one line, then reconnect.
+# Anything else is a bug of ours and is logged with its traceback (then reconnect all the same).
+_LINK_FAILURES: Final = (OSError, TimeoutError, MCPError, httpx2.HTTPError, LinkError, anyio.BrokenResourceError,
+                         anyio.ClosedResourceError, anyio.EndOfStream)
 
 ChangeListener = Callable[["MCPUpstreamSource", frozenset[str]], Awaitable[None]]
+TaskStatusListener = Callable[["MCPUpstreamSource", dict[str, Any]], Awaitable[None]]
 
 
 class MCPUpstreamSource:
@@ -77,9 +84,11 @@ class MCPUpstreamSource:
         self.capabilities: types.ServerCapabilities | None = None  # None until first connected
         self.listeners: list[ChangeListener] = []
         self.update_listeners: list[Callable[[str], Awaitable[None]]] = []  # notifications/resources/updated
+        self.task_listeners: list[TaskStatusListener] = []  # notifications/tasks/status (2025-11-25)
         self._subscribed: set[str] = set()  # resource URIs subscribed upstream (again after a reconnect)
         self._client: Client | None = None
-        self._direct: tuple[DirectCalls, str, str] | None = None  # with the session id and version
+        self._link: _Link | None = None  # set with _client: the direct calls on its session
+        self.task_support: dict[str, str] = {}  # served tool name -> the upstream's execution.taskSupport
         self._dirty: set[str] = set()
         self._suspect = False
         self._linked = False
@@ -116,7 +125,7 @@ class MCPUpstreamSource:
     async def __aexit__(self, *exc: object) -> None:
         self._group.cancel_scope.cancel()
         await self._group.__aexit__(None, None, None)
-        self._client = None
+        self._client = self._link = None
 
     async def _supervise(self) -> None:
         delay = BACKOFF_START
@@ -124,12 +133,15 @@ class MCPUpstreamSource:
             self._linked = False
             try:
                 await self._connection()
-            except Exception as exc:  # noqa: BLE001 - any failure of the link means: reconnect
-                log.warning("%s: %s (%s); reconnecting in %.1f s", self.describe(),
-                            "connection lost" if self._linked else "cannot connect", _reason(exc),
-                            BACKOFF_START if self._linked else delay)
+            except Exception as exc:  # any failure of the link means: reconnect
+                what = "connection lost" if self._linked else "cannot connect"
+                wait = BACKOFF_START if self._linked else delay
+                if _is_link_failure(exc):
+                    log.warning("%s: %s (%s); reconnecting in %.1f s", self.describe(), what, _reason(exc), wait)
+                else:  # not the network: a bug of ours, which reconnecting will not fix; show where it is
+                    log.error("%s: %s through an unexpected error (%s); reconnecting in %.1f s", self.describe(),
+                              what, _reason(exc), wait, exc_info=exc)
             finally:
-                self._direct = None
                 self._set_client(None)
                 self._first.set()
             if self._linked:
@@ -147,7 +159,7 @@ class MCPUpstreamSource:
             http = await stack.enter_async_context(
                 httpx2.AsyncClient(headers=self._headers, timeout=timeout, transport=transport))
             client = await stack.enter_async_context(Client(
-                streamable_http_client(self.url, http_client=http), mode="legacy", cache=None,
+                tapped(streamable_http_client(self.url, http_client=http), self._look), mode="legacy", cache=None,
                 read_timeout_seconds=self.timeout, message_handler=self._on_message,
                 client_info=types.Implementation(name="openapi-mcp", version=__version__),
                 **_declared(self.relay)))
@@ -158,15 +170,15 @@ class MCPUpstreamSource:
         self.capabilities = client.server_capabilities
         self._dirty, self._suspect = set(), False
         await self._refresh(client, set(KINDS))
-        self._direct = (direct, transport.session_id, client.protocol_version) if transport.session_id else None
-        self._set_client(client)
+        self._set_client(client, _Link(direct, transport.session_id, client.protocol_version))
         self._linked = True
         self._first.set()
         for uri in sorted(self._subscribed):  # a new upstream session knows none of them
             try:
                 with anyio.fail_after(self.timeout):
-                    await client.session.send_request(_subscribe_request(uri), types.EmptyResult)
-            except (MCPError, TimeoutError) as exc:
+                    await direct.request(transport.session_id, client.protocol_version, "resources/subscribe",
+                                         {"uri": uri})
+            except (MCPError, LinkError, TimeoutError) as exc:
                 log.warning("%s: cannot subscribe to %s again after reconnecting: %s", self.describe(), uri, exc)
         log.log(self.connect_log_level, "%s: connected (%d tools, %d resources, %d templates, %d prompts)",
                 self.describe(), len(self.tools), len(self.resources), len(self.templates), len(self.prompts))
@@ -182,9 +194,9 @@ class MCPUpstreamSource:
                 with anyio.fail_after(self.timeout):
                     await client.session.send_request(types.PingRequest(), types.EmptyResult)
 
-    def _set_client(self, client: Client | None) -> None:
+    def _set_client(self, client: Client | None, link: _Link | None = None) -> None:
         if client is not self._client:
-            self._client = client
+            self._client, self._link = client, link
             self._link_changed.set()
             self._link_changed = anyio.Event()
 
@@ -202,6 +214,20 @@ class MCPUpstreamSource:
         else:
             return
         self._wake.set()
+
+    def _look(self, item: Any) -> None:
+        """A message the SDK client read, before it drops what its protocol version does not define."""
+        message = item.message if isinstance(item, SessionMessage) else None
+        if isinstance(message, JSONRPCNotification) and message.method == "notifications/tasks/status" \
+                and isinstance(message.params, dict) and self.task_listeners:
+            self._group.start_soon(self._tell_task_status, dict(message.params))
+
+    async def _tell_task_status(self, params: dict[str, Any]) -> None:
+        for listener in list(self.task_listeners):
+            try:
+                await listener(self, params)
+            except Exception:  # a listener's bug must not take the link down
+                log.exception("%s: a task-status listener failed", self.describe())
 
     async def _tell_updated(self, uri: str) -> None:
         for listener in list(self.update_listeners):
@@ -221,14 +247,12 @@ class MCPUpstreamSource:
 
         Raises: as `read_resource`.
         """
-        await self._request("resources/subscribe",
-                            lambda c: c.session.send_request(_subscribe_request(uri), types.EmptyResult))
+        await self._request("resources/subscribe", lambda link: link.request("resources/subscribe", {"uri": uri}))
         self._subscribed.add(uri)
 
     async def unsubscribe(self, uri: str) -> None:
         self._subscribed.discard(uri)
-        request = types.UnsubscribeRequest(params=types.UnsubscribeRequestParams(uri=uri))
-        await self._request("resources/unsubscribe", lambda c: c.session.send_request(request, types.EmptyResult))
+        await self._request("resources/unsubscribe", lambda link: link.request("resources/unsubscribe", {"uri": uri}))
 
     def _flag(self) -> None:
         """A request failed at the transport: check the link now rather than at the next heartbeat."""
@@ -243,7 +267,9 @@ class MCPUpstreamSource:
         changed: set[str] = set()
         if "tools" in kinds:
             listed = await self._pages(client.list_tools, "tools") if caps.tools is not None else []
-            tools = {self.prefix + t.name: (_served_tool(t, self.prefix), t.name) for t in listed if _relayable(t)}
+            tools = {self.prefix + t.name: (_served_tool(t, self.prefix), t.name) for t in listed}
+            self.task_support = {self.prefix + t.name: t.execution.task_support for t in listed
+                                 if t.execution is not None and t.execution.task_support is not None}
             if tools != self.tools:
                 self.tools = tools
                 changed.add("tools")
@@ -289,100 +315,139 @@ class MCPUpstreamSource:
     async def call_tool(self, name: str, arguments: Mapping[str, Any] | None,
                         progress: ProgressRelay | None = None,
                         headers: Mapping[str, str] | None = None,
-                        ask: RequestRelay | None = None) -> types.CallToolResult:
+                        ask: RequestRelay | None = None,
+                        notify: NotificationRelay | None = None) -> types.CallToolResult:
         """Call the upstream tool `name` (served name); `headers`: the caller's claim headers.
 
+        A tool the upstream runs only as a task (`execution.taskSupport: required`) is run as one
+        and its result awaited here (`tasks/result` blocks until the task ends), so clients that
+        do not use tasks can call it too; the wait is bounded by the configured timeout.
+
         Raises:
-            UpstreamError: the upstream is not connected, the link failed, or it timed out; or
-                claim headers are due and the upstream session cannot carry them (no session id).
+            UpstreamError: the upstream is not connected, the link failed, or it timed out.
             MCPError: the upstream answered with a JSON-RPC error (relayed as it is).
         """
-        upstream_name = self.tools[name][1] if name in self.tools else name[len(self.prefix):]
+        upstream_name = self.upstream_name(name)
+        relay = ask if self.relay else None
+        if self.task_support.get(name) == "required":
+            async def bridged(link: _Link) -> dict[str, Any]:
+                created = await link.request("tools/call", {"name": upstream_name, "arguments": dict(arguments or {}),
+                                                            "task": {}}, progress=progress, headers=headers)
+                task_id = types.CreateTaskResult.model_validate(created, by_name=False).task.task_id
+                return await link.request("tasks/result", {"taskId": task_id}, headers=headers, ask=relay,
+                                          notify=notify)
 
-        async def send(client: Client) -> types.CallToolResult:
-            direct = self._direct
-            if direct is not None and self._client is client:  # the fast way, on the SDK's session
-                calls, session_id, version = direct
-                return await calls.call_tool(session_id, version, upstream_name, arguments or {}, progress, headers,
-                                             ask if self.relay else None)
-            if headers:  # fail closed: the SDK client's requests cannot carry per-caller headers
-                raise UpstreamError(f"{self.describe()}: the caller's claim headers (auth.claim_to_header) cannot be "
-                                    "sent on this upstream session (it has no session id); refusing the call",
-                                    method="tools/call", url=self.url)
-            return await client.call_tool(upstream_name, dict(arguments or {}), progress_callback=progress)
+            result = await self._request("tools/call", bridged)
+            return types.CallToolResult.model_validate(_without_task_meta(result), by_name=False)
+        return await self._request("tools/call", lambda link: link.calls.call_tool(
+            link.session_id, link.version, upstream_name, arguments or {}, progress, headers, relay, notify))
 
-        return await self._request("tools/call", send)
+    def upstream_name(self, name: str) -> str:
+        """The upstream's name of the tool served as `name`."""
+        return self.tools[name][1] if name in self.tools else name[len(self.prefix):]
+
+    async def send(self, method: str, params: dict[str, Any], *, headers: Mapping[str, str] | None = None,
+                   progress: ProgressRelay | None = None, ask: RequestRelay | None = None,
+                   notify: NotificationRelay | None = None) -> dict[str, Any]:
+        """Any request on the upstream session (`tasks/*`, a task-augmented `tools/call`): the raw result.
+
+        Raises: as `call_tool`.
+        """
+        return await self._request(method, lambda link: link.request(
+            method, params, headers=headers, progress=progress, ask=ask if self.relay else None, notify=notify))
 
     async def read_resource(self, uri: str) -> types.ReadResourceResult:
-        return await self._request("resources/read", lambda c: c.read_resource(uri, cache_mode="bypass"))
+        result = await self._request("resources/read", lambda link: link.request("resources/read", {"uri": uri}))
+        return types.ReadResourceResult.model_validate(result, by_name=False)
 
     async def get_prompt(self, name: str, arguments: Mapping[str, str] | None) -> types.GetPromptResult:
         upstream_name = self.prompts[name][1] if name in self.prompts else name[len(self.prefix):]
-        return await self._request("prompts/get", lambda c: c.get_prompt(upstream_name, dict(arguments or {})))
+        params = {"name": upstream_name, "arguments": dict(arguments or {})}
+        result = await self._request("prompts/get", lambda link: link.request("prompts/get", params))
+        return types.GetPromptResult.model_validate(result, by_name=False)
 
     async def complete(self, ref: types.PromptReference | types.ResourceTemplateReference,
                        argument: types.CompletionArgument,
                        context: types.CompletionContext | None) -> types.CompleteResult:
         if isinstance(ref, types.PromptReference) and ref.name in self.prompts:
             ref = ref.model_copy(update={"name": self.prompts[ref.name][1]})
-        return await self._request("completion/complete", lambda c: c.complete(
-            ref, {"name": argument.name, "value": argument.value},
-            context.arguments if context is not None else None))
+        params: dict[str, Any] = {"ref": ref.model_dump(by_alias=True, mode="json", exclude_none=True),
+                                  "argument": {"name": argument.name, "value": argument.value}}
+        if context is not None:
+            params["context"] = context.model_dump(by_alias=True, mode="json", exclude_none=True)
+        result = await self._request("completion/complete", lambda link: link.request("completion/complete", params))
+        return types.CompleteResult.model_validate(result, by_name=False)
 
-    async def _request(self, method: str, send: Callable[[Client], Awaitable[_T]], *, retry: bool = True) -> _T:
-        client = self._client
-        if client is None:
+    async def _request(self, method: str, send: Callable[[_Link], Awaitable[_T]], *, retry: bool = True) -> _T:
+        link = self._link
+        if link is None:
             raise UpstreamError(f"{self.describe()} is not connected (reconnecting); try again shortly",
                                 method=method, url=self.url)
         try:
-            with anyio.fail_after(self.timeout + 1):  # the session's own timeout should fire first
-                return await send(client)
-        except MCPError as exc:
-            if exc.code == types.REQUEST_TIMEOUT:
-                raise UpstreamError(f"{self.describe()} did not answer {method} within {self.timeout:g} s",
-                                    method=method, url=self.url) from exc
-            if exc.code not in _TRANSPORT_CODES or not _from_transport(exc):
-                raise
+            with anyio.fail_after(self.timeout + 1):  # the HTTP client's own timeout should fire first
+                return await send(link)
+        except SessionGoneError as exc:
             self._flag()
-            if retry and exc.error.message in _SESSION_GONE:
+            if retry:
                 # The upstream restarted and refused our old session before doing anything: once
                 # reconnected, sending the request again cannot do it twice.
                 with anyio.move_on_after(min(self.timeout, RETRY_WAIT_SECONDS)):
-                    while self._client is None or self._client is client:
+                    while self._link is None or self._link is link:
                         await self._link_changed.wait()
-                if self._client is not None and self._client is not client:
+                if self._link is not None and self._link is not link:
                     return await self._request(method, send, retry=False)
-            raise UpstreamError(f"{self.describe()}: {method} failed: {exc.error.message}; reconnecting",
+            raise UpstreamError(f"{self.describe()}: {method} failed: the upstream no longer knows the session "
+                                "(it restarted); reconnecting", method=method, url=self.url) from exc
+        except LinkError as exc:
+            self._flag()
+            raise UpstreamError(f"{self.describe()}: {method} failed ({_reason(exc)}); reconnecting",
                                 method=method, url=self.url) from exc
         except TimeoutError as exc:
             self._flag()
             raise UpstreamError(f"{self.describe()} did not answer {method} within {self.timeout:g} s",
                                 method=method, url=self.url) from exc
-        except (RuntimeError, httpx2.HTTPError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-            self._flag()
-            raise UpstreamError(f"{self.describe()}: {method} failed ({_reason(exc)}); reconnecting",
-                                method=method, url=self.url) from exc
 
 
-def _relayable(tool: types.Tool) -> bool:
-    """Tools that only run as tasks cannot be called through this server (it does not relay tasks)."""
-    execution = tool.execution
-    return execution is None or execution.task_support != "required"
+@dataclass(frozen=True, slots=True)
+class _Link:
+    """The direct calls on one connected upstream session."""
+
+    calls: DirectCalls
+    session_id: str | None
+    version: str
+
+    def request(self, method: str, params: dict[str, Any], *, headers: Mapping[str, str] | None = None,
+                progress: ProgressRelay | None = None, ask: RequestRelay | None = None,
+                notify: NotificationRelay | None = None) -> Awaitable[dict[str, Any]]:
+        return self.calls.request(self.session_id, self.version, method, params, progress=progress,
+                                  extra_headers=headers, ask=ask, notify=notify)
 
 
 def _served_tool(tool: types.Tool, prefix: str) -> types.Tool:
-    # `execution` is dropped: this server does not offer task-augmented calls.
-    update: dict[str, Any] = {"execution": None}
+    # A tool the upstream runs only as a task is served as `optional`: this server runs a plain call
+    # as a task upstream and waits for its result (MCPUpstreamSource.call_tool).
+    update: dict[str, Any] = {}
+    if tool.execution is not None and tool.execution.task_support == "required":
+        update["execution"] = tool.execution.model_copy(update={"task_support": "optional"})
     if prefix:
         update["name"] = prefix + tool.name
-    return tool.model_copy(update=update)
+    return tool.model_copy(update=update) if update else tool
 
 
-def _from_transport(exc: MCPError) -> bool:
-    """The SDK's own stand-ins for a failed exchange (as opposed to an error the upstream sent)."""
-    message = exc.error.message
-    return message in ("Connection closed", "Session terminated", "Server returned an error response") \
-        or message.startswith(("SSE stream", "Bad Request: No valid session"))
+def _without_task_meta(result: dict[str, Any]) -> dict[str, Any]:
+    """A `tasks/result` answer as the plain call's result: without the related-task `_meta` key."""
+    meta = result.get("_meta")
+    if isinstance(meta, dict) and RELATED_TASK in meta:
+        rest = {k: v for k, v in meta.items() if k != RELATED_TASK}
+        return {**{k: v for k, v in result.items() if k != "_meta"}, **({"_meta": rest} if rest else {})}
+    return result
+
+
+def _is_link_failure(exc: BaseException) -> bool:
+    """A lost, refused or broken link (worth one log line), as opposed to a bug of ours."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_is_link_failure(inner) for inner in exc.exceptions)
+    return isinstance(exc, _LINK_FAILURES)
 
 
 def _reason(exc: BaseException) -> str:
@@ -393,16 +458,11 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[0][:200]
 
 
-def _subscribe_request(uri: str) -> types.SubscribeRequest:
-    return types.SubscribeRequest(params=types.SubscribeRequestParams(uri=uri))
-
-
 def _declared(relay: frozenset[str]) -> dict[str, Any]:
     """Client callbacks that make the SDK declare the relayed capabilities to the upstream.
 
-    Requests that arrive during a direct `tools/call` are passed to the caller (DirectCalls);
-    these callbacks only see the rest (outside a call, or on the SDK's own path), which have no
-    caller to go to.
+    Requests that arrive during a direct call are passed to the caller (DirectCalls); these
+    callbacks only see the rest (outside a call, on the GET stream), which have no caller to go to.
     """
 
     async def unrouted(context: Any, params: Any = None) -> types.ErrorData:

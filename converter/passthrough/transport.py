@@ -1,4 +1,4 @@
-"""The HTTP side of the passthrough: what makes a proxied `tools/call` cheap.
+"""The HTTP side of the passthrough: what makes a proxied request cheap, and what failed, by type.
 
 The SDK client (converter.passthrough.source) owns the upstream session: handshake, lists, pings, the GET
 stream of notifications. Two things here make calls cheaper than through it (bench/passthrough.py):
@@ -7,30 +7,48 @@ stream of notifications. Two things here make calls cheaper than through it (ben
   POST's event stream as soon as the JSON-RPC answer arrived, a few bytes before the end of the
   body, which would cost one TCP connection per call. It also notes the session id the upstream
   gave, for the direct calls.
-* `DirectCalls` sends `tools/call` itself, on that session, over a pooled aiohttp client (the
-  one the OpenAPI upstreams use): one POST, the answer read from JSON or SSE, the upstream's
-  progress passed on as it comes. A request the upstream makes of the client on that stream
-  (sampling, elicitation, roots) goes to the calling client when `mcp_upstream.relay` allows
-  it, and is answered "method not found" otherwise.
+* `DirectCalls` sends the requests made for a caller (`tools/call`, `tasks/*`, reads, prompts,
+  completions, subscriptions) itself, on that session, over a pooled aiohttp client (the one the
+  OpenAPI upstreams use): one POST, the answer read from JSON or SSE (`httpx2.EventSource`, the
+  SSE parser of the HTTP stack the SDK uses), the upstream's progress and log messages passed on
+  as they come. A request the upstream makes of the client on that stream (sampling,
+  elicitation, roots) goes to the calling client when `mcp_upstream.relay` allows it, and is
+  answered "method not found" otherwise.
+
+Failures are typed: `MCPError` is only ever the upstream's own JSON-RPC error answer;
+`SessionGoneError` says the upstream no longer knows the session (it restarted, nothing was
+done); `LinkError` says the exchange failed below JSON-RPC (connection, stream, garbage).
 """
 
 from __future__ import annotations
 
+import codecs
 import itertools
 import json
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Final, Protocol, cast
 
 import anyio
 import httpx2
 import mcp.types as types
 from mcp.shared.exceptions import MCPError
 
+from converter.errors import ConverterError
+
 DRAIN_SECONDS: Final = 0.05
 MAX_EVENT_BYTES: Final = 32 * 1024 * 1024  # one SSE event (a large tool result fits; a runaway does not)
-# What the SDK reports for the same failures, so that converter.passthrough.source handles both paths alike.
-SESSION_GONE: Final = "Session terminated"
-CONNECTION_FAILED: Final = "Connection closed"
+
+
+class LinkError(ConverterError):
+    """The exchange with the upstream failed below JSON-RPC: refused or dropped connection, a
+    broken or oversized event stream, an answer that is not JSON-RPC."""
+
+
+class SessionGoneError(LinkError):
+    """The upstream answered 404/400 to a request on our session: it no longer knows the session
+    (it restarted) and did nothing with the request, so sending it again once reconnected is safe."""
+
 
 class ProgressRelay(Protocol):
     """Passes an upstream's progress notification on to the calling client."""
@@ -40,6 +58,57 @@ class ProgressRelay(Protocol):
 
 # Asks the calling client a request the upstream made during the call: (method, params) -> result.
 RequestRelay = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+# Passes a notification the upstream sent on the call's stream (notifications/message, ...) on: (method, params).
+NotificationRelay = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+@asynccontextmanager
+async def tapped(transport: AbstractAsyncContextManager[Any], look: Callable[[Any], None]) -> AsyncIterator[Any]:
+    """The SDK client's transport, with `look` shown each message it reads before the SDK does.
+
+    The SDK drops notifications its protocol version does not define (2025-11-25's
+    `notifications/tasks/status` among them); this is where the passthrough still sees them.
+    """
+    async with transport as (read_stream, write_stream):
+        yield _Tap(read_stream, look), write_stream
+
+
+class _Tap:
+    """A read stream passing each item to `look` first (the dispatcher duck-types its streams)."""
+
+    def __init__(self, inner: Any, look: Callable[[Any], None]) -> None:
+        self._inner = inner
+        self._look = look
+
+    @property
+    def last_context(self) -> Any:  # the sender's contextvars, as the SDK's own stream keeps them
+        return getattr(self._inner, "last_context", None)
+
+    async def receive(self) -> Any:
+        item = await self._inner.receive()
+        self._look(item)
+        return item
+
+    def __aiter__(self) -> _Tap:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    def close(self) -> None:
+        self._inner.close()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> _Tap:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
 class SessionTransport(httpx2.AsyncBaseTransport):
@@ -90,8 +159,28 @@ class _DrainOnClose(httpx2.AsyncByteStream):
             await self._inner.aclose()
 
 
+class _TextBody:
+    """What `httpx2.EventSource` reads of a response (headers, text chunks), over an aiohttp one."""
+
+    request = None
+
+    def __init__(self, response: Any) -> None:
+        self.headers = response.headers
+        self._content = response.content
+
+    async def aiter_text(self) -> AsyncIterator[str]:
+        decoder = codecs.getincrementaldecoder("utf-8")()  # strict: a broken stream is a LinkError
+        async for chunk in self._content.iter_any():
+            text = decoder.decode(chunk)
+            if text:
+                yield text
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            yield tail
+
+
 class DirectCalls:
-    """`tools/call` on an upstream session, straight over aiohttp (see the module docstring)."""
+    """JSON-RPC requests on an upstream session, straight over aiohttp (see the module docstring)."""
 
     def __init__(self, url: str, headers: Mapping[str, str], timeout: float) -> None:
         import aiohttp
@@ -108,79 +197,106 @@ class DirectCalls:
     async def aclose(self) -> None:
         await self._session.close()
 
-    async def call_tool(self, session_id: str, version: str, name: str, arguments: Mapping[str, Any],
+    async def call_tool(self, session_id: str | None, version: str, name: str, arguments: Mapping[str, Any],
                         progress: ProgressRelay | None,
                         extra_headers: Mapping[str, str] | None = None,
-                        ask: RequestRelay | None = None) -> types.CallToolResult:
-        """Raises: MCPError: the upstream's JSON-RPC error, or the SDK's words for a failed exchange."""
+                        ask: RequestRelay | None = None,
+                        notify: NotificationRelay | None = None) -> types.CallToolResult:
+        """Raises: MCPError (the upstream's JSON-RPC error), SessionGoneError, LinkError."""
+        result = await self.request(session_id, version, "tools/call", {"name": name, "arguments": dict(arguments)},
+                                    progress=progress, extra_headers=extra_headers, ask=ask, notify=notify)
+        return types.CallToolResult.model_validate(result, by_name=False)
+
+    async def request(self, session_id: str | None, version: str, method: str, params: dict[str, Any], *,
+                      progress: ProgressRelay | None = None,
+                      extra_headers: Mapping[str, str] | None = None,
+                      ask: RequestRelay | None = None,
+                      notify: NotificationRelay | None = None) -> dict[str, Any]:
+        """Send `method` on the session and return its JSON-RPC `result` object, as sent.
+
+        Raises:
+            MCPError: the upstream answered with a JSON-RPC error.
+            SessionGoneError: the upstream no longer knows the session (HTTP 404 or 400).
+            LinkError: the exchange failed (connection, stream, an answer that is not JSON-RPC).
+        """
         import aiohttp
 
         request_id = f"openapi-mcp-{next(self._ids)}"
-        params: dict[str, Any] = {"name": name, "arguments": dict(arguments)}
         if progress is not None:
-            params["_meta"] = {"progressToken": request_id}
-        body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params})
+            params = {**params, "_meta": {**params.get("_meta", {}), "progressToken": request_id}}
+        body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
         # The caller's claim headers (claim_to_header), then the session's own, which they cannot replace.
-        headers = {**(extra_headers or {}), "mcp-session-id": session_id, "mcp-protocol-version": version}
+        headers = {**(extra_headers or {}), "mcp-protocol-version": version}
+        if session_id is not None:
+            headers["mcp-session-id"] = session_id
         try:
             async with self._session.post(self.url, data=body, headers=headers) as response:
-                if response.status in (400, 404):  # the upstream no longer knows the session
-                    raise MCPError(types.INVALID_REQUEST, SESSION_GONE)
+                if response.status in (400, 404) and session_id is not None:
+                    raise SessionGoneError(f"the upstream answered HTTP {response.status} on session {session_id!r}")
                 content_type = response.headers.get("content-type", "")
                 if content_type.startswith("text/event-stream"):
-                    answer = await self._read_events(response, request_id, session_id, version, progress, ask)
+                    answer = await self._read_events(response, request_id, session_id, version, progress, ask,
+                                                     notify)
                     # The server ends the stream right after the answer: read to the end so that the
                     # connection is kept for the next call (aiohttp closes one released mid-body).
                     with anyio.move_on_after(DRAIN_SECONDS):
                         await response.read()
                 else:
                     answer = json.loads(await response.read())
-        except (aiohttp.ClientError, ValueError, UnicodeDecodeError) as exc:
-            raise MCPError(types.CONNECTION_CLOSED, CONNECTION_FAILED) from exc
+        except (aiohttp.ClientError, httpx2.SSEError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+            raise LinkError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
         if not isinstance(answer, dict) or ("result" not in answer and "error" not in answer):
-            raise MCPError(types.CONNECTION_CLOSED, CONNECTION_FAILED)
+            raise LinkError("the upstream's answer is not a JSON-RPC response" if answer is not None
+                            else "the upstream's event stream ended without an answer")
         if "error" in answer:
-            raise MCPError.from_error_data(types.ErrorData.model_validate(answer["error"]))
-        return types.CallToolResult.model_validate(answer["result"], by_name=False)
+            try:
+                error = types.ErrorData.model_validate(answer["error"])
+            except ValueError as exc:
+                raise LinkError("the upstream's JSON-RPC error is malformed") from exc
+            raise MCPError.from_error_data(error)
+        result = answer["result"]
+        if not isinstance(result, dict):
+            raise LinkError("the upstream's JSON-RPC result is not an object")
+        return cast(dict[str, Any], result)
 
-    async def _read_events(self, response: Any, request_id: str, session_id: str, version: str,
-                           progress: ProgressRelay | None, ask: RequestRelay | None) -> Any:
-        buffer, data = b"", []
-        async for chunk in response.content.iter_any():
-            buffer += chunk
-            while (end := buffer.find(b"\n")) >= 0:
-                line, buffer = buffer[:end].rstrip(b"\r"), buffer[end + 1:]
-                if line.startswith(b"data:"):
-                    data.append(line[5:].lstrip(b" "))
-                elif not line and data:
-                    payload, data = b"\n".join(data), []
-                    if not payload.strip():
-                        continue  # a priming event (an id for resumption, no message)
-                    message = json.loads(payload)
-                    if isinstance(message, dict) and message.get("id") == request_id and "method" not in message:
-                        return message
-                    await self._on_message(message, request_id, session_id, version, progress, ask)
-            if len(buffer) + sum(map(len, data)) > MAX_EVENT_BYTES:
-                raise ValueError("an SSE event is too large")
+    async def _read_events(self, response: Any, request_id: str, session_id: str | None, version: str,
+                           progress: ProgressRelay | None, ask: RequestRelay | None,
+                           notify: NotificationRelay | None) -> Any:
+        events = httpx2.EventSource(cast(httpx2.Response, _TextBody(response)), max_event_size=MAX_EVENT_BYTES)
+        async for event in events:
+            if not event.data.strip():
+                continue  # a priming event (an id for resumption, no message)
+            message = json.loads(event.data)
+            if isinstance(message, dict) and message.get("id") == request_id and "method" not in message:
+                return message
+            await self._on_message(message, request_id, session_id, version, progress, ask, notify)
         return None  # the stream ended without the answer
 
-    async def _on_message(self, message: Any, request_id: str, session_id: str, version: str,
-                          progress: ProgressRelay | None, ask: RequestRelay | None) -> None:
-        if not isinstance(message, dict):
+    async def _on_message(self, message: Any, request_id: str, session_id: str | None, version: str,
+                          progress: ProgressRelay | None, ask: RequestRelay | None,
+                          notify: NotificationRelay | None) -> None:
+        if not isinstance(message, dict) or not isinstance(message.get("method"), str):
             return
+        method: str = message["method"]
         raw_params = message.get("params")
         params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
-        if message.get("method") == "notifications/progress" and progress is not None \
-                and params.get("progressToken") == request_id:
-            await progress(float(params.get("progress", 0)), params.get("total"), params.get("message"))
-        elif "method" in message and "id" in message:  # a request to the client: ask the caller, if we may
-            reply: dict[str, Any] = {"jsonrpc": "2.0", "id": message["id"]}
-            try:
-                if ask is None:
-                    raise MCPError(types.METHOD_NOT_FOUND, "Method not found")
-                reply["result"] = await ask(str(message["method"]), params)
-            except MCPError as exc:
-                reply["error"] = exc.error.model_dump(by_alias=True, mode="json", exclude_none=True)
-            async with self._session.post(self.url, data=json.dumps(reply),
-                                          headers={"mcp-session-id": session_id, "mcp-protocol-version": version}):
-                pass
+        if "id" not in message:  # a notification about this request
+            if method == "notifications/progress":
+                if progress is not None and params.get("progressToken") == request_id:
+                    await progress(float(params.get("progress", 0)), params.get("total"), params.get("message"))
+            elif notify is not None:
+                await notify(method, params)
+            return
+        # A request to the client: ask the caller, if we may.
+        reply: dict[str, Any] = {"jsonrpc": "2.0", "id": message["id"]}
+        try:
+            if ask is None:
+                raise MCPError(types.METHOD_NOT_FOUND, "Method not found")
+            reply["result"] = await ask(method, params)
+        except MCPError as exc:
+            reply["error"] = exc.error.model_dump(by_alias=True, mode="json", exclude_none=True)
+        headers = {"mcp-protocol-version": version}
+        if session_id is not None:
+            headers["mcp-session-id"] = session_id
+        async with self._session.post(self.url, data=json.dumps(reply), headers=headers):
+            pass

@@ -31,8 +31,9 @@ from converter.auth.metadata import metadata_routes
 from converter.catalog import build_served_catalog
 from converter.catalog.served import NO_CONTEXT, CallContext, ServedCatalog
 from converter.config import AuthSettings, Settings
+from converter.config.checks import resource_warnings
 from converter.invoke.result import error_result
-from converter.passthrough import progress_relay, register_handlers, request_relay
+from converter.passthrough import notification_relay, progress_relay, register_handlers, request_relay
 from converter.server.dashboard import dashboard_routes, data_path_of
 from converter.server.health import healthz, metrics_endpoint, readyz
 from converter.server.limits import RequestLimits
@@ -75,7 +76,9 @@ def build_server(catalog: ServedCatalog, *, name: str = "openapi-mcp", telemetry
         try:
             return await catalog.call_tool(params.name, params.arguments, principal_of(ctx),
                                            progress=progress_relay(ctx) if proxied else None,
-                                           ask=request_relay(ctx) if proxied else None, context=call_context(ctx))
+                                           ask=request_relay(ctx) if proxied else None,
+                                           notify=notification_relay(ctx) if proxied else None,
+                                           context=call_context(ctx))
         except MCPError:
             raise
         except Exception:  # a bug of ours must not take the session down or leak a traceback
@@ -87,8 +90,41 @@ def build_server(catalog: ServedCatalog, *, name: str = "openapi-mcp", telemetry
         server.middleware.append(McpTelemetry(telemetry.fanout, log_payloads=telemetry.log_payloads))
     server.middleware.append(ListCache(catalog, page_size=page_size))
     if catalog.passthrough is not None:
-        register_handlers(server, catalog.passthrough, catalog.listeners, catalog.stop_streams, principal_of)
+        register_handlers(server, catalog.passthrough, catalog, catalog.listeners, catalog.stop_streams,
+                          principal_of)
+    _empty_lists(server)
     return server
+
+
+def _empty_lists(server: Server[Any]) -> None:
+    """Resources and prompts nobody serves are empty lists, not `-32601`: clients (the Python SDK,
+    FastMCP, Inspector 0.15) list them all after connecting and fail on "Method not found"."""
+
+    async def no_resources(ctx: Any, params: types.PaginatedRequestParams) -> types.ListResourcesResult:
+        return types.ListResourcesResult(resources=[])
+
+    async def no_templates(ctx: Any, params: types.PaginatedRequestParams) -> types.ListResourceTemplatesResult:
+        return types.ListResourceTemplatesResult(resource_templates=[])
+
+    async def no_resource(ctx: Any, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
+        raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown resource: {str(params.uri)!r}")
+
+    async def no_prompts(ctx: Any, params: types.PaginatedRequestParams) -> types.ListPromptsResult:
+        return types.ListPromptsResult(prompts=[])
+
+    async def no_prompt(ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
+        raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown prompt: {params.name!r}")
+
+    empty: list[tuple[str, Any, Any]] = [
+        ("resources/list", types.PaginatedRequestParams, no_resources),
+        ("resources/templates/list", types.PaginatedRequestParams, no_templates),
+        ("resources/read", types.ReadResourceRequestParams, no_resource),
+        ("prompts/list", types.PaginatedRequestParams, no_prompts),
+        ("prompts/get", types.GetPromptRequestParams, no_prompt),
+    ]
+    for method, params_type, handler in empty:
+        if server.get_request_handler(method) is None:
+            server.add_request_handler(method, params_type, handler)
 
 
 def create_app(settings: Settings, *, catalog: ServedCatalog | None = None, upstream_transport: Any = None,
@@ -131,6 +167,12 @@ def create_app(settings: Settings, *, catalog: ServedCatalog | None = None, upst
         log.warning("no auth: configured and listening on %s: anyone who can reach it can call every tool", host)
     if settings.auth is not None and settings.auth.insecure_relaxed_audience_validation:
         log.warning("auth.insecure_relaxed_audience_validation is on: tokens issued for other resources are accepted")
+    if settings.auth is not None and not catalog.policy.all_scopes() and not settings.auth.scopes_supported:
+        log.warning("auth: no scopes at all (auth.required_scopes, auth.tool_scopes, OpenAPI security): every valid "
+                    "token may call every tool, and clients are told no scope to ask for, so they ask the "
+                    "authorization server for its defaults; set auth.required_scopes (e.g. [mcp:tools])")
+    for warning in resource_warnings(settings):
+        log.warning("%s", warning)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

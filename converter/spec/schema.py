@@ -169,7 +169,7 @@ class SchemaConverter:
                 out["required"] = [name for name in out["required"] if name not in hidden]
         if node.get("nullable") is True:
             return _nullable(out)
-        return out
+        return _single_types(out)
 
     def _ref_or_anything(self, ref: Any, base: str, mode: Mode, where: str) -> JsonSchema:
         """A reference to a converted definition; `{}` (with a warning) when a local `$ref` is broken."""
@@ -238,18 +238,53 @@ class SchemaConverter:
         return key
 
 
+# Keywords that describe a schema rather than constrain it: kept outside `anyOf` when types are split.
+_ANNOTATIONS = ("title", "description", "default", "examples", "deprecated", "readOnly", "writeOnly", "$comment")
+
+
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    """OAS 3.0 `nullable: true` -> a 2020-12 schema that also accepts null."""
-    kind = schema.get("type")
-    if isinstance(kind, str) and not any(k in schema for k in ("allOf", "anyOf", "oneOf", "$ref")):
-        schema["type"] = [kind, "null"]
-        if isinstance(schema.get("enum"), list) and None not in schema["enum"]:
-            schema["enum"] = [*schema["enum"], None]
-        return schema
-    if isinstance(kind, list):
-        if "null" not in kind:
-            schema["type"] = [*kind, "null"]
-        return schema
+    """OAS 3.0 `nullable: true` -> a 2020-12 schema that also accepts null: the schema or
+    `{"type": "null"}`, as `anyOf` branches (see `_single_types`)."""
     if not schema:
         return schema  # {} already accepts null
-    return {"anyOf": [schema, {"type": "null"}]}
+    kind = schema.get("type")
+    if isinstance(kind, (str, list)) and not any(k in schema for k in ("allOf", "anyOf", "oneOf", "$ref")):
+        kinds = [kind] if isinstance(kind, str) else list(kind)
+        if "null" in kinds:
+            return _single_types(schema)
+        typed = _single_types({**schema, "type": kinds[0] if len(kinds) == 1 else kinds})
+        annotations = {k: typed.pop(k) for k in _ANNOTATIONS if k in typed}
+        branches = typed["anyOf"] if set(typed) == {"anyOf"} else [typed]
+        return {**annotations, "anyOf": [*branches, {"type": "null"}]}
+    annotations = {k: schema[k] for k in _ANNOTATIONS if k in schema and "$ref" not in schema}
+    rest = {k: v for k, v in schema.items() if k not in annotations}
+    return {**annotations, "anyOf": [rest, {"type": "null"}]}
+
+
+_TYPE_SPECIFIC = frozenset({
+    "minLength", "maxLength", "pattern", "format", "contentEncoding", "contentMediaType",
+    "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
+    "items", "prefixItems", "minItems", "maxItems", "uniqueItems", "contains", "minContains", "maxContains",
+    "properties", "required", "additionalProperties", "patternProperties", "propertyNames", "minProperties",
+    "maxProperties", "dependentRequired", "dependentSchemas", "unevaluatedProperties", "unevaluatedItems",
+})
+
+
+def _single_types(schema: dict[str, Any]) -> dict[str, Any]:
+    """`type: [a, b]` -> `anyOf` branches with one `type` each, which mean the same.
+
+    A type list is valid JSON Schema, but clients that map tool schemas onto a single-`type`
+    dialect (Gemini's OpenAPI subset) reject it, and MCP Inspector's `--strict` warns about it.
+    Each branch keeps every constraint (exactly the same instances pass); the null branch leaves
+    out those that only apply to other types, which null passes anyway.
+    """
+    kinds = schema.get("type")
+    if not isinstance(kinds, list):
+        return schema
+    if len(kinds) == 1:
+        return {**schema, "type": kinds[0]}
+    annotations = {k: schema[k] for k in _ANNOTATIONS if k in schema}
+    rest = {k: v for k, v in schema.items() if k not in annotations and k != "type"}
+    branches = [{"type": kind, **({k: v for k, v in rest.items() if k not in _TYPE_SPECIFIC} if kind == "null"
+                                 else rest)} for kind in kinds]
+    return {**annotations, "anyOf": branches}

@@ -101,25 +101,41 @@ class McpTelemetry:
         if self.log_payloads:
             record.request_payload = _payload(params)
         token = current_record.set(record)
+        answer: dict[str, Any] = {}
         try:
             result = await call_next(ctx)
         except MCPError as exc:
             record.jsonrpc_error = exc.code
+            answer = {"error": exc.error.model_dump(by_alias=True, mode="json", exclude_none=True)}
             raise
         except ValidationError:
             record.jsonrpc_error = -32602
             raise
+        else:
+            # Filled before the record is emitted below (on stdio this layer emits it).
+            if isinstance(result, Mapping):
+                if ctx.method in ("tools/call", "tasks/result"):
+                    record.is_error = result.get("isError") is True
+                if self.log_payloads:
+                    record.response_payload = _payload(result)
+                answer = {"result": result}
+            return result
         finally:
             current_record.reset(token)
             if own and ctx.request_id is not None:
+                # No HTTP layer counts bytes here: the sizes of the JSON-RPC messages, as HTTP's are.
+                record.request_bytes = _size({"jsonrpc": "2.0", "id": ctx.request_id, "method": ctx.method,
+                                              "params": params})
+                record.response_bytes = _size({"jsonrpc": "2.0", "id": ctx.request_id, **answer}) if answer else 0
                 record.finish()
                 self.sink.emit(record)
-        if isinstance(result, Mapping):
-            if ctx.method == "tools/call":
-                record.is_error = result.get("isError") is True
-            if self.log_payloads:
-                record.response_payload = _payload(result)
-        return result
+
+
+def _size(message: Mapping[str, Any]) -> int:
+    try:
+        return len(json.dumps(message, separators=(",", ":"), ensure_ascii=False, default=str).encode())
+    except (TypeError, ValueError, RecursionError):
+        return 0
 
 
 def _method_of(body: bytes) -> str | None:

@@ -34,13 +34,19 @@ def shorten(name: str, limit: int = MAX_NAME_LENGTH) -> str:
     return f"{name[: limit - 9].rstrip('_-')}_{digest}"
 
 
-def base_name(op: Operation) -> tuple[str, str | None]:
-    """The name an operation asks for, and a note when it had to be changed."""
+def base_name(op: Operation) -> tuple[str, Problem | None]:
+    """The name an operation asks for, and a note when it had to be changed.
+
+    An operationId made valid (`repos/get` -> `repos_get`, a long one cut and hashed) is routine:
+    APIs such as GitHub's have a thousand of them. An `x-mcp-name` that had to be changed is not:
+    someone chose that name for the tool.
+    """
     if op.mcp_name is not None:
         if is_valid_name(op.mcp_name):
             return op.mcp_name, None
         fixed = slugify(op.mcp_name)
-        return fixed, f"x-mcp-name {op.mcp_name!r} is not a valid tool name; using {fixed!r} (use A-Z a-z 0-9 _ -)"
+        return fixed, Problem(op.pointer, f"x-mcp-name {op.mcp_name!r} is not a valid tool name; using {fixed!r} "
+                                          "(use A-Z a-z 0-9 _ -)")
     if op.operation_id:
         if is_valid_name(op.operation_id):
             return op.operation_id, None
@@ -48,7 +54,7 @@ def base_name(op: Operation) -> tuple[str, str | None]:
         reason = (
             "is longer than 64 characters" if len(op.operation_id) > MAX_NAME_LENGTH else "is not a valid tool name"
         )
-        return fixed, f"operationId {op.operation_id!r} {reason}; using {fixed!r}"
+        return fixed, Problem(op.pointer, f"operationId {op.operation_id!r} {reason}; using {fixed!r}", routine=True)
     path = _BRACES.sub("", op.path).strip("/").replace("/", "_")
     return slugify(f"{op.method.lower()}_{path}" if path else op.method.lower()), None
 
@@ -61,8 +67,8 @@ def assign_names(operations: Sequence[Operation]) -> tuple[list[str], list[Probl
     taken: set[str] = set()
     for op in operations:
         name, note = base_name(op)
-        if note:
-            problems.append(Problem(op.pointer, note))
+        if note is not None:
+            problems.append(note)
         if name in taken:
             n = 2
             candidate = shorten(f"{name}_{n}")

@@ -161,8 +161,11 @@ def _given(argument: str, schema: Any, defs: DefsIndex) -> JsonSchema:
     """A schema saying that `argument` is given with a value that puts at least one field in a form."""
     top = defs.deref(schema)
     kind = top.get("type") if isinstance(top, dict) else None
+    found = top.get("anyOf") if isinstance(top, dict) else None
+    branches: list[Any] = found if isinstance(found, list) else []
     is_array = kind == "array" or (isinstance(kind, list) and "array" in kind) or \
-        (isinstance(top, dict) and kind is None and "items" in top)
+        (isinstance(top, dict) and kind is None and "items" in top) or \
+        any(isinstance(b, dict) and b.get("type") == "array" for b in branches)  # a nullable array
     if is_array:  # one part (or pair) per item: an empty list adds nothing to the form
         return {"required": [argument], "properties": {argument: {"minItems": 1}}}
     return {"required": [argument]}

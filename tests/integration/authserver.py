@@ -386,22 +386,26 @@ def _wait_ready(process: Process, timeout: float = READY_TIMEOUT) -> str:
 
 
 @pytest.fixture(scope="session")
-def start_auth_server(processes: Processes, node_bin: Path) -> Callable[[Sequence[str]], AuthServer]:
+def start_auth_server(processes: Processes, node_bin: Path) -> Callable[..., AuthServer]:
     """Factory: `start_auth_server([mcp_url, ...])`, one running server per distinct resource list."""
     node = shutil.which("node")
     assert node is not None  # node_bin checked it
     servers: dict[tuple[str, ...], AuthServer] = {}
 
-    def start(resources: Sequence[str]) -> AuthServer:
-        key = tuple(resources)
-        if not key:
+    def start(resources: Sequence[str], *, dcr_scope: str | None = None) -> AuthServer:
+        """`dcr_scope`: scopes every dynamically registered client may ask for (Keycloak's Allowed
+        Client Scopes policy); without it a client may ask only for what it registered with."""
+        key = (*resources, f"--dcr-scope={dcr_scope}") if dcr_scope else tuple(resources)
+        if not resources:
             raise ValueError("at least one resource is required")
         if key in servers:
             return servers[key]
         port = _free_port()
         argv = [node, str(SCRIPT), "--port", str(port)]
-        for resource in key:
+        for resource in resources:
             argv += ["--resource", resource]
+        if dcr_scope:
+            argv += ["--dcr-scope", dcr_scope]
         process = processes.start(f"auth-server-{len(servers) + 1}", argv)
         issuer = _wait_ready(process)
         try:
@@ -413,7 +417,7 @@ def start_auth_server(processes: Processes, node_bin: Path) -> Callable[[Sequenc
             _fail(process, f"discovery failed: {exc!r}")
         if metadata.get("issuer") != issuer:
             _fail(process, f"discovery issuer {metadata.get('issuer')!r} != {issuer!r}")
-        servers[key] = AuthServer(issuer=issuer, resources=key, metadata=metadata, process=process)
+        servers[key] = AuthServer(issuer=issuer, resources=tuple(resources), metadata=metadata, process=process)
         return servers[key]
 
     return start

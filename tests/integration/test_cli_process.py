@@ -102,8 +102,10 @@ def test_check_missing_file_is_one_error_line_and_exit_2(openapi_mcp_command: st
 def test_serve_log_cuts_a_long_problem_list(tmp_path, openapi_mcp_command) -> None:
     import yaml
 
-    paths = {f"/p{i}": {"get": {"operationId": f"bad id {i}", "responses": {"200": {"description": "ok"}}}}
-             for i in range(15)}
+    # Names someone chose for the tools (x-mcp-name) that had to be changed: warnings, one line each.
+    # (A changed operationId is routine: one summary line, see test_cli.py.)
+    paths = {f"/p{i}": {"get": {"operationId": f"op{i}", "x-mcp-name": f"bad id {i}",
+                                "responses": {"200": {"description": "ok"}}}} for i in range(15)}
     spec = tmp_path / "many.yaml"
     spec.write_text(yaml.safe_dump({"openapi": "3.0.3", "info": {"title": "t", "version": "1"}, "paths": paths}))
     from tests.integration.conftest import _free_port, child_env

@@ -92,3 +92,23 @@ def test_inspector_sees_bad_arguments_as_a_tool_error(
     assert called["isError"] is True
     assert "limit" in called["content"][0]["text"]
     assert mock_api.requests() == []
+
+
+@pytest.mark.parametrize(("method", "key"), [("resources/list", "resources"),
+                                             ("resources/templates/list", "resourceTemplates"),
+                                             ("prompts/list", "prompts")])
+def test_inspector_gets_empty_resource_and_prompt_lists_from_an_openapi_server(
+    node_bin: Path, mcp_server_url: str, tmp_path: Path, method: str, key: str,
+) -> None:
+    assert parse(inspector(node_bin, mcp_server_url, tmp_path, "--method", method))[key] == []
+
+
+def test_inspector_strict_finds_no_portability_problem_in_the_marketplace_tools(
+    node_bin: Path, mcp_server_url: str, tmp_path: Path,
+) -> None:
+    # Inspector 2.12's --strict checks tool schemas against the strictest widely used client
+    # dialects (single `type`, Gemini's OpenAPI subset, ...): nullable is written as an `anyOf`
+    # with a `{"type": "null"}` branch, not as a type list.
+    result = inspector(node_bin, mcp_server_url, tmp_path, "--method", "tools/list", "--strict")
+    assert {tool["name"] for tool in parse(result)["tools"]} == TOOL_NAMES
+    assert "Warning:" not in result.stderr and "warnings across" not in result.stderr, result.stderr

@@ -108,11 +108,13 @@ def serve(processes: Processes, tmp_path_factory: pytest.TempPathFactory) -> Cal
 
 @asynccontextmanager
 async def connect(url: str, *, token: str = CLIENT_TOKEN, mode: str = "legacy",
-                  on_message: Any = None) -> AsyncIterator[Client]:
-    """The SDK client over streamable HTTP; every request carries `Authorization: Bearer <token>`."""
+                  on_message: Any = None, **callbacks: Any) -> AsyncIterator[Client]:
+    """The SDK client over streamable HTTP; every request carries `Authorization: Bearer <token>`.
+    `callbacks`: the Client's own (elicitation_callback, logging_callback, ...)."""
     async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"},
                                   timeout=httpx2.Timeout(30, read=120)) as http, Client(
-            streamable_http_client(url, http_client=http), mode=mode, message_handler=on_message) as client:
+            streamable_http_client(url, http_client=http), mode=mode, message_handler=on_message,
+            **callbacks) as client:
         yield client
 
 
@@ -134,13 +136,10 @@ async def listing(client: Client) -> dict[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def upstream_listing(everything: Upstream) -> dict[str, list[str]]:
-    """What server-everything itself lists (tools that only run as tasks are not relayed)."""
+    """What server-everything itself lists: every tool is relayed, tools that only run as tasks too."""
     async def fetch() -> dict[str, list[str]]:
         async with connect(everything.url) as client:
-            seen = await listing(client)
-            tools = (await client.list_tools()).tools
-            seen["tools"] = [t.name for t in tools if t.execution is None or t.execution.task_support != "required"]
-            return seen
+            return await listing(client)
     return anyio.run(fetch)
 
 

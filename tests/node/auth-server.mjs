@@ -1,6 +1,7 @@
 // A real OAuth 2 authorization server for the integration tests, laid out like a Keycloak realm.
 //
 //   node tests/node/auth-server.mjs --port P --resource <MCP URL> [--resource <other URL> ...]
+//                                   [--dcr-scope "mcp:tools mcp:admin ..."]
 //
 // prints `READY <issuer>` on stdout once it listens on 127.0.0.1:P. Issuer
 // http://127.0.0.1:P/realms/demo; oidc-provider 9 is mounted under /realms/demo and its routes
@@ -18,6 +19,10 @@
 //   accounts, ['user'] for users), `preferred_username`, `email` (`<sub>@example.com`), `azp`.
 // - introspection only for the confidential `mcp-gateway` (client_secret_basic or _post).
 // - open dynamic client registration; devInteractions (any login name) for headless auth code + PKCE.
+//   A registered client may only ask for the scopes it registered (oidc-provider, like a Keycloak
+//   realm without an Allowed Client Scopes policy), so a client that registered with the first 401's
+//   scope cannot step up. With --dcr-scope, like Keycloak's Allowed Client Scopes policy, every
+//   dynamically registered client is registered for those scopes too (added to what it asked for).
 // - RFC 8693 token exchange (grant `urn:ietf:params:oauth:grant-type:token-exchange`, registered
 //   with registerGrantType) for clients that list the grant (`mcp-exchanger`): subject_token (and
 //   actor_token) must be an active access token this realm issued (opaque or JWT, token type
@@ -59,6 +64,7 @@ const { values: args } = parseArgs({
     port: { type: 'string' },
     resource: { type: 'string', multiple: true },
     audience: { type: 'string', multiple: true },
+    'dcr-scope': { type: 'string' },
   },
   strict: true,
 });
@@ -81,6 +87,7 @@ for (const resource of resources) {
 }
 
 const exchangeAudiences = args.audience ?? ['upstream-api'];
+const dcrScopes = (args['dcr-scope'] ?? '').split(' ').filter(Boolean);
 
 const origin = `http://127.0.0.1:${port}`;
 const issuer = `${origin}${REALM_PATH}`;
@@ -629,6 +636,31 @@ function basicClientId(authorization) {
   }
 }
 
+// --dcr-scope: a dynamic registration is registered for the allowed scopes too (Keycloak's
+// Allowed Client Scopes policy), so its later step-up requests are within what it may ask for.
+function registrationExtras() {
+  return async (ctx, next) => {
+    if (dcrScopes.length && ctx.method === 'POST' && ctx.path === '/clients-registrations/openid-connect'
+        && ctx.is('application/json')) {
+      const chunks = [];
+      for await (const chunk of ctx.req) chunks.push(chunk);
+      let metadata;
+      try {
+        metadata = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+      } catch {
+        metadata = undefined;
+      }
+      if (metadata && typeof metadata === 'object') {
+        const asked = typeof metadata.scope === 'string' ? metadata.scope.split(' ').filter(Boolean) : [];
+        metadata.scope = [...new Set([...asked, ...dcrScopes])].join(' ');
+      }
+      // oidc-provider reads an already consumed body from req.body.
+      ctx.req.body = metadata === undefined ? Buffer.concat(chunks).toString('utf8') : JSON.stringify(metadata);
+    }
+    await next();
+  };
+}
+
 // Keycloak lists these; oidc-provider does not (RFC 8414's default would be client_secret_basic).
 function discoveryExtras() {
   return async (ctx, next) => {
@@ -644,6 +676,7 @@ function buildProvider() {
   const provider = new Provider(issuer, configuration());
   provider.registerGrantType(TOKEN_EXCHANGE, tokenExchangeHandler, EXCHANGE_PARAMETERS, ['audience', 'resource']);
   provider.use(tokenEndpointExtras(provider));
+  provider.use(registrationExtras());
   provider.use(discoveryExtras());
   for (const event of ['server_error', 'grant.error', 'introspection.error', 'registration_create.error',
     'authorization.error', 'userinfo.error', 'jwks.error', 'discovery.error']) {

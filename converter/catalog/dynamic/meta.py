@@ -177,10 +177,16 @@ class DynamicCatalog:
     async def probe(self) -> dict[str, str]:
         return await self.inner.probe()
 
+    async def proxied_route(self, name: str, principal: Principal) -> tuple[None, dict[str, str]]:
+        """Dynamic mode fronts no MCP server: no proxied tool, no task."""
+        raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {name!r}")
+
     async def call_tool(self, name: str, arguments: Mapping[str, Any] | None,
                         principal: Principal = ANONYMOUS, *, progress: Any = None,
-                        ask: Any = None, context: CallContext = NO_CONTEXT) -> types.CallToolResult:
-        """Run meta-tool `name` for `principal` (`progress`, `ask`: for proxied tools; this mode has none).
+                        ask: Any = None, notify: Any = None,
+                        context: CallContext = NO_CONTEXT) -> types.CallToolResult:
+        """Run meta-tool `name` for `principal` (`progress`, `ask`, `notify`: for proxied tools; this
+        mode has none).
 
         Raises:
             MCPError: -32602 for a name that is not one of the three meta-tools.
