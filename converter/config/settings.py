@@ -230,6 +230,11 @@ class ServerSettings(_Model):
     json_response: bool = True
     stateless: bool = False
     page_size: int | None = Field(default=None, ge=1)  # tools/list items per page (MCP cursors); None: all at once
+    # Sessions (converter.server.sessions); the MCP SDK's own defaults (10,000 sessions idle for up
+    # to 30 min) let one client fill the table. None for a per-caller cap: no cap.
+    max_sessions: int = Field(default=1000, ge=1)
+    max_sessions_per_principal: int | None = Field(default=50, ge=1)
+    session_idle_timeout: float = Field(default=600, gt=0, le=86400)  # seconds without a request in flight
 
 
 class SourceSettings(_Model):

@@ -26,6 +26,7 @@ from converter.passthrough import progress_relay, register_handlers, request_rel
 from converter.server.dashboard import dashboard_routes
 from converter.server.health import healthz, metrics_endpoint, readyz
 from converter.server.list_cache import EMPTY_LIST, ENVELOPE_ONLY, ListCache
+from converter.server.sessions import with_session_limits
 from converter.telemetry import McpTelemetry, TelemetryLayer
 from converter.telemetry.setup import Telemetry, build_telemetry
 from converter.version import __version__
@@ -102,7 +103,10 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None, upstream_t
         stateless_http=settings.server.stateless,
         transport_security=security,
         host=host,
+        max_sessions=settings.server.max_sessions,
+        session_idle_timeout=settings.server.session_idle_timeout,
     )
+    mcp_asgi = with_session_limits(mcp_app, server.session_manager, settings.server, telemetry.metrics)
 
     if settings.auth is None and host not in _LOOPBACK:
         log.warning("no auth: configured and listening on %s: anyone who can reach it can call every tool", host)
@@ -125,7 +129,7 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None, upstream_t
     if settings.telemetry.dashboard:
         routes += dashboard_routes(settings.telemetry.dashboard_path, telemetry.recent, verifier=verifier,
                                    policy=catalog.policy, auth=settings.auth, loopback=host in _LOOPBACK)
-    app = Starlette(routes=[*routes, Mount("/", app=mcp_app)], lifespan=lifespan)
+    app = Starlette(routes=[*routes, Mount("/", app=mcp_asgi)], lifespan=lifespan)
     app.state.catalog = catalog
     app.state.verifier = verifier
     app.state.telemetry = telemetry

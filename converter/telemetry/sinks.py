@@ -77,6 +77,13 @@ class Metrics:
         self.acl_denials = Counter("openapi_mcp_acl_denials", "Calls refused by the access rules", ["tool"],
                                    registry=r)
         self.in_flight = Gauge("openapi_mcp_in_flight_requests", "Requests being handled", registry=r)
+        # Sessions and connections (converter.server.sessions, converter.server.connections).
+        self.sessions_open = Gauge("openapi_mcp_sessions", "Open stateful MCP sessions", registry=r)
+        self.sessions_refused = Counter("openapi_mcp_sessions_refused", "New sessions refused, by limit",
+                                        ["reason"], registry=r)
+        self.sessions_evicted = Counter("openapi_mcp_sessions_evicted",
+                                        "Idle sessions ended to make room for a new one of the same caller",
+                                        registry=r)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         if cache_stats is not None:
             r.register(_CacheCollector(cache_stats))
