@@ -235,6 +235,14 @@ class ServerSettings(_Model):
     max_sessions: int = Field(default=1000, ge=1)
     max_sessions_per_principal: int | None = Field(default=50, ge=1)
     session_idle_timeout: float = Field(default=600, gt=0, le=86400)  # seconds without a request in flight
+    # Connections (converter.server.connections): every phase of reading a request is bounded.
+    max_connections: int = Field(default=1000, ge=1)  # lowered at start to fit the open-file limit
+    max_connections_per_client: int | None = Field(default=50, ge=1)  # per client address (IPv6: per /64)
+    header_timeout: float = Field(default=10, gt=0, le=3600)  # seconds for a whole request head
+    body_timeout: float = Field(default=30, gt=0, le=3600)  # seconds for a whole request body
+    keep_alive_timeout: float = Field(default=5, gt=0, le=3600)  # seconds an idle connection is kept
+    send_timeout: float = Field(default=60, gt=0, le=3600)  # seconds a client may leave its response unread
+    max_header_bytes: int = Field(default=65536, ge=1024)  # request line plus headers
 
 
 class SourceSettings(_Model):

@@ -84,6 +84,10 @@ class Metrics:
         self.sessions_evicted = Counter("openapi_mcp_sessions_evicted",
                                         "Idle sessions ended to make room for a new one of the same caller",
                                         registry=r)
+        self.connections_open = Gauge("openapi_mcp_connections", "Open HTTP connections", registry=r)
+        self.connections_closed = Counter("openapi_mcp_connections_closed",
+                                          "HTTP connections refused or closed by a limit, by reason", ["reason"],
+                                          registry=r)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         if cache_stats is not None:
             r.register(_CacheCollector(cache_stats))

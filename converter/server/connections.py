@@ -1,0 +1,261 @@
+"""Bounds on every phase of an HTTP/1.1 connection: uvicorn's httptools protocol with timers.
+
+uvicorn (0.55) closes a connection only after `timeout_keep_alive` once a response is complete: a
+connection that sends nothing, half a request head, or a body slower than promised stays open for
+good, and its file descriptor with it. `limit_concurrency` does not help: it counts such
+connections and answers 503 to everyone once they fill it. `guarded_protocol` adds what is missing:
+
+- `max_connections` (whole server) and `max_connections_per_client` (per address, IPv6 per /64):
+  a connection beyond either is answered 503 and closed at once, before anything is read, so the
+  process never runs out of file descriptors and one client cannot take every slot;
+- `header_timeout`: from the connection's first byte (or its accept), the whole request head must
+  arrive in time, else 408 and close; the same for each later request on the connection, from its
+  first byte (between requests, uvicorn's keep-alive timeout applies);
+- `body_timeout`: from the end of the head, the whole body must arrive in time (time in which this
+  server stopped reading, because the application or an earlier pipelined request is not ready for
+  it, does not count), else 408 (when no response was started) and close;
+- `send_timeout`: a client that leaves its response unread (the socket's buffer full) that long is
+  cut off;
+- `max_header_bytes`: a longer request line plus headers is 431 and close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from converter.server.addresses import client_key
+from converter.telemetry.sinks import Metrics
+
+log = logging.getLogger("openapi_mcp.connections")
+
+_HEAD, _BODY, _APP, _IDLE = "head", "body", "app", "idle"  # what the connection is waiting for from the client
+_LOG_EVERY: Final = 10.0  # seconds: at most one warning per reason in this time (an attack must not flood the log)
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """The `server:` connection limits (seconds, counts, bytes)."""
+
+    max_connections: int
+    max_connections_per_client: int | None
+    header_timeout: float
+    body_timeout: float
+    send_timeout: float
+    max_header_bytes: int
+
+
+class _HeadTooLargeError(Exception):
+    """Raised from a parser callback; httptools turns it into the parse error uvicorn answers."""
+
+
+def _canned(status: int, phrase: str, text: str, *extra: str) -> bytes:
+    body = text.encode()
+    head = [f"HTTP/1.1 {status} {phrase}", "content-type: text/plain; charset=utf-8",
+            f"content-length: {len(body)}", "connection: close", *extra]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+_BUSY: Final = _canned(503, "Service Unavailable", "Too many connections; retry later", "retry-after: 5")
+_TIMEOUT: Final = _canned(408, "Request Timeout", "The request did not arrive in time")
+_TOO_LARGE: Final = _canned(431, "Request Header Fields Too Large", "The request head is too large")
+
+
+class _Throttle:
+    """Log one warning per reason per `_LOG_EVERY` seconds, with the number left unsaid."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+        self._quiet: dict[str, int] = {}
+
+    def warn(self, reason: str, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last.get(reason, -_LOG_EVERY) < _LOG_EVERY:
+            self._quiet[reason] = self._quiet.get(reason, 0) + 1
+            return
+        self._last[reason] = now
+        quiet = self._quiet.pop(reason, 0)
+        log.warning("%s%s", message, f" ({quiet} more since the last warning)" if quiet else "")
+
+
+def guarded_protocol(limits: ConnectionLimits, metrics: Metrics | None = None) -> type[HttpToolsProtocol]:
+    """A subclass of uvicorn's httptools protocol enforcing `limits`; one per server (it holds the counts)."""
+    per_client: dict[str, int] = {}
+    throttle = _Throttle()
+
+    def closed(reason: str, message: str) -> None:
+        throttle.warn(reason, message)
+        if metrics is not None:
+            metrics.connections_closed.labels(reason).inc()
+
+    class GuardedProtocol(HttpToolsProtocol):
+        _key: str | None = None
+        _timer: asyncio.TimerHandle | None = None
+        _write_timer: asyncio.TimerHandle | None = None
+        _phase = _HEAD
+        _since = 0.0  # loop time the phase began
+        _raw_head = 0  # bytes received while waiting for this head (so partial heads are bounded too)
+        _head_bytes = 0  # request line and header bytes the parser reported
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._key = key = client_key(self.client[0] if self.client else None)
+            per_client[key] = count = per_client.get(key, 0) + 1
+            if metrics is not None:
+                metrics.connections_open.inc()
+            if len(self.connections) > limits.max_connections:
+                self._refuse("server_full", f"refused a connection: {limits.max_connections} are open "
+                             "(server.max_connections)")
+            elif limits.max_connections_per_client is not None and count > limits.max_connections_per_client:
+                self._refuse("client_full", f"refused a connection from {key}: it has "
+                             f"{limits.max_connections_per_client} open (server.max_connections_per_client)")
+            else:  # bounded from the start: a client that sends nothing at all is closed too
+                self._since = self.loop.time()
+                self._timer = self.loop.call_at(self._since + limits.header_timeout, self._expired)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            for timer in (self._timer, self._write_timer):
+                if timer is not None:
+                    timer.cancel()
+            if self._key is not None:
+                left = per_client.get(self._key, 1) - 1
+                if left > 0:
+                    per_client[self._key] = left
+                else:
+                    per_client.pop(self._key, None)
+                self._key = None
+                if metrics is not None:
+                    metrics.connections_open.dec()
+            super().connection_lost(exc)
+
+        # -- reading: head, body, then the application's turn ------------------------------------
+        # A timer is armed only when a phase outlasts the data that started it: a request that
+        # arrives in one piece (most do) costs no timer at all.
+
+        def data_received(self, data: bytes) -> None:
+            if self._phase == _IDLE:  # a new request on a kept-alive connection
+                self._enter(_HEAD)
+            super().data_received(data)
+            if self.transport.is_closing():
+                return
+            if self._phase == _HEAD:
+                self._raw_head += len(data)
+                if self._raw_head > limits.max_header_bytes:
+                    self._close(_TOO_LARGE, "head_too_large", "closed a connection whose request head passed "
+                                f"{limits.max_header_bytes} bytes (server.max_header_bytes)")
+                    return
+            if self._phase in (_HEAD, _BODY) and self._timer is None:
+                timeout = limits.header_timeout if self._phase == _HEAD else limits.body_timeout
+                self._timer = self.loop.call_at(self._since + timeout, self._expired)
+
+        def on_message_begin(self) -> None:
+            if self._phase != _HEAD:  # a pipelined request begins while the previous one is served
+                self._enter(_HEAD)
+            self._head_bytes = 0
+            super().on_message_begin()
+
+        def on_url(self, url: bytes) -> None:
+            self._count_head(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._count_head(len(name) + len(value) + 4)
+            super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            self._enter(_BODY)
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._enter(_APP)
+
+        def on_response_complete(self) -> None:
+            queued = bool(self.pipeline)
+            super().on_response_complete()
+            if self._phase == _APP and not queued:
+                self._phase = _IDLE  # uvicorn's keep-alive timer runs from here
+
+        def send_400_response(self, msg: str) -> None:
+            if self._head_bytes > limits.max_header_bytes:
+                self._close(_TOO_LARGE, "head_too_large", "closed a connection whose request head passed "
+                            f"{limits.max_header_bytes} bytes (server.max_header_bytes)")
+                return
+            super().send_400_response(msg)
+
+        # -- writing: a client that does not read --------------------------------------------------
+
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            if self._write_timer is None:
+                self._write_timer = self.loop.call_later(limits.send_timeout, self._send_expired)
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            if self._write_timer is not None:
+                self._write_timer.cancel()
+                self._write_timer = None
+
+        # -- helpers --------------------------------------------------------------------------------
+
+        def _enter(self, phase: str) -> None:
+            self._phase = phase
+            self._since = self.loop.time()
+            self._raw_head = 0
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+        def _count_head(self, size: int) -> None:
+            self._head_bytes += size
+            if self._head_bytes > limits.max_header_bytes:
+                raise _HeadTooLargeError  # httptools makes it a parse error; uvicorn answers it (send_400_response)
+
+        def _expired(self) -> None:
+            self._timer = None
+            if self.transport.is_closing():
+                return
+            if self._phase == _HEAD:
+                self._close(_TIMEOUT, "header_timeout", "closed a connection whose request head did not arrive "
+                            f"within {limits.header_timeout:g} s (server.header_timeout)")
+            elif self._phase == _BODY:
+                if self.flow.read_paused:  # this server is not reading (yet): not the client's delay
+                    self._timer = self.loop.call_later(limits.body_timeout, self._expired)
+                    return
+                self._close(_TIMEOUT, "body_timeout", "closed a connection whose request body did not arrive "
+                            f"within {limits.body_timeout:g} s (server.body_timeout)")
+
+        def _send_expired(self) -> None:
+            self._write_timer = None
+            if not self.transport.is_closing():
+                closed("send_timeout", "cut off a client that left its response unread for "
+                       f"{limits.send_timeout:g} s (server.send_timeout)")
+                self.transport.abort()  # close() would wait for the buffer the client does not read
+
+        def _close(self, answer: bytes, reason: str, message: str) -> None:
+            """Close the connection, answering `answer` first when no other response is under way on it."""
+            closed(reason, message)
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            cycle: Any = self.cycle
+            if self._phase == _BODY:  # this request's own answer, if the application has not started one
+                if cycle is not None and not cycle.response_started:
+                    cycle.disconnected = True  # the application sees a disconnect; its answer must not follow ours
+                    cycle.message_event.set()
+                    self.transport.write(answer)
+            elif cycle is None or cycle.response_complete:  # a new head: nothing else is being answered
+                self.transport.write(answer)
+            self.transport.close()
+
+        def _refuse(self, reason: str, message: str) -> None:
+            closed(reason, message)
+            self.transport.write(_BUSY)
+            self.transport.close()
+
+    return GuardedProtocol
