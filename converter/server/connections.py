@@ -8,9 +8,9 @@ connections and answers 503 to everyone once they fill it. `guarded_protocol` ad
 - `max_connections` (whole server) and `max_connections_per_client` (per address, IPv6 per /64):
   a connection beyond either is answered 503 and closed at once, before anything is read, so the
   process never runs out of file descriptors and one client cannot take every slot;
-- `header_timeout`: from the connection's first byte (or its accept), the whole request head must
-  arrive in time, else 408 and close; the same for each later request on the connection, from its
-  first byte (between requests, uvicorn's keep-alive timeout applies);
+- `header_timeout`: the whole request head must arrive within it of the accept, else 408 and close
+  (a connection that sends nothing included); a later request on a kept-alive connection, within it
+  of its first byte (between requests, uvicorn's keep-alive timeout applies);
 - `body_timeout`: from the end of the head, the whole body must arrive in time (time in which this
   server stopped reading, because the application or an earlier pipelined request is not ready for
   it, does not count), else 408 (when no response was started) and close;

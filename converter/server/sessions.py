@@ -226,6 +226,9 @@ class SessionLimits:
         user = scope.get("user")
         owner = authorization_context(user) if isinstance(user, AuthenticatedUser) else None
         if session_id is None:
+            if scope["method"] != "POST":  # only a POST (an initialize) can open a session; the SDK refuses the rest
+                await self.app(scope, receive, send)
+                return
             await self._open(scope, receive, send, owner)
         else:
             await self._use(scope, receive, send, session_id, owner)
