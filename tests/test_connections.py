@@ -24,7 +24,7 @@ def settings(tmp_path: Path, server: str = "{}") -> Settings:
 def test_defaults_a_public_deployment_can_keep(tmp_path: Path) -> None:
     server = settings(tmp_path).server
     assert (server.max_sessions, server.max_sessions_per_principal, server.session_idle_timeout) == (1000, 50, 600)
-    assert (server.max_connections, server.max_connections_per_client) == (1000, 50)
+    assert (server.max_connections, server.max_connections_per_client) == (1000, 256)
     assert (server.header_timeout, server.body_timeout, server.keep_alive_timeout, server.send_timeout) == (
         10, 30, 5, 60)
     assert server.max_header_bytes == 65536

@@ -237,7 +237,7 @@ class ServerSettings(_Model):
     session_idle_timeout: float = Field(default=600, gt=0, le=86400)  # seconds without a request in flight
     # Connections (converter.server.connections): every phase of reading a request is bounded.
     max_connections: int = Field(default=1000, ge=1)  # lowered at start to fit the open-file limit
-    max_connections_per_client: int | None = Field(default=50, ge=1)  # per client address (IPv6: per /64)
+    max_connections_per_client: int | None = Field(default=256, ge=1)  # per client address (IPv6: per /64)
     header_timeout: float = Field(default=10, gt=0, le=3600)  # seconds for a whole request head
     body_timeout: float = Field(default=30, gt=0, le=3600)  # seconds for a whole request body
     keep_alive_timeout: float = Field(default=5, gt=0, le=3600)  # seconds an idle connection is kept

@@ -6,8 +6,12 @@ good, and its file descriptor with it. `limit_concurrency` does not help: it cou
 connections and answers 503 to everyone once they fill it. `guarded_protocol` adds what is missing:
 
 - `max_connections` (whole server) and `max_connections_per_client` (per address, IPv6 per /64):
-  a connection beyond either is answered 503 and closed at once, before anything is read, so the
-  process never runs out of file descriptors and one client cannot take every slot;
+  a connection beyond either makes room by closing the *stalest waiting* connection (of the server,
+  or of that client): one idle between requests, or one whose head or body is still awaited, the
+  one that has sent nothing for longest. Connections serving a request are never closed for room;
+  when all of them are, the new connection is answered 503 and closed before anything is read. So
+  the process never runs out of file descriptors, connections that only wait cannot keep anyone
+  out, and one client cannot hold every slot with requests in flight;
 - `header_timeout`: the whole request head must arrive within it of the accept, else 408 and close
   (a connection that sends nothing included); a later request on a kept-alive connection, within it
   of its first byte (between requests, uvicorn's keep-alive timeout applies);
@@ -85,7 +89,7 @@ class _Throttle:
 
 def guarded_protocol(limits: ConnectionLimits, metrics: Metrics | None = None) -> type[HttpToolsProtocol]:
     """A subclass of uvicorn's httptools protocol enforcing `limits`; one per server (it holds the counts)."""
-    per_client: dict[str, int] = {}
+    per_client: dict[str, dict[Any, None]] = {}  # client key -> its open connections
     throttle = _Throttle()
 
     def closed(reason: str, message: str) -> None:
@@ -102,31 +106,35 @@ def guarded_protocol(limits: ConnectionLimits, metrics: Metrics | None = None) -
         _raw_head = 0  # bytes received while waiting for this head (so partial heads are bounded too)
         _head_bytes = 0  # request line and header bytes the parser reported
 
+        _last_byte = 0.0  # loop time the client last sent something (or connected)
+
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            self._since = self._last_byte = self.loop.time()
             self._key = key = client_key(self.client[0] if self.client else None)
-            per_client[key] = count = per_client.get(key, 0) + 1
+            mine = per_client.setdefault(key, {})
+            mine[self] = None
             if metrics is not None:
                 metrics.connections_open.inc()
-            if len(self.connections) > limits.max_connections:
-                self._refuse("server_full", f"refused a connection: {limits.max_connections} are open "
-                             "(server.max_connections)")
-            elif limits.max_connections_per_client is not None and count > limits.max_connections_per_client:
-                self._refuse("client_full", f"refused a connection from {key}: it has "
-                             f"{limits.max_connections_per_client} open (server.max_connections_per_client)")
-            else:  # bounded from the start: a client that sends nothing at all is closed too
-                self._since = self.loop.time()
-                self._timer = self.loop.call_at(self._since + limits.header_timeout, self._expired)
+            cap = limits.max_connections_per_client
+            if cap is not None and len(mine) > cap and not self._make_room(
+                    mine, "client_full", f"{key} has {cap} connections open (server.max_connections_per_client)"):
+                return
+            if len(self.connections) > limits.max_connections and not self._make_room(
+                    self.connections, "server_full", f"{limits.max_connections} connections are open "
+                    "(server.max_connections)"):
+                return
+            # Bounded from the start: a client that sends nothing at all is closed too.
+            self._timer = self.loop.call_at(self._since + limits.header_timeout, self._expired)
 
         def connection_lost(self, exc: Exception | None) -> None:
             for timer in (self._timer, self._write_timer):
                 if timer is not None:
                     timer.cancel()
             if self._key is not None:
-                left = per_client.get(self._key, 1) - 1
-                if left > 0:
-                    per_client[self._key] = left
-                else:
+                mine = per_client.get(self._key, {})
+                mine.pop(self, None)
+                if not mine:
                     per_client.pop(self._key, None)
                 self._key = None
                 if metrics is not None:
@@ -138,6 +146,7 @@ def guarded_protocol(limits: ConnectionLimits, metrics: Metrics | None = None) -
         # arrives in one piece (most do) costs no timer at all.
 
         def data_received(self, data: bytes) -> None:
+            self._last_byte = self.loop.time()
             if self._phase == _IDLE:  # a new request on a kept-alive connection
                 self._enter(_HEAD)
             super().data_received(data)
@@ -249,13 +258,33 @@ def guarded_protocol(limits: ConnectionLimits, metrics: Metrics | None = None) -
                     cycle.disconnected = True  # the application sees a disconnect; its answer must not follow ours
                     cycle.message_event.set()
                     self.transport.write(answer)
-            elif cycle is None or cycle.response_complete:  # a new head: nothing else is being answered
+            elif self._phase == _HEAD and (cycle is None or cycle.response_complete):  # nothing else is answered
                 self.transport.write(answer)
-            self.transport.close()
+            self.transport.close()  # (idle between requests: closed without a word, as keep-alive ends)
 
-        def _refuse(self, reason: str, message: str) -> None:
-            closed(reason, message)
-            self.transport.write(_BUSY)
-            self.transport.close()
+        def _waiting(self) -> bool:
+            """Only waiting for the client: idle between requests, or its head or body not all here
+            (a body this server is not reading yet, or a head queued behind a request being
+            served, is not the client's wait)."""
+            if self.transport.is_closing():
+                return False
+            if self._phase == _IDLE:
+                return True
+            if self._phase == _HEAD:
+                cycle: Any = self.cycle
+                return cycle is None or cycle.response_complete
+            return self._phase == _BODY and not self.flow.read_paused
+
+        def _make_room(self, among: Any, reason: str, why: str) -> bool:
+            """Close the stalest waiting connection in `among` for this new one; if none, refuse this one."""
+            stalest = min((c for c in among if c is not self and c._waiting()), key=lambda c: c._last_byte,
+                          default=None)
+            if stalest is None:
+                closed(reason, f"refused a connection: {why}, all serving requests")
+                self.transport.write(_BUSY)
+                self.transport.close()
+                return False
+            stalest._close(_BUSY, "evicted", f"closed the connection that waited longest to make room: {why}")
+            return True
 
     return GuardedProtocol

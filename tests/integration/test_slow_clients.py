@@ -5,8 +5,9 @@ Attack connections come from other loopback addresses (127.0.0.2 and up: all of 
 so the per-client cap is seen apart from the timeouts; the legitimate client (GET /healthz, and the
 official SDK client calling tools) is 127.0.0.1. Checked: connections that send nothing, trickle a
 request head, or trickle a body are answered 408 and closed within their bound; beyond
-`max_connections_per_client` a connection is answered 503 at once; beyond `max_connections` too,
-so the server never runs out of descriptors and recovers as soon as the attack ends; a client that
+`max_connections_per_client`, and beyond `max_connections`, a new connection closes the stalest
+waiting one (503), so the server never runs out of descriptors and a server full of waiting
+connections still lets /healthz and the SDK client in; a client that
 does not read its responses is cut off after `send_timeout`; an oversized head is 431; and a
 request whose head and body arrive in pieces within the bounds, or pipelined, is served normally.
 Every loop is bounded in count and time.
@@ -20,6 +21,7 @@ import os
 import socket
 import sys
 import time
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -161,34 +163,64 @@ async def test_slow_clients_from_one_address_are_closed_in_time_while_healthz_an
     statuses = await legit
     assert statuses and set(statuses) == {200}
 
-    refused = [o for o in outcomes if o.status == 503]
+    # Beyond its 40, each new connection of the address closed its stalest waiting one (503, at once)
+    made_room = [o for o in outcomes if o.status == 503]
     held = [o for o in outcomes if o.status != 503]
     assert len(held) == PER_CLIENT, [(o.kind, o.status) for o in held]
-    assert all(o.seconds < 1.0 and b"retry-after: 5" in o.answer for o in refused)
+    assert all(o.seconds < 1.0 and b"retry-after: 5" in o.answer for o in made_room)
     for outcome in held:
         bound = HEADER_TIMEOUT if outcome.kind in ("nothing", "head") else BODY_TIMEOUT
         assert outcome.status == 408, outcome
         assert bound - 0.2 <= outcome.seconds <= bound + MARGIN, outcome
     metrics = httpx.get(f"{server.base_url}/metrics", trust_env=False).text
-    assert 'openapi_mcp_connections_closed_total{reason="client_full"}' in metrics
+    assert 'openapi_mcp_connections_closed_total{reason="evicted"}' in metrics
     assert 'openapi_mcp_connections_closed_total{reason="header_timeout"}' in metrics
     assert 'openapi_mcp_connections_closed_total{reason="body_timeout"}' in metrics
 
 
-async def test_more_connections_than_descriptors_are_refused_and_the_server_recovers(server: Server) -> None:
+async def test_a_server_full_of_waiting_connections_still_lets_new_clients_in(server: Server) -> None:
     # 8 addresses x 40 = 320 connections that send nothing: more than max_connections (128, half of 256).
     attack = [asyncio.create_task(slow_client(server.port, "nothing", f"127.0.0.{2 + i % 8}"))
               for i in range(8 * PER_CLIENT)]
     await asyncio.sleep(0.5)
     fds = len(os.listdir(f"/proc/{server.process.popen.pid}/fd"))
     assert fds < OPEN_FILES
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=5, trust_env=False) as http:
+        for _ in range(5):  # each on a new connection, into a full server: it closes a waiting one to get in
+            assert (await http.get("/healthz", headers={"connection": "close"})).status_code == 200
+    async with Client(f"{server.base_url}/mcp", mode="legacy") as client:
+        assert len((await client.list_tools()).tools) == 10
     outcomes = await asyncio.gather(*attack)
     statuses = [o.status for o in outcomes]
-    # 128 held (a connection left over from an earlier test may take one), the rest refused at once
-    assert 126 <= statuses.count(408) <= 128 and statuses.count(408) + statuses.count(503) == 320, statuses
+    # The newest 128 wait until their header timeout; the others were closed (503) to make room
+    assert statuses.count(408) + statuses.count(503) == 320, statuses
+    assert 128 - 20 <= statuses.count(408) <= 128, statuses.count(408)
     assert all(o.seconds <= HEADER_TIMEOUT + MARGIN for o in outcomes)
-    assert httpx.get(f"{server.base_url}/healthz", trust_env=False).status_code == 200  # recovered at once
     assert "Too many open files" not in server.process.log()
+    metrics = httpx.get(f"{server.base_url}/metrics", trust_env=False).text
+    assert 'openapi_mcp_connections_closed_total{reason="evicted"}' in metrics
+
+
+async def test_a_client_whose_connections_all_serve_requests_is_refused_beyond_its_cap(server: Server) -> None:
+    headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "streams", "version": "1"}}}
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10, trust_env=False,
+                                 transport=httpx.AsyncHTTPTransport(local_address="127.0.0.31")) as setup:
+        sids = [(await setup.post("/mcp", headers=headers, json=init)).headers["mcp-session-id"]
+                for _ in range(PER_CLIENT)]
+    limits = httpx.Limits(max_connections=PER_CLIENT + 5)
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10, trust_env=False, limits=limits,
+                                 transport=httpx.AsyncHTTPTransport(local_address="127.0.0.30", limits=limits)) as http, \
+            AsyncExitStack() as streams:
+        for sid in sids:  # 40 connections, each serving a GET stream: none is waiting for the client
+            stream = await streams.enter_async_context(http.stream("GET", "/mcp", headers={
+                "accept": "text/event-stream", "mcp-session-id": sid, "mcp-protocol-version": "2025-06-18"}))
+            assert stream.status_code == 200
+        outcome = await slow_client(server.port, "nothing", "127.0.0.30", limit=5)
+        assert outcome.status == 503 and outcome.seconds < 1.0, outcome
+    metrics = httpx.get(f"{server.base_url}/metrics", trust_env=False).text
+    assert 'openapi_mcp_connections_closed_total{reason="client_full"} 1.0' in metrics
 
 
 async def test_idle_kept_alive_connections_close_after_the_keep_alive_timeout(server: Server) -> None:
