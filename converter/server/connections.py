@@ -103,8 +103,14 @@ def guarded_protocol(limits: ConnectionLimits, metrics: Metrics | None = None) -
         _write_timer: asyncio.TimerHandle | None = None
         _phase = _HEAD
         _since = 0.0  # loop time the phase began
-        _raw_head = 0  # bytes received while waiting for this head (so partial heads are bounded too)
-        _head_bytes = 0  # request line and header bytes the parser reported
+        # Bytes of the head being received, so partial heads are bounded too: at least (the head began in
+        # an earlier piece of data, all of this one is head) and at most (it began somewhere in this one).
+        _head_at_least = 0
+        _head_at_most = 0
+        _began = False  # a request began in the piece of data being parsed
+        _ended = False  # a request ended in it
+        _measure = False  # this piece of data could complete a head larger than max_header_bytes
+        _too_large = False
 
         _last_byte = 0.0  # loop time the client last sent something (or connected)
 
@@ -149,12 +155,20 @@ def guarded_protocol(limits: ConnectionLimits, metrics: Metrics | None = None) -
             self._last_byte = self.loop.time()
             if self._phase == _IDLE:  # a new request on a kept-alive connection
                 self._enter(_HEAD)
+            # Only a piece that could hold a head too large needs the head measured (most never do).
+            self._measure = self._head_at_most + len(data) > limits.max_header_bytes
+            self._began = self._ended = False
             super().data_received(data)
             if self.transport.is_closing():
                 return
             if self._phase == _HEAD:
-                self._raw_head += len(data)
-                if self._raw_head > limits.max_header_bytes:
+                if self._began:  # all of this piece is the new head, unless an earlier request ended in it
+                    self._head_at_most = len(data)
+                    self._head_at_least = 0 if self._ended else len(data)
+                else:
+                    self._head_at_least += len(data)
+                    self._head_at_most += len(data)
+                if self._head_at_least > limits.max_header_bytes:
                     self._close(_TOO_LARGE, "head_too_large", "closed a connection whose request head passed "
                                 f"{limits.max_header_bytes} bytes (server.max_header_bytes)")
                     return
@@ -165,22 +179,20 @@ def guarded_protocol(limits: ConnectionLimits, metrics: Metrics | None = None) -
         def on_message_begin(self) -> None:
             if self._phase != _HEAD:  # a pipelined request begins while the previous one is served
                 self._enter(_HEAD)
-            self._head_bytes = 0
+            self._began = True
+            self._head_at_least = self._head_at_most = 0
             super().on_message_begin()
 
-        def on_url(self, url: bytes) -> None:
-            self._count_head(len(url))
-            super().on_url(url)
-
-        def on_header(self, name: bytes, value: bytes) -> None:
-            self._count_head(len(name) + len(value) + 4)
-            super().on_header(name, value)
-
         def on_headers_complete(self) -> None:
+            if self._measure and len(self.url) + sum(len(k) + len(v) + 4 for k, v in self.headers) > \
+                    limits.max_header_bytes:
+                self._too_large = True
+                raise _HeadTooLargeError  # httptools makes it a parse error; uvicorn answers it (send_400_response)
             super().on_headers_complete()
             self._enter(_BODY)
 
         def on_message_complete(self) -> None:
+            self._ended = True
             super().on_message_complete()
             self._enter(_APP)
 
@@ -191,7 +203,7 @@ def guarded_protocol(limits: ConnectionLimits, metrics: Metrics | None = None) -
                 self._phase = _IDLE  # uvicorn's keep-alive timer runs from here
 
         def send_400_response(self, msg: str) -> None:
-            if self._head_bytes > limits.max_header_bytes:
+            if self._too_large:
                 self._close(_TOO_LARGE, "head_too_large", "closed a connection whose request head passed "
                             f"{limits.max_header_bytes} bytes (server.max_header_bytes)")
                 return
@@ -214,16 +226,11 @@ def guarded_protocol(limits: ConnectionLimits, metrics: Metrics | None = None) -
 
         def _enter(self, phase: str) -> None:
             self._phase = phase
-            self._since = self.loop.time()
-            self._raw_head = 0
+            self._since = self._last_byte  # phases begin while data arrives: now, to the loop's clock
+            self._head_at_least = self._head_at_most = 0
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-
-        def _count_head(self, size: int) -> None:
-            self._head_bytes += size
-            if self._head_bytes > limits.max_header_bytes:
-                raise _HeadTooLargeError  # httptools makes it a parse error; uvicorn answers it (send_400_response)
 
         def _expired(self) -> None:
             self._timer = None
