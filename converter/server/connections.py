@@ -109,6 +109,7 @@ def guarded_protocol(limits: ConnectionLimits, metrics: Metrics | None = None) -
         _head_at_most = 0
         _began = False  # a request began in the piece of data being parsed
         _ended = False  # a request ended in it
+        _running: Any = None  # the request being answered (with pipelining, not always the newest)
         _measure = False  # this piece of data could complete a head larger than max_header_bytes
         _too_large = False
 
@@ -145,6 +146,12 @@ def guarded_protocol(limits: ConnectionLimits, metrics: Metrics | None = None) -
                 self._key = None
                 if metrics is not None:
                     metrics.connections_open.dec()
+            # uvicorn tells only the newest request that the client is gone; with pipelined requests the
+            # one being answered is an older one, which would then write to the closed transport.
+            running: Any = self._running
+            if running is not None and running is not self.cycle and not running.response_complete:
+                running.disconnected = True
+                running.message_event.set()
             super().connection_lost(exc)
 
         # -- reading: head, body, then the application's turn ------------------------------------
@@ -188,7 +195,10 @@ def guarded_protocol(limits: ConnectionLimits, metrics: Metrics | None = None) -
                     limits.max_header_bytes:
                 self._too_large = True
                 raise _HeadTooLargeError  # httptools makes it a parse error; uvicorn answers it (send_400_response)
+            queued = len(self.pipeline)
             super().on_headers_complete()
+            if len(self.pipeline) == queued:  # started at once, not queued behind a request being answered
+                self._running = self.cycle
             self._enter(_BODY)
 
         def on_message_complete(self) -> None:
@@ -198,7 +208,10 @@ def guarded_protocol(limits: ConnectionLimits, metrics: Metrics | None = None) -
 
         def on_response_complete(self) -> None:
             queued = bool(self.pipeline)
+            following = self.pipeline[-1][0] if queued else None  # the request uvicorn starts next, if any
             super().on_response_complete()
+            if following is not None and (not self.pipeline or self.pipeline[-1][0] is not following):
+                self._running = following
             if self._phase == _APP and not queued:
                 self._phase = _IDLE  # uvicorn's keep-alive timer runs from here
 
@@ -260,8 +273,8 @@ def guarded_protocol(limits: ConnectionLimits, metrics: Metrics | None = None) -
                 self._timer.cancel()
                 self._timer = None
             cycle: Any = self.cycle
-            if self._phase == _BODY:  # this request's own answer, if the application has not started one
-                if cycle is not None and not cycle.response_started:
+            if self._phase == _BODY:  # this request's own answer, if nothing is being answered on the connection
+                if cycle is not None and not cycle.response_started and self._alone():
                     cycle.disconnected = True  # the application sees a disconnect; its answer must not follow ours
                     cycle.message_event.set()
                     self.transport.write(answer)
@@ -280,7 +293,12 @@ def guarded_protocol(limits: ConnectionLimits, metrics: Metrics | None = None) -
             if self._phase == _HEAD:
                 cycle: Any = self.cycle
                 return cycle is None or cycle.response_complete
-            return self._phase == _BODY and not self.flow.read_paused
+            return self._phase == _BODY and not self.flow.read_paused and self._alone()
+
+        def _alone(self) -> bool:
+            """No older (pipelined) request is being answered on this connection."""
+            running: Any = self._running
+            return running is None or running is self.cycle or running.response_complete
 
         def _make_room(self, among: Any, reason: str, why: str) -> bool:
             """Close the stalest waiting connection in `among` for this new one; if none, refuse this one."""
