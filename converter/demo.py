@@ -10,7 +10,7 @@ import anyio
 
 from converter.catalog import build_catalog
 from converter.config import load_settings
-from converter.serve import bind_socket, fast_loop, url_host
+from converter.serve import bind_socket, fast_loop, url_host, uvicorn_config
 
 
 def client_config(url: str) -> str:
@@ -55,7 +55,7 @@ def run_demo(*, host: str = "127.0.0.1", port: int = 8000, mock_port: int = 3000
     mcp_url = f"http://{url_host(host)}:{mcp_sock.getsockname()[1]}{settings.server.path}"
     loop = fast_loop()
     mock = uvicorn.Server(uvicorn.Config(mock_api.create_app(), log_level="warning", **loop))
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, catalog=catalog), log_level="warning", **loop))
+    server = uvicorn.Server(uvicorn_config(create_app(settings, catalog=catalog), settings))
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:

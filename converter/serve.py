@@ -18,8 +18,6 @@ log = logging.getLogger("openapi_mcp")
 
 def serve_http(settings: Settings, catalog: Catalog | DynamicCatalog) -> None:
     """Bind first (so a busy port is one clear error), then run uvicorn on that socket."""
-    import uvicorn
-
     from converter.server.app import create_app
 
     app = create_app(settings, catalog=catalog)
@@ -28,7 +26,7 @@ def serve_http(settings: Settings, catalog: Catalog | DynamicCatalog) -> None:
     what = (f"{len(catalog.served_tools)} meta-tools over {len(catalog.operations)} operations (dynamic mode)"
             if isinstance(catalog, DynamicCatalog) else f"{len(catalog.tool_names)} tools")
     log.info("serving %s at http://%s:%d%s", what, url_host(host), port, settings.server.path)
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", **fast_loop())
+    config = uvicorn_config(app, settings)
     serving()
     _run_uvicorn(config, sock, catalog.stop_streams)
 
@@ -45,6 +43,41 @@ def _run_uvicorn(config: Any, sock: socket.socket, stop_streams: Sequence[Any]) 
             await super().shutdown(sockets)
 
     Server(config).run(sockets=[sock])
+
+
+def uvicorn_config(app: Any, settings: Settings) -> Any:
+    """uvicorn's config with every `server:` connection limit applied (converter.server.connections)."""
+    import uvicorn
+
+    from converter.server.connections import ConnectionLimits, guarded_protocol
+
+    server = settings.server
+    limits = ConnectionLimits(
+        max_connections=fit_open_files(server.max_connections, explicit="max_connections" in server.model_fields_set),
+        max_connections_per_client=server.max_connections_per_client, header_timeout=server.header_timeout,
+        body_timeout=server.body_timeout, send_timeout=server.send_timeout, max_header_bytes=server.max_header_bytes)
+    telemetry = getattr(getattr(app, "state", None), "telemetry", None)
+    protocol = guarded_protocol(limits, getattr(telemetry, "metrics", None))
+    loop = fast_loop().get("loop", "auto")
+    # ws="none": this server speaks no WebSocket, so an Upgrade request is plain HTTP to it.
+    return uvicorn.Config(app, log_level="warning", lifespan="on", loop=loop, http=protocol, ws="none",
+                          timeout_keep_alive=server.keep_alive_timeout)  # type: ignore[arg-type]
+
+
+def fit_open_files(wanted: int, *, explicit: bool = False) -> int:
+    """`wanted` connections, or half the open-file limit when that is lower (the rest: upstream
+    connections, logs, the cache), so accepting clients never exhausts the process's descriptors."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return wanted
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or wanted <= soft // 2:
+        return wanted
+    fitted = max(1, soft // 2)
+    log.log(logging.WARNING if explicit else logging.INFO,
+            "server.max_connections %d is more than half the open-file limit (%d): using %d", wanted, soft, fitted)
+    return fitted
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

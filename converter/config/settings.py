@@ -235,6 +235,19 @@ class ServerSettings(_Model):
     json_response: bool = True
     stateless: bool = False
     page_size: int | None = Field(default=None, ge=1)  # tools/list items per page (MCP cursors); None: all at once
+    # Sessions (converter.server.sessions); the MCP SDK's own defaults (10,000 sessions idle for up
+    # to 30 min) let one client fill the table. None for a per-caller cap: no cap.
+    max_sessions: int = Field(default=1000, ge=1)
+    max_sessions_per_principal: int | None = Field(default=50, ge=1)
+    session_idle_timeout: float = Field(default=600, gt=0, le=86400)  # seconds without a request in flight
+    # Connections (converter.server.connections): every phase of reading a request is bounded.
+    max_connections: int = Field(default=1000, ge=1)  # lowered at start to fit the open-file limit
+    max_connections_per_client: int | None = Field(default=256, ge=1)  # per client address (IPv6: per /64)
+    header_timeout: float = Field(default=10, gt=0, le=3600)  # seconds for a whole request head
+    body_timeout: float = Field(default=30, gt=0, le=3600)  # seconds for a whole request body
+    keep_alive_timeout: float = Field(default=5, gt=0, le=3600)  # seconds an idle connection is kept
+    send_timeout: float = Field(default=60, gt=0, le=3600)  # seconds a client may leave its response unread
+    max_header_bytes: int = Field(default=65536, ge=1024)  # request line plus headers
     # The URL clients use when a proxy is in front (TLS, another host, port or path): auth.resource
     # is checked against it instead of the listener (converter.config.checks).
     public_url: str | None = None

@@ -38,6 +38,7 @@ from converter.server.dashboard import dashboard_routes, data_path_of
 from converter.server.health import healthz, metrics_endpoint, readyz
 from converter.server.limits import RequestLimits
 from converter.server.list_cache import EMPTY_LIST, ENVELOPE_ONLY, ListCache
+from converter.server.sessions import with_session_limits
 from converter.telemetry import McpTelemetry, TelemetryLayer
 from converter.telemetry.setup import Telemetry, build_telemetry
 from converter.version import __version__
@@ -161,7 +162,10 @@ def create_app(settings: Settings, *, catalog: ServedCatalog | None = None, upst
         stateless_http=settings.server.stateless,
         transport_security=security,
         host=host,
+        max_sessions=settings.server.max_sessions,
+        session_idle_timeout=settings.server.session_idle_timeout,
     )
+    mcp_asgi = with_session_limits(mcp_app, server.session_manager, settings.server, telemetry.metrics)
 
     if settings.auth is None and host not in _LOOPBACK:
         log.warning("no auth: configured and listening on %s: anyone who can reach it can call every tool", host)
@@ -194,7 +198,7 @@ def create_app(settings: Settings, *, catalog: ServedCatalog | None = None, upst
         routes += dashboard_routes(settings.telemetry.dashboard_path, telemetry.recent, policy=catalog.policy,
                                    admin_scopes=settings.telemetry.dashboard_scopes, loopback=host in _LOOPBACK)
         guarded.append(data_path_of(settings.telemetry.dashboard_path))
-    app = Starlette(routes=[*routes, Mount("/", app=mcp_app)], lifespan=lifespan)
+    app = Starlette(routes=[*routes, Mount("/", app=mcp_asgi)], lifespan=lifespan)
     app.state.catalog = catalog
     app.state.verifier = verifier
     app.state.telemetry = telemetry

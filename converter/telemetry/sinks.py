@@ -81,6 +81,17 @@ class Metrics:
         self.pdp_latency = Histogram("openapi_mcp_pdp_request_duration_seconds",
                                      "Time of an exchange with the decision service (pdp:)", ["kind"],
                                      buckets=_LATENCY_BUCKETS, registry=r)
+        # Sessions and connections (converter.server.sessions, converter.server.connections).
+        self.sessions_open = Gauge("openapi_mcp_sessions", "Open stateful MCP sessions", registry=r)
+        self.sessions_refused = Counter("openapi_mcp_sessions_refused", "New sessions refused, by limit",
+                                        ["reason"], registry=r)
+        self.sessions_evicted = Counter("openapi_mcp_sessions_evicted",
+                                        "Idle sessions ended to make room for a new one of the same caller",
+                                        registry=r)
+        self.connections_open = Gauge("openapi_mcp_connections", "Open HTTP connections", registry=r)
+        self.connections_closed = Counter("openapi_mcp_connections_closed",
+                                          "HTTP connections refused or closed by a limit, by reason", ["reason"],
+                                          registry=r)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         if cache_stats is not None:
             r.register(_CacheCollector(cache_stats))
