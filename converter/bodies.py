@@ -70,7 +70,7 @@ class _Inflate:
             for out in self._feed(data[start:start + _FEED]):
                 self.produced += len(out)
                 if self.budget is not None and self.produced > self.budget:
-                    raise _LayerFullError
+                    raise LayerFullError
                 yield out
 
     def _feed(self, data: bytes) -> Iterator[bytes]:
@@ -118,6 +118,45 @@ class _Inflate:
         return self._in_stream
 
 
+class Decoder:
+    """Undoes a Content-Encoding as the raw bytes arrive, in pieces of at most PIECE bytes.
+
+    `middle_limit`: the most a middle layer of stacked codings may produce in all (None: no
+    bound); past it, `feed` raises `LayerFullError`.
+    """
+
+    def __init__(self, content_encoding: str | None, middle_limit: int | None = None) -> None:
+        """Raises: BodyDecodingError: see `content_codings`."""
+        codings = list(reversed(content_codings(content_encoding)))  # the last one applied is the outermost
+        self._layers = [_Inflate(c, None if i == len(codings) - 1 else middle_limit) for i, c in enumerate(codings)]
+
+    def feed(self, raw: bytes) -> Iterator[bytes]:
+        """The decoded pieces of `raw` (lazily: stop iterating and nothing more is decoded).
+
+        Raises:
+            BodyDecodingError: the encoded bytes are corrupt.
+            LayerFullError: a middle layer went past `middle_limit`.
+        """
+        if not self._layers:
+            if raw:
+                yield raw
+            return
+        pieces: Iterable[bytes] = (raw,)
+        for layer in self._layers:
+            pieces = _through(layer, pieces)
+        yield from pieces
+
+    def check_complete(self) -> None:
+        """Raises: BodyDecodingError: the body ended in the middle of an encoded stream (it was cut)."""
+        for layer in self._layers:
+            if layer.ended_early:
+                raise BodyDecodingError(f"the answer's {layer.coding} body ended before its end (it was cut)")
+
+
+class LayerFullError(Exception):
+    """A middle layer of stacked codings produced more than its limit (a padded stream)."""
+
+
 class BoundedBody:
     """Collects a body's decoded bytes up to `limit`; `truncated` says there was more.
 
@@ -130,9 +169,7 @@ class BoundedBody:
         self.limit = limit
         # A middle layer (stacked encodings) needs to produce about `limit` bytes for the next one,
         # with room for incompressible data; a layer padded far past that only burns CPU: cut there.
-        middle = limit + limit // 8 + PIECE
-        codings = list(reversed(content_codings(content_encoding)))  # the last one applied is the outermost
-        self._layers = [_Inflate(c, None if i == len(codings) - 1 else middle) for i, c in enumerate(codings)]
+        self._decoder = Decoder(content_encoding, limit + limit // 8 + PIECE)
         self._parts: list[bytes] = []
         self.size = 0
         self.truncated = False
@@ -145,11 +182,8 @@ class BoundedBody:
         """
         if self.truncated:
             return False
-        pieces: Iterable[bytes] = (raw,)
-        for layer in self._layers:
-            pieces = _through(layer, pieces)
         try:
-            for piece in pieces:
+            for piece in self._decoder.feed(raw):
                 room = self.limit - self.size
                 if len(piece) > room:
                     self._parts.append(piece[:room])
@@ -157,7 +191,7 @@ class BoundedBody:
                     return False
                 self._parts.append(piece)
                 self.size += len(piece)
-        except _LayerFullError:
+        except LayerFullError:
             self.truncated = True
             return False
         return True
@@ -169,16 +203,10 @@ class BoundedBody:
             BodyDecodingError: the body ended in the middle of an encoded stream (it was cut).
         """
         if not self.truncated:
-            for layer in self._layers:
-                if layer.ended_early:
-                    raise BodyDecodingError(f"the answer's {layer.coding} body ended before its end (it was cut)")
+            self._decoder.check_complete()
         body = b"".join(self._parts)
         self._parts = [body]
         return body
-
-
-class _LayerFullError(Exception):
-    pass
 
 
 def _through(layer: _Inflate, pieces: Iterable[bytes]) -> Iterator[bytes]:

@@ -103,3 +103,34 @@ def test_what_cannot_be_decoded_is_one_clear_error(coding: str, data: bytes, mes
 
 def test_an_empty_body_with_a_content_encoding_is_empty() -> None:  # HEAD, 204, 304
     assert read_all([], "gzip", 100) == (b"", False)
+
+
+# -- spec documents fetched over HTTP ---------------------------------------------------------------
+
+
+def test_a_gzipped_spec_is_read_and_a_gzip_bomb_spec_is_refused_within_the_limit() -> None:
+    from converter.spec import load_spec
+    from converter.spec.load import MAX_DOCUMENT_BYTES
+    from tests.integration.hostile import RawServer, send
+
+    spec = b'{"openapi": "3.0.3", "info": {"title": "t", "version": "1"}, "paths": {}}'
+    bomb = gzip(b"{" + b" " * (MAX_DOCUMENT_BYTES + (36 << 20)) + b"}")  # 100 MB of JSON in ~100 KB
+
+    async def small(request: object, writer: object) -> bool:
+        return await send(writer, 200, gzip(spec), headers={"content-encoding": "gzip"})  # type: ignore[arg-type]
+
+    async def huge(request: object, writer: object) -> bool:
+        return await send(writer, 200, bomb, headers={"content-encoding": "gzip"})  # type: ignore[arg-type]
+
+    with RawServer({"/spec.json": small, "/bomb.json": huge}) as site:
+        assert load_spec(f"{site.url}/spec.json").operations == ()
+        assert site.requests[0].headers["accept-encoding"] == "gzip, deflate"
+        tracemalloc.start()
+        try:
+            with pytest.raises(Exception) as exc:
+                load_spec(f"{site.url}/bomb.json")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert str(exc.value) == f"{site.url}/bomb.json: the document is larger than {MAX_DOCUMENT_BYTES} bytes"
+    assert peak < MAX_DOCUMENT_BYTES + (8 << 20), f"{peak / (1 << 20):.0f} MiB at the peak"
