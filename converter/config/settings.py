@@ -37,7 +37,8 @@ def _http_url(value: _Url) -> _Url:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A YAML number where text is expected (`client_id: 12345`, a header value `2`) is that text.
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
 class UpstreamSettings(_Model):
@@ -146,6 +147,33 @@ class InlineTool(_Model):
             raise ValueError(f"must start with '/', not {value!r}")
         return value
 
+    @field_validator("parameters")
+    @classmethod
+    def _parameter_flags(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [_flags(p, _PARAMETER_FLAGS, f"parameters[{i}]") for i, p in enumerate(value)]
+
+    @field_validator("request_body")
+    @classmethod
+    def _body_flags(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else _flags(value, ("required",), "requestBody")
+
+
+_PARAMETER_FLAGS: Final = ("required", "deprecated", "allowEmptyValue", "explode", "allowReserved")
+_FLAG_WORDS: Final = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
+
+def _flags(node: dict[str, Any], keys: tuple[str, ...], where: str) -> dict[str, Any]:
+    """The OpenAPI booleans of an inline tool as booleans: the config is YAML 1.2, where
+    `required: yes` is text (converter.config.file); anything else but a boolean is refused."""
+    fixed = dict(node)
+    for key in keys:
+        value = fixed.get(key)
+        if isinstance(value, str) and value.lower() in _FLAG_WORDS:
+            fixed[key] = _FLAG_WORDS[value.lower()]
+        elif key in fixed and not isinstance(value, bool):
+            raise ValueError(f"{where}.{key} must be true or false, not {value!r}")
+    return fixed
+
 
 class ClaimHeader(_Model):
     """Send a claim of the caller's token upstream as a header (Kong `claim_to_header`)."""
@@ -218,6 +246,17 @@ class TelemetrySettings(_Model):
     traces: bool = False  # OpenTelemetry: OTLP/HTTP exporter set by the standard OTEL_* variables
     dashboard: bool = True  # the live traffic page at dashboard_path (its data guarded like MCP when auth: is on)
     dashboard_path: str = "/dashboard"
+
+    @field_validator("access_log", mode="before")
+    @classmethod
+    def _access_log(cls, value: Any) -> Any:
+        if value is False:  # `access_log: false` means off
+            return "off"
+        if isinstance(value, str) and value.strip().lower() in ("stderr", "stdout", "off"):
+            return value.strip().lower()  # a keyword in any case (`Off` is not a file named Off)
+        if value is True:
+            raise ValueError("must be stderr, stdout, off or a file path, not true")
+        return value
 
 
 class ServerSettings(_Model):
