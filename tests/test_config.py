@@ -159,6 +159,16 @@ AUTH = "spec: x.yaml\nauth:\n  resource: http://127.0.0.1:8000/mcp\n  authorizat
      "auth.algorithms: Value error, 'HS256' is not allowed: only asymmetric signatures can be checked with a JWKS"),
     ("  jwks_uri: http://as.test/certs\n  claim_to_header: [{claim: sub, header: Authorization}]\n",
      "auth.claim_to_header.0.header: Value error, 'Authorization' cannot be used as a claim header"),
+    ("  jwks_uri: http://as.test/certs\n  claim_to_header: [{claim: sub, header: Host}]\n",
+     "auth.claim_to_header.0.header: Value error, 'Host' cannot be used as a claim header"),
+    ("  jwks_uri: http://as.test/certs\n  claim_to_header: [{claim: sub, header: Transfer-Encoding}]\n",
+     "auth.claim_to_header.0.header: Value error, 'Transfer-Encoding' cannot be used as a claim header"),
+    ("  jwks_uri: http://as.test/certs\n  claim_to_header: [{claim: sub, header: X-User}, {claim: k, header: "
+     "x-api-key}]\nupstream: {headers: {X-Api-Key: k}}\n",
+     "auth.claim_to_header[1].header: 'x-api-key' is a header upstream.headers (or mcp_upstream.headers) sets; map "
+     "the claim to another header"),
+    ("  jwks_uri: http://as.test/certs\nupstream: {headers: {Transfer-Encoding: chunked}}\n",
+     "upstream.headers: Value error, the Transfer-Encoding header cannot be set (HTTP framing: the server sets it)"),
 ])
 def test_auth_config_errors_name_the_key(tmp_path: Path, extra: str, message: str) -> None:
     path = write(tmp_path, AUTH + extra)

@@ -83,6 +83,16 @@ def _check_supported(settings: Settings, source: str) -> None:
                 key = "client_private_key" if auth.client_auth_method == "private_key_jwt" else "client_secret"
                 raise ConfigError(f"{source}: auth.{key}: is needed for {auth.client_auth_method}",
                                   key=f"auth.{key}", source=source)
+        configured = {name.lower() for block in (settings.upstream, settings.mcp_upstream,
+                                                 *(e.upstream for e in settings.sources),
+                                                 *(e.mcp_upstream for e in settings.sources))
+                      if block is not None for name in block.headers}
+        for i, mapping in enumerate(auth.claim_to_header):
+            lowered = mapping.header.lower()
+            if lowered in configured:  # a claim must not replace a configured credential
+                raise ConfigError(f"{source}: auth.claim_to_header[{i}].header: {mapping.header!r} is a header "
+                                  "upstream.headers (or mcp_upstream.headers) sets; map the claim to another header",
+                                  key=f"auth.claim_to_header[{i}].header", source=source)
         if settings.server.transport == "stdio":
             raise ConfigError(f"{source}: auth: applies to the HTTP transport only; stdio carries no bearer "
                               "tokens (remove auth: or serve over http)", key="auth", source=source)

@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from converter.config.responses import ResponseSettings
+from converter.models import SERVER_OWNED_HEADERS
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # `read_only: true` excludes every method that is not safe (RFC 9110 §9.2.1): GET, HEAD, OPTIONS stay.
@@ -66,8 +67,8 @@ def _check_headers(value: dict[str, SecretStr]) -> dict[str, SecretStr]:
             raise ValueError(f"{name!r} is not a valid HTTP header name")
         if re.search(r"[\r\n\x00]", text.get_secret_value()):
             raise ValueError(f"the value of {name!r} contains CR, LF or NUL")
-        if name.lower() == "host":
-            raise ValueError("the Host header cannot be set")
+        if name.lower() in SERVER_OWNED_HEADERS - {"accept-encoding"}:  # `identity` may be asked for
+            raise ValueError(f"the {name} header cannot be set (HTTP framing: the server sets it)")
     return value
 
 
@@ -184,7 +185,7 @@ class ClaimHeader(_Model):
     @field_validator("header")
     @classmethod
     def _header(cls, value: str) -> str:
-        if not _HEADER_NAME.match(value) or value.lower() in ("authorization", "host", "content-length", "cookie"):
+        if not _HEADER_NAME.match(value) or value.lower() in SERVER_OWNED_HEADERS | {"authorization", "cookie"}:
             raise ValueError(f"{value!r} cannot be used as a claim header")
         return value
 
