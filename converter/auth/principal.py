@@ -123,9 +123,11 @@ def claim_value(claims: Mapping[str, Any], dotted: str) -> Any:
 def claim_headers(principal: Principal, mappings: tuple[tuple[str, str], ...]) -> dict[str, str]:
     """Upstream headers from the caller's claims (`claim_to_header`).
 
-    A missing claim sends no header (the argument-side header is never used: see
-    `reserved_headers`); lists are joined with `,`; anything that could split or smuggle a
-    header (CR, LF, NUL, non-ASCII) refuses the call rather than being cleaned silently.
+    A missing claim (or an empty list) sends no header (the argument-side header is never used:
+    see `reserved_headers`); lists are joined with `,`. Anything that could split or smuggle a
+    header (CR, LF, NUL, non-ASCII), or make the list ambiguous (an item holding `,`, an empty
+    item, or one with spaces at either end, which HTTP's list syntax drops), refuses the call
+    rather than being cleaned silently: `["a,b", "c"]` must not reach the upstream as three roles.
 
     Raises:
         ClaimHeaderError: a claim value cannot be sent safely.
@@ -133,10 +135,15 @@ def claim_headers(principal: Principal, mappings: tuple[tuple[str, str], ...]) -
     headers: dict[str, str] = {}
     for claim, header in mappings:
         value = claim_value(principal.claims, claim)
-        if value is None:
+        if value is None or value == []:
             continue
         if isinstance(value, list):
-            text = ",".join(_claim_text(v, claim, header) for v in value)
+            items = [_claim_text(v, claim, header) for v in value]
+            if any("," in item or item != item.strip() or not item for item in items):
+                raise ClaimHeaderError(f"The token claim {claim!r} has an item that is empty, holds ',' or starts "
+                                       f"or ends with a space, so its list cannot be sent unambiguously as the "
+                                       f"header {header!r}")
+            text = ",".join(items)
         else:
             text = _claim_text(value, claim, header)
         headers[header] = text

@@ -31,7 +31,7 @@ from joserfc import jwk, jwt
 from tests.integration.hostile import RawServer, Request, send
 
 if TYPE_CHECKING:
-    from conftest import Process, Processes
+    from conftest import MockApi, Process, Processes
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -154,6 +154,8 @@ def serve(processes: Processes, free_port: Callable[[], int], openapi_mcp_comman
         port = free_port()
         url = f"http://127.0.0.1:{port}/mcp"
         auth: dict[str, Any] = {"resource": url, "authorization_servers": [auth_server.issuer], "timeout": 3}
+        if fresh == "-claims":
+            auth["claim_to_header"] = [{"claim": "realm_access.roles", "header": "X-Roles"}]
         if verifier == "introspection":
             auth |= {"introspection_endpoint": f"{auth_server.url}/introspect", "client_id": "mcp-gateway",
                      "client_secret": SECRET}
@@ -279,3 +281,30 @@ async def test_an_oversized_introspection_answer_is_503_with_bounded_memory(
     assert response.status_code == 503, response.text
     assert response.json()["error_description"] == "The authorization server's answer is too large"
     assert served.peak_rss_mb() - before < 50
+
+
+# -- claims sent upstream (claim_to_header) -------------------------------------------------------
+
+
+async def test_a_claim_list_with_an_item_holding_the_delimiter_never_reaches_the_upstream(
+        serve: Callable[..., Served], auth_server: HostileAuthServer, mock_api: MockApi) -> None:
+    served = serve("introspection", fresh="-claims")
+    auth_server.resource = served.url
+    results = {}
+    for name, roles in (("split", ["a,b", "c"]), ("plain", ["a", "b c"])):
+        token = auth_server.token(f"roles-{name}", {"realm_access": {"roles": roles}})
+        async with httpx.AsyncClient(base_url=served.base_url, timeout=20, trust_env=False) as http:
+            headers = {**JSON_HEADERS, "authorization": f"Bearer {token}"}
+            init = await http.post("/mcp", headers=headers, json=INITIALIZE)
+            assert init.status_code == 200, init.text
+            headers |= {"mcp-session-id": init.headers["mcp-session-id"], "mcp-protocol-version": "2025-06-18"}
+            answer = await http.post("/mcp", headers=headers, json={
+                "jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "getApiInfo", "arguments": {}}})
+            results[name] = answer.json()["result"]
+    assert results["split"]["isError"] is True
+    assert results["split"]["content"][0]["text"] == (
+        "The token claim 'realm_access.roles' has an item that is empty, holds ',' or starts or ends with a space, "
+        "so its list cannot be sent unambiguously as the header 'X-Roles'")
+    assert not results["plain"].get("isError"), results["plain"]
+    received = mock_api.requests()
+    assert [r["headers"].get("x-roles") for r in received] == ["a,b c"]  # the refused call sent nothing
