@@ -95,8 +95,8 @@ class CompressingUpstream(RawServer):
         head = ["HTTP/1.1 200 OK", "content-type: application/json", *(f"content-encoding: {e}" for e in encodings)]
         if framing == "length":
             head.append(f"content-length: {len(body)}")
-        elif framing == "short":
-            head.append("content-length: 1000")
+        elif framing == "short":  # the rest comes a moment later, past the end the length promised
+            head += ["content-length: 1000", "connection: close"]
         elif framing == "long":
             head.append(f"content-length: {len(body) * 10}")
         elif framing == "chunked":
@@ -104,6 +104,11 @@ class CompressingUpstream(RawServer):
         else:
             head.append("connection: close")
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        if framing == "short":
+            writer.write(body[:1000])
+            await writer.drain()
+            await asyncio.sleep(0.2)
+            body = body[1000:]
         step = 16 * 1024
         for i in range(0, len(body), step):
             part = body[i:i + step]
