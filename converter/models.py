@@ -17,6 +17,16 @@ Location: TypeAlias = Literal["path", "query", "header", "cookie"]
 SlotLocation: TypeAlias = Literal["path", "query", "header", "cookie", "body", "body_field"]
 
 HTTP_METHODS: Final[tuple[str, ...]] = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+# Never taken from tool arguments (converter.tools.plan leaves such parameters
+# out; converter.config refuses them as claim_to_header targets): the framing and
+# hop-by-hop headers of RFC 9110 §7.6.1 / RFC 9112, and the negotiation this server owns because it
+# decodes the answer (Accept-Encoding, see converter.bodies).
+SERVER_OWNED_HEADERS: Final = frozenset({
+    "host", "content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection", "te", "trailer",
+    "upgrade", "expect", "proxy-authorization", "proxy-authenticate", "content-encoding", "accept-encoding",
+    "http2-settings",
+})
+
 
 _T = TypeVar("_T")
 

@@ -502,3 +502,19 @@ async def test_a_cached_refusal_is_raised_fresh_each_time(fake_as, tmp_path) -> 
     assert len({id(e) for e in raised}) == 3
     depth = [len(list(__import__("traceback").walk_tb(e.__traceback__))) for e in raised]
     assert depth[1] == depth[2], depth
+
+
+def test_a_claim_list_that_would_be_ambiguous_in_a_header_refuses_the_call() -> None:
+    mapping = (("realm_access.roles", "X-Roles"),)
+    ok = Principal(claims={"realm_access": {"roles": ["a", "b c", 3, True]}})
+    assert claim_headers(ok, mapping) == {"X-Roles": "a,b c,3,true"}
+    assert claim_headers(Principal(claims={"realm_access": {"roles": []}}), mapping) == {}  # like a missing claim
+    for roles in (["a,b", "c"], ["a", ""], [" a"], ["a "], [","]):
+        with pytest.raises(ClaimHeaderError) as exc:
+            claim_headers(Principal(claims={"realm_access": {"roles": roles}}), mapping)
+        assert str(exc.value) == ("The token claim 'realm_access.roles' has an item that is empty, holds ',' or "
+                                  "starts or ends with a space, so its list cannot be sent unambiguously as the "
+                                  "header 'X-Roles'")
+    # a single value may hold commas: it is not a list, and it goes as it is
+    assert claim_headers(Principal(claims={"name": "Lovelace, Ada"}), (("name", "X-Name"),)) == {
+        "X-Name": "Lovelace, Ada"}

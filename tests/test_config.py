@@ -163,6 +163,16 @@ AUTH = "spec: x.yaml\nauth:\n  resource: http://127.0.0.1:8000/mcp\n  authorizat
      "auth.algorithms: Value error, 'HS256' is not allowed: only asymmetric signatures can be checked with a JWKS"),
     ("  jwks_uri: http://as.test/certs\n  claim_to_header: [{claim: sub, header: Authorization}]\n",
      "auth.claim_to_header.0.header: Value error, 'Authorization' cannot be used as a claim header"),
+    ("  jwks_uri: http://as.test/certs\n  claim_to_header: [{claim: sub, header: Host}]\n",
+     "auth.claim_to_header.0.header: Value error, 'Host' cannot be used as a claim header"),
+    ("  jwks_uri: http://as.test/certs\n  claim_to_header: [{claim: sub, header: Transfer-Encoding}]\n",
+     "auth.claim_to_header.0.header: Value error, 'Transfer-Encoding' cannot be used as a claim header"),
+    ("  jwks_uri: http://as.test/certs\n  claim_to_header: [{claim: sub, header: X-User}, {claim: k, header: "
+     "x-api-key}]\nupstream: {headers: {X-Api-Key: k}}\n",
+     "auth.claim_to_header[1].header: 'x-api-key' is a header upstream.headers (or mcp_upstream.headers) sets; map "
+     "the claim to another header"),
+    ("  jwks_uri: http://as.test/certs\nupstream: {headers: {Transfer-Encoding: chunked}}\n",
+     "upstream.headers: Value error, the Transfer-Encoding header cannot be set (HTTP framing: the server sets it)"),
 ])
 def test_auth_config_errors_name_the_key(tmp_path: Path, extra: str, message: str) -> None:
     path = write(tmp_path, AUTH + extra)
@@ -177,3 +187,58 @@ def test_auth_is_refused_on_stdio(tmp_path: Path) -> None:
         load_settings(path, transport="stdio")
     settings = load_settings(path)
     assert settings.auth is not None and settings.auth.expected_issuer == "http://as.test/realms/demo"
+
+
+def test_yaml_words_stay_text_where_text_is_expected_and_flags_where_flags_are(tmp_path: Path) -> None:
+    # YAML 1.1 reads off/yes/no/on as booleans, 010 as 8 and 12:30 as 750; the config is read as YAML 1.2.
+    settings = load_settings(write(tmp_path, """
+telemetry: {access_log: off, metrics: off, dashboard: no, log_payloads: yes}
+read_only: yes
+upstream:
+  url: http://127.0.0.1:3000
+  headers: {X-Flag: yes, X-Off: off, X-Version: 010, X-Time: 12:30, X-Count: 2, X-Ratio: 1.5}
+tools:
+  - method: GET
+    path: /x
+    parameters:
+      - {name: q, in: query, required: yes, schema: {type: string, enum: [yes, no, on, off]}}
+    requestBody: {required: no, content: {application/json: {schema: {type: object}}}}
+acl: {audit: on, rules: [{features: [tools], when: "true"}]}
+"""))
+    telemetry = settings.telemetry
+    assert (telemetry.access_log, telemetry.metrics, telemetry.dashboard, telemetry.log_payloads) == (
+        "off", False, False, True)
+    assert settings.read_only is True
+    assert {k: v.get_secret_value() for k, v in settings.upstream.headers.items()} == {
+        "X-Flag": "yes", "X-Off": "off", "X-Version": "010", "X-Time": "12:30", "X-Count": "2", "X-Ratio": "1.5"}
+    parameter = settings.tools[0].parameters[0]
+    assert parameter["required"] is True and parameter["schema"]["enum"] == ["yes", "no", "on", "off"]
+    assert settings.tools[0].request_body is not None and settings.tools[0].request_body["required"] is False
+    catalog = build_catalog(settings)
+    assert catalog.plans[0].tool.input_schema["required"] == ["q"]
+    from converter.policy.acl import compile_acl
+
+    assert settings.acl is not None and compile_acl(settings.acl).audit is True
+
+
+@pytest.mark.parametrize(("written", "read"), [("off", "off"), ("Off", "off"), ("OFF", "off"), ("false", "off"),
+                                               ("STDERR", "stderr"), ("Stdout", "stdout"), ("./log.jsonl",
+                                                                                            "./log.jsonl")])
+def test_access_log_keywords_are_read_in_any_case(tmp_path: Path, written: str, read: str) -> None:
+    settings = load_settings(write(tmp_path, f"telemetry: {{access_log: {written}}}\ntools: [{{method: GET, path: /x}}]\n"))
+    assert settings.telemetry.access_log == read
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("telemetry: {access_log: true}", "telemetry.access_log: Value error, must be stderr, stdout, off or a file "
+                                      "path, not true"),
+    ("tools: [{method: GET, path: /x, parameters: [{name: q, in: query, required: maybe}]}]",
+     "tools.0.parameters: Value error, parameters[0].required must be true or false, not 'maybe'"),
+    ("acl: {audit: sometimes}", "acl.audit: must be true or false, not 'sometimes'"),
+])
+def test_a_flag_that_is_not_one_is_refused_naming_it(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text + "\nupstream: {url: http://127.0.0.1:9}\n" + (
+        "" if "tools:" in text else "tools: [{method: GET, path: /y}]\n"))
+    with pytest.raises(ConfigError) as exc:
+        build_catalog(load_settings(path))
+    assert str(exc.value) == f"{path}: {message}"

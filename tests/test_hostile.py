@@ -632,8 +632,8 @@ def test_a_redirect_to_a_file_url_is_not_followed(sites: list[_Site]) -> None:
     sites.append(site)
     with pytest.raises(SpecError) as exc:
         load_spec(f"{site.url}/spec.yaml")
-    assert str(exc.value) == (f"{site.url}/spec.yaml: cannot be fetched (UnsupportedProtocol: Request URL has an "
-                              "unsupported protocol 'file://'.)")
+    assert str(exc.value) == (f"{site.url}/spec.yaml: redirects to 'file:///etc/passwd', outside its origin "
+                              f"{site.url}; only redirects within the origin are followed")
 
 
 # -- spec sources that are not files or http(s) URLs ----------------------------------------------

@@ -12,6 +12,7 @@ from converter import ArgumentError, UpstreamError
 from converter.invoke.request import HttpRequest
 from converter.invoke.result import map_response
 from converter.invoke.upstream import Upstream
+from converter.tools import build_plans
 
 OK = {"200": {"description": "ok"}}
 BASE = "http://up.test/api"
@@ -294,3 +295,33 @@ def test_an_unresolvable_upstream_host_says_so(client: str) -> None:
     with pytest.raises(UpstreamError) as exc:
         anyio.run(go)
     assert str(exc.value) == "GET https://api.github.invalid/repos failed: cannot resolve host api.github.invalid"
+
+
+def test_configured_and_claim_headers_win_over_arguments_whatever_the_case(make_plans) -> None:
+    # A plan built without the catalog's reserved headers still cannot let an argument replace a
+    # configured credential: request building itself gives configured headers, then claims, the last word.
+    plan = make_plans({"/x": {"get": {"operationId": "x", "parameters": [
+        {"name": "x-api-key", "in": "header", "schema": {"type": "string"}},
+        {"name": "X-User", "in": "header", "schema": {"type": "string"}},
+        {"name": "Cookie", "in": "header", "schema": {"type": "string"}},
+        {"name": "s", "in": "cookie", "schema": {"type": "string"}}], "responses": OK}}})["x"]
+    plan.request.static_headers = {"X-Api-Key": "configured"}
+    request = plan.request.build({"x-api-key": "callers", "X-User": "mallory", "Cookie": "a=b", "s": "1"}, BASE,
+                                 {"x-user": "ada"})
+    assert request.headers == {"accept": "application/json", "cookie": "s=1", "X-Api-Key": "configured",
+                               "x-user": "ada"}
+
+
+def test_framing_headers_are_left_out_of_tools_with_a_warning(make_spec) -> None:
+    spec = make_spec({"/x": {"get": {"operationId": "x", "parameters": [
+        {"name": name, "in": "header", "schema": {"type": "string"}}
+        for name in ("Host", "transfer-encoding", "X-Keep", "x-user-id")], "responses": OK}}})
+    plans, problems = build_plans(spec, reserved_headers=frozenset({"x-user-id"}))
+    assert sorted(plans[0].input_schema["properties"]) == ["X-Keep"]
+    assert [str(p) for p in problems] == [
+        "#/paths/~1x/get: header parameter 'Host' is left out of the tool: HTTP framing and hop-by-hop headers are "
+        "set by the server, never by the caller",
+        "#/paths/~1x/get: header parameter 'transfer-encoding' is left out of the tool: HTTP framing and hop-by-hop "
+        "headers are set by the server, never by the caller",
+        "#/paths/~1x/get: header parameter 'x-user-id' is left out of the tool: the server sets it (upstream.headers "
+        "or auth.claim_to_header), so the caller may not"]

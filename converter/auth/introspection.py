@@ -25,13 +25,16 @@ from converter.auth.principal import (
     InvalidTokenError,
     Principal,
     audience_matches,
+    checked_times,
     scopes_of,
 )
+from converter.bodies import ACCEPT_ENCODING, BodyDecodingError, BoundedBody
 from converter.config import AuthSettings
 
 log = logging.getLogger("openapi_mcp.auth")
 
 MAX_CACHED_TOKENS = 10_000
+MAX_ANSWER_BYTES = 1024 * 1024  # an introspection answer or a JWKS is a few KB
 
 
 class TokenCache:
@@ -74,7 +77,10 @@ class CachingVerifier:
     def __init__(self, settings: AuthSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._settings = settings
         self._cache = TokenCache()
-        self._client = httpx.AsyncClient(timeout=settings.timeout, transport=transport, follow_redirects=False)
+        # Never follows redirects: an introspection request carries the client secret, and a JWKS
+        # from wherever a redirect points is not the authorization server's (fail closed: 503).
+        self._client = httpx.AsyncClient(timeout=settings.timeout, transport=transport, follow_redirects=False,
+                                         headers={"accept-encoding": ACCEPT_ENCODING})
 
     @property
     def cache(self) -> TokenCache:
@@ -94,8 +100,14 @@ class CachingVerifier:
         """
         timeout = self._settings.timeout
         try:
-            async with asyncio.timeout(timeout):
-                return await self._client.request(method, url, **kwargs)
+            async with asyncio.timeout(timeout), self._client.stream(method, url, **kwargs) as response:
+                return await _bounded(response)
+        except BodyDecodingError as exc:
+            log.error("%s %s answered a body that cannot be read: %s", what, url, exc)
+            raise AuthServerUnavailableError("The authorization server's answer could not be read") from exc
+        except _TooLargeError as exc:
+            log.error("%s %s answered more than %d bytes", what, url, MAX_ANSWER_BYTES)
+            raise AuthServerUnavailableError("The authorization server's answer is too large") from exc
         except (TimeoutError, httpx.TimeoutException) as exc:
             log.error("%s %s did not answer within %g s", what, url, timeout)
             message = f"The authorization server did not answer within {timeout:g} s"
@@ -103,6 +115,28 @@ class CachingVerifier:
         except httpx.HTTPError as exc:
             log.error("%s %s failed: %s", what, url, type(exc).__name__)
             raise AuthServerUnavailableError("The authorization server could not be reached") from exc
+
+
+class _TooLargeError(Exception):
+    pass
+
+
+async def _bounded(response: httpx.Response) -> httpx.Response:
+    """`response` read into memory, at most MAX_ANSWER_BYTES of it once decoded (a gzip bomb from
+    the authorization server, or anything posing as it, costs that much and no more)."""
+    if response.is_stream_consumed:  # made in memory (a MockTransport answer): already read
+        data = response.content
+        if len(data) > MAX_ANSWER_BYTES:
+            raise _TooLargeError
+    else:
+        body = BoundedBody(response.headers.get("content-encoding"), MAX_ANSWER_BYTES)
+        async for chunk in response.aiter_raw():
+            if not body.add(chunk):
+                raise _TooLargeError
+        data = body.finish()
+    headers = [(k, v) for k, v in response.headers.multi_items()
+               if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
+    return httpx.Response(response.status_code, headers=headers, content=data, request=response.request)
 
 
 class IntrospectionVerifier(CachingVerifier):
@@ -192,11 +226,10 @@ class IntrospectionVerifier(CachingVerifier):
         if body["active"] is not True:
             raise InvalidTokenError("The access token is not active")
         now = time.time()
-        exp = body.get("exp")
-        if isinstance(exp, (int, float)) and exp + settings.leeway < now:
+        exp, nbf = checked_times(body)
+        if exp is not None and exp + settings.leeway < now:
             raise InvalidTokenError("The access token has expired")
-        nbf = body.get("nbf")
-        if isinstance(nbf, (int, float)) and nbf - settings.leeway > now:
+        if nbf is not None and nbf - settings.leeway > now:
             raise InvalidTokenError("The access token is not valid yet")
         iss = body.get("iss")
         if iss is not None and iss != settings.expected_issuer:
@@ -212,7 +245,7 @@ class IntrospectionVerifier(CachingVerifier):
             issuer=iss if isinstance(iss, str) else settings.expected_issuer,
             scopes=scopes_of(body),
             claims=claims,
-            expires_at=float(exp) if isinstance(exp, (int, float)) else None,
+            expires_at=exp,
             is_authenticated=True,
         )
 

@@ -22,6 +22,7 @@ from converter.auth.principal import (
     InvalidTokenError,
     Principal,
     audience_matches,
+    checked_times,
     scopes_of,
 )
 from converter.config import AuthSettings
@@ -88,13 +89,12 @@ class JWTVerifier(CachingVerifier):
     def _principal(self, claims: dict[str, Any]) -> Principal:
         settings = self._settings
         now = time.time()
-        exp = claims.get("exp")
-        if not isinstance(exp, (int, float)):
+        exp, nbf = checked_times(claims)
+        if exp is None:
             raise InvalidTokenError("The access token has no expiry")
         if exp + settings.leeway < now:
             raise InvalidTokenError("The access token has expired")
-        nbf = claims.get("nbf")
-        if isinstance(nbf, (int, float)) and nbf - settings.leeway > now:
+        if nbf is not None and nbf - settings.leeway > now:
             raise InvalidTokenError("The access token is not valid yet")
         if claims.get("iss") != settings.expected_issuer:
             raise InvalidTokenError("The access token was issued by another authorization server")
@@ -109,7 +109,7 @@ class JWTVerifier(CachingVerifier):
             issuer=claims["iss"],
             scopes=scopes_of(claims),
             claims=claims,
-            expires_at=float(exp),
+            expires_at=exp,
             is_authenticated=True,
         )
 

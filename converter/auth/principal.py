@@ -59,6 +59,44 @@ def audience_matches(audience: Any, resource: str) -> bool:
     return any(isinstance(v, str) and canonical_resource(v) == wanted for v in values)
 
 
+MAX_NUMERIC_DATE = 253_402_300_799  # 9999-12-31T23:59:59Z: a later "time" is not one
+_TIME_CLAIMS = ("exp", "nbf", "iat")
+_TEXT_CLAIMS = ("iss", "sub", "client_id", "azp", "scope")
+
+
+def checked_times(claims: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """`exp` and `nbf` of a token's claims (None when absent), after checking that every claim
+    this server reads has the type RFC 7519 / 7662 / 9068 give it.
+
+    A malformed claim makes the token invalid: `"exp": NaN` or `"exp": "1"` must not pass as a
+    token that never expires, nor `"exp": true` as one that expired in 1970, nor a number too
+    large for a float crash the request.
+
+    Raises:
+        InvalidTokenError: a time that is not a finite number of seconds in [0, year 9999]
+            (booleans are not numbers), a text claim that is not a string, an `aud` that is
+            neither a string nor a list of strings, a `scp` that is neither.
+    """
+    for name in _TIME_CLAIMS:
+        if name in claims:
+            value = claims[name]
+            # (NaN fails the range test; the range test never turns a huge int into a float)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_NUMERIC_DATE:
+                raise InvalidTokenError(f"The access token's {name!r} claim is not a valid time")
+    for name in _TEXT_CLAIMS:
+        if name in claims and not isinstance(claims[name], str):
+            raise InvalidTokenError(f"The access token's {name!r} claim is not a string")
+    for name in ("aud", "scp"):
+        if name in claims and not _is_text_or_texts(claims[name]):
+            raise InvalidTokenError(f"The access token's {name!r} claim is not a string or a list of strings")
+    exp, nbf = claims.get("exp"), claims.get("nbf")
+    return (None if exp is None else float(exp)), (None if nbf is None else float(nbf))
+
+
+def _is_text_or_texts(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+
+
 def scopes_of(claims: Mapping[str, Any]) -> frozenset[str]:
     """Scopes from `scope` (space-separated, RFC 7662 / 9068) or `scp` (a list, some IdPs)."""
     scope = claims.get("scope")
@@ -85,9 +123,11 @@ def claim_value(claims: Mapping[str, Any], dotted: str) -> Any:
 def claim_headers(principal: Principal, mappings: tuple[tuple[str, str], ...]) -> dict[str, str]:
     """Upstream headers from the caller's claims (`claim_to_header`).
 
-    A missing claim sends no header (the argument-side header is never used: see
-    `reserved_headers`); lists are joined with `,`; anything that could split or smuggle a
-    header (CR, LF, NUL, non-ASCII) refuses the call rather than being cleaned silently.
+    A missing claim (or an empty list) sends no header (the argument-side header is never used:
+    see `reserved_headers`); lists are joined with `,`. Anything that could split or smuggle a
+    header (CR, LF, NUL, non-ASCII), or make the list ambiguous (an item holding `,`, an empty
+    item, or one with spaces at either end, which HTTP's list syntax drops), refuses the call
+    rather than being cleaned silently: `["a,b", "c"]` must not reach the upstream as three roles.
 
     Raises:
         ClaimHeaderError: a claim value cannot be sent safely.
@@ -95,10 +135,15 @@ def claim_headers(principal: Principal, mappings: tuple[tuple[str, str], ...]) -
     headers: dict[str, str] = {}
     for claim, header in mappings:
         value = claim_value(principal.claims, claim)
-        if value is None:
+        if value is None or value == []:
             continue
         if isinstance(value, list):
-            text = ",".join(_claim_text(v, claim, header) for v in value)
+            items = [_claim_text(v, claim, header) for v in value]
+            if any("," in item or item != item.strip() or not item for item in items):
+                raise ClaimHeaderError(f"The token claim {claim!r} has an item that is empty, holds ',' or starts "
+                                       f"or ends with a space, so its list cannot be sent unambiguously as the "
+                                       f"header {header!r}")
+            text = ",".join(items)
         else:
             text = _claim_text(value, claim, header)
         headers[header] = text

@@ -115,6 +115,7 @@ def openapi_sources(settings: Settings, spec_path: str | None, tools: Sequence[I
     upstream = Upstream(timeout=upstream_settings.timeout, max_response_bytes=upstream_settings.max_response_bytes,
                         transport=transport, tracing=settings.telemetry.traces)
     headers = {name: value.get_secret_value() for name, value in upstream_settings.headers.items()}
+    reserved |= {name.lower() for name in headers}  # configured credentials: never replaced by an argument
     chosen, dropped = _selection(include), _selection(exclude)
     compiled: list[tuple[Spec, list[ToolPlan], list[Problem]]] = []
     if spec_path is not None:

@@ -69,11 +69,24 @@ _MERGED_KEYS = ("entities", "variables")  # Kong's docs blocks, pasted one after
 
 
 def _loader() -> Any:
-    """PyYAML's safe loader, refusing a key given twice (except Kong docs blocks pasted in a row,
-    whose `entities:` and `variables:` are merged)."""
+    """PyYAML's safe loader with YAML 1.2 (core schema) booleans and numbers, refusing a key given
+    twice (except Kong docs blocks pasted in a row, whose `entities:` and `variables:` are merged).
+
+    YAML 1.1 reads on/off/yes/no/y/n as booleans, `010` as 8 and `12:30` as 750, so
+    `access_log: off` arrived as False and a header value `12:30` as a number. Here only true/false
+    (any case) are booleans and only plain decimal (or 0x) numbers are numbers; the rest stays
+    text. Settings typed as booleans or numbers still take that text ("off", "yes", "010").
+    """
     import yaml
 
+    replaced = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+
     class Loader(yaml.SafeLoader):
+        yaml_implicit_resolvers = {  # noqa: RUF012 - PyYAML's own class attribute, replaced whole
+            first: [(tag, regexp) for tag, regexp in resolvers if tag not in replaced]
+            for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+        }
+
         def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
             mapping: dict[Any, Any] = {}
             for key_node, value_node in node.value:
@@ -89,7 +102,17 @@ def _loader() -> Any:
             return mapping
 
     Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, Loader.construct_mapping)
+    for tag, pattern, first in _CORE_SCHEMA:
+        Loader.add_implicit_resolver(tag, re.compile(pattern), list(first))
     return Loader
+
+
+_CORE_SCHEMA = (  # YAML 1.2.2 §10.3.2, in the order they are tried
+    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("tag:yaml.org,2002:int", r"^(?:[-+]?(?:0|[1-9][0-9]*)|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    ("tag:yaml.org,2002:float", r"^(?:[-+]?(?:\.[0-9]+|[0-9]+\.[0-9]*)(?:[eE][-+]?[0-9]+)?|[-+]?[0-9]+[eE][-+]?[0-9]+"
+                                r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$", "-+.0123456789"),
+)  # (a leading zero, `010`, is text: YAML 1.1 reads it as octal 8, 1.2 as 10; as text either can be meant)
 
 
 def _merged(first: dict[Any, Any], second: dict[Any, Any]) -> dict[Any, Any]:

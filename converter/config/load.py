@@ -126,6 +126,15 @@ def _check_supported(settings: Settings) -> list[tuple[str, str]]:
             if secret is None:
                 key = "client_private_key" if auth.client_auth_method == "private_key_jwt" else "client_secret"
                 problems.append((f"auth.{key}", f"is needed for {auth.client_auth_method}"))
+        configured = {name.lower() for block in (settings.upstream, settings.mcp_upstream,
+                                                 *(e.upstream for e in settings.sources),
+                                                 *(e.mcp_upstream for e in settings.sources))
+                      if block is not None for name in block.headers}
+        for i, mapping in enumerate(auth.claim_to_header):
+            if mapping.header.lower() in configured:  # a claim must not replace a configured credential
+                problems.append((f"auth.claim_to_header[{i}].header",
+                                 f"{mapping.header!r} is a header upstream.headers (or mcp_upstream.headers) sets; "
+                                 "map the claim to another header"))
         if settings.server.transport == "stdio":
             problems.append(("auth", "applies to the HTTP transport only; stdio carries no bearer tokens (remove "
                                      "auth: or serve over http)"))

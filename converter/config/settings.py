@@ -22,6 +22,7 @@ from pydantic import (
 from converter.config.limits import LimitRule
 from converter.config.pdp import PdpSettings
 from converter.config.responses import ResponseSettings
+from converter.models import SERVER_OWNED_HEADERS
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # `read_only: true` excludes every method that is not safe (RFC 9110 §9.2.1): GET, HEAD, OPTIONS stay.
@@ -39,7 +40,8 @@ def _http_url(value: _Url) -> _Url:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A YAML number where text is expected (`client_id: 12345`, a header value `2`) is that text.
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
 class UpstreamSettings(_Model):
@@ -67,8 +69,8 @@ def _check_headers(value: dict[str, SecretStr]) -> dict[str, SecretStr]:
             raise ValueError(f"{name!r} is not a valid HTTP header name")
         if re.search(r"[\r\n\x00]", text.get_secret_value()):
             raise ValueError(f"the value of {name!r} contains CR, LF or NUL")
-        if name.lower() == "host":
-            raise ValueError("the Host header cannot be set")
+        if name.lower() in SERVER_OWNED_HEADERS - {"accept-encoding"}:  # `identity` may be asked for
+            raise ValueError(f"the {name} header cannot be set (HTTP framing: the server sets it)")
     return value
 
 
@@ -148,6 +150,33 @@ class InlineTool(_Model):
             raise ValueError(f"must start with '/', not {value!r}")
         return value
 
+    @field_validator("parameters")
+    @classmethod
+    def _parameter_flags(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [_flags(p, _PARAMETER_FLAGS, f"parameters[{i}]") for i, p in enumerate(value)]
+
+    @field_validator("request_body")
+    @classmethod
+    def _body_flags(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else _flags(value, ("required",), "requestBody")
+
+
+_PARAMETER_FLAGS: Final = ("required", "deprecated", "allowEmptyValue", "explode", "allowReserved")
+_FLAG_WORDS: Final = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
+
+def _flags(node: dict[str, Any], keys: tuple[str, ...], where: str) -> dict[str, Any]:
+    """The OpenAPI booleans of an inline tool as booleans: the config is YAML 1.2, where
+    `required: yes` is text (converter.config.file); anything else but a boolean is refused."""
+    fixed = dict(node)
+    for key in keys:
+        value = fixed.get(key)
+        if isinstance(value, str) and value.lower() in _FLAG_WORDS:
+            fixed[key] = _FLAG_WORDS[value.lower()]
+        elif key in fixed and not isinstance(value, bool):
+            raise ValueError(f"{where}.{key} must be true or false, not {value!r}")
+    return fixed
+
 
 class ClaimHeader(_Model):
     """Send a claim of the caller's token upstream as a header (Kong `claim_to_header`)."""
@@ -158,7 +187,7 @@ class ClaimHeader(_Model):
     @field_validator("header")
     @classmethod
     def _header(cls, value: str) -> str:
-        if not _HEADER_NAME.match(value) or value.lower() in ("authorization", "host", "content-length", "cookie"):
+        if not _HEADER_NAME.match(value) or value.lower() in SERVER_OWNED_HEADERS | {"authorization", "cookie"}:
             raise ValueError(f"{value!r} cannot be used as a claim header")
         return value
 
@@ -223,6 +252,17 @@ class TelemetrySettings(_Model):
     # With auth: on, a token with all of these sees every caller's traffic on the dashboard; any
     # other token sees its own requests only. Empty: everyone sees only their own.
     dashboard_scopes: list[str] = Field(default_factory=list)
+
+    @field_validator("access_log", mode="before")
+    @classmethod
+    def _access_log(cls, value: Any) -> Any:
+        if value is False:  # `access_log: false` means off
+            return "off"
+        if isinstance(value, str) and value.strip().lower() in ("stderr", "stdout", "off"):
+            return value.strip().lower()  # a keyword in any case (`Off` is not a file named Off)
+        if value is True:
+            raise ValueError("must be stderr, stdout, off or a file path, not true")
+        return value
 
 
 class ServerSettings(_Model):

@@ -102,7 +102,6 @@ class RequestTemplate:
             path.append(text)
         query: list[str] = []
         headers: dict[str, str] = {"accept": self.accept}
-        headers.update(self.static_headers)
         cookies: list[str] = []
         body_fields: dict[str, Any] = {}
         whole_body: Any = _MISSING
@@ -142,8 +141,11 @@ class RequestTemplate:
             elif location == "body":
                 whole_body = value
         if cookies:
-            headers["cookie"] = "; ".join(cookies)
-        headers.update(extra_headers)
+            _put(headers, {"cookie": "; ".join(cookies)})
+        # Configured headers (credentials) win over arguments, and claim headers over both, whatever
+        # the case of their names: one value each, never the caller's next to the configured one.
+        _put(headers, self.static_headers)
+        _put(headers, extra_headers)
         url = base_url.rstrip("/") + "".join(path)
         if query:
             url += "?" + "&".join(query)
@@ -222,6 +224,16 @@ class RequestTemplate:
                 f"{self.tool}: argument {name!r} must be base64-encoded file content", tool=self.tool,
                 json_path=f"$.{name}",
             ) from exc
+
+
+def _put(headers: dict[str, str], winners: Mapping[str, str]) -> None:
+    """Set `winners` in `headers`, removing any header of the same name in another case first."""
+    if not winners:
+        return
+    names = {name.lower() for name in winners}
+    for name in [n for n in headers if n.lower() in names]:
+        del headers[name]
+    headers.update(winners)
 
 
 def _undefined(value: Any, param: Parameter) -> bool:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from converter.bodies import ACCEPT_ENCODING, BodyDecodingError, BoundedBody
 from converter.errors import UpstreamError
 from converter.invoke.request import HttpRequest
 from converter.telemetry.record import current_record
@@ -67,8 +68,10 @@ class Upstream:
         if self._transport is not None:
             import httpx
 
+            # Redirects are answers, never followed: a Location elsewhere must not get the
+            # configured credentials (SECURITY.md). Only codings we decode in bounded steps are asked for.
             self._client = httpx.AsyncClient(transport=self._transport, timeout=httpx.Timeout(self.timeout),
-                                             follow_redirects=False)
+                                             follow_redirects=False, headers={"accept-encoding": ACCEPT_ENCODING})
         return self
 
     def _aiohttp_session(self) -> Any:
@@ -84,7 +87,10 @@ class Upstream:
                 cookie_jar=aiohttp.DummyCookieJar(),  # an upstream must not set state for all users
                 # `total` bounds the whole exchange, body included, while the response is open.
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
-                headers={"user-agent": USER_AGENT},
+                headers={"user-agent": USER_AGENT, "accept-encoding": ACCEPT_ENCODING},
+                # Bodies are decoded by converter.bodies, which counts max_response_bytes in decoded
+                # bytes and decodes in bounded steps (a gzip bomb costs the cap, not its size).
+                auto_decompress=False,
             )
         return self._session
 
@@ -166,6 +172,8 @@ class Upstream:
             raise UpstreamError(f"{where} failed: {failure}", method=request.method, url=request.url) from exc
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise UpstreamError(f"{where} failed: {_reason(exc)}", method=request.method, url=request.url) from exc
+        except BodyDecodingError as exc:
+            raise UpstreamError(f"{where} failed: {exc}", method=request.method, url=request.url) from exc
         return UpstreamResponse(
             status=response.status_code,
             reason=response.reason_phrase,
@@ -199,6 +207,8 @@ class Upstream:
                 errno = getattr(exc.os_error, "errno", None)
                 failure = f"cannot connect ({os.strerror(errno).lower() if errno else _reason(exc)})"
             raise UpstreamError(f"{where} failed: {failure}", method=request.method, url=request.url) from exc
+        except BodyDecodingError as exc:  # before ValueError, its base
+            raise UpstreamError(f"{where} failed: {exc}", method=request.method, url=request.url) from exc
         except (aiohttp.ClientError, ValueError) as exc:
             raise UpstreamError(f"{where} failed: {_reason(exc)}", method=request.method, url=request.url) from exc
         return UpstreamResponse(
@@ -213,28 +223,27 @@ class Upstream:
 
     async def _read_aiohttp(self, response: Any) -> tuple[bytes, bool]:
         cap = self.max_response_bytes
+        encoding = ",".join(response.headers.getall("content-encoding", ()))
         length = response.content_length
-        if length is not None and length <= cap:
-            return await response.read(), False
-        chunks: list[bytes] = []
-        size = 0
+        if not encoding and length is not None and length <= cap:
+            return await response.read(), False  # aiohttp reads exactly `length` bytes: within the cap
+        body = BoundedBody(encoding, cap)
         async for chunk in response.content.iter_any():
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > cap:
-                return b"".join(chunks)[:cap], True
-        return b"".join(chunks), False
+            if not body.add(chunk):
+                break
+        return body.finish(), body.truncated
 
     async def _read(self, response: httpx.Response) -> tuple[bytes, bool]:
-        cap = self.max_response_bytes
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > cap:
-                return b"".join(chunks)[:cap], True
-        return b"".join(chunks), False
+        # The raw bytes, decoded here: httpx's own decoders inflate a whole chunk at once, unbounded.
+        if response.is_stream_consumed:  # made in memory (a MockTransport answer): httpx read and decoded it
+            body = BoundedBody(None, self.max_response_bytes)
+            body.add(response.content)
+            return body.finish(), body.truncated
+        body = BoundedBody(response.headers.get("content-encoding"), self.max_response_bytes)
+        async for chunk in response.aiter_raw():
+            if not body.add(chunk):
+                break
+        return body.finish(), body.truncated
 
 
 def _from_resolver(exc: BaseException) -> bool:

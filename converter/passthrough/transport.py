@@ -15,6 +15,11 @@ stream of notifications. Two things here make calls cheaper than through it (ben
   elicitation, roots) goes to the calling client when `mcp_upstream.relay` allows it, and is
   answered "method not found" otherwise.
 
+Bodies are decoded in bounded steps (converter.bodies): only `gzip, deflate` are asked for, a JSON
+answer may be at most MAX_EVENT_BYTES decoded, and an event stream may not go that far without an
+event boundary. Redirects are never followed (the configured credentials must not go where one
+points): a 3xx is a LinkError.
+
 Failures are typed: `MCPError` is only ever the upstream's own JSON-RPC error answer;
 `SessionGoneError` says the upstream no longer knows the session (it restarted, nothing was
 done); `LinkError` says the exchange failed below JSON-RPC (connection, stream, garbage).
@@ -34,10 +39,12 @@ import httpx2
 import mcp.types as types
 from mcp.shared.exceptions import MCPError
 
-from converter.errors import ConverterError
+from converter.bodies import ACCEPT_ENCODING, BodyDecodingError, BoundedBody, Decoder, LayerFullError
+from converter.errors import ConverterError, UpstreamError
 
 DRAIN_SECONDS: Final = 0.05
 MAX_EVENT_BYTES: Final = 32 * 1024 * 1024  # one SSE event (a large tool result fits; a runaway does not)
+DRAIN_BYTES: Final = 1024 * 1024  # what is read of a stream after its answer, to keep the connection
 
 
 class LinkError(ConverterError):
@@ -113,19 +120,36 @@ class _Tap:
 
 class SessionTransport(httpx2.AsyncBaseTransport):
     """httpx2 transport for the SDK client: connections survive the SDK's early close of an SSE
-    answer (the rest of the body is read for a moment first), and the session id is noted."""
+    answer (the rest of the body is read for a moment first), and the session id is noted.
+
+    Bodies are decoded here, in bounded steps (converter.bodies), and reach the SDK decoded (no
+    Content-Encoding left for httpx2, whose decoders inflate a whole chunk at once).
+    """
 
     def __init__(self) -> None:
         self._inner = httpx2.AsyncHTTPTransport()
         self.session_id: str | None = None
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        request.headers["accept-encoding"] = ACCEPT_ENCODING
         response = await self._inner.handle_async_request(request)
         session_id = response.headers.get("mcp-session-id")
         if session_id:
             self.session_id = session_id
-        if request.method == "POST" and isinstance(response.stream, httpx2.AsyncByteStream):
-            response.stream = _DrainOnClose(response.stream)
+        if isinstance(response.stream, httpx2.AsyncByteStream):
+            stream: httpx2.AsyncByteStream = response.stream
+            if request.method == "POST":
+                stream = _DrainOnClose(stream)
+            try:
+                decoder = Decoder(",".join(response.headers.get_list("content-encoding")))
+            except BodyDecodingError as exc:
+                await stream.aclose()
+                raise httpx2.DecodingError(str(exc), request=request) from exc
+            events = response.headers.get("content-type", "").startswith("text/event-stream")
+            response.stream = _Bounded(stream, decoder, events, request)
+            for name in ("content-encoding", "content-length"):
+                if name in response.headers:
+                    del response.headers[name]
         return response
 
     async def aclose(self) -> None:
@@ -159,23 +183,67 @@ class _DrainOnClose(httpx2.AsyncByteStream):
             await self._inner.aclose()
 
 
+class _Bounded(httpx2.AsyncByteStream):
+    """A response body decoded in bounded pieces, refused past MAX_EVENT_BYTES (see SessionTransport)."""
+
+    def __init__(self, inner: httpx2.AsyncByteStream, decoder: Decoder, events: bool, request: httpx2.Request) -> None:
+        self._inner, self._decoder, self._events, self._request = inner, decoder, events, request
+        self._pending = 0  # decoded bytes since the last event boundary (or in all, for JSON)
+
+    async def __aiter__(self) -> Any:
+        async for raw in self._inner:
+            try:
+                for piece in self._decoder.feed(raw):
+                    self._count(piece)
+                    yield piece
+            except (BodyDecodingError, LayerFullError) as exc:
+                raise httpx2.DecodingError(f"the MCP upstream's answer cannot be read ({exc})",
+                                           request=self._request) from exc
+        try:
+            self._decoder.check_complete()
+        except BodyDecodingError as exc:
+            raise httpx2.DecodingError(str(exc), request=self._request) from exc
+
+    def _count(self, piece: bytes) -> None:
+        end = max(piece.rfind(b"\n\n"), piece.rfind(b"\r\n\r\n")) if self._events else -1
+        self._pending = len(piece) - end if end >= 0 else self._pending + len(piece)
+        if self._pending > MAX_EVENT_BYTES:
+            what = "an event of its stream" if self._events else "its answer"
+            raise httpx2.DecodingError(f"the MCP upstream sent {what} larger than {MAX_EVENT_BYTES} bytes",
+                                       request=self._request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _TooLargeError(Exception):
+    """The upstream's answer (or one event of it) is over MAX_EVENT_BYTES: the link is fine, the answer is not."""
+
+
 class _TextBody:
-    """What `httpx2.EventSource` reads of a response (headers, text chunks), over an aiohttp one."""
+    """What `httpx2.EventSource` reads of a response (headers, text chunks), over an aiohttp one,
+    decoded in bounded pieces (EventSource bounds each event at MAX_EVENT_BYTES)."""
 
     request = None
 
-    def __init__(self, response: Any) -> None:
+    def __init__(self, response: Any, decoder: Decoder) -> None:
         self.headers = response.headers
         self._content = response.content
+        self._decoder = decoder
 
     async def aiter_text(self) -> AsyncIterator[str]:
-        decoder = codecs.getincrementaldecoder("utf-8")()  # strict: a broken stream is a LinkError
-        async for chunk in self._content.iter_any():
-            text = decoder.decode(chunk)
-            if text:
-                yield text
-        tail = decoder.decode(b"", final=True)
-        if tail:
+        text = codecs.getincrementaldecoder("utf-8")()  # strict: a broken stream is a LinkError
+        pending = 0  # decoded bytes since the last event boundary
+        async for raw in self._content.iter_any():
+            for piece in self._decoder.feed(raw):
+                end = max(piece.rfind(b"\n\n"), piece.rfind(b"\r\n\r\n"))
+                pending = len(piece) - end if end >= 0 else pending + len(piece)
+                if pending > MAX_EVENT_BYTES:
+                    raise _TooLargeError("an event larger than")
+                if decoded := text.decode(piece):
+                    yield decoded
+        self._decoder.check_complete()
+        if tail := text.decode(b"", final=True):
             yield tail
 
 
@@ -188,7 +256,9 @@ class DirectCalls:
         self.url = url
         self._ids = itertools.count(1)
         self._session = aiohttp.ClientSession(
-            headers={**headers, "content-type": "application/json", "accept": "application/json, text/event-stream"},
+            headers={**headers, "content-type": "application/json", "accept": "application/json, text/event-stream",
+                     "accept-encoding": ACCEPT_ENCODING},
+            auto_decompress=False,  # decoded by converter.bodies, in bounded steps
             connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=30),
             cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=timeout),
@@ -230,19 +300,36 @@ class DirectCalls:
         if session_id is not None:
             headers["mcp-session-id"] = session_id
         try:
-            async with self._session.post(self.url, data=body, headers=headers) as response:
+            # Redirects are never followed: the configured credentials must not go where one points.
+            async with self._session.post(self.url, data=body, headers=headers, allow_redirects=False) as response:
                 if response.status in (400, 404) and session_id is not None:
                     raise SessionGoneError(f"the upstream answered HTTP {response.status} on session {session_id!r}")
+                if 300 <= response.status < 400:
+                    raise UpstreamError(f"the MCP upstream {self.url} answered {method} with HTTP {response.status} "
+                                        f"(a redirect to {response.headers.get('location', '')!r}); redirects are not "
+                                        "followed", method=method, url=self.url)
+                encoding = ",".join(response.headers.getall("content-encoding", ()))
                 content_type = response.headers.get("content-type", "")
                 if content_type.startswith("text/event-stream"):
-                    answer = await self._read_events(response, request_id, session_id, version, progress, ask,
-                                                     notify)
+                    answer = await self._read_events(response, Decoder(encoding), request_id, session_id, version,
+                                                     progress, ask, notify)
                     # The server ends the stream right after the answer: read to the end so that the
                     # connection is kept for the next call (aiohttp closes one released mid-body).
                     with anyio.move_on_after(DRAIN_SECONDS):
-                        await response.read()
+                        await _drain(response)
                 else:
-                    answer = json.loads(await response.read())
+                    whole = BoundedBody(encoding, MAX_EVENT_BYTES)
+                    async for chunk in response.content.iter_any():
+                        if not whole.add(chunk):
+                            raise _TooLargeError("more than")
+                    answer = json.loads(whole.finish())
+        # The answer is unusable, the link is not broken: a tool error, no reconnect.
+        except _TooLargeError as exc:
+            raise UpstreamError(f"the MCP upstream {self.url} answered {method} with {exc} {MAX_EVENT_BYTES} bytes",
+                                method=method, url=self.url) from None
+        except BodyDecodingError as exc:
+            raise UpstreamError(f"the MCP upstream {self.url} answered {method} with a body that cannot be read "
+                                f"({exc})", method=method, url=self.url) from exc
         except (aiohttp.ClientError, httpx2.SSEError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
             raise LinkError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
         if not isinstance(answer, dict) or ("result" not in answer and "error" not in answer):
@@ -259,10 +346,11 @@ class DirectCalls:
             raise LinkError("the upstream's JSON-RPC result is not an object")
         return cast(dict[str, Any], result)
 
-    async def _read_events(self, response: Any, request_id: str, session_id: str | None, version: str,
-                           progress: ProgressRelay | None, ask: RequestRelay | None,
+    async def _read_events(self, response: Any, decoder: Decoder, request_id: str, session_id: str | None,
+                           version: str, progress: ProgressRelay | None, ask: RequestRelay | None,
                            notify: NotificationRelay | None) -> Any:
-        events = httpx2.EventSource(cast(httpx2.Response, _TextBody(response)), max_event_size=MAX_EVENT_BYTES)
+        events = httpx2.EventSource(cast(httpx2.Response, _TextBody(response, decoder)),
+                                    max_event_size=MAX_EVENT_BYTES)
         async for event in events:
             if not event.data.strip():
                 continue  # a priming event (an id for resumption, no message)
@@ -298,5 +386,14 @@ class DirectCalls:
         headers = {"mcp-protocol-version": version}
         if session_id is not None:
             headers["mcp-session-id"] = session_id
-        async with self._session.post(self.url, data=json.dumps(reply), headers=headers):
+        async with self._session.post(self.url, data=json.dumps(reply), headers=headers, allow_redirects=False):
             pass
+
+
+async def _drain(response: Any) -> None:
+    """Read (and drop) what is left of a body, up to DRAIN_BYTES: enough for the end of an event stream."""
+    left = DRAIN_BYTES
+    async for chunk in response.content.iter_any():
+        left -= len(chunk)
+        if left <= 0:
+            return

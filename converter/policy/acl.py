@@ -189,7 +189,15 @@ def compile_acl(raw: Mapping[str, Any], *, source: str = "<config>") -> Acl:
     if unknown:
         raise ConfigError(f"{source}: acl.{sorted(unknown)[0]}: unknown key", key="acl", source=source)
     rules = [_rule(i, r, source) for i, r in enumerate(rules_raw)]
-    return Acl(rules, audit=raw.get("audit") is True)
+    audit = raw.get("audit", False)
+    if isinstance(audit, str) and audit.lower() in _FLAGS:  # YAML 1.2 reads `audit: yes` as text
+        audit = _FLAGS[audit.lower()]
+    if not isinstance(audit, bool):
+        raise ConfigError(f"{source}: acl.audit: must be true or false, not {audit!r}", key="acl.audit", source=source)
+    return Acl(rules, audit=audit)
+
+
+_FLAGS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
 
 
 def _rule(index: int, raw: Any, source: str) -> Rule:

@@ -8,7 +8,7 @@ import re
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urldefrag, urljoin, urlsplit
 
 from converter.errors import SpecError
 
@@ -104,30 +104,76 @@ def decode_text(data: bytes, name: str) -> str:
 
 
 def _fetch(uri: str, name: str) -> str:
-    """GET a document with a size cap and a deadline for the whole transfer (not per read)."""
+    """GET a document with a size cap (decoded bytes) and a deadline for the whole transfer.
+
+    Redirects are followed by hand, at most MAX_REDIRECTS of them, and only within the origin of
+    `uri`: every hop is checked, so a same-origin `$ref` (or spec URL) that answers 302 to another
+    host, a loopback address or a file:// URL cannot make us fetch it (SSRF).
+    """
     import httpx
 
+    from converter.bodies import ACCEPT_ENCODING, BodyDecodingError, BoundedBody
+
     deadline = time.monotonic() + _FETCH_TIMEOUT
+    url, seen = uri, {uri}
     try:
-        with (
-            httpx.Client(timeout=_FETCH_TIMEOUT, follow_redirects=True) as client,
-            client.stream("GET", uri) as response,
-        ):
-            if response.status_code != 200:
-                raise SpecError(f"{name}: fetching it answered HTTP {response.status_code}", source=name)
-            chunks: list[bytes] = []
-            size = 0
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > MAX_DOCUMENT_BYTES:
-                    raise SpecError(f"{name}: the document is larger than {MAX_DOCUMENT_BYTES} bytes", source=name)
-                if time.monotonic() > deadline:
-                    raise SpecError(f"{name}: fetching it took longer than {_FETCH_TIMEOUT:g} s", source=name)
-                chunks.append(chunk)
-            encoding = response.encoding or "utf-8"
+        with httpx.Client(timeout=_FETCH_TIMEOUT, follow_redirects=False,
+                          headers={"accept-encoding": ACCEPT_ENCODING}) as client:
+            for _ in range(MAX_REDIRECTS + 1):
+                with client.stream("GET", url) as response:
+                    if response.is_redirect:
+                        url = _next_hop(uri, url, response.headers["location"], seen, name)
+                        continue
+                    if response.status_code != 200:
+                        raise SpecError(f"{name}: fetching it answered HTTP {response.status_code}", source=name)
+                    consumed = response.is_stream_consumed  # made in memory (respx): already read and decoded
+                    body = BoundedBody(None if consumed else response.headers.get("content-encoding"),
+                                       MAX_DOCUMENT_BYTES)
+                    for chunk in [response.content] if consumed else response.iter_raw():
+                        if not body.add(chunk):
+                            raise SpecError(f"{name}: the document is larger than {MAX_DOCUMENT_BYTES} bytes",
+                                            source=name)
+                        if time.monotonic() > deadline:
+                            raise SpecError(f"{name}: fetching it took longer than {_FETCH_TIMEOUT:g} s",
+                                            source=name)
+                    data = body.finish()
+                    encoding = response.encoding or "utf-8"
+                    return data.decode(encoding, errors="replace")
+    except BodyDecodingError as exc:
+        raise SpecError(f"{name}: cannot be fetched ({exc})", source=name) from exc
     except httpx.HTTPError as exc:
         raise SpecError(f"{name}: cannot be fetched ({type(exc).__name__}: {exc})", source=name) from exc
-    return b"".join(chunks).decode(encoding, errors="replace")
+    raise SpecError(f"{name}: more than {MAX_REDIRECTS} redirects", source=name)
+
+
+MAX_REDIRECTS = 5
+
+
+def _next_hop(first: str, current: str, location: str, seen: set[str], name: str) -> str:
+    """The URL a redirect points at, if it may be followed: on the origin of `first`, never seen."""
+    target = urldefrag(urljoin(current, location)).url
+    if not same_origin(target, first):
+        parts = urlsplit(first)
+        raise SpecError(f"{name}: redirects to {target!r}, outside its origin {parts.scheme}://{parts.netloc}; "
+                        "only redirects within the origin are followed", source=name)
+    if target in seen:
+        raise SpecError(f"{name}: redirect loop through {target!r}", source=name)
+    seen.add(target)
+    return target
+
+
+def same_origin(a: str, b: str) -> bool:
+    """RFC 6454 origins: scheme, host (case-insensitive) and port (the default one filled in)."""
+    pa, pb = urlsplit(a), urlsplit(b)
+    try:
+        ports = (pa.port or _DEFAULT_PORTS.get(pa.scheme.lower()), pb.port or _DEFAULT_PORTS.get(pb.scheme.lower()))
+    except ValueError:  # a port that is not a number
+        return False
+    return (pa.scheme.lower() == pb.scheme.lower() and pa.scheme.lower() in _DEFAULT_PORTS
+            and (pa.hostname or "") == (pb.hostname or "") and ports[0] == ports[1])
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def parse_document(text: str, *, source: str) -> Any:

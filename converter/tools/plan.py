@@ -13,7 +13,7 @@ import mcp.types as types
 
 from converter.errors import ArgumentError
 from converter.invoke.request import RequestTemplate
-from converter.models import JsonSchema, Operation, Problem, Slot, Spec
+from converter.models import SERVER_OWNED_HEADERS, JsonSchema, Operation, Problem, Slot, Spec
 from converter.tools.names import assign_names
 from converter.tools.schemas import BODY, DefsIndex, build_input_schema, build_output_schema
 
@@ -235,8 +235,12 @@ def build_plans(
 ) -> tuple[list[ToolPlan], list[Problem]]:
     """Compile every selected operation of `spec` into a ToolPlan; report what was renamed.
 
-    Header parameters named in `reserved_headers` (lower case) are left out of the tools: the
-    server fills them itself (claim_to_header), so a client must not be able to set them.
+    Header parameters the caller must not set are left out of the tools, each with a warning:
+    those named in `reserved_headers` (lower case: the server fills them from claim_to_header or
+    upstream.headers, so a caller cannot spoof an identity or replace a credential) and the
+    framing and hop-by-hop headers HTTP owns (`SERVER_OWNED_HEADERS`: Host, Content-Length,
+    Transfer-Encoding, Connection, ...; a caller setting them could reach another virtual host
+    or desynchronise the connection).
     """
     names, problems = assign_names(spec.operations)
     in_defs, out_defs = DefsIndex(spec.input_defs), DefsIndex(spec.output_defs)
@@ -246,15 +250,23 @@ def build_plans(
             continue
         if not exclude.is_empty() and exclude.matches(op, name):
             continue
-        if reserved_headers:
-            op = _without_headers(op, reserved_headers)
+        op = _without_headers(op, reserved_headers, problems)
         plans.append(_plan(op, name, in_defs, out_defs))
     return plans, problems
 
 
-def _without_headers(op: Operation, reserved: frozenset[str]) -> Operation:
-    kept = tuple(p for p in op.parameters if not (p.location == "header" and p.name.lower() in reserved))
-    return op if len(kept) == len(op.parameters) else replace(op, parameters=kept)
+def _without_headers(op: Operation, reserved: frozenset[str], problems: list[Problem]) -> Operation:
+    kept = []
+    for p in op.parameters:
+        lowered = p.name.lower()
+        if p.location != "header" or (lowered not in reserved and lowered not in SERVER_OWNED_HEADERS):
+            kept.append(p)
+            continue
+        why = ("HTTP framing and hop-by-hop headers are set by the server, never by the caller"
+               if lowered in SERVER_OWNED_HEADERS else
+               "the server sets it (upstream.headers or auth.claim_to_header), so the caller may not")
+        problems.append(Problem(op.pointer, f"header parameter {p.name!r} is left out of the tool: {why}"))
+    return op if len(kept) == len(op.parameters) else replace(op, parameters=tuple(kept))
 
 
 def _plan(op: Operation, name: str, in_defs: DefsIndex, out_defs: DefsIndex) -> ToolPlan:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
@@ -35,7 +36,7 @@ def main(url: str) -> int:
             if response.is_redirect:
                 target = urljoin(str(response.request.url), response.headers["location"])
                 if not target.startswith(origin):  # back to the client: deliver the code (or the error)
-                    delivered = client.get(target, follow_redirects=True)
+                    delivered = _deliver(client, target)
                     hops.append(f"GET {target} -> {delivered.status_code}")
                     break
                 response = client.get(target)
@@ -48,6 +49,20 @@ def main(url: str) -> int:
         with open(log, "a", encoding="utf-8") as out:
             out.write("\n".join(hops) + "\n---\n")
     return 0
+
+
+def _deliver(client: httpx.Client, target: str) -> httpx.Response:
+    """The client's callback; mcp-remote opens the browser for a step-up a moment before its
+    callback server listens again (a person takes seconds anyway), so a refused connection is
+    tried again for up to 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return client.get(target, follow_redirects=True)
+        except httpx.ConnectError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 if __name__ == "__main__":
