@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from converter.config.credentials import ClientCredentialsSettings
 from converter.credentials.errors import TokenEndpointError
-from converter.credentials.settings import ClientCredentialsSettings
 from converter.credentials.tokens import IssuedToken, SingleFlight, TokenEndpoint
 
 log = logging.getLogger("openapi_mcp.credentials")
