@@ -121,6 +121,31 @@ def _report_problems(catalog: Catalog | DynamicCatalog) -> None:
         skipped = sum(p.fatal for p in problems)
         log.warning("... %d more (%d operations skipped in all); run `openapi-mcp check` to see every one",
                     len(problems) - _LOGGED_PROBLEMS, skipped)
+    inner = catalog.inner if isinstance(catalog, DynamicCatalog) else catalog
+    for line in _credential_warnings(inner, configured_only=True):
+        log.warning("%s", line)
+
+
+_SHOWN_TOOLS = 5
+
+
+def _credential_warnings(catalog: Catalog, *, configured_only: bool = False) -> list[str]:
+    """One line per source and reason: the tools whose security requirement no credential meets.
+
+    `configured_only`: only sources with upstream credentials (their calls fail; without any,
+    calls are sent with the static headers only, as they always were).
+    """
+    lines = []
+    for source in catalog.sources:
+        if configured_only and source.credentials is None:
+            continue
+        for why, plans in source.unmet_credentials().items():
+            names = ", ".join(plan.name for plan in plans[:_SHOWN_TOOLS])
+            more = f" and {len(plans) - _SHOWN_TOOLS} more" if len(plans) > _SHOWN_TOOLS else ""
+            effect = ("cannot be called (nothing is sent)" if source.credentials is not None
+                      else "are sent without the credentials their spec asks for (none are configured)")
+            lines.append(f"{source.upstream_key}: {len(plans)} tool(s) {effect}: {names}{more}; {why}")
+    return lines
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -196,11 +221,11 @@ def _check(args: argparse.Namespace) -> int:
     settings = _settings(args)
     catalog = build_catalog(settings, require_upstream=False)
     skipped = [p for p in catalog.problems if p.fatal]
-    warnings = [p for p in catalog.problems if not p.fatal]
+    warnings = [str(p) for p in catalog.problems if not p.fatal] + _credential_warnings(catalog)
     for problem in skipped:
         print(f"skipped  {problem}")
-    for problem in warnings:
-        print(f"warning  {problem}")
+    for warning in warnings:
+        print(f"warning  {warning}")
     print(f"{len(catalog.plans)} tools, {len(skipped)} operation(s) skipped, {len(warnings)} warning(s)")
     if skipped or (args.strict and warnings):
         return 1

@@ -23,6 +23,7 @@ from converter.catalog.openapi import OpenAPISource, openapi_sources
 from converter.catalog.proxied import ProxiedSource
 from converter.catalog.served import NO_CONTEXT, CallContext, CatalogListener, Source
 from converter.config import AuthSettings, Settings
+from converter.credentials.upstream import UpstreamCredentials
 from converter.errors import ConfigError, ConverterError
 from converter.invoke.result import error_result
 from converter.models import Problem
@@ -180,9 +181,14 @@ class Catalog:
         try:
             headers = claim_headers(principal, self.claim_headers) if self.claim_headers else {}
             return await source.call_tool(name, arguments or {}, headers, progress=progress, ask=ask,
-                                          context=context)
+                                          context=replace(context, principal=principal))
         except ConverterError as exc:
             return error_result(str(exc))
+
+    @property
+    def upstream_credentials(self) -> list[UpstreamCredentials]:
+        """The upstream API credentials of the OpenAPI sources that have any (for /metrics)."""
+        return [source.credentials for source in self.sources if source.credentials is not None]
 
     async def probe(self) -> dict[str, str]:
         states: dict[str, str] = {}
