@@ -21,6 +21,7 @@ from pydantic import (
 
 from converter.config.credentials import (
     CredentialsSettings,
+    OAuthCredential,
     SchemeCredential,
     UpstreamAuthSettings,
     auth_header,
@@ -82,6 +83,16 @@ class UpstreamSettings(_Model):
             # Which one would win is not something a reader of the config should have to know.
             raise ValueError(f"upstream.headers and upstream.auth both set the {header} header; remove one")
         return self
+
+    @property
+    def exchanges_caller_token(self) -> str | None:
+        """The key of a token exchange configured here ("auth.token_exchange"), or None."""
+        if self.auth is not None and self.auth.token_exchange is not None:
+            return "auth.token_exchange"
+        for name, credential in self.credentials.items():
+            if isinstance(credential, OAuthCredential) and credential.token_exchange is not None:
+                return f"credentials.{name}.token_exchange"
+        return None
 
     @property
     def has_credentials(self) -> bool:
