@@ -18,6 +18,7 @@ from converter.config.credentials import (
 from converter.credentials.client_credentials import ClientCredentials
 from converter.credentials.errors import CredentialError, TokenEndpointError
 from converter.credentials.schemes import SchemeCompiler, SecurityPlan, missing_credentials
+from converter.credentials.stats import CredentialStats, combined_stats
 from converter.credentials.token_exchange import TokenExchanger
 from converter.credentials.tokens import IssuedToken
 from converter.credentials.upstream import IDEMPOTENT_METHODS, Caller, CredentialParts, UpstreamCredentials
