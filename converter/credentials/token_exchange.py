@@ -15,13 +15,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import httpx
+from typing import TYPE_CHECKING
 
 from converter.config.credentials import TokenExchangeSettings
 from converter.credentials.client_credentials import ClientCredentials, token_params
 from converter.credentials.errors import CredentialError, TokenEndpointError
 from converter.credentials.tokens import IssuedToken, SingleFlight, TokenEndpoint, token_hash
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("openapi_mcp.credentials")
 

@@ -18,14 +18,15 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from urllib.parse import quote
-
-import httpx
 
 from converter.config.credentials import TokenClientSettings
 from converter.credentials.errors import TokenEndpointError
 from converter.errors import ConfigError
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("openapi_mcp.credentials")
 
@@ -118,6 +119,8 @@ class TokenEndpoint:
             TokenEndpointError: unreachable, no complete answer within the timeout, a refusal
                 (non-200, with the OAuth `error` code), or an answer without a usable token.
         """
+        import httpx  # on first use: a server that never asks a token endpoint does not load it
+
         settings = self.settings
         url = settings.token_endpoint
         data: list[tuple[str, str]] = [("grant_type", grant_type), *params]
@@ -287,6 +290,8 @@ def _safe(text: str | None, secrets: Sequence[str]) -> str:
 
 
 def _kind(exc: httpx.HTTPError) -> str:
+    import httpx
+
     if isinstance(exc, httpx.ConnectError):
         return "connection refused or no route"
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, Protocol, Self
 from urllib.parse import quote, unquote
 
-import httpx
 from pydantic import SecretStr
 
 from converter.config.credentials import (
@@ -48,6 +47,8 @@ from converter.invoke.request import HttpRequest
 from converter.telemetry.record import current_record
 
 if TYPE_CHECKING:
+    import httpx
+
     from converter.auth.principal import Principal
     from converter.invoke.upstream import UpstreamResponse
     from converter.telemetry.record import CallRecord
@@ -192,6 +193,8 @@ class UpstreamCredentials:
 
     @staticmethod
     def _client(transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
+        import httpx
+
         # No redirects (a token request is not re-posted elsewhere), no proxy from the environment.
         return httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False)
 
