@@ -130,6 +130,9 @@ def _report_problems(catalog: Catalog | DynamicCatalog) -> None:
         log.info("%s", _renamed_summary(renamed))
     for label in _empty_sources(catalog):
         log.warning("%s: the document has no operations (no paths): it adds no tools", label)
+    inner = catalog.inner if isinstance(catalog, DynamicCatalog) else catalog
+    for line in _credential_warnings(inner, configured_only=True):
+        log.warning("%s", line)
 
 
 def _renamed_summary(renamed: Sequence[Problem]) -> str:
@@ -141,6 +144,28 @@ def _empty_sources(catalog: Catalog | DynamicCatalog) -> list[str]:
     """The OpenAPI documents that define no operation at all (`openapi: 3.0.0` and nothing else)."""
     inner = catalog.inner if isinstance(catalog, DynamicCatalog) else catalog
     return [source.label for source in inner.sources if not source.plans and not source.problems]
+
+
+_SHOWN_TOOLS = 5
+
+
+def _credential_warnings(catalog: Catalog, *, configured_only: bool = False) -> list[str]:
+    """One line per source and reason: the tools whose security requirement no credential meets.
+
+    `configured_only`: only sources with upstream credentials (their calls fail; without any,
+    calls are sent with the static headers only, as they always were).
+    """
+    lines = []
+    for source in catalog.sources:
+        if configured_only and source.credentials is None:
+            continue
+        for why, plans in source.unmet_credentials().items():
+            names = ", ".join(plan.name for plan in plans[:_SHOWN_TOOLS])
+            more = f" and {len(plans) - _SHOWN_TOOLS} more" if len(plans) > _SHOWN_TOOLS else ""
+            effect = ("cannot be called (nothing is sent)" if source.credentials is not None
+                      else "are sent without the credentials their spec asks for (none are configured)")
+            lines.append(f"{source.upstream_key}: {len(plans)} tool(s) {effect}: {names}{more}; {why}")
+    return lines
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -222,6 +247,9 @@ def _check(args: argparse.Namespace) -> int:
         print(f"skipped  {problem}")
     for problem in warnings:
         print(f"warning  {problem}")
+    for line in _credential_warnings(catalog):
+        print(f"warning  {line}")
+        warnings.append(Problem("", line))
     for label in _empty_sources(catalog):
         print(f"warning  {label}: the document has no operations (no paths): it adds no tools")
         warnings.append(Problem("", "no operations"))

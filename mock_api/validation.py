@@ -190,9 +190,11 @@ class _ParameterRules:
     path_aliases: tuple[tuple[str, str], ...]  # name, "." (label) or ";" (matrix)
 
     @classmethod
-    def of(cls, operation: SchemaPath, path_item: SchemaPath) -> _ParameterRules:
-        """Read the rules from the operation's and path item's parameters ($refs resolved)."""
-        names: set[str] = set()
+    def of(cls, operation: SchemaPath, path_item: SchemaPath, *,
+           credentials: frozenset[str] = frozenset()) -> _ParameterRules:
+        """Read the rules from the operation's and path item's parameters ($refs resolved);
+        `credentials` are query names the security schemes declare (API keys), expected too."""
+        names: set[str] = set(credentials)
         prefixes: list[str] = []
         objects: list[tuple[str, frozenset[str] | None]] = []
         aliases: list[tuple[str, str]] = []
@@ -306,6 +308,12 @@ class RequestValidator:
                 raise DocumentError(problem) from exc
         self._finder = APICallPathFinder(self._openapi.spec, base_url=None)
         self._rules: dict[tuple[str, str], _ParameterRules] = {}
+        # QUIRK 2 drops `security`, but an API key sent in the query is still declared (QUIRK 6).
+        schemes = (document.get("components") or {}).get("securitySchemes") or {}
+        self._query_keys = frozenset(
+            str(s["name"]) for s in schemes.values()
+            if isinstance(s, dict) and s.get("type") == "apiKey" and s.get("in") == "query" and s.get("name")
+        )
 
     def __repr__(self) -> str:
         return f"RequestValidator(source={self.source!r})"
@@ -327,7 +335,9 @@ class RequestValidator:
         )
         rules = self._rules.get((template, method))
         if rules is None:
-            rules = self._rules[template, method] = _ParameterRules.of(found.operation, found.path)
+            rules = self._rules[template, method] = _ParameterRules.of(
+                found.operation, found.path, credentials=self._query_keys
+            )
         path_values = {name: unquote(value) for name, value in (found.path_result.variables or {}).items()}
         openapi_request = _OpenAPIRequest(
             host_url="http://mock",

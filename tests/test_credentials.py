@@ -202,7 +202,8 @@ async def test_api_keys_go_where_their_schemes_say_replacing_what_arguments_put_
     assert original.headers["x-api-key"] == "model"  # the plan's request is not changed
     assert parts.schemes == ("key_header", "key_query", "key_cookie") and not parts.has_tokens
     assert "H-KEY" not in repr(parts) and repr(parts) == (
-        "CredentialParts(schemes=('key_header', 'key_query', 'key_cookie'), headers=['X-API-Key'], "
+        "CredentialParts(schemes=('key_header', 'key_query', 'key_cookie'), kinds=('api_key', 'api_key', "
+        "'api_key'), headers=['X-API-Key'], "
         "query=['api_key'], cookies=['session'])")
     await creds.aclose()
 

@@ -913,3 +913,14 @@ def test_module_reports_an_unreadable_spec_in_one_line_and_exits_2(tmp_path: Pat
         f"mock_api: {missing}: cannot read the OpenAPI document: "
         f"[Errno 2] No such file or directory: '{missing}'\n"
     )
+
+
+@pytest.mark.anyio
+async def test_the_echo_app_expects_an_api_key_its_spec_declares_in_the_query_and_nothing_else() -> None:
+    secured = REPO / "tests" / "integration" / "specs" / "secured_api.yaml"
+    async with client_for(create_echo_app(secured)) as client:
+        keyed = await client.get("/api/search", params={"q": "lamp", "api_key": "k"})
+        other = await client.get("/api/search", params={"q": "lamp", "apikey": "k"})
+    assert keyed.status_code == 200 and keyed.json()["parameters"]["query"] == {"q": "lamp"}
+    assert other.status_code == 400 and other.json()["errors"] == [
+        "Unexpected query parameter: apikey (declared: api_key, q)"]

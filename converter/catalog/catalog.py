@@ -23,6 +23,7 @@ from converter.catalog.openapi import OpenAPISource, openapi_sources
 from converter.catalog.proxied import ProxiedSource
 from converter.catalog.served import NO_CONTEXT, CallContext, CatalogListener, Source
 from converter.config import AuthSettings, Settings
+from converter.credentials.upstream import UpstreamCredentials
 from converter.errors import ConfigError, ConverterError
 from converter.invoke.result import error_result
 from converter.models import Problem
@@ -188,7 +189,7 @@ class Catalog:
         try:
             headers = claim_headers(principal, self.claim_headers) if self.claim_headers else {}
             return await source.call_tool(name, arguments or {}, headers, progress=progress, ask=ask,
-                                          notify=notify, context=context)
+                                          notify=notify, context=replace(context, principal=principal))
         except ConverterError as exc:
             return error_result(str(exc))
 
@@ -218,6 +219,11 @@ class Catalog:
         source = await self._callable(name, principal)
         upstream = source.upstream if isinstance(source, ProxiedSource) else None
         return upstream, claim_headers(principal, self.claim_headers) if self.claim_headers else {}
+
+    @property
+    def upstream_credentials(self) -> list[UpstreamCredentials]:
+        """The upstream API credentials of the OpenAPI sources that have any (for /metrics)."""
+        return [source.credentials for source in self.sources if source.credentials is not None]
 
     async def probe(self) -> dict[str, str]:
         states: dict[str, str] = {}

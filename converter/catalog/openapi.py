@@ -3,11 +3,17 @@
 Inline Kong-style `tools:` are turned into a synthetic OpenAPI document first
 (`inline_tools_spec`), so they are an OpenAPISource too, not a second converter.
 `openapi_sources` builds the sources of one `spec:`/`tools:` block of the settings.
+
+With `upstream.auth` or `upstream.credentials`, each source's calls carry the upstream API's own
+credentials (converter.credentials: a token exchanged for the caller's, the gateway's client
+credentials token, the spec's API keys), placed as the operation's `security` says. The caller's
+token is never sent as it is, and a call whose credentials cannot be had is not sent at all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import replace
 from typing import Any
 
@@ -16,6 +22,10 @@ import mcp.types as types
 
 from converter.catalog.served import NO_CONTEXT, CallContext
 from converter.config import InlineTool, SelectionSettings, Settings, UpstreamSettings
+from converter.config.credentials import CredentialsSettings
+from converter.credentials.errors import CredentialError, TokenEndpointError
+from converter.credentials.schemes import SchemeCompiler, unmet_requirements
+from converter.credentials.upstream import ANONYMOUS_CALLER, Caller, UpstreamCredentials
 from converter.errors import ArgumentError, ConfigError, SpecError, UpstreamError
 from converter.invoke.result import error_result, map_response
 from converter.invoke.upstream import Upstream
@@ -28,22 +38,65 @@ from converter.tools.shaping import shaping_for
 PROBE_TIMEOUT = 2.0  # seconds per upstream, for /readyz
 
 
+class UpstreamConnection:
+    """What one `spec:`/`tools:` block keeps open while serving: its pooled upstream client and
+    the token-endpoint client of each of its sources' credentials, opened and closed together.
+
+    The sources of one block share it, so the catalog (which opens each connection once) opens
+    every part once.
+    """
+
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+        self.credentials: list[UpstreamCredentials] = []
+        self._stack: AsyncExitStack | None = None
+
+    def __repr__(self) -> str:
+        return f"UpstreamConnection(credentials={len(self.credentials)})"
+
+    async def __aenter__(self) -> UpstreamConnection:
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(self.upstream)
+            for credentials in self.credentials:
+                await stack.enter_async_context(credentials)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+
+
 class OpenAPISource:
     """Compiled tools and the pooled client of their upstream (a `converter.catalog.served.Source`)."""
 
     def __init__(self, plans: Sequence[ToolPlan], upstream: Upstream, *, base_url: str | None,
                  default_base_url: str | None = None, static_headers: Mapping[str, str] | None = None,
                  problems: Sequence[Problem] = (), security_schemes: Mapping[str, Any] | None = None,
-                 label: str = "spec") -> None:
+                 label: str = "spec", credentials: UpstreamCredentials | None = None,
+                 connection: UpstreamConnection | None = None, upstream_key: str = "upstream") -> None:
         """Args:
             base_url: upstream.url: every call goes there (overrides the spec's servers).
             default_base_url: without upstream.url, for operations without their own server.
             static_headers: upstream.headers, sent with every call; never overridden by arguments.
+            credentials: the upstream's own credentials (upstream.auth, upstream.credentials);
+                None: calls carry only the static headers.
+            connection: what must be open while serving (shared by the sources of one block);
+                by default the upstream client and `credentials`, opened together.
+            upstream_key: where its `upstream:` is in the config ("sources[2].upstream"), for messages.
         """
         self.plans = {plan.name: plan for plan in plans}
         self.label = label
         self.security_schemes = security_schemes or {}
         self.upstream = upstream
+        self.credentials = credentials
+        self.upstream_key = upstream_key
+        if connection is None:
+            connection = UpstreamConnection(upstream)
+            if credentials is not None:
+                connection.credentials.append(credentials)
+        self._connection = connection
         self.base_url = base_url
         self.default_base_url = default_base_url
         self.static_headers = dict(static_headers or {})
@@ -60,6 +113,18 @@ class OpenAPISource:
     def base_url_of(self, plan: ToolPlan) -> str | None:
         return self.base_url or plan.request.base_url or self.default_base_url
 
+    def unmet_credentials(self) -> dict[str, list[ToolPlan]]:
+        """The tools whose `security` no configured credential meets, grouped by why.
+
+        With credentials configured such calls fail (nothing is sent); without any, they are sent
+        with the static headers only, as before the credentials existed.
+        """
+        compiler = self.credentials.compiler if self.credentials is not None else SchemeCompiler(
+            CredentialsSettings(), self.security_schemes, label=self.upstream_key, static_headers=self.static_headers)
+        by_operation = {id(plan.operation): plan for plan in self.plans.values()}
+        grouped = unmet_requirements([plan.operation for plan in self.plans.values()], compiler)
+        return {why: [by_operation[id(op)] for op in ops] for why, ops in grouped.items()}
+
     def operations(self) -> list[tuple[str, Operation, Mapping[str, Any]]]:
         """(tool name, operation, the spec's security schemes) of each tool: per-tool scopes come from them."""
         return [(name, plan.operation, self.security_schemes) for name, plan in self.plans.items()]
@@ -69,10 +134,15 @@ class OpenAPISource:
                         notify: NotificationRelay | None = None,
                         context: CallContext = NO_CONTEXT) -> types.CallToolResult:
         """Validate, build, send and map one call; every failure becomes an `isError` result."""
-        return await self.call(self.plans[name], arguments, headers)
+        caller = ANONYMOUS_CALLER
+        if self.credentials is not None:
+            # The verified token, for a token exchange only: never a header of the upstream call.
+            caller = Caller.of(context.principal, context.bearer_token)
+        return await self.call(self.plans[name], arguments, headers, caller=caller)
 
     async def call(self, plan: ToolPlan, arguments: Mapping[str, Any],
-                   extra_headers: Mapping[str, str] | None = None) -> types.CallToolResult:
+                   extra_headers: Mapping[str, str] | None = None, *,
+                   caller: Caller = ANONYMOUS_CALLER) -> types.CallToolResult:
         chosen = None
         try:
             if plan.shaping is not None:
@@ -84,7 +154,14 @@ class OpenAPISource:
             # Configured headers go last, so a tool argument never replaces a credential.
             configured = {**self.static_headers, **(extra_headers or {})}
             request = plan.request.build(arguments, base_url, configured)
-            response = await self.upstream.send(request)
+            if self.credentials is None:
+                response = await self.upstream.send(request)
+            else:
+                # Raises before anything is sent when a credential cannot be had.
+                response = await self.credentials.send(self.upstream, request, plan.operation.security, caller,
+                                                       tool=plan.name)
+        except (CredentialError, TokenEndpointError) as exc:
+            return error_result(f"{exc}; nothing was sent to the upstream")
         except (ArgumentError, UpstreamError, ConfigError) as exc:
             return error_result(str(exc))
         return map_response(response, plan, chosen)
@@ -98,8 +175,8 @@ class OpenAPISource:
         return states
 
     @property
-    def connection(self) -> Upstream:
-        return self.upstream
+    def connection(self) -> UpstreamConnection:
+        return self._connection
 
 
 def openapi_sources(settings: Settings, spec_path: str | None, tools: Sequence[InlineTool],
@@ -114,13 +191,16 @@ def openapi_sources(settings: Settings, spec_path: str | None, tools: Sequence[I
     """
     upstream = Upstream(timeout=upstream_settings.timeout, max_response_bytes=upstream_settings.max_response_bytes,
                         transport=transport, tracing=settings.telemetry.traces)
+    connection = UpstreamConnection(upstream)
     headers = {name: value.get_secret_value() for name, value in upstream_settings.headers.items()}
     reserved |= {name.lower() for name in headers}  # configured credentials: never replaced by an argument
     chosen, dropped = _selection(include), _selection(exclude)
     compiled: list[tuple[Spec, list[ToolPlan], list[Problem]]] = []
+    where_upstream = f"{label}.upstream" if label else "upstream"
     if spec_path is not None:
         cache = CompileCache(default_directory() if settings.cache else None)
         compiled.append(cache.compile(spec_path, include=chosen, exclude=dropped, reserved_headers=reserved))
+    inline: Spec | None = None
     if tools:
         where = settings.config_file or "<config>"
         inline = inline_tools_spec(tools, source=f"{where}: {label}" if label else where)
@@ -137,11 +217,33 @@ def openapi_sources(settings: Settings, spec_path: str | None, tools: Sequence[I
         bound = [plan.bound(prefix=prefix, shaping=shaping_for(settings.responses, prefix + plan.name,
                                                                plan.input_schema.get("properties", {})))
                  for plan in plans]
+        wanted = credentials_settings(upstream_settings, inline_beside_spec=spec_path is not None and spec is inline)
+        credentials, unused = None, []
+        if wanted is not None:  # a credential that does not fit its scheme raises ConfigError here, at startup
+            credentials = UpstreamCredentials(wanted, spec.security_schemes, label=where_upstream,
+                                              static_headers=headers.keys())
+            connection.credentials.append(credentials)
+            unused = [Problem(f"{where_upstream}.credentials.{name}", "the spec defines no security scheme of that "
+                              "name, so it is never sent") for name in credentials.compiler.unused_credentials()]
         sources.append(OpenAPISource(bound, upstream, base_url=upstream_settings.url, default_base_url=default_base,
-                                     static_headers=headers, problems=[*spec.problems, *naming],
+                                     static_headers=headers, problems=[*spec.problems, *naming, *unused],
                                      security_schemes=spec.security_schemes,
-                                     label=f"{label} ({spec.source})" if label else spec.source))
+                                     label=f"{label} ({spec.source})" if label else spec.source,
+                                     credentials=credentials, connection=connection, upstream_key=where_upstream))
     return sources
+
+
+def credentials_settings(upstream: UpstreamSettings, *, inline_beside_spec: bool = False) -> CredentialsSettings | None:
+    """The credentials of one source of a block, or None without any (calls carry the static headers only).
+
+    Inline tools have no securitySchemes: beside a spec, the block's `credentials` are the spec's,
+    so the tools get `upstream.auth` only.
+    """
+    if not upstream.has_credentials:
+        return None
+    if inline_beside_spec:
+        return CredentialsSettings(auth=upstream.auth) if upstream.auth is not None else None
+    return upstream.credentials_settings()
 
 
 def inline_tools_spec(tools: Sequence[InlineTool], *, source: str) -> Spec:

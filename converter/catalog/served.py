@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import mcp.types as types
 
 from converter.auth.principal import Principal
+from converter.credentials.upstream import UpstreamCredentials
 from converter.models import Problem
 from converter.passthrough.source import MCPUpstreamSource
 from converter.passthrough.transport import NotificationRelay, ProgressRelay, RequestRelay
@@ -36,6 +37,9 @@ class CallContext:
     # The caller's bearer token, for RFC 8693 token exchange only (upstream.auth.token_exchange):
     # never logged, never sent anywhere as it is.
     bearer_token: str | None = field(default=None, repr=False)
+    # The verified principal, set by the catalog for its sources: its `exp` bounds how long a
+    # token exchanged for `bearer_token` is reused.
+    principal: Principal | None = None
 
 
 NO_CONTEXT = CallContext()
@@ -153,6 +157,11 @@ class ServedCatalog(Protocol):
 
     async def probe(self) -> dict[str, str]:
         """Every upstream and its state, for `/readyz`."""
+        ...
+
+    @property
+    def upstream_credentials(self) -> Sequence[UpstreamCredentials]:
+        """The upstream API credentials of the OpenAPI sources that have any (for /metrics)."""
         ...
 
     async def __aenter__(self) -> Any: ...

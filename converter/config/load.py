@@ -138,6 +138,16 @@ def _check_supported(settings: Settings) -> list[tuple[str, str]]:
         if settings.server.transport == "stdio":
             problems.append(("auth", "applies to the HTTP transport only; stdio carries no bearer tokens (remove "
                                      "auth: or serve over http)"))
+    upstreams = [("upstream", settings.upstream)] if settings.spec is not None or settings.tools else []
+    upstreams += [(f"sources[{i}].upstream", entry.upstream) for i, entry in enumerate(settings.sources)
+                  if entry.mcp_upstream is None]
+    for where, upstream in upstreams:
+        exchange = upstream.exchanges_caller_token
+        if exchange is not None and auth is None:
+            # Every call would fail: without auth: no call carries a verified token to exchange.
+            problems.append((f"{where}.{exchange}", "exchanges the caller's token, so it needs auth: (the caller's "
+                                                    "verified token is the subject token); use client_credentials "
+                                                    "for the gateway's own token"))
     for i, entry in enumerate(settings.sources):
         kinds = [key for key, given in (("spec", entry.spec is not None), ("tools", bool(entry.tools)),
                                         ("mcp_upstream", entry.mcp_upstream is not None)) if given]

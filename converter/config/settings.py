@@ -19,6 +19,14 @@ from pydantic import (
     model_validator,
 )
 
+from converter.config.credentials import (
+    CredentialsSettings,
+    OAuthCredential,
+    SchemeCredential,
+    UpstreamAuthSettings,
+    auth_header,
+    check_scheme_credentials,
+)
 from converter.config.limits import LimitRule
 from converter.config.pdp import PdpSettings
 from converter.config.responses import ResponseSettings
@@ -51,6 +59,11 @@ class UpstreamSettings(_Model):
     timeout: float = Field(default=60.0, gt=0)
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     max_response_bytes: int = Field(default=1_000_000, gt=0)
+    # The upstream API's own credentials (converter.credentials): the token every call carries
+    # (RFC 8693 exchange of the caller's token, or client credentials), and the credentials of
+    # the spec's securitySchemes by name. The caller's token is never sent as it is.
+    auth: UpstreamAuthSettings | None = None
+    credentials: dict[str, SchemeCredential] = Field(default_factory=dict)
 
     @field_validator("url")
     @classmethod
@@ -61,6 +74,37 @@ class UpstreamSettings(_Model):
     @classmethod
     def _headers(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
         return _check_headers(value)
+
+    @field_validator("credentials")
+    @classmethod
+    def _credentials(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_scheme_credentials(value)
+
+    @model_validator(mode="after")
+    def _one_source_per_header(self) -> UpstreamSettings:
+        header = auth_header(self.auth)
+        if header is not None and header.lower() in {name.lower() for name in self.headers}:
+            # Which one would win is not something a reader of the config should have to know.
+            raise ValueError(f"upstream.headers and upstream.auth both set the {header} header; remove one")
+        return self
+
+    @property
+    def exchanges_caller_token(self) -> str | None:
+        """The key of a token exchange configured here ("auth.token_exchange"), or None."""
+        if self.auth is not None and self.auth.token_exchange is not None:
+            return "auth.token_exchange"
+        for name, credential in self.credentials.items():
+            if isinstance(credential, OAuthCredential) and credential.token_exchange is not None:
+                return f"credentials.{name}.token_exchange"
+        return None
+
+    @property
+    def has_credentials(self) -> bool:
+        """True when `auth` or `credentials` is given (the credentials layer is on)."""
+        return self.auth is not None or bool(self.credentials)
+
+    def credentials_settings(self) -> CredentialsSettings:
+        return CredentialsSettings(auth=self.auth, credentials=self.credentials)
 
 
 def _check_headers(value: dict[str, SecretStr]) -> dict[str, SecretStr]:

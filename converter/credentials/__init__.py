@@ -7,10 +7,7 @@ Entry point: `UpstreamCredentials.send` (see converter.credentials.upstream).
 
 from __future__ import annotations
 
-from converter.credentials.client_credentials import ClientCredentials
-from converter.credentials.errors import CredentialError, TokenEndpointError
-from converter.credentials.schemes import SchemeCompiler, SecurityPlan, missing_credentials
-from converter.credentials.settings import (
+from converter.config.credentials import (
     BasicCredential,
     ClientCredentialsSettings,
     CredentialsSettings,
@@ -18,6 +15,10 @@ from converter.credentials.settings import (
     TokenExchangeSettings,
     UpstreamAuthSettings,
 )
+from converter.credentials.client_credentials import ClientCredentials
+from converter.credentials.errors import CredentialError, TokenEndpointError
+from converter.credentials.schemes import SchemeCompiler, SecurityPlan, missing_credentials
+from converter.credentials.stats import CredentialStats, combined_stats
 from converter.credentials.token_exchange import TokenExchanger
 from converter.credentials.tokens import IssuedToken
 from converter.credentials.upstream import IDEMPOTENT_METHODS, Caller, CredentialParts, UpstreamCredentials
@@ -30,6 +31,7 @@ __all__ = [
     "ClientCredentialsSettings",
     "CredentialError",
     "CredentialParts",
+    "CredentialStats",
     "CredentialsSettings",
     "IssuedToken",
     "OAuthCredential",
@@ -40,5 +42,6 @@ __all__ = [
     "TokenExchanger",
     "UpstreamAuthSettings",
     "UpstreamCredentials",
+    "combined_stats",
     "missing_credentials",
 ]

@@ -12,12 +12,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import httpx
-
+from converter.config.credentials import ClientCredentialsSettings
 from converter.credentials.errors import TokenEndpointError
-from converter.credentials.settings import ClientCredentialsSettings
 from converter.credentials.tokens import IssuedToken, SingleFlight, TokenEndpoint
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("openapi_mcp.credentials")
 

@@ -28,6 +28,7 @@ class TokenEndpointError(UpstreamError):
 class CredentialError(ConverterError):
     """An operation's security requirement cannot be met for this call."""
 
-    def __init__(self, message: str, *, tool: str | None = None) -> None:
+    def __init__(self, message: str, *, tool: str | None = None, reason: str = "not_configured") -> None:
         super().__init__(message)
         self.tool = tool
+        self.reason = reason  # not_configured | no_caller_token | caller_token_expired | unusable: a log field

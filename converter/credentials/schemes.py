@@ -21,7 +21,7 @@ from typing import Any, Literal, TypeAlias
 
 from pydantic import SecretStr
 
-from converter.credentials.settings import (
+from converter.config.credentials import (
     BasicCredential,
     ClientCredentialsSettings,
     CredentialsSettings,
@@ -55,10 +55,23 @@ class Binding:
     scheme: str
     placement: Placement
     source: SourceSpec | None  # None: `upstream.headers` already sends this header
+    static_kind: str = "static_token"  # what a fixed credential is: api_key, basic, static_token
 
     @property
     def needs_caller(self) -> bool:
         return isinstance(self.source, TokenExchangeSettings)
+
+    @property
+    def kind(self) -> str:
+        """What this sends, for the access log: token_exchange, client_credentials, api_key,
+        basic, static_token or upstream_headers (never a value)."""
+        if self.source is None:
+            return "upstream_headers"
+        if isinstance(self.source, TokenExchangeSettings):
+            return "token_exchange"
+        if isinstance(self.source, ClientCredentialsSettings):
+            return "client_credentials"
+        return self.static_kind
 
     def __repr__(self) -> str:
         kind = "upstream.headers" if self.source is None else \
@@ -192,7 +205,7 @@ class SchemeCompiler:
                 raise ConfigError(f"{key}: the API key cannot be sent as a cookie (it contains a space, quote, "
                                   "comma, semicolon or backslash)", key=key)
             location: Literal["header", "query", "cookie"] = where
-            return Binding(name, Placement(location, param), source)
+            return Binding(name, Placement(location, param), source, static_kind="api_key")
         if credential is None and kind in ("http", "oauth2", "openIdConnect") and self.default_source is None \
                 and "authorization" in self.static_headers:
             return Binding(name, Placement("header", "Authorization"), None)
@@ -201,7 +214,8 @@ class SchemeCompiler:
             if http == "basic":
                 if credential is None:
                     return f"no credentials for {name!r}: set {key} (username and password)"
-                return Binding(name, Placement("header", "Authorization", "Basic "), _basic(credential, key))
+                return Binding(name, Placement("header", "Authorization", "Basic "), _basic(credential, key),
+                               static_kind="basic")
             if http in _INTERACTIVE_HTTP:
                 return f"security scheme {name!r} (http {http}) needs a challenge-response, which is not supported"
             if http == "bearer" or not http:
@@ -270,6 +284,16 @@ def describe(plan: SecurityPlan) -> str:
     """Why no alternative of `plan` can be met, in one sentence."""
     parts = [f"{a.label}: {'; '.join(a.missing)}" for a in plan.alternatives if a.missing]
     return " | ".join(parts)
+
+
+def unmet_requirements(operations: Iterable[Operation], compiler: SchemeCompiler) -> dict[str, list[Operation]]:
+    """The operations no configured credential can be given for, grouped by why (`describe`)."""
+    found: dict[str, list[Operation]] = {}
+    for op in operations:
+        plan = compiler.plan(op.security)
+        if not plan.is_satisfiable:
+            found.setdefault(describe(plan), []).append(op)
+    return found
 
 
 def missing_credentials(operations: Iterable[Operation], security_schemes: Mapping[str, Any],

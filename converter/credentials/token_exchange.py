@@ -15,13 +15,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import httpx
-
+from converter.config.credentials import TokenExchangeSettings
 from converter.credentials.client_credentials import ClientCredentials, token_params
 from converter.credentials.errors import CredentialError, TokenEndpointError
-from converter.credentials.settings import TokenExchangeSettings
 from converter.credentials.tokens import IssuedToken, SingleFlight, TokenEndpoint, token_hash
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("openapi_mcp.credentials")
 
@@ -84,10 +86,11 @@ class TokenExchanger:
         """
         if not subject_token:
             raise CredentialError("The upstream needs a token exchanged for the caller's, but this call carries "
-                                  "no caller token (is auth: configured?)")
+                                  "no caller token (is auth: configured?)", reason="no_caller_token")
         now = self._clock()
         if subject_expires_at is not None and subject_expires_at <= now:
-            raise CredentialError("The caller's token has expired, so it cannot be exchanged for the upstream")
+            raise CredentialError("The caller's token has expired, so it cannot be exchanged for the upstream",
+                                  reason="caller_token_expired")
         key = f"{token_hash(subject_token)}:{self._request_key}"
         if self.settings.cache.enabled:
             entry = self._cache.get(key)

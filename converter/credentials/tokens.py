@@ -18,14 +18,15 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from urllib.parse import quote
 
-import httpx
-
+from converter.config.credentials import TokenClientSettings
 from converter.credentials.errors import TokenEndpointError
-from converter.credentials.settings import TokenClientSettings
 from converter.errors import ConfigError
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("openapi_mcp.credentials")
 
@@ -96,9 +97,15 @@ class TokenEndpoint:
         self._signing_key: Any = _signing_key(settings) if settings.client_auth == "private_key_jwt" else None
         self.requests = 0  # token requests sent (for metrics and tests)
         self.failures = 0
+        # by result: ok, unreachable, timeout, refused, invalid_response (metrics labels)
+        self.results: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"TokenEndpoint(url={self.settings.token_endpoint!r}, client_id={self.settings.client_id!r})"
+
+    def use(self, http: httpx.AsyncClient) -> None:
+        """Send through `http` from now on (the owner opened a new client for a new lifespan)."""
+        self._http = http
 
     async def request(self, grant_type: str, params: Sequence[tuple[str, str]], *,
                       secrets: Sequence[str] = (), what: str = "token request") -> IssuedToken:
@@ -112,6 +119,8 @@ class TokenEndpoint:
             TokenEndpointError: unreachable, no complete answer within the timeout, a refusal
                 (non-200, with the OAuth `error` code), or an answer without a usable token.
         """
+        import httpx  # on first use: a server that never asks a token endpoint does not load it
+
         settings = self.settings
         url = settings.token_endpoint
         data: list[tuple[str, str]] = [("grant_type", grant_type), *params]
@@ -158,11 +167,16 @@ class TokenEndpoint:
             self._failed(what, url, "refused", started, response.status_code, error)
             raise TokenEndpointError(f"{where} was refused ({detail})", url=url, status=response.status_code,
                                      error=_safe(error, hidden) or None)
-        token = _issued(body, what=where, url=url)
+        try:
+            token = _issued(body, what=where, url=url)
+        except TokenEndpointError:
+            self._failed(what, url, "invalid_response", started, response.status_code)
+            raise
         if token is None:
             self._failed(what, url, "invalid_response", started, response.status_code)
             raise TokenEndpointError(f"{where} answered without a usable access_token", url=url,
                                      status=response.status_code, reason="invalid_response")
+        self.results["ok"] = self.results.get("ok", 0) + 1
         log.info("%s at %s for client %s: issued %s token %s, expires_in %s, %.1f ms", what, url, client_id,
                  token.token_type, token.fingerprint,
                  "-" if token.expires_in is None else round(token.expires_in),
@@ -172,6 +186,7 @@ class TokenEndpoint:
     def _failed(self, what: str, url: str, reason: str, started: float, status: int | None = None,
                 error: str | None = None) -> None:
         self.failures += 1
+        self.results[reason] = self.results.get(reason, 0) + 1
         log.warning("%s at %s for client %s failed: %s%s%s after %.1f ms", what, url, self.settings.client_id, reason,
                     f" HTTP {status}" if status is not None else "", f" {error}" if error else "",
                     (time.perf_counter() - started) * 1000)
@@ -275,6 +290,8 @@ def _safe(text: str | None, secrets: Sequence[str]) -> str:
 
 
 def _kind(exc: httpx.HTTPError) -> str:
+    import httpx
+
     if isinstance(exc, httpx.ConnectError):
         return "connection refused or no route"
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):

@@ -23,11 +23,15 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, Protocol, Self
 from urllib.parse import quote, unquote
 
-import httpx
 from pydantic import SecretStr
 
+from converter.config.credentials import (
+    ClientCredentialsSettings,
+    CredentialsSettings,
+    TokenExchangeSettings,
+)
 from converter.credentials.client_credentials import ClientCredentials
-from converter.credentials.errors import CredentialError
+from converter.credentials.errors import CredentialError, TokenEndpointError
 from converter.credentials.schemes import (
     _COOKIE_UNSAFE,
     Binding,
@@ -37,18 +41,17 @@ from converter.credentials.schemes import (
     SourceSpec,
     describe,
 )
-from converter.credentials.settings import (
-    ClientCredentialsSettings,
-    CredentialsSettings,
-    TokenExchangeSettings,
-)
 from converter.credentials.token_exchange import TokenExchanger
-from converter.credentials.tokens import IssuedToken
+from converter.credentials.tokens import IssuedToken, TokenEndpoint
 from converter.invoke.request import HttpRequest
+from converter.telemetry.record import current_record
 
 if TYPE_CHECKING:
+    import httpx
+
     from converter.auth.principal import Principal
     from converter.invoke.upstream import UpstreamResponse
+    from converter.telemetry.record import CallRecord
 
 log = logging.getLogger("openapi_mcp.credentials")
 
@@ -123,13 +126,14 @@ class CredentialParts:
     """What one call adds to its request. Values never show in repr."""
 
     schemes: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()  # what was sent, per scheme: token_exchange, api_key... (Binding.kind)
     headers: dict[str, str] = field(default_factory=dict, repr=False)
     query: list[tuple[str, str]] = field(default_factory=list, repr=False)
     cookies: list[tuple[str, str]] = field(default_factory=list, repr=False)
     tokens: list[tuple[_Source, IssuedToken]] = field(default_factory=list, repr=False)
 
     def __repr__(self) -> str:
-        return (f"CredentialParts(schemes={self.schemes!r}, headers={sorted(self.headers)!r}, "
+        return (f"CredentialParts(schemes={self.schemes!r}, kinds={self.kinds!r}, headers={sorted(self.headers)!r}, "
                 f"query={[n for n, _ in self.query]!r}, cookies={[n for n, _ in self.cookies]!r})")
 
     @property
@@ -171,15 +175,13 @@ class UpstreamCredentials:
                  transport: httpx.AsyncBaseTransport | None = None, clock: Callable[[], float] = time.time) -> None:
         self.compiler = SchemeCompiler(settings, security_schemes, label=label, static_headers=static_headers)
         specs = self.compiler.sources()
-        self._http = httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False) if specs else None
+        self._http = self._client(transport) if specs else None
         self._sources: dict[int, _Source] = {}
         self._clock = clock
         for spec in specs:
             self._source(spec)
+        self._transport = transport
         self.retries = 0  # resends after an upstream 401 with a renewed token
-        for name in self.compiler.unused_credentials():
-            log.warning("%s.credentials.%s: the spec defines no security scheme of that name, so it is never sent",
-                        label, name)
 
     def __repr__(self) -> str:
         return f"UpstreamCredentials(label={self.compiler.label!r}, schemes={sorted(self.compiler.schemes)!r})"
@@ -189,7 +191,20 @@ class UpstreamCredentials:
         """False when nothing is configured: calls can skip `send` and go straight upstream."""
         return self.compiler.default_source is not None or bool(self.compiler.settings.credentials)
 
+    @staticmethod
+    def _client(transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
+        import httpx
+
+        # No redirects (a token request is not re-posted elsewhere), no proxy from the environment.
+        return httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False)
+
     async def __aenter__(self) -> Self:
+        """Usable again after `aclose()` (a server lifespan that starts again): a new client,
+        the same caches."""
+        if self._http is not None and self._http.is_closed:
+            self._http = self._client(self._transport)
+            for _, endpoint in self._endpoints():
+                endpoint.use(self._http)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -213,23 +228,39 @@ class UpstreamCredentials:
             self._sources[id(spec)] = source
         return source
 
+    def _endpoints(self) -> list[tuple[str, TokenEndpoint]]:
+        """Every token endpoint client, with its kind: token_exchange or client_credentials."""
+        found: list[tuple[str, TokenEndpoint]] = []
+        for source in self._sources.values():
+            if isinstance(source, _Exchange):
+                found.append(("token_exchange", source.exchanger.endpoint))
+                if source.exchanger.actor is not None:  # the actor token: the gateway's own
+                    found.append(("client_credentials", source.exchanger.actor.endpoint))
+            else:
+                assert isinstance(source, _Own)
+                found.append(("client_credentials", source.credentials.endpoint))
+        return found
+
     def stats(self) -> dict[str, int]:
         """Counters for metrics: token requests, exchange cache hits and misses, 401 retries."""
         out = {"token_requests": 0, "token_failures": 0, "exchange_cache_hits": 0, "exchange_cache_misses": 0,
                "upstream_401_retries": self.retries}
         for source in self._sources.values():
             if isinstance(source, _Exchange):
-                endpoints = [source.exchanger.endpoint]
-                if source.exchanger.actor is not None:
-                    endpoints.append(source.exchanger.actor.endpoint)
                 out["exchange_cache_hits"] += source.exchanger.hits
                 out["exchange_cache_misses"] += source.exchanger.misses
-            else:
-                assert isinstance(source, _Own)
-                endpoints = [source.credentials.endpoint]
-            for endpoint in endpoints:
-                out["token_requests"] += endpoint.requests
-                out["token_failures"] += endpoint.failures
+        for _, endpoint in self._endpoints():
+            out["token_requests"] += endpoint.requests
+            out["token_failures"] += endpoint.failures
+        return out
+
+    def token_requests(self) -> dict[tuple[str, str], int]:
+        """Token requests by (kind, result): kind token_exchange or client_credentials, result ok,
+        unreachable, timeout, refused or invalid_response."""
+        out: dict[tuple[str, str], int] = {}
+        for kind, endpoint in self._endpoints():
+            for result, count in endpoint.results.items():
+                out[kind, result] = out.get((kind, result), 0) + count
         return out
 
     def plan(self, security: Security) -> SecurityPlan:
@@ -247,7 +278,8 @@ class UpstreamCredentials:
         where = f"Tool {tool!r}: the" if tool else "The"
         if usable:
             raise CredentialError(f"{where} upstream needs a token exchanged for the caller's ("
-                                  f"{usable[0].label}), but this call carries no caller token", tool=tool)
+                                  f"{usable[0].label}), but this call carries no caller token", tool=tool,
+                                  reason="no_caller_token")
         raise CredentialError(f"{where} upstream needs credentials that are not configured ({describe(plan)})",
                               tool=tool)
 
@@ -260,7 +292,7 @@ class UpstreamCredentials:
             TokenEndpointError: a token could not be obtained.
         """
         bindings = self._choose(self.plan(security), caller, tool)
-        parts = CredentialParts(schemes=tuple(b.scheme for b in bindings))
+        parts = CredentialParts(schemes=tuple(b.scheme for b in bindings), kinds=tuple(b.kind for b in bindings))
         for binding in bindings:
             if binding.source is None:
                 continue  # upstream.headers sends it
@@ -276,7 +308,7 @@ class UpstreamCredentials:
             else:
                 if _COOKIE_UNSAFE.intersection(value):
                     raise CredentialError(f"The credential for {binding.scheme!r} cannot be sent as a cookie",
-                                          tool=tool)
+                                          tool=tool, reason="unusable")
                 parts.cookies.append((placement.name, value))
         return parts
 
@@ -301,7 +333,8 @@ class UpstreamCredentials:
             CredentialError, TokenEndpointError: credentials could not be given (nothing is sent).
             UpstreamError: from `upstream.send`.
         """
-        prepared, parts = await self.apply(request, security, caller, tool=tool)
+        record = current_record.get()
+        prepared, parts = await self._apply_recorded(request, security, caller, tool, record)
         response = await upstream.send(prepared)
         if response.status != 401 or not parts.has_tokens:
             return response
@@ -310,5 +343,24 @@ class UpstreamCredentials:
             return response
         log.info("%s %s answered 401; retrying once with a new token", request.method, request.template or "")
         self.retries += 1
-        prepared, parts = await self.apply(request, security, caller, tool=tool)
+        if record is not None:
+            record.upstream_auth_retried = True
+        prepared, parts = await self._apply_recorded(request, security, caller, tool, record)
         return await upstream.send(prepared)
+
+    async def _apply_recorded(self, request: HttpRequest, security: Security, caller: Caller, tool: str | None,
+                              record: CallRecord | None) -> tuple[HttpRequest, CredentialParts]:
+        """`apply`, noting on the access-log record what was sent or why nothing could be (no values)."""
+        try:
+            prepared, parts = await self.apply(request, security, caller, tool=tool)
+        except TokenEndpointError as exc:
+            if record is not None:
+                record.upstream_auth_error, record.token_endpoint_error = exc.reason, (exc.error or "")[:64] or None
+            raise
+        except CredentialError as exc:
+            if record is not None:
+                record.upstream_auth_error = exc.reason
+            raise
+        if record is not None:
+            record.upstream_auth = "+".join(dict.fromkeys(parts.kinds)) or "none"
+        return prepared, parts

@@ -32,6 +32,7 @@ from converter.catalog import build_served_catalog
 from converter.catalog.served import NO_CONTEXT, CallContext, ServedCatalog
 from converter.config import AuthSettings, Settings
 from converter.config.checks import resource_warnings
+from converter.credentials.stats import combined_stats
 from converter.invoke.result import error_result
 from converter.passthrough import notification_relay, progress_relay, register_handlers, request_relay
 from converter.server.dashboard import dashboard_routes, data_path_of
@@ -141,8 +142,10 @@ def create_app(settings: Settings, *, catalog: ServedCatalog | None = None, upst
     catalog = catalog or build_served_catalog(settings, transport=upstream_transport)
     verifier = build_verifier(settings.auth, transport=auth_transport) if settings.auth else None
     cache = getattr(verifier, "cache", None)
+    credentials = catalog.upstream_credentials
     telemetry = build_telemetry(settings.telemetry, catalog.tool_names,
-                                cache_stats=(lambda: (cache.hits, cache.misses)) if cache is not None else None)
+                                cache_stats=(lambda: (cache.hits, cache.misses)) if cache is not None else None,
+                                credential_stats=(lambda: combined_stats(credentials)) if credentials else None)
     server = build_server(catalog, telemetry=telemetry, page_size=settings.server.page_size)
     host = settings.server.host
     security = None

@@ -34,6 +34,16 @@ class CallRecord:
     upstream_url: str | None = None  # the path template, not the filled URL (no argument values)
     upstream_status: int | None = None
     upstream_ms: float | None = None
+    # The upstream API's own credentials (converter.credentials), never a value: what the call
+    # carried (token_exchange, client_credentials, api_key, basic, static_token, upstream_headers,
+    # none; "+" joins an AND of schemes), why it carried nothing (not_configured, no_caller_token,
+    # caller_token_expired, unusable, or the token endpoint's unreachable, timeout, refused,
+    # invalid_response), the OAuth error code the token endpoint answered, and whether an upstream
+    # 401 made it fetch a new token and send again.
+    upstream_auth: str | None = None
+    upstream_auth_error: str | None = None
+    token_endpoint_error: str | None = None
+    upstream_auth_retried: bool | None = None
     duration_ms: float | None = None
     request_bytes: int = 0
     response_bytes: int = 0

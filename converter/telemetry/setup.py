@@ -5,11 +5,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from converter.config import TelemetrySettings
 from converter.errors import ConfigError
 from converter.telemetry.sinks import AccessLog, Fanout, Metrics, Recent, Sink
+
+if TYPE_CHECKING:
+    from converter.credentials.stats import CredentialStats
 
 
 @dataclass
@@ -28,7 +31,8 @@ class Telemetry:
 
 
 def build_telemetry(settings: TelemetrySettings, tool_names: Iterable[str], *, transport: str = "http",
-                    cache_stats: Callable[[], tuple[int, int]] | None = None) -> Telemetry:
+                    cache_stats: Callable[[], tuple[int, int]] | None = None,
+                    credential_stats: Callable[[], CredentialStats] | None = None) -> Telemetry:
     """Raises: ConfigError when the access log cannot be opened (or would corrupt stdio)."""
     sinks: list[Sink] = []
     log_file = None
@@ -47,7 +51,8 @@ def build_telemetry(settings: TelemetrySettings, tool_names: Iterable[str], *, t
             raise ConfigError(f"telemetry.access_log: cannot open {target!r} ({exc.strerror})",
                               key="telemetry.access_log") from exc
         sinks.append(AccessLog(log_file))
-    metrics = Metrics(tool_names, cache_stats=cache_stats) if settings.metrics else None
+    metrics = Metrics(tool_names, cache_stats=cache_stats, credential_stats=credential_stats) \
+        if settings.metrics else None
     if metrics is not None:
         sinks.append(metrics)
     recent = Recent()

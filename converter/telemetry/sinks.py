@@ -11,12 +11,15 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 
 from converter.telemetry.record import CallRecord
+
+if TYPE_CHECKING:
+    from converter.credentials.stats import CredentialStats
 
 UNKNOWN = "(unknown)"
 NO_TOOL = "(none)"  # a request that calls no tool (rate limits count those too)
@@ -60,7 +63,8 @@ class Recent:
 class Metrics:
     """Prometheus metrics with bounded labels: tool names come from the catalog, never from clients."""
 
-    def __init__(self, tool_names: Iterable[str], *, cache_stats: Callable[[], tuple[int, int]] | None = None) -> None:
+    def __init__(self, tool_names: Iterable[str], *, cache_stats: Callable[[], tuple[int, int]] | None = None,
+                 credential_stats: Callable[[], CredentialStats] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         # A Set is kept as it is: the catalog's live view of its names (an MCP source's list changes).
         self._tools: AbstractSet[str] = tool_names if isinstance(tool_names, AbstractSet) else frozenset(tool_names)
@@ -95,6 +99,8 @@ class Metrics:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         if cache_stats is not None:
             r.register(_CacheCollector(cache_stats))
+        if credential_stats is not None:
+            r.register(_CredentialCollector(credential_stats))
 
     def emit(self, record: CallRecord) -> None:
         method = record.mcp_method if record.mcp_method in _MCP_METHODS else (
@@ -165,6 +171,38 @@ class _CacheCollector:
         family.add_metric(["hit"], hits)
         family.add_metric(["miss"], misses)
         yield family
+
+    def describe(self) -> Sequence[Any]:
+        return []
+
+
+class _CredentialCollector:
+    """The upstream API credentials' token requests, exchange cache and 401 retries, read when scraped.
+
+    Labels come from a fixed set (kind, result), never from a token, a client or a caller.
+    """
+
+    def __init__(self, stats: Callable[[], CredentialStats]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        stats = self._stats()
+        requests = CounterMetricFamily("openapi_mcp_upstream_token_requests",
+                                       "Token requests for the upstream API's credentials, by kind and result",
+                                       labels=["kind", "result"])
+        for (kind, result), count in sorted(stats.token_requests.items()):
+            requests.add_metric([kind, result], count)
+        yield requests
+        cache = CounterMetricFamily("openapi_mcp_upstream_token_exchange_cache",
+                                    "Token exchange cache lookups (one exchange per caller token while cached)",
+                                    labels=["result"])
+        cache.add_metric(["hit"], stats.exchange_cache_hits)
+        cache.add_metric(["miss"], stats.exchange_cache_misses)
+        yield cache
+        retries = CounterMetricFamily("openapi_mcp_upstream_auth_retries",
+                                      "Upstream calls sent again with a new token after the upstream answered 401")
+        retries.add_metric([], stats.upstream_401_retries)
+        yield retries
 
     def describe(self) -> Sequence[Any]:
         return []

@@ -31,6 +31,7 @@ from converter.catalog.catalog import Catalog, build_catalog
 from converter.catalog.dynamic.search import OperationIndex
 from converter.catalog.served import NO_CONTEXT, CallContext, CatalogListener
 from converter.config import Settings
+from converter.credentials.upstream import UpstreamCredentials
 from converter.errors import ConfigError
 from converter.invoke.result import error_result
 from converter.models import JsonSchema
@@ -180,6 +181,10 @@ class DynamicCatalog:
     async def proxied_route(self, name: str, principal: Principal) -> tuple[None, dict[str, str]]:
         """Dynamic mode fronts no MCP server: no proxied tool, no task."""
         raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {name!r}")
+
+    @property
+    def upstream_credentials(self) -> list[UpstreamCredentials]:
+        return self.inner.upstream_credentials
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any] | None,
                         principal: Principal = ANONYMOUS, *, progress: Any = None,

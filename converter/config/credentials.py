@@ -1,5 +1,7 @@
 """The config of the upstream API's own credentials: `upstream.auth` and `upstream.credentials`.
 
+The models live here, with the other settings; converter.credentials uses them.
+
 ```yaml
 upstream:
   url: https://api.example.com
@@ -216,11 +218,11 @@ class OAuthCredential(_Model):
 
 
 def _credential_kind(value: Any) -> str:
-    if isinstance(value, (str, SecretStr)):
-        return "secret"
     if isinstance(value, BasicCredential) or (isinstance(value, dict) and "username" in value):
         return "basic"
-    return "oauth"
+    if isinstance(value, (OAuthCredential, dict)):
+        return "oauth"
+    return "secret"  # a string; anything else is refused as "not a valid string"
 
 
 SchemeCredential = Annotated[
@@ -232,6 +234,22 @@ SchemeCredential = Annotated[
 or {token_exchange | client_credentials | token}."""
 
 
+def check_scheme_credentials(value: dict[str, Any]) -> dict[str, Any]:
+    """A string credential goes into a header, query or cookie as it is: no CR, LF or NUL."""
+    for name, credential in value.items():
+        if isinstance(credential, SecretStr) and re.search(r"[\r\n\x00]", credential.get_secret_value()):
+            raise ValueError(f"the credential for {name!r} contains CR, LF or NUL")
+    return value
+
+
+def auth_header(auth: UpstreamAuthSettings | None) -> str | None:
+    """The header `upstream.auth`'s token goes in, or None without `upstream.auth`."""
+    if auth is None:
+        return None
+    source = auth.token_exchange or auth.client_credentials
+    return None if source is None else source.header
+
+
 class CredentialsSettings(_Model):
     """`upstream.auth` and `upstream.credentials` of one OpenAPI source, validated together."""
 
@@ -241,7 +259,4 @@ class CredentialsSettings(_Model):
     @field_validator("credentials")
     @classmethod
     def _no_control_characters(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for name, credential in value.items():
-            if isinstance(credential, SecretStr) and re.search(r"[\r\n\x00]", credential.get_secret_value()):
-                raise ValueError(f"the credential for {name!r} contains CR, LF or NUL")
-        return value
+        return check_scheme_credentials(value)
