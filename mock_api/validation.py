@@ -451,12 +451,13 @@ class RequestValidator:
             warnings.simplefilter("always")
             try:
                 # the finder's work is done (validate) or not wanted (validate_as)
-                result = self._openapi.request_unmarshaller._unmarshal(openapi_request, operation_path, path_item)
+                unmarshaller: Any = self._openapi.request_unmarshaller
+                result = unmarshaller._unmarshal(openapi_request, operation_path, path_item)
                 failures = [describe_error(error) for error in result.errors]
             except Exception as exc:  # QUIRK 8: an openapi-core bug must not become a 500
                 result = RequestUnmarshalResult(errors=[])
                 failures = [_short(f"openapi-core failed on this request: {type(exc).__name__}: {exc}")]
-        query = request.query_params
+        query: ImmutableMultiDict[str, str] = request.query_params
         if extra_query_names:
             query = ImmutableMultiDict([(k, v) for k, v in query.multi_items() if k not in extra_query_names])
         errors = rules.unexpected(query) + failures

@@ -278,3 +278,61 @@ def test_aiohttp_path_cancellation_closes_the_upstream_connection() -> None:
             server.close()
 
     anyio.run(go)
+
+
+# -- path keys that carry a query string or a fragment (issue 20: invalid OpenAPI, common in the corpus) --
+
+
+def _param(name: str, where: str, **schema) -> dict:
+    return {"name": name, "in": where, "required": True, "schema": {"type": "string", **schema}}
+
+
+def test_a_path_key_with_a_query_string_sends_one_well_formed_query(make_plans) -> None:
+    # weatherbit.io: `/forecast/daily?postal_code={postal_code}`, the variable declared `in: path`
+    paths = {"/forecast/daily?postal_code={postal_code}": {"get": {"operationId": "daily", "parameters": [
+        _param("postal_code", "path"), _param("key", "query")], "responses": OK}}}
+    assert build(make_plans, paths, "daily", {"postal_code": "1", "key": "abc"}).url == (
+        f"{BASE}/forecast/daily?postal_code=1&key=abc")
+    assert build(make_plans, paths, "daily", {"postal_code": "a&b=c d/?#%", "key": "k+1"}).url == (
+        f"{BASE}/forecast/daily?postal_code=a%26b%3Dc%20d%2F%3F%23%25&key=k%2B1")
+
+
+def test_a_query_string_in_the_key_takes_literal_pairs_and_variables_declared_in_the_query(make_plans) -> None:
+    paths = {
+        # flickr.com: a literal pair; medium.com: the variable declared `in: query`
+        "/rest?method=flickr.test.echo": {"get": {"operationId": "echo", "parameters": [_param("api_key", "query")],
+                                                  "responses": OK}},
+        "/search/articles?query={query}": {"get": {"operationId": "search", "parameters": [
+            _param("query", "query"), {"name": "page", "in": "query", "schema": {"type": "integer"}}],
+            "responses": OK}},
+        "/users/{id}/pic?size={size}&format=png": {"get": {"operationId": "pic", "parameters": [
+            _param("id", "path"), _param("size", "path")], "responses": OK}},
+    }
+    assert build(make_plans, paths, "echo", {"api_key": "k"}).url == f"{BASE}/rest?method=flickr.test.echo&api_key=k"
+    assert build(make_plans, paths, "search", {"query": "a b", "page": 2}).url == (
+        f"{BASE}/search/articles?query=a%20b&page=2")
+    assert build(make_plans, paths, "pic", {"id": "u/1", "size": "64"}).url == f"{BASE}/users/u%2F1/pic?size=64&format=png"
+    plans = make_plans(paths)
+    assert sorted(plans["search"].input_schema["properties"]) == ["page", "query"]  # one `query`, not two
+    assert plans["search"].tool.meta["openapi-mcp/operation"]["path"] == "/search/articles?query={query}"
+
+
+def test_a_fragment_in_the_key_is_never_sent_and_does_not_swallow_the_query(make_plans) -> None:
+    # AWS: `/#Action=Describe` tells operations on `/` apart; the Action itself is a query parameter
+    paths = {"/#Action=Describe": {"post": {"operationId": "describe", "parameters": [
+        _param("Action", "query", enum=["Describe"]), _param("Version", "query")], "responses": OK}},
+        "/things/{id}#detail": {"get": {"operationId": "detail", "parameters": [_param("id", "path")],
+                                        "responses": OK}}}
+    assert build(make_plans, paths, "describe", {"Action": "Describe", "Version": "2010-05-15"}).url == (
+        f"{BASE}/?Action=Describe&Version=2010-05-15")
+    assert build(make_plans, paths, "detail", {"id": "7"}).url == f"{BASE}/things/7"
+
+
+def test_a_key_with_a_variable_after_the_fragment_is_refused_with_a_reason(make_spec) -> None:
+    # mastercard.com: `/send/#env/v1/partners/{partnerId}/transfer`: the value could never be sent
+    spec = make_spec({"/send/#env/v1/partners/{partnerId}/transfer": {"post": {"operationId": "t", "parameters": [
+        _param("partnerId", "path")], "responses": OK}}, "/ok": {"get": {"operationId": "ok", "responses": OK}}})
+    assert [op.operation_id for op in spec.operations] == ["ok"]
+    assert [(p.pointer, p.message, p.fatal) for p in spec.problems] == [(
+        "#/paths/~1send~1#env~1v1~1partners~1{partnerId}~1transfer/post",
+        "the path key has {partnerId} after '#', in the URL fragment, which is never sent; skipped", True)]

@@ -9,10 +9,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from converter.errors import ArgumentError
 from converter.invoke import serialize
 from converter.models import Operation, Parameter, Slot, compact_pickle
+from converter.spec.pathkey import split_path_key
 
 _TEMPLATE_PART = re.compile(r"{([^{}/]+)}")
 _BAD_HEADER_CHARS = re.compile(r"[\r\n\x00]")
@@ -47,18 +49,22 @@ class RequestTemplate:
     accept: str
     base_url: str | None
     static_headers: dict[str, str] = field(default_factory=dict)
+    # The query string a path key carries (`/forecast?city={city}`): (encoded name, value pieces)
+    # per pair, a piece being literal text or the slot whose value goes there; `None` for `?flag`.
+    key_query: tuple[tuple[str, tuple[str | Slot, ...] | None], ...] = ()
+    key_arguments: frozenset[str] = frozenset()  # the arguments placed by `key_query`
 
     @classmethod
     def compile(cls, tool: str, op: Operation, slots: tuple[Slot, ...], binary_fields: frozenset[str]) -> RequestTemplate:
         """Precompute everything that does not depend on argument values."""
         by_wire = {(s.name, s.location): s for s in slots}
-        parts: list[str | Slot] = []
-        pos = 0
-        for match in _TEMPLATE_PART.finditer(op.path):
-            parts.append(op.path[pos:match.start()])
-            parts.append(by_wire[(match.group(1), "path")])
-            pos = match.end()
-        parts.append(op.path[pos:])
+        key = split_path_key(op.path)  # a fragment is never sent; a query string joins the query
+        parts = _pieces(key.path, lambda name: by_wire[(name, "path")])
+        key_query: list[tuple[str, tuple[str | Slot, ...] | None]] = []
+        for pair in filter(None, key.query.split("&")):
+            name, eq, value = pair.partition("=")
+            found = _pieces(value, lambda var: by_wire.get((var, "path")) or by_wire[(var, "query")])
+            key_query.append((_literal(name), tuple(found) if eq else None))
         params = {
             s.argument: p
             for s in slots
@@ -68,8 +74,10 @@ class RequestTemplate:
         response = op.response
         accept = response.media_type if response and response.media_type else "application/json"
         body = op.request_body
+        placed = frozenset(p.argument for _, pieces in key_query for p in pieces or () if isinstance(p, Slot))
         return cls(
             tool=tool, method=op.method, path_parts=tuple(p for p in parts if p != ""),
+            key_query=tuple(key_query), key_arguments=placed,
             path_template=op.path, slots=slots, params=params,
             body_media_type=body.media_type if body else None,
             body_required=body.required if body else False,
@@ -98,14 +106,14 @@ class RequestTemplate:
                     "(it is a path segment)", tool=self.tool, json_path=f"$.{part.argument}",
                 )
             path.append(text)
-        query: list[str] = []
+        query = self._key_query(arguments) if self.key_query else []
         headers: dict[str, str] = {"accept": self.accept}
         headers.update(self.static_headers)
         cookies: list[str] = []
         body_fields: dict[str, Any] = {}
         whole_body: Any = _MISSING
         for slot in self.slots:
-            if slot.argument not in arguments:
+            if slot.argument not in arguments or slot.argument in self.key_arguments:
                 continue
             value = arguments[slot.argument]
             location = slot.location
@@ -150,6 +158,31 @@ class RequestTemplate:
             # A required body goes out even when none of its (optional) fields were given.
             self._encode_body(request, body_fields if whole_body is _MISSING else whole_body)
         return request
+
+    def _key_query(self, arguments: Mapping[str, Any]) -> list[str]:
+        """The pairs of the path key's query string, each value encoded once."""
+        pairs: list[str] = []
+        for name, pieces in self.key_query:
+            if pieces is None:
+                pairs.append(name)
+                continue
+            text: list[str] = []
+            for piece in pieces:
+                if isinstance(piece, str):
+                    text.append(_literal(piece))
+                    continue
+                value = arguments.get(piece.argument)
+                if value is None and piece.location == "query":
+                    break  # an optional query parameter left out: its pair goes with it
+                if value is None or _undefined(value, self.params[piece.argument]) or value == "":
+                    raise ArgumentError(
+                        f"{self.tool}: argument {piece.argument!r} must not be empty (it is part of the query "
+                        "string of the path key)", tool=self.tool, json_path=f"$.{piece.argument}",
+                    )
+                text.append(serialize.path_value(value, "simple", False, piece.name))
+            else:
+                pairs.append(f"{name}={''.join(text)}")
+        return pairs
 
     def _check_delimiters(self, argument: str, param: Parameter, value: Any) -> None:
         """Refuse a list item or object entry that holds its own (unescapable) delimiter."""
@@ -218,6 +251,23 @@ class RequestTemplate:
                 f"{self.tool}: argument {name!r} must be base64-encoded file content", tool=self.tool,
                 json_path=f"$.{name}",
             ) from exc
+
+
+def _pieces(template: str, slot_of: Any) -> list[str | Slot]:
+    """`template` as literal text and the slots of its `{variables}`."""
+    pieces: list[str | Slot] = []
+    pos = 0
+    for match in _TEMPLATE_PART.finditer(template):
+        pieces.append(template[pos:match.start()])
+        pieces.append(slot_of(match.group(1)))
+        pos = match.end()
+    pieces.append(template[pos:])
+    return [p for p in pieces if p != ""]
+
+
+def _literal(text: str) -> str:
+    """Literal text of a path key's query string, as written: only what a URL cannot carry is encoded."""
+    return quote(text, safe="!$&'()*+,/:;=?@[]~%")
 
 
 def _undefined(value: Any, param: Parameter) -> bool:

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urljoin
 
 from converter.errors import SpecError
 from converter.models import HTTP_METHODS, Operation, Parameter, Problem, RequestBody, Response
+from converter.spec.pathkey import split_path_key
 from converter.spec.resolve import Resolver, escape_pointer_token
 from converter.spec.schema import SchemaConverter
 
 _LOCATIONS = ("path", "query", "header", "cookie")
 # OAS 3.x §4.8.12.1: these header parameters SHALL be ignored (HTTP owns them).
 _IGNORED_HEADERS = frozenset({"accept", "content-type", "authorization"})
-_TEMPLATE_VAR = re.compile(r"{([^{}/]+)}")
 CONVERSION_ERROR = "x-openapi-mcp-error"  # set by the Swagger 2.0 conversion on parts it could not convert
 _BODY_PREFERENCE = ("application/json", "application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -107,6 +106,13 @@ class OperationBuilder:
         self, path: str, method: str, op: dict[str, Any], item: dict[str, Any], base: str,
         pointer: str, global_security: Any,
     ) -> Operation:
+        key = split_path_key(path)
+        if key.fragment_variables:
+            raise SpecError(f"{pointer}: the path key has {{{key.fragment_variables[0]}}} after '#', in the URL "
+                            "fragment, which is never sent")
+        if key.query:
+            self.problems.append(Problem(pointer, f"the path key carries the query string {key.query!r} (OpenAPI "
+                                                  "path keys are paths); its pairs are sent as query parameters"))
         parameters = self._parameters(path, item.get("parameters"), op.get("parameters"), base, pointer)
         servers = op.get("servers") or item.get("servers")
         base_urls = resolve_servers(servers, self._resolver.root_uri) if servers else ()
@@ -141,15 +147,18 @@ class OperationBuilder:
                 param = self._parameter(raw, base, f"{where}/parameters/{i}")
                 if param is not None:
                     merged[(param.name, param.location)] = param  # operation level overrides path level
-        declared = {name for name, location in merged if location == "path"}
-        for name in _TEMPLATE_VAR.findall(path):
+        key = split_path_key(path)
+        in_template = set(key.path_variables) | set(key.query_variables)
+        # A variable in the key's query string may be declared `in: query` (medium.com) or `in: path`.
+        declared = {name for name, location in merged
+                    if location == "path" or (location == "query" and name in key.query_variables)}
+        for name in dict.fromkeys([*key.path_variables, *key.query_variables]):
             if name not in declared:
                 self.problems.append(
                     Problem(pointer, f"path parameter {name!r} is not declared; treated as a required string")
                 )
                 merged[(name, "path")] = Parameter(name=name, location="path", schema={"type": "string"},
                                                    required=True, style="simple", explode=False)
-        in_template = set(_TEMPLATE_VAR.findall(path))
         for (name, location) in list(merged):
             if location == "path" and name not in in_template:
                 self.problems.append(Problem(pointer, f"path parameter {name!r} is not in the path {path!r}; ignored"))
