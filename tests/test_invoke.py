@@ -336,3 +336,20 @@ def test_a_key_with_a_variable_after_the_fragment_is_refused_with_a_reason(make_
     assert [(p.pointer, p.message, p.fatal) for p in spec.problems] == [(
         "#/paths/~1send~1#env~1v1~1partners~1{partnerId}~1transfer/post",
         "the path key has {partnerId} after '#', in the URL fragment, which is never sent; skipped", True)]
+
+
+def test_header_parameters_that_frame_the_message_are_left_to_the_http_client(make_spec, make_plans) -> None:
+    # here.com declares a required `Content-Length` header: taken from the arguments, it contradicted the
+    # body the client sent (the upstream read a truncated request or waited for bytes that never came).
+    params = [_param("Content-Length", "header"), _param("transfer-encoding", "header"), _param("Host", "header"),
+              _param("Connection", "header"), _param("X-Trace", "header")]
+    paths = {"/shadows/{id}": {"put": {"operationId": "put", "parameters": [_param("id", "path"), *params],
+                                       "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}},
+                                       "responses": OK}}}
+    plan = make_plans(paths)["put"]
+    assert sorted(plan.input_schema["properties"]) == ["X-Trace", "body", "id"]
+    request = plan.request.build({"id": "1", "X-Trace": "t", "body": {"a": 1}}, BASE)
+    assert {k.lower() for k in request.headers} == {"accept", "content-type", "x-trace"}
+    assert [p.message for p in make_spec(paths).problems] == [
+        f"header parameter {name!r} is the HTTP client's to set (it frames the message); left out"
+        for name in ("Content-Length", "transfer-encoding", "Host", "Connection")]

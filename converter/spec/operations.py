@@ -15,6 +15,10 @@ from converter.spec.schema import SchemaConverter
 _LOCATIONS = ("path", "query", "header", "cookie")
 # OAS 3.x §4.8.12.1: these header parameters SHALL be ignored (HTTP owns them).
 _IGNORED_HEADERS = frozenset({"accept", "content-type", "authorization"})
+# Headers that frame or route the message (RFC 9110 §7.6.1, §8.6, RFC 9112 §6): the HTTP client sets them
+# from the request it sends; a value from the arguments would contradict it and corrupt the request.
+_CLIENT_HEADERS = frozenset({"content-length", "transfer-encoding", "host", "connection", "keep-alive", "te",
+                             "trailer", "upgrade", "proxy-connection"})
 CONVERSION_ERROR = "x-openapi-mcp-error"  # set by the Swagger 2.0 conversion on parts it could not convert
 _BODY_PREFERENCE = ("application/json", "application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -177,6 +181,10 @@ class OperationBuilder:
         if location not in _LOCATIONS:
             raise SpecError(f"{where}: parameter {name!r} has 'in' {location!r}; expected one of {', '.join(_LOCATIONS)}")
         if location == "header" and name.lower() in _IGNORED_HEADERS:
+            return None
+        if location == "header" and name.lower() in _CLIENT_HEADERS:
+            self.problems.append(Problem(where, f"header parameter {name!r} is the HTTP client's to set (it frames "
+                                                "the message); left out"))
             return None
         content_type = None
         if isinstance(node.get("schema"), (dict, bool)):
