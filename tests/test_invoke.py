@@ -353,3 +353,24 @@ def test_header_parameters_that_frame_the_message_are_left_to_the_http_client(ma
     assert [p.message for p in make_spec(paths).problems] == [
         f"header parameter {name!r} is the HTTP client's to set (it frames the message); left out"
         for name in ("Content-Length", "transfer-encoding", "Host", "Connection")]
+
+
+def test_a_media_range_is_never_sent_as_the_content_type(make_plans) -> None:
+    # telnyx.com's `*/*` body went out as `Content-Type: */*`, which names no media type at all
+    obj = {"type": "object", "properties": {"a": {"type": "string"}}}
+    paths = {
+        "/any": {"post": {"operationId": "any", "requestBody": {"content": {"*/*": {"schema": obj}}}, "responses": OK}},
+        "/app": {"post": {"operationId": "app", "requestBody": {"content": {"application/*": {"schema": obj}}},
+                          "responses": OK}},
+        "/text": {"post": {"operationId": "text", "requestBody": {"content": {"text/*": {"schema": {"type": "string"}}}},
+                           "responses": OK}},
+        "/raw": {"post": {"operationId": "raw", "requestBody": {"content": {"*/*": {"schema": {
+            "type": "string", "format": "binary"}}}}, "responses": OK}},
+    }
+    any_ = build(make_plans, paths, "any", {"a": "é"})
+    assert (any_.headers["content-type"], any_.content) == ("application/json", '{"a":"é"}'.encode())
+    assert build(make_plans, paths, "app", {"a": "x"}).headers["content-type"] == "application/json"
+    text = build(make_plans, paths, "text", {"body": "hello"})
+    assert (text.headers["content-type"], text.content) == ("text/plain; charset=utf-8", b"hello")
+    raw = build(make_plans, paths, "raw", {"body": base64.b64encode(b"\x00\x01").decode()})
+    assert (raw.headers["content-type"], raw.content) == ("application/octet-stream", b"\x00\x01")

@@ -201,6 +201,9 @@ class RequestTemplate:
     def _encode_body(self, request: HttpRequest, body: Any) -> None:
         media_type = self.body_media_type or "application/json"
         essence = media_type.split(";", 1)[0].strip().lower()
+        if "*" in essence:  # a media range (`*/*`, `text/*`) names no media type: send a concrete one
+            media_type = _concrete_media_type(essence, body, binary="body" in self.binary_fields)
+            essence = media_type.split(";", 1)[0]
         if essence == "multipart/form-data":
             parts = self._parts(body)
             if not parts:  # RFC 2046 §5.1.1: a multipart body has at least one part
@@ -251,6 +254,15 @@ class RequestTemplate:
                 f"{self.tool}: argument {name!r} must be base64-encoded file content", tool=self.tool,
                 json_path=f"$.{name}",
             ) from exc
+
+
+def _concrete_media_type(media_range: str, body: Any, *, binary: bool) -> str:
+    """What to call a body the document allows under a media range (RFC 9110 §12.5.1)."""
+    if binary:
+        return "application/octet-stream"
+    if media_range.startswith("text/") or (media_range == "*/*" and isinstance(body, str)):
+        return "text/plain; charset=utf-8"
+    return "application/json"
 
 
 def _pieces(template: str, slot_of: Any) -> list[str | Slot]:
