@@ -80,8 +80,37 @@ def test_openapi_30_keywords_become_2020_12(make_spec) -> None:
     spec = make_spec({"/x": {"get": {"parameters": [{"name": "n", "in": "query", "schema": {
         "type": "integer", "nullable": True, "minimum": 0, "exclusiveMinimum": True, "example": 3,
         "x-internal": 1, "enum": [1, 2]}}], "responses": {}}}})
-    assert spec.operations[0].parameters[0].schema == {
-        "type": ["integer", "null"], "exclusiveMinimum": 0, "examples": [3], "enum": [1, 2, None]}
+    assert spec.operations[0].parameters[0].schema == {  # the enum keeps its meaning: see the next test
+        "type": ["integer", "null"], "exclusiveMinimum": 0, "examples": [3], "enum": [1, 2]}
+
+
+def test_nullable_means_what_openapi_303_says_and_nothing_in_31(make_spec) -> None:
+    # OAS 3.0.3 `nullable`: "A true value adds "null" to the allowed types specified by the type keyword, only if
+    # type is explicitly defined within the same Schema Object. Other Schema Object constraints retain their defined
+    # behavior" (an enum without null refuses it; a $ref's siblings are ignored anyway). OAS 3.1 has no `nullable`.
+    # Documents relying on more (telnyx.com's nullable enums, codat.io's 3.1 `nullable`) sent nulls their API
+    # description refuses (issue 20).
+    schemas = {"S": {"type": "object", "properties": {"a": {"type": "string"}}}}
+
+    def body_property(prop: dict, version: str = "3.0.3") -> dict:
+        spec = make_spec({"/x": {"post": {"requestBody": {"content": {"application/json": {"schema": {
+            "type": "object", "properties": {"p": prop}}}}}, "responses": {}}}},
+            components={"schemas": schemas}, version=version)
+        return spec.operations[0].request_body.schema["properties"]["p"]
+
+    assert body_property({"type": "string", "nullable": True}) == {"type": ["string", "null"]}
+    assert body_property({"type": "string", "enum": ["a", "b"], "nullable": True}) == {
+        "type": ["string", "null"], "enum": ["a", "b"]}
+    assert body_property({"type": "string", "enum": ["a", None], "nullable": True}) == {
+        "type": ["string", "null"], "enum": ["a", None]}
+    assert body_property({"nullable": True, "allOf": [{"$ref": "#/components/schemas/S"}]}) == {
+        "allOf": [{"$ref": "#/$defs/S"}]}
+    assert body_property({"$ref": "#/components/schemas/S", "nullable": True}) == {"$ref": "#/$defs/S"}
+    assert body_property({"type": "string", "nullable": True}, "3.1.0") == {"type": "string"}
+    # the 3.0.3 way to let a $ref be null (what the Swagger 2.0 conversion makes of x-nullable)
+    assert body_property({"anyOf": [{"$ref": "#/components/schemas/S"}, {
+        "type": "string", "nullable": True, "enum": [None]}]}) == {
+        "anyOf": [{"$ref": "#/$defs/S"}, {"type": ["string", "null"], "enum": [None]}]}
 
 
 def test_read_only_properties_are_not_asked_for_in_requests(make_spec) -> None:

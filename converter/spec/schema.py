@@ -108,8 +108,7 @@ class SchemaConverter:
         if "$ref" in node:
             out = self._ref_or_anything(node["$ref"], base, mode, where)
             if not self._is_31:
-                # OAS 3.0: siblings of $ref are ignored, but `nullable` next to it is common intent.
-                return _nullable(out) if node.get("nullable") is True else out
+                return out  # OAS 3.0: the siblings of a $ref are ignored (`nullable` too: see _nullable)
             for key in ("description", "default", "title"):
                 if key in node:
                     out[key] = node[key]
@@ -165,7 +164,7 @@ class SchemaConverter:
             hidden = set(node.get("properties", {})) - set(out["properties"])
             if hidden:
                 out["required"] = [name for name in out["required"] if name not in hidden]
-        if node.get("nullable") is True:
+        if node.get("nullable") is True and not self._is_31:  # OAS 3.1 has no `nullable`
             return _nullable(out)
         return out
 
@@ -237,17 +236,11 @@ class SchemaConverter:
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    """OAS 3.0 `nullable: true` -> a 2020-12 schema that also accepts null."""
+    """OAS 3.0 `nullable: true` -> 2020-12, as OAS 3.0.3 defines it: "adds "null" to the allowed types
+    specified by the type keyword, only if type is explicitly defined within the same Schema Object. Other
+    Schema Object constraints retain their defined behavior" (an enum without null still refuses it).
+    Validators such as openapi-core read it so, and the tool must not accept what the API refuses."""
     kind = schema.get("type")
-    if isinstance(kind, str) and not any(k in schema for k in ("allOf", "anyOf", "oneOf", "$ref")):
+    if isinstance(kind, str):
         schema["type"] = [kind, "null"]
-        if isinstance(schema.get("enum"), list) and None not in schema["enum"]:
-            schema["enum"] = [*schema["enum"], None]
-        return schema
-    if isinstance(kind, list):
-        if "null" not in kind:
-            schema["type"] = [*kind, "null"]
-        return schema
-    if not schema:
-        return schema  # {} already accepts null
-    return {"anyOf": [schema, {"type": "null"}]}
+    return schema
