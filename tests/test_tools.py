@@ -176,3 +176,28 @@ def test_output_schema_inferred_from_properties_says_type_object(make_plans) -> 
         "application/json": {"schema": {"properties": {"id": {"type": "string"}}}}}}}}}})["x"]
     assert plan.output_schema == {"type": "object", "properties": {"id": {"type": "string"}}}
     assert plan.tool.output_schema == plan.output_schema
+
+
+@pytest.mark.parametrize("media_type", ["application/x-www-form-urlencoded", "multipart/form-data"])
+def test_a_required_list_in_a_form_body_needs_an_item(make_plans, media_type) -> None:
+    # twilio.com's required `Permission` list: [] puts no pair (or part) in the form, so the field the document
+    # requires was missing from the request (issue 20)
+    body = {"type": "object", "required": ["Permission", "Tags"], "properties": {
+        "Permission": {"type": "array", "items": {"type": "string"}},
+        "Tags": {"$ref": "#/components/schemas/Tags"}, "Note": {"type": "array", "items": {"type": "string"}}}}
+    paths = {"/roles": {"post": {"operationId": "role", "requestBody": {"required": True, "content": {
+        media_type: {"schema": body}}}, "responses": OK}}}
+    plan = make_plans(paths, components={"schemas": {"Tags": {"type": "array", "minItems": 0, "items": {}}}})["role"]
+    props = plan.input_schema["properties"]
+    assert props["Permission"] == {"type": "array", "items": {"type": "string"}, "minItems": 1}
+    assert props["Tags"] == {"$ref": "#/$defs/Tags", "minItems": 1}
+    assert props["Note"] == {"type": "array", "items": {"type": "string"}}  # optional: [] means "not given"
+    with pytest.raises(ArgumentError, match=r"at \$\.Permission: \[\] should be non-empty"):
+        plan.validate_arguments({"Permission": [], "Tags": ["a"]})
+
+
+def test_a_json_body_keeps_its_empty_lists(make_plans) -> None:
+    body = {"type": "object", "required": ["ids"], "properties": {"ids": {"type": "array", "items": {}}}}
+    plan = make_plans({"/j": {"post": {"operationId": "j", "requestBody": {"required": True, "content": {
+        "application/json": {"schema": body}}}, "responses": OK}}})["j"]
+    assert plan.input_schema["properties"]["ids"] == {"type": "array", "items": {}}

@@ -76,7 +76,11 @@ def build_input_schema(op: Operation, defs: DefsIndex) -> tuple[JsonSchema, tupl
             entries.append((BODY, "body", schema, body.required))
         else:
             properties, required = fields
+            is_form = _is_form(body.media_type)
             for name, schema in properties.items():
+                if is_form and name in required and _is_array(schema, defs):
+                    # An empty list puts no pair (or part) in a form: the required field would be missing.
+                    schema = {**schema, "minItems": max(1, int(defs.deref(schema).get("minItems", 0) or 0))}
                 entries.append((name, "body_field", schema, name in required))
 
     counts: dict[str, int] = {}
@@ -157,13 +161,16 @@ def _is_form(media_type: str) -> bool:
     return media_type.split(";", 1)[0].strip().lower() in _FORM_TYPES
 
 
-def _given(argument: str, schema: Any, defs: DefsIndex) -> JsonSchema:
-    """A schema saying that `argument` is given with a value that puts at least one field in a form."""
+def _is_array(schema: Any, defs: DefsIndex) -> bool:
     top = defs.deref(schema)
     kind = top.get("type") if isinstance(top, dict) else None
-    is_array = kind == "array" or (isinstance(kind, list) and "array" in kind) or \
+    return kind == "array" or (isinstance(kind, list) and "array" in kind) or \
         (isinstance(top, dict) and kind is None and "items" in top)
-    if is_array:  # one part (or pair) per item: an empty list adds nothing to the form
+
+
+def _given(argument: str, schema: Any, defs: DefsIndex) -> JsonSchema:
+    """A schema saying that `argument` is given with a value that puts at least one field in a form."""
+    if _is_array(schema, defs):  # one part (or pair) per item: an empty list adds nothing to the form
         return {"required": [argument], "properties": {argument: {"minItems": 1}}}
     return {"required": [argument]}
 
