@@ -313,3 +313,31 @@ paths:
     schema = spec.operations[0].parameters[0].schema
     assert schema["default"] == "2021-02-03"
     assert json.loads(json.dumps(schema)) == schema
+
+
+def test_bodies_a_media_type_cannot_carry_are_refused_or_reported(make_spec) -> None:
+    # libretranslate: a multipart body whose schema is a string; no form can carry it, so every call failed
+    # with "give at least one of:" and nothing after the colon (issue 20)
+    def body(media_type: str, schema: dict) -> dict:
+        return {"post": {"requestBody": {"required": True, "content": {media_type: {"schema": schema}}},
+                         "responses": {}}}
+
+    spec = make_spec({
+        "/form": body("multipart/form-data", {"type": "string"}),
+        "/urlencoded": body("application/x-www-form-urlencoded", {"type": "array", "items": {}}),
+        "/xml": body("text/xml", {"type": "object", "properties": {"a": {"type": "string"}}}),
+        "/bytes": body("application/octet-stream", {"type": "object"}),
+        "/file": body("application/octet-stream", {"type": "string", "format": "binary"}),
+        "/ok": body("multipart/form-data", {"type": "object", "properties": {"a": {"type": "string"}}}),
+    })
+    assert [op.path for op in spec.operations] == ["/xml", "/bytes", "/file", "/ok"]
+    assert [(p.pointer, p.message, p.fatal) for p in spec.problems] == [
+        ("#/paths/~1form/post", "its multipart/form-data body carries fields (an object), not type 'string'; "
+                                "skipped", True),
+        ("#/paths/~1urlencoded/post", "its application/x-www-form-urlencoded body carries fields (an object), "
+                                      "not type 'array'; skipped", True),
+        ("#/paths/~1xml/post/requestBody", "the body is an object but its media type text/xml has no JSON "
+                                           "form; it is sent as JSON text", False),
+        ("#/paths/~1bytes/post/requestBody", "the body is an object but its media type application/octet-stream "
+                                             "has no JSON form; it is sent as JSON text", False),
+    ]

@@ -228,6 +228,7 @@ class OperationBuilder:
         media = content[media_type] if isinstance(content[media_type], dict) else {}
         raw_schema = media.get("schema", {})
         schema = self._schemas.convert(raw_schema, node_base, "in", f"{where}/content/{escape_pointer_token(media_type)}/schema")
+        self._check_body_type(media_type, raw_schema, node_base, where)
         encoding = {
             prop: enc["contentType"]
             for prop, enc in (media.get("encoding") or {}).items()
@@ -235,6 +236,19 @@ class OperationBuilder:
         }
         return RequestBody(media_type=media_type, schema=schema, required=node.get("required") is True,
                            description=_text(node.get("description")), encoding=encoding)
+
+    def _check_body_type(self, media_type: str, raw_schema: Any, base: str, where: str) -> None:
+        """Refuse a form body that is not an object; say where an object goes out as JSON text."""
+        node, _ = self._resolver.deref(raw_schema, base)
+        kind = node.get("type") if isinstance(node, dict) else None
+        essence = media_type.split(";", 1)[0].strip().lower()
+        if essence in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            if isinstance(kind, str) and kind != "object":
+                operation = where.rsplit("/", 1)[0]
+                raise SpecError(f"{operation}: its {essence} body carries fields (an object), not type {kind!r}")
+        elif kind in ("object", "array") and not is_json_media_type(essence) and "*" not in essence:
+            self.problems.append(Problem(where, f"the body is an {kind} but its media type {essence} has no JSON form; "
+                                                "it is sent as JSON text"))
 
     def _response(self, raw: Any, base: str, pointer: str) -> Response | None:
         if not isinstance(raw, dict):
