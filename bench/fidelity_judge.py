@@ -234,11 +234,25 @@ def without_defaults(document: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def _local(document: dict[str, Any], node: Any) -> Any:
+    """Follow local `$ref`s."""
+    for _ in range(32):
+        ref = node.get("$ref") if isinstance(node, dict) else None
+        if not isinstance(ref, str) or not ref.startswith("#/"):
+            return node
+        node = document
+        for token in ref[2:].split("/"):
+            node = node.get(unquote(token).replace("~1", "/").replace("~0", "~")) if isinstance(node, dict) else None
+    return node
+
+
 class Judge:
     """The ASGI upstream; `load` a document, `expect` a call, read `received` afterwards."""
 
     def __init__(self) -> None:
         self._validator: RequestValidator | None = None
+        self._document: dict[str, Any] = {}
+        self._facts: dict[tuple[str, str], frozenset[str]] = {}
         self._templates: dict[str, Template] = {}
         self._lock = threading.Lock()
         self.expected: Expectation | None = None
@@ -246,10 +260,34 @@ class Judge:
 
     def load(self, document: dict[str, Any], *, source: str, base_uri: str) -> None:
         """Judge requests against `document` from now on (a copy without schema defaults)."""
+        self._document = document
         document = without_defaults(document)
         self._validator = RequestValidator(document, source=source, base_uri=base_uri, strict=False,
                                            check_document=False)
         self._templates = {}
+        self._facts: dict[tuple[str, str], frozenset[str]] = {}
+
+    def facts(self, method: str, key: str) -> frozenset[str]:
+        """What the judge knows about an operation that bears on its limits (bench/fidelity_limits.py)."""
+        found = self._facts.get((method, key))
+        if found is None:
+            found = self._facts[method, key] = frozenset(self._find_facts(method.lower(), key))
+        return found
+
+    def _find_facts(self, method: str, key: str) -> list[str]:
+        item = _local(self._document, (self._document.get("paths") or {}).get(key))
+        operation = _local(self._document, item.get(method)) if isinstance(item, dict) else None
+        if not isinstance(operation, dict):
+            return []
+        facts = []
+        for param in [*(item.get("parameters") or []), *(operation.get("parameters") or [])]:
+            param = _local(self._document, param)
+            if not isinstance(param, dict) or param.get("style") != "deepObject":
+                continue
+            schema = _local(self._document, param.get("schema"))
+            if not (isinstance(schema, dict) and schema.get("type") == "object"):
+                facts.append(f"deepObject-not-object:{param.get('name')}")
+        return facts
 
     def expect(self, expectation: Expectation | None) -> None:
         with self._lock:

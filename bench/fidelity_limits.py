@@ -16,27 +16,82 @@ from typing import Final
 
 
 @dataclass(frozen=True)
+class Verdict:
+    """What a limit looks at: the outcome, its reasons, and what the judge knows of the request."""
+
+    outcome: str
+    details: Sequence[str]
+    content_type: str | None = None  # of the request that reached the judge
+    facts: frozenset[str] = frozenset()  # what the judge found in the operation (Judge.facts)
+
+
+@dataclass(frozen=True)
 class JudgeLimit:
     """A class of verdicts that says something about the judge, not about the converter."""
 
     name: str
     why: str
-    applies: Callable[[str, Sequence[str]], bool]  # (outcome, details) -> excluded?
+    applies: Callable[[Verdict], bool]
 
 
-def _any(pattern: str) -> Callable[[str, Sequence[str]], bool]:
-    compiled = re.compile(pattern)
-    return lambda outcome, details: outcome == "rejected" and bool(details) and all(
-        compiled.search(d) for d in details)
+def _all(verdict: Verdict, pattern: str) -> bool:
+    return verdict.outcome == "rejected" and bool(verdict.details) and all(
+        re.search(pattern, d) for d in verdict.details)
 
 
-JUDGE_LIMITS: Final[tuple[JudgeLimit, ...]] = ()
+def _essence(verdict: Verdict) -> str:
+    return (verdict.content_type or "").split(";", 1)[0].strip().lower()
 
 
-def limit_of(outcome: str, details: Sequence[str]) -> str | None:
+def _deep_object(verdict: Verdict) -> bool:
+    names = [re.match(r"Query parameter error: (.+?): the value does not follow the 'deepObject' style", d)
+             for d in verdict.details]
+    return verdict.outcome == "rejected" and bool(names) and all(
+        m is not None and f"deepObject-not-object:{m.group(1)}" in verdict.facts for m in names)
+
+
+JUDGE_LIMITS: Final[tuple[JudgeLimit, ...]] = (
+    JudgeLimit(
+        "XML body",
+        "openapi-core does not read XML: a text/xml body reaches the schema as bytes, an application/xml one "
+        "as an XML element, and no object schema accepts either (openapi-mcp sends such bodies as JSON text "
+        "and says so in `check`)",
+        lambda v: ("xml" in _essence(v)) and _all(v, r"^Request body validation error"),
+    ),
+    JudgeLimit(
+        "object under a byte media type",
+        "a body under a media type that has no structure of its own (application/octet-stream, application/zip, "
+        "...) reaches the schema as bytes: where the document gives it an object or array schema, no request "
+        "can pass (openapi-mcp sends the value as JSON text and says so in `check`)",
+        lambda v: _all(v, r"^Request body validation error: b['\"].*['\"] is not of type '(object|array)'"),
+    ),
+    JudgeLimit(
+        "time format",
+        "openapi-core's `time` format refuses times with an offset (`20:38:45Z`), which JSON Schema 2020-12 and "
+        "RFC 3339 require; the tool's schema is 2020-12, so its valid values fail the judge",
+        lambda v: _all(v, r"is not a 'time'"),
+    ),
+    JudgeLimit(
+        "deepObject not an object",
+        "openapi-core cannot read a deepObject parameter whose schema is not a plain object (an anyOf or oneOf "
+        "of an object and a string), and fails the request even when the parameter is absent",
+        _deep_object,
+    ),
+    JudgeLimit(
+        "discriminator",
+        "openapi-core enforces `discriminator` beyond JSON Schema: the property must be present even where the "
+        "schema does not require it, and its value must name a schema of the document (Azure documents name "
+        "x-ms-discriminator-value instead); the oneOf/anyOf itself accepts the body",
+        lambda v: _all(v, r"does not contain discriminating property|reference '#/components/schemas/[^']+' "
+                          r"could not be resolved"),
+    ),
+)
+
+
+def limit_of(verdict: Verdict) -> str | None:
     """The name of the judge limit a failed verdict falls under, or None (a converter failure)."""
     for limit in JUDGE_LIMITS:
-        if limit.applies(outcome, details):
+        if limit.applies(verdict):
             return limit.name
     return None
 
@@ -53,4 +108,4 @@ def kind_of(outcome: str, details: Sequence[str]) -> str:
     return f"{outcome}: {text}"[:140]
 
 
-__all__ = ["JUDGE_LIMITS", "JudgeLimit", "kind_of", "limit_of"]
+__all__ = ["JUDGE_LIMITS", "JudgeLimit", "Verdict", "kind_of", "limit_of"]

@@ -41,7 +41,7 @@ import uvicorn
 from corpus_worker import METHODS
 from fidelity_args import Checker, Hints, Unsatisfiable, generate
 from fidelity_judge import Expectation, Judge, Received, Wire
-from fidelity_limits import kind_of, limit_of
+from fidelity_limits import Verdict, kind_of, limit_of
 
 FASTMCP_PYTHON = BENCH / ".venv-fastmcp" / "bin" / "python"
 CALL_TIMEOUT = 60.0
@@ -170,7 +170,8 @@ async def judge_calls(side: Side, judge: Judge, tools: list[dict[str, Any]], cal
                 side.count("matched", int(all(r.matched for r in received)))
             if outcome == "accepted":
                 continue
-            limit = limit_of(outcome, details)
+            limit = limit_of(Verdict(outcome, details, received[0].content_type if received else None,
+                                     judge.facts(*op)))
             kind = kind_of(outcome, details)
             if limit is not None:
                 side.limits[limit] = side.limits.get(limit, 0) + 1

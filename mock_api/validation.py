@@ -43,10 +43,15 @@ parameters and body. openapi-core 0.23 needs some help for that; each workaround
 12. Header parameters named Accept, Content-Type or Authorization are validated (and, when
    required, demanded), where OAS 3.x §4.8.12.1 says their definitions SHALL be ignored; the
    validation copy leaves them out.
+13. Only `application/json` and `application/vnd.api+json` bodies are parsed as JSON; any other
+   JSON media type (`application/merge-patch+json`, `application/json-patch+json`, vendor
+   `+json` types) reaches the schema as bytes, which no object schema accepts. Every JSON media
+   type the document names is given the JSON deserializer.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -184,6 +189,28 @@ def _as_is(value: Any) -> Any:
     return value
 
 
+def _json_loads(value: bytes, **parameters: str) -> Any:
+    return json.loads(value)
+
+
+def _json_media_types(document: JsonObject) -> set[str]:
+    """The JSON media types (QUIRK 13) of every request body of the document, without parameters."""
+    found: set[str] = set()
+    bodies = [*((document.get("components") or {}).get("requestBodies") or {}).values()]
+    for item in (document.get("paths") or {}).values():
+        for method in ("get", "put", "post", "delete", "options", "head", "patch", "trace"):
+            operation = item.get(method) if isinstance(item, dict) else None
+            if isinstance(operation, dict):
+                bodies.append(operation.get("requestBody"))
+    for body in bodies:
+        content = body.get("content") if isinstance(body, dict) else None
+        for media_type in content if isinstance(content, dict) else ():
+            essence = str(media_type).split(";", 1)[0].strip().lower()
+            if essence.endswith("+json") or essence.endswith("/json"):
+                found.add(essence)
+    return found
+
+
 def _ecma_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
     """`pattern` in ECMA-262 style through the `regex` module (QUIRK 11)."""
     if not validator.is_type(instance, "string"):
@@ -230,7 +257,10 @@ def _config(version: str, document: JsonObject) -> Config:
         style_deserializers_factory=StyleDeserializersFactory(
             casters, style_deserializers={**style_deserializers, "spaceDelimited": _space_delimited_loads}
         ),
-        extra_media_type_deserializers={"multipart/form-data": multipart_loads},
+        extra_media_type_deserializers={
+            **{name: _json_loads for name in _json_media_types(document)},
+            "multipart/form-data": multipart_loads,
+        },
         extra_format_unmarshallers={name: _as_is for name in _formats(document, set()) - _KNOWN_FORMATS},
         **schema_factories,
     )

@@ -885,6 +885,14 @@ REAL_WORLD_DOCUMENT: dict[str, Any] = {
                 "responses": {"200": {"description": "ok"}},
             }
         },
+        "/items/{id}": {
+            "patch": {
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "requestBody": {"content": {"application/merge-patch+json": {"schema": {
+                    "type": "object", "properties": {"n": {"type": "integer"}}}}}},
+                "responses": {"200": {"description": "ok"}},
+            }
+        },
         "/#Action=Describe": {
             "post": {
                 "parameters": [{"name": "Action", "in": "query", "required": True,
@@ -902,6 +910,11 @@ async def test_echo_copes_with_unknown_formats_ecma_patterns_and_ignored_headers
     async with client_for(create_echo_app(tmp_path / "real.yaml")) as client:
         good = await client.get("/names?key=abc&name=%C3%89mile&slug=a-b.c", headers={"accept": "application/json"})
         bad = await client.get("/names?key=abc&name=x1&slug=a%20b")
+        patch = await client.patch("/items/1", content=b'{"n": 2}', headers={"content-type": "application/merge-patch+json"})
+        bad_patch = await client.patch("/items/1", content=b'{"n": "2"}',
+                                       headers={"content-type": "application/merge-patch+json"})
+    assert (patch.status_code, patch.json()["body"]) == (200, {"n": 2})  # a +json type is read as JSON
+    assert bad_patch.json()["errors"] == ["Request body validation error: '2' is not of type 'integer' (at $.n)"]
     assert good.status_code == 200, good.text  # format: string, \p{L}, [\w-.], Accept/Authorization ignored
     assert good.json()["parameters"]["query"] == {"key": "abc", "name": "Émile", "slug": "a-b.c"}
     letters, slug = r"^\p{L}+$", r"^[\w-.]+$"
