@@ -201,3 +201,16 @@ def test_a_json_body_keeps_its_empty_lists(make_plans) -> None:
     plan = make_plans({"/j": {"post": {"operationId": "j", "requestBody": {"required": True, "content": {
         "application/json": {"schema": body}}}, "responses": OK}}})["j"]
     assert plan.input_schema["properties"]["ids"] == {"type": "array", "items": {}}
+
+
+def test_a_required_field_without_a_schema_is_still_asked_for(make_plans) -> None:
+    # ndhm.gov.in requires a top-level `transactionId` that only a nested object describes: flattened into
+    # arguments, the body lost the requirement and went out without it (issue 20)
+    body = {"type": "object", "required": ["requestId", "transactionId"], "properties": {
+        "requestId": {"type": "string"}, "auth": {"type": "object"}}}
+    plan = make_plans({"/n": {"post": {"operationId": "n", "requestBody": {"required": True, "content": {
+        "application/json": {"schema": body}}}, "responses": OK}}})["n"]
+    assert plan.input_schema["properties"]["transactionId"] == {}
+    assert plan.input_schema["required"] == ["requestId", "transactionId"]
+    request = plan.request.build({"requestId": "r", "transactionId": "t"}, "http://up.test")
+    assert request.content == b'{"requestId":"r","transactionId":"t"}'

@@ -154,7 +154,11 @@ def _flattenable(
     is_form = _is_form(media_type)
     if not required and inner_required and not is_form:
         return None  # an optional body with required fields cannot be spread: keep it whole
-    return dict(top["properties"]), inner_required if required or is_form else set()
+    properties = dict(top["properties"])
+    if top.get("additionalProperties", True) is not False:
+        for name in sorted(inner_required - set(properties)):
+            properties[name] = {}  # required, with no schema of its own: any value
+    return properties, inner_required if required or is_form else set()
 
 
 def _is_form(media_type: str) -> bool:
