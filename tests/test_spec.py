@@ -341,3 +341,25 @@ def test_bodies_a_media_type_cannot_carry_are_refused_or_reported(make_spec) -> 
         ("#/paths/~1bytes/post/requestBody", "the body is an object but its media type application/octet-stream "
                                              "has no JSON form; it is sent as JSON text", False),
     ]
+
+
+def test_parameters_no_openapi_style_can_serialize_are_reported(make_spec) -> None:
+    # AWS's `Tags` (a list of {Key, Value} in the query) and sinao.app's `filters`: OAS styles serialize
+    # primitives, lists of primitives and flat objects only; what the tool sends for the rest is said in check
+    spec = make_spec({"/t": {"get": {"parameters": [
+        {"name": "Tags", "in": "query", "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Tag"}}},
+        {"name": "grid", "in": "query", "schema": {"type": "array", "items": {"type": "array", "items": {}}}},
+        {"name": "target", "in": "query", "schema": {"type": "object", "properties": {"resize": {"type": "object"}}}},
+        {"name": "flat", "in": "query", "schema": {"type": "object", "properties": {"a": {"type": "string"}}}},
+        {"name": "ids", "in": "query", "schema": {"type": "array", "items": {"type": "integer"}}},
+        {"name": "json", "in": "query", "content": {"application/json": {"schema": {"type": "array", "items": {
+            "type": "object"}}}}},
+    ], "responses": {}}}}, components={"schemas": {"Tag": {"type": "object", "properties": {"Key": {"type": "string"}}}}})
+    assert [(p.pointer, p.message) for p in spec.problems] == [
+        ("#/paths/~1t/get/parameters/0", "no OpenAPI style serializes a list of objects (query parameter 'Tags'); "
+                                         "the tool sends each of them as JSON text"),
+        ("#/paths/~1t/get/parameters/1", "no OpenAPI style serializes a list of lists (query parameter 'grid'); "
+                                         "the tool sends each of them as JSON text"),
+        ("#/paths/~1t/get/parameters/2", "no OpenAPI style serializes an object with objects or lists in it (query "
+                                         "parameter 'target'); the tool sends each of them as JSON text"),
+    ]

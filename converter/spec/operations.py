@@ -189,6 +189,10 @@ class OperationBuilder:
         content_type = None
         if isinstance(node.get("schema"), (dict, bool)):
             schema = self._schemas.convert(node["schema"], node_base, "in", f"{where}/schema")
+            nested = self._nested(node["schema"], node_base)
+            if nested:  # OAS 3.x §4.8.12.4: styles are defined for primitives, arrays of them and flat objects
+                self.problems.append(Problem(where, f"no OpenAPI style serializes {nested} ({location} parameter "
+                                                    f"{name!r}); the tool sends each of them as JSON text"))
         elif isinstance(node.get("content"), dict) and node["content"]:
             content_type, media = next(iter(node["content"].items()))
             raw_schema = media.get("schema", {}) if isinstance(media, dict) else {}
@@ -212,6 +216,30 @@ class OperationBuilder:
             allow_reserved=node.get("allowReserved") is True,
             content_type=content_type,
         )
+
+    def _nested(self, raw_schema: Any, base: str) -> str | None:
+        """What a parameter schema nests that no serialization style defines, or None."""
+        def kind(node: Any, node_base: str) -> tuple[dict[str, Any], str | None, str]:
+            try:
+                found, found_base = self._resolver.deref(node, node_base)
+            except SpecError:
+                return {}, None, node_base
+            if not isinstance(found, dict):
+                return {}, None, node_base
+            declared = found.get("type")
+            if declared is None and isinstance(found.get("properties"), dict):
+                declared = "object"
+            return found, declared if isinstance(declared, str) else None, found_base
+
+        top, top_kind, top_base = kind(raw_schema, base)
+        if top_kind == "array":
+            item_kind = kind(top.get("items"), top_base)[1]
+            return {"object": "a list of objects", "array": "a list of lists"}.get(item_kind or "")
+        if top_kind == "object":
+            props: dict[str, Any] = top["properties"] if isinstance(top.get("properties"), dict) else {}
+            if any(kind(prop, top_base)[1] in ("object", "array") for prop in props.values()):
+                return "an object with objects or lists in it"
+        return None
 
     def _request_body(self, raw: Any, base: str, pointer: str) -> RequestBody | None:
         if raw is None:
