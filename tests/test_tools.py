@@ -214,3 +214,22 @@ def test_a_required_field_without_a_schema_is_still_asked_for(make_plans) -> Non
     assert plan.input_schema["required"] == ["requestId", "transactionId"]
     request = plan.request.build({"requestId": "r", "transactionId": "t"}, "http://up.test")
     assert request.content == b'{"requestId":"r","transactionId":"t"}'
+
+
+def test_a_required_list_or_object_parameter_needs_something_in_it(make_plans) -> None:
+    # Redshift's required `TargetAction` object, given as {}: an empty list or object is undefined in a URI
+    # (RFC 6570 §2.3), so nothing was sent and the document's required parameter was missing (issue 20)
+    params = [{"name": "TargetAction", "in": "query", "required": True, "schema": {"type": "object", "properties": {
+        "Pause": {"type": "string"}}}},
+        {"name": "ids", "in": "query", "required": True, "schema": {"$ref": "#/components/schemas/Ids"}},
+        {"name": "X-Tags", "in": "header", "required": True, "schema": {"type": "array", "items": {"type": "string"}}},
+        {"name": "opt", "in": "query", "schema": {"type": "array", "items": {"type": "string"}}}]
+    plan = make_plans({"/s": {"get": {"operationId": "s", "parameters": params, "responses": OK}}},
+                      components={"schemas": {"Ids": {"type": "array", "items": {"type": "integer"}}}})["s"]
+    props = plan.input_schema["properties"]
+    assert props["TargetAction"]["minProperties"] == 1
+    assert props["ids"] == {"$ref": "#/$defs/Ids", "minItems": 1}
+    assert props["X-Tags"]["minItems"] == 1
+    assert "minItems" not in props["opt"]
+    with pytest.raises(ArgumentError, match=r"at \$\.TargetAction: \{\} should be non-empty"):
+        plan.validate_arguments({"TargetAction": {}, "ids": [1], "X-Tags": ["a"]})

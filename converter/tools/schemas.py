@@ -65,7 +65,15 @@ def build_input_schema(op: Operation, defs: DefsIndex) -> tuple[JsonSchema, tupl
     """Return the tool's inputSchema and the map saying where each argument goes."""
     entries: list[tuple[str, SlotLocation, Any, bool]] = []  # wire name, location, schema, required
     for param in op.parameters:
-        entries.append((param.name, param.location, param.schema, param.required))
+        schema = param.schema
+        if param.required and param.content_type is None:
+            # RFC 6570 §2.3: an empty list or object is undefined, so nothing is sent for it; a required
+            # parameter must therefore hold something.
+            if _is_array(schema, defs):
+                schema = {**schema, "minItems": max(1, int(defs.deref(schema).get("minItems", 0) or 0))}
+            elif _is_object(schema, defs):
+                schema = {**schema, "minProperties": max(1, int(defs.deref(schema).get("minProperties", 0) or 0))}
+        entries.append((param.name, param.location, schema, param.required))
     body = op.request_body
     if body is not None:
         fields = _flattenable(body.schema, body.media_type, body.required, defs)
@@ -170,6 +178,12 @@ def _is_array(schema: Any, defs: DefsIndex) -> bool:
     kind = top.get("type") if isinstance(top, dict) else None
     return kind == "array" or (isinstance(kind, list) and "array" in kind) or \
         (isinstance(top, dict) and kind is None and "items" in top)
+
+
+def _is_object(schema: Any, defs: DefsIndex) -> bool:
+    top = defs.deref(schema)
+    kind = top.get("type") if isinstance(top, dict) else None
+    return kind == "object" or (isinstance(top, dict) and kind is None and isinstance(top.get("properties"), dict))
 
 
 def _given(argument: str, schema: Any, defs: DefsIndex) -> JsonSchema:
