@@ -95,11 +95,16 @@ class Template:
             query.append((unquote(name), re.compile("".join(value_pattern), re.DOTALL), tuple(value_vars)))
         return cls(key, re.compile("".join(pattern)), tuple(names), tuple(query), unsendable)
 
-    def match(self, raw_path: str, query: list[tuple[str, str]]) -> tuple[dict[str, str] | None, str | None]:
-        """(decoded template values, None) when the target fits, else (None, why not)."""
+    def match(self, raw_path: str, query: list[tuple[str, str]], expected: Mapping[str, str] = {}
+              ) -> tuple[dict[str, str] | None, str | None]:
+        """(decoded template values, None) when the target fits, else (None, why not).
+
+        Adjacent variables (`/profiles/{id}{ext}`) can split a path more than one way: the split
+        that gives each variable its `expected` value (when the target allows it) is taken.
+        """
         if self.unsendable:
             return None, self.unsendable
-        found = self.path.fullmatch(raw_path)
+        found = self._guided(raw_path, expected) or self.path.fullmatch(raw_path)
         if found is None:
             return None, f"the path {_cut(raw_path, 160)!r} does not fit the path key {_cut(self.key, 160)!r}"
         values = {name: unquote(raw) for name, raw in zip(self.path_vars, found.groups())}
@@ -112,6 +117,19 @@ class Template:
                 return None, f"the path key's query pair {name!r} has the value {_cut(sent[0], 80)!r}"
             values.update(zip(names, fit.groups()))
         return values, None
+
+    def _guided(self, raw_path: str, expected: Mapping[str, str]) -> re.Match[str] | None:
+        if len(self.path_vars) < 2 or not any(name in expected for name in self.path_vars):
+            return None
+        path_part = self.key.partition("#")[0].partition("?")[0]
+        pattern, pos = [], 0
+        for match in _VAR.finditer(path_part):
+            pattern.append(_literal(path_part[pos:match.start()]))
+            name = match.group(1)
+            pattern.append(f"({_literal(expected[name])})" if expected.get(name) else f"({_ENCODED_SEGMENT})")
+            pos = match.end()
+        pattern.append(_literal(path_part[pos:]))
+        return re.fullmatch("".join(pattern), raw_path)
 
     @property
     def query_names(self) -> frozenset[str]:
@@ -282,12 +300,36 @@ class Judge:
         facts = []
         for param in [*(item.get("parameters") or []), *(operation.get("parameters") or [])]:
             param = _local(self._document, param)
-            if not isinstance(param, dict) or param.get("style") != "deepObject":
+            if not isinstance(param, dict):
                 continue
             schema = _local(self._document, param.get("schema"))
-            if not (isinstance(schema, dict) and schema.get("type") == "object"):
+            if param.get("style") == "deepObject" and not (isinstance(schema, dict) and schema.get("type") == "object"):
                 facts.append(f"deepObject-not-object:{param.get('name')}")
+            if self._nests(schema):
+                facts.append(f"nested:{param.get('name')}")
         return facts
+
+    def _nests(self, schema: Any) -> bool:
+        """A list of objects or lists, or an object holding objects or lists: no OpenAPI style serializes it."""
+        def kind(node: Any) -> str | None:
+            node = _local(self._document, node)
+            for _ in range(8):  # AWS wraps items as allOf [$ref, {xml: ...}]
+                if isinstance(node, dict) and "type" not in node and isinstance(node.get("allOf"), list) \
+                        and node["allOf"]:
+                    node = _local(self._document, node["allOf"][0])
+            declared = node.get("type") if isinstance(node, dict) else None
+            if declared is None and isinstance(node, dict) and isinstance(node.get("properties"), dict):
+                return "object"
+            return declared if isinstance(declared, str) else None
+
+        if not isinstance(schema, dict):
+            return False
+        if kind(schema) == "array":
+            return kind(schema.get("items")) in ("object", "array")
+        if kind(schema) == "object":
+            properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+            return any(kind(prop) in ("object", "array") for prop in properties.values())
+        return False
 
     def expect(self, expectation: Expectation | None) -> None:
         with self._lock:
@@ -340,7 +382,11 @@ class Judge:
             return
         query = parse_qsl(query_string, keep_blank_values=True)
         template = self.template(expected.key)
-        values, why = template.match(raw_path, query)
+        expected_values = {
+            wire.name: text for argument, wire in expected.wires.items()
+            if wire.location == "path" and (text := scalar_text(expected.arguments.get(argument))) is not None
+        }
+        values, why = template.match(raw_path, query, expected_values)
         if values is None:
             received.errors.append(f"not matched: {why}")
             return

@@ -43,11 +43,31 @@ def _essence(verdict: Verdict) -> str:
     return (verdict.content_type or "").split(";", 1)[0].strip().lower()
 
 
+_PARSED: Final = ("application/json", "application/x-www-form-urlencoded", "multipart/form-data", "text/plain",
+                  "text/html")
+
+
+def _parsed(verdict: Verdict) -> bool:
+    essence = _essence(verdict)
+    return essence in _PARSED or essence.endswith(("+json", "/json"))
+
+
 def _deep_object(verdict: Verdict) -> bool:
     names = [re.match(r"Query parameter error: (.+?): the value does not follow the 'deepObject' style", d)
              for d in verdict.details]
     return verdict.outcome == "rejected" and bool(names) and all(
         m is not None and f"deepObject-not-object:{m.group(1)}" in verdict.facts for m in names)
+
+
+_PARAMETER_ERROR: Final = re.compile(
+    r"^(?:Invalid (?:query|header|path|cookie) parameter|(?:Query|Header|Path|Cookie) parameter error): (.+?): ")
+
+
+def _names_only(verdict: Verdict, fact: str) -> bool:
+    """Every reason is about a parameter the judge found `fact` of."""
+    names = [_PARAMETER_ERROR.match(d) for d in verdict.details]
+    return verdict.outcome == "rejected" and bool(names) and all(
+        m is not None and f"{fact}:{m.group(1)}" in verdict.facts for m in names)
 
 
 JUDGE_LIMITS: Final[tuple[JudgeLimit, ...]] = (
@@ -59,11 +79,20 @@ JUDGE_LIMITS: Final[tuple[JudgeLimit, ...]] = (
         lambda v: ("xml" in _essence(v)) and _all(v, r"^Request body validation error"),
     ),
     JudgeLimit(
-        "object under a byte media type",
-        "a body under a media type that has no structure of its own (application/octet-stream, application/zip, "
-        "...) reaches the schema as bytes: where the document gives it an object or array schema, no request "
-        "can pass (openapi-mcp sends the value as JSON text and says so in `check`)",
-        lambda v: _all(v, r"^Request body validation error: b['\"].*['\"] is not of type '(object|array)'"),
+        "body read as bytes",
+        "openapi-core parses JSON, form, multipart and plain-text bodies only; under any other media type "
+        "(application/octet-stream, application/x-yaml, text/csv, ...) the body reaches the schema as bytes, "
+        "which only `format: binary` accepts: an object, array or base64 string schema there fails every "
+        "request (for objects openapi-mcp sends JSON text and says so in `check`)",
+        lambda v: not _parsed(v) and _all(v, r"^Request body validation error: b['\"]"),
+    ),
+    JudgeLimit(
+        "no OpenAPI serialization",
+        "the document puts a list of objects, a list of lists or an object of objects in a parameter (AWS's "
+        "query `Tags`): OAS 3.x §4.8.12.4 serializes primitives, lists of them and flat objects only, so no "
+        "request can carry it as the document says (openapi-mcp sends those values as JSON text and says so in "
+        "`check` for each such parameter)",
+        lambda v: _names_only(v, "nested"),
     ),
     JudgeLimit(
         "time format",

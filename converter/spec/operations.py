@@ -224,6 +224,13 @@ class OperationBuilder:
                 found, found_base = self._resolver.deref(node, node_base)
             except SpecError:
                 return {}, None, node_base
+            for _ in range(8):  # AWS wraps items as allOf [$ref, {xml: ...}]: the first branch says what it is
+                if isinstance(found, dict) and "type" not in found and isinstance(found.get("allOf"), list) \
+                        and found["allOf"]:
+                    try:
+                        found, found_base = self._resolver.deref(found["allOf"][0], found_base)
+                    except SpecError:
+                        return {}, None, node_base
             if not isinstance(found, dict):
                 return {}, None, node_base
             declared = found.get("type")
