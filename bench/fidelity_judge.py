@@ -298,8 +298,20 @@ class Judge:
         if not isinstance(operation, dict):
             return []
         facts = []
-        for param in [*(item.get("parameters") or []), *(operation.get("parameters") or [])]:
-            param = _local(self._document, param)
+        params = [_local(self._document, p) for p in [*(item.get("parameters") or []),
+                                                      *(operation.get("parameters") or [])]]
+        query = {str(p.get("name")): p for p in params if isinstance(p, dict) and p.get("in") == "query"}
+        owner = {name: name for name in query}
+        for name, param in query.items():  # an exploded object's properties are query keys of their own
+            schema = _local(self._document, param.get("schema"))
+            if param.get("style", "form") != "form" or param.get("explode", True) is not True \
+                    or not isinstance(schema, dict) or not isinstance(schema.get("properties"), dict):
+                continue
+            for key in schema["properties"]:
+                other = owner.setdefault(key, name)
+                if other != name:
+                    facts += [f"clash:{name}", f"clash:{other}"]
+        for param in params:
             if not isinstance(param, dict):
                 continue
             schema = _local(self._document, param.get("schema"))

@@ -60,14 +60,17 @@ def _deep_object(verdict: Verdict) -> bool:
 
 
 _PARAMETER_ERROR: Final = re.compile(
-    r"^(?:Invalid (?:query|header|path|cookie) parameter|(?:Query|Header|Path|Cookie) parameter error): (.+?): ")
+    r"^(?:(?:Invalid|Missing required) (?:query|header|path|cookie) parameter|"
+    r"(?:Query|Header|Path|Cookie) parameter error): ([^:]+?)(?:: |$)|^value: argument '[^']*' \(\w+ '([^']+)'\)")
 
 
-def _names_only(verdict: Verdict, fact: str) -> bool:
-    """Every reason is about a parameter the judge found `fact` of."""
+def _names_only(verdict: Verdict, *facts: str) -> bool:
+    """Every reason is about a parameter the judge found one of `facts` of (and one at least)."""
+    if verdict.outcome != "rejected" or not verdict.details:
+        return False
     names = [_PARAMETER_ERROR.match(d) for d in verdict.details]
-    return verdict.outcome == "rejected" and bool(names) and all(
-        m is not None and f"{fact}:{m.group(1)}" in verdict.facts for m in names)
+    return all(m is not None and any(f"{fact}:{m.group(1) or m.group(2)}" in verdict.facts for fact in facts)
+               for m in names)
 
 
 JUDGE_LIMITS: Final[tuple[JudgeLimit, ...]] = (
@@ -93,6 +96,13 @@ JUDGE_LIMITS: Final[tuple[JudgeLimit, ...]] = (
         "request can carry it as the document says (openapi-mcp sends those values as JSON text and says so in "
         "`check` for each such parameter)",
         lambda v: _names_only(v, "nested"),
+    ),
+    JudgeLimit(
+        "exploded keys clash",
+        "the document explodes an object parameter into query keys that another parameter uses too (sinao.app's "
+        "`movements` has a `type`, and so does the query): no request tells them apart (openapi-mcp says so in "
+        "`check`); reasons about the other parameters must be of this or the previous kind",
+        lambda v: _names_only(v, "clash", "nested") and any(f.startswith("clash:") for f in v.facts),
     ),
     JudgeLimit(
         "time format",

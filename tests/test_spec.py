@@ -364,3 +364,18 @@ def test_parameters_no_openapi_style_can_serialize_are_reported(make_spec) -> No
         ("#/paths/~1t/get/parameters/2", "no OpenAPI style serializes an object with objects or lists in it (query "
                                          "parameter 'target'); the tool sends each of them as JSON text"),
     ]
+
+
+def test_exploded_object_parameters_whose_keys_clash_are_reported(make_spec) -> None:
+    # sinao.app: the exploded object `movements` has a property `type`, and `type` is a parameter of its own:
+    # `?type=sales&type=bank_entry` cannot be told apart by any server
+    spec = make_spec({"/r": {"post": {"parameters": [
+        {"name": "type", "in": "query", "schema": {"type": "string"}},
+        {"name": "movements", "in": "query", "schema": {"type": "object", "properties": {
+            "type": {"type": "string"}, "amount": {"type": "number"}}}},
+        {"name": "page", "in": "query", "style": "deepObject", "schema": {"type": "object", "properties": {
+            "type": {"type": "string"}}}},
+    ], "responses": {}}}})
+    assert [(p.pointer, p.message) for p in spec.problems] == [
+        ("#/paths/~1r/post", "query parameters 'movements' and 'type' both put 'type' in the query (an exploded "
+                             "object's properties are query keys of their own); the upstream cannot tell them apart")]

@@ -167,7 +167,27 @@ class OperationBuilder:
             if location == "path" and name not in in_template:
                 self.problems.append(Problem(pointer, f"path parameter {name!r} is not in the path {path!r}; ignored"))
                 del merged[(name, location)]
+        self._report_clashing_keys(list(merged.values()), pointer)
         return tuple(merged.values())
+
+    def _report_clashing_keys(self, parameters: list[Parameter], pointer: str) -> None:
+        """An exploded form object's properties are query keys of their own: say where they clash."""
+        owner: dict[str, str] = {p.name: p.name for p in parameters if p.location == "query"}
+        for param in parameters:
+            if param.location != "query" or param.style != "form" or not param.explode or param.content_type:
+                continue
+            schema = param.schema
+            ref = schema.get("$ref") if isinstance(schema, dict) else None
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                schema = self._schemas.defs["in"].get(ref[len("#/$defs/"):], {})
+            properties = schema.get("properties") if isinstance(schema, dict) else None
+            for key in properties if isinstance(properties, dict) else ():
+                other = owner.setdefault(key, param.name)
+                if other != param.name:
+                    first, second = sorted((param.name, other))
+                    self.problems.append(Problem(pointer, f"query parameters {first!r} and {second!r} both put {key!r} "
+                                                          "in the query (an exploded object's properties are query "
+                                                          "keys of their own); the upstream cannot tell them apart"))
 
     def _parameter(self, raw: Any, base: str, where: str) -> Parameter | None:
         node, node_base = self._resolver.deref(raw, base)
