@@ -374,3 +374,40 @@ def test_a_media_range_is_never_sent_as_the_content_type(make_plans) -> None:
     assert (text.headers["content-type"], text.content) == ("text/plain; charset=utf-8", b"hello")
     raw = build(make_plans, paths, "raw", {"body": base64.b64encode(b"\x00\x01").decode()})
     assert (raw.headers["content-type"], raw.content) == ("application/octet-stream", b"\x00\x01")
+
+
+def test_a_declared_accept_encoding_is_not_overridden_by_the_http_clients_default(make_plans) -> None:
+    # influxdata.com declares `Accept-Encoding: gzip | identity`; left out, aiohttp's own `gzip, deflate` went up,
+    # which the document refuses. Given: that value goes; not given: no Accept-Encoding at all (RFC 9110 §12.5.3).
+    paths = {"/query": {"post": {"operationId": "query", "parameters": [{"name": "Accept-Encoding", "in": "header",
+        "schema": {"type": "string", "enum": ["gzip", "identity"]}}], "responses": OK}},
+        "/plain": {"get": {"operationId": "plain", "responses": OK}}}
+    plans = make_plans(paths)
+    seen: list[bytes] = []
+
+    async def capture(reader, writer):
+        seen.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        writer.close()
+
+    async def go(name, args):
+        server, base = await _serve_raw(capture)
+        try:
+            async with Upstream() as upstream:
+                await upstream.send(plans[name].request.build(args, base))
+        finally:
+            server.close()
+
+    for name, args in (("query", {}), ("query", {"Accept-Encoding": "identity"}), ("plain", {})):
+        anyio.run(go, name, args)
+    encodings = [[line for line in head.decode().lower().split("\r\n") if line.startswith("accept-encoding")]
+                 for head in seen]
+    assert encodings == [[], ["accept-encoding: identity"], ["accept-encoding: gzip, deflate"]]
+    httpx_seen = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        httpx_seen["accept-encoding"] = request.headers.get("accept-encoding")
+        return httpx.Response(200)
+
+    send(handler, plans["query"].request.build({}, BASE))
+    assert httpx_seen == {"accept-encoding": None}

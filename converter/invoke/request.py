@@ -29,6 +29,9 @@ class HttpRequest:
     headers: dict[str, str]
     content: bytes | None = None
     template: str = ""  # the path template, for logs and messages
+    # Headers the HTTP client must not add on its own: an operation that declares Accept-Encoding gets
+    # exactly the value given, or none (the client's default would not be one the document allows).
+    skip_defaults: tuple[str, ...] = ()
 
 
 @compact_pickle
@@ -53,6 +56,7 @@ class RequestTemplate:
     # per pair, a piece being literal text or the slot whose value goes there; `None` for `?flag`.
     key_query: tuple[tuple[str, tuple[str | Slot, ...] | None], ...] = ()
     key_arguments: frozenset[str] = frozenset()  # the arguments placed by `key_query`
+    declares_accept_encoding: bool = False
 
     @classmethod
     def compile(cls, tool: str, op: Operation, slots: tuple[Slot, ...], binary_fields: frozenset[str]) -> RequestTemplate:
@@ -78,6 +82,8 @@ class RequestTemplate:
         return cls(
             tool=tool, method=op.method, path_parts=tuple(p for p in parts if p != ""),
             key_query=tuple(key_query), key_arguments=placed,
+            declares_accept_encoding=any(p.location == "header" and p.name.lower() == "accept-encoding"
+                                         for p in op.parameters),
             path_template=op.path, slots=slots, params=params,
             body_media_type=body.media_type if body else None,
             body_required=body.required if body else False,
@@ -154,6 +160,8 @@ class RequestTemplate:
         if query:
             url += "?" + "&".join(query)
         request = HttpRequest(method=self.method, url=url, headers=headers, template=self.path_template)
+        if self.declares_accept_encoding and not any(k.lower() == "accept-encoding" for k in headers):
+            request.skip_defaults = ("accept-encoding",)
         if self.body_media_type is not None and (body_fields or whole_body is not _MISSING or self.body_required):
             # A required body goes out even when none of its (optional) fields were given.
             self._encode_body(request, body_fields if whole_body is _MISSING else whole_body)

@@ -144,6 +144,8 @@ class Upstream:
         try:
             with anyio.fail_after(self.timeout):
                 http_request = client.build_request(request.method, request.url, **kwargs)
+                for name in request.skip_defaults:
+                    http_request.headers.pop(name, None)
                 response = await client.send(http_request, stream=True)
                 try:
                     body, truncated = await self._read(response)
@@ -176,7 +178,7 @@ class Upstream:
         try:
             async with self._aiohttp_session().request(
                 request.method, URL(request.url, encoded=True), headers=request.headers, data=request.content,
-                allow_redirects=False,
+                allow_redirects=False, skip_auto_headers=request.skip_defaults or None,
             ) as response:
                 body, truncated = await self._read_aiohttp(response)
         except TimeoutError as exc:  # before ClientError: aiohttp's timeouts are both
