@@ -314,10 +314,13 @@ class _Generator:
         fmt = schema.get("format")
         pattern = schema.get("pattern")
         if isinstance(pattern, str):
-            for _ in range(MAX_ATTEMPTS):
-                text = _from_regex(pattern, self.rng, place.forbid)
-                if low <= len(text) <= high and _compiled(pattern).search(text) and _placeable(text, place):
+            stretch = 0
+            for _ in range(MAX_ATTEMPTS * 2):
+                text = _from_regex(pattern, self.rng, place.forbid, stretch)
+                if low <= len(text) <= high and _safe_search(pattern, text) and _placeable(text, place):
                     return text
+                # short of minLength: lengthen the open-ended repeats next time, else shrink them again
+                stretch = stretch + low - len(text) if len(text) < low else max(0, stretch - (len(text) - high))
             raise Unsatisfiable(f"no string of {low}-{high} characters matching {pattern!r} was found")
         if isinstance(fmt, str) and fmt in _FORMATS:
             text = _FORMATS[fmt](self.rng)
@@ -441,6 +444,13 @@ def _bounds(schema: Mapping[str, Any], *, integer: bool) -> tuple[Any, Any]:
     return low, high
 
 
+def _safe_search(pattern: str, text: str) -> bool:
+    try:
+        return bool(_compiled(pattern).search(text))
+    except regex.error:
+        return False
+
+
 def _placeable(text: str, place: _Place) -> bool:
     if place.location == "path" and text in ("", ".", ".."):
         return False
@@ -497,17 +507,53 @@ _CATEGORIES: Final = {
 _PRINTABLE: Final = TAME + "-_.~ "
 
 
-def _from_regex(pattern: str, rng: random.Random, forbid: str = "") -> str:
-    """A string the regular expression matches (ASCII where it has a choice), or raise Unsatisfiable."""
+_PROPERTIES: Final = {"L": "a-zA-Z", "Lu": "A-Z", "Ll": "a-z", "N": "0-9", "Nd": "0-9", "Z": " ", "Zs": " ",
+                      "P": ".,", "S": "+", "ASCII": " -~", "Alpha": "a-zA-Z", "Digit": "0-9", "Alnum": "a-zA-Z0-9"}
+_PROPERTY: Final = re.compile(r"\\p\{(\w+)\}")
+
+
+def _pythonic(pattern: str) -> str:
+    r"""The pattern in what `re` parses, for generating only (results are checked with `regex`):
+    `\p{L}` and friends become ASCII ranges, and a `-` after a class shorthand inside `[...]` a literal."""
+    out, i, in_class = [], 0, False
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\" and i + 1 < len(pattern):
+            match = _PROPERTY.match(pattern, i)
+            if match and match.group(1) in _PROPERTIES:
+                ranges = _PROPERTIES[match.group(1)]
+                out.append(ranges if in_class else f"[{ranges}]")
+                i = match.end()
+                continue
+            pair = pattern[i:i + 2]
+            out.append(pair)
+            i += 2
+            if in_class and pair[1] in "wdsWDS" and pattern[i:i + 1] == "-" and pattern[i + 1:i + 2] != "]":
+                out.append("\\-")
+                i += 1
+            continue
+        if char == "[" and not in_class:
+            in_class = True
+        elif char == "]" and in_class:
+            in_class = False
+        out.append(char)
+        i += 1
+    return "".join(out)
+
+
+def _from_regex(pattern: str, rng: random.Random, forbid: str = "", stretch: int = 0) -> str:
+    """A string the regular expression matches (ASCII where it has a choice), or raise Unsatisfiable.
+
+    `stretch` more repetitions go to the open-ended repeats met first, to reach a minimum length."""
     try:
-        parsed = sre_parse.parse(pattern)
+        parsed = sre_parse.parse(_pythonic(pattern))
     except (re.error, OverflowError, RecursionError) as exc:
         raise Unsatisfiable(f"pattern {pattern!r} is not understood here: {exc}") from exc
     groups: dict[int, str] = {}
-    return "".join(_emit(parsed, rng, groups, forbid))
+    return "".join(_emit(parsed, rng, groups, forbid, [stretch]))
 
 
-def _emit(items: Any, rng: random.Random, groups: dict[int, str], forbid: str) -> list[str]:
+def _emit(items: Any, rng: random.Random, groups: dict[int, str], forbid: str, budget: list[int]) -> list[str]:
     out: list[str] = []
     for op, arg in items:
         if op is sre_parse.LITERAL:
@@ -519,24 +565,28 @@ def _emit(items: Any, rng: random.Random, groups: dict[int, str], forbid: str) -
         elif op is sre_parse.IN:
             out.append(_one_of(arg, rng, forbid))
         elif op is sre_parse.BRANCH:
-            out.extend(_emit(rng.choice(arg[1]), rng, groups, forbid))
+            out.extend(_emit(rng.choice(arg[1]), rng, groups, forbid, budget))
         elif op is sre_parse.SUBPATTERN:
             group, _, _, body = arg
-            text = "".join(_emit(body, rng, groups, forbid))
+            text = "".join(_emit(body, rng, groups, forbid, budget))
             if group is not None:
                 groups[group] = text
             out.append(text)
         elif op in (sre_parse.MAX_REPEAT, sre_parse.MIN_REPEAT, getattr(sre_parse, "POSSESSIVE_REPEAT", None)):
             low, high, body = arg
             top = low + 3 if high == sre_parse.MAXREPEAT else min(high, low + 3)
-            for _ in range(rng.randint(low, max(low, top))):
-                out.extend(_emit(body, rng, groups, forbid))
+            count = rng.randint(low, max(low, top))
+            if budget[0] > 0 and high > count:
+                extra = min(budget[0], (count + budget[0] if high == sre_parse.MAXREPEAT else high) - count)
+                count, budget[0] = count + extra, budget[0] - extra
+            for _ in range(count):
+                out.extend(_emit(body, rng, groups, forbid, budget))
         elif op is sre_parse.GROUPREF:
             out.append(groups.get(arg, ""))
         elif op in (sre_parse.AT, sre_parse.ASSERT, sre_parse.ASSERT_NOT):
             continue  # anchors and look-arounds: the caller checks the result
-        elif op is sre_parse.ATOMIC_GROUP if hasattr(sre_parse, "ATOMIC_GROUP") else False:
-            out.extend(_emit(arg, rng, groups, forbid))
+        elif op is getattr(sre_parse, "ATOMIC_GROUP", None):
+            out.extend(_emit(arg, rng, groups, forbid, budget))
         else:
             raise Unsatisfiable(f"regex construct {op} is not generated")
     return out

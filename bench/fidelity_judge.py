@@ -197,23 +197,30 @@ _SCHEMA_VALUES: Final = ("items", "not", "additionalProperties", "contains", "pr
 _SCHEMA_MAPS: Final = ("properties", "patternProperties", "dependentSchemas", "$defs", "definitions")
 
 
-def _strip_schema(schema: Any, seen: set[int]) -> None:
+def _strip_schema(schema: Any, seen: set[int], document: dict[str, Any]) -> None:
     if not isinstance(schema, dict) or id(schema) in seen:
         return
     seen.add(id(schema))
     schema.pop("default", None)
+    properties = schema.get("properties")
+    if isinstance(schema.get("required"), list) and isinstance(properties, dict):
+        # OAS 3.0.3: a readOnly property in `required` is required in responses only; openapi-core
+        # still demands it in a request when the readOnly sits behind a $ref
+        read_only = {name for name, prop in properties.items()
+                     if isinstance(_local(document, prop), dict) and _local(document, prop).get("readOnly") is True}
+        schema["required"] = [name for name in schema["required"] if name not in read_only]
     for key in _SCHEMA_LISTS:
         for sub in schema.get(key) if isinstance(schema.get(key), list) else ():
-            _strip_schema(sub, seen)
+            _strip_schema(sub, seen, document)
     for key in _SCHEMA_VALUES:
-        _strip_schema(schema.get(key), seen)
+        _strip_schema(schema.get(key), seen, document)
     for key in _SCHEMA_MAPS:
         for sub in schema.get(key).values() if isinstance(schema.get(key), dict) else ():
-            _strip_schema(sub, seen)
+            _strip_schema(sub, seen, document)
 
 
 def without_defaults(document: dict[str, Any]) -> dict[str, Any]:
-    """A copy of the document whose schemas have no `default`.
+    """A copy of the document whose schemas have no `default` and no readOnly names in `required`.
 
     openapi-core fills in the default of every absent parameter and property and then validates
     it: `default: null` on a non-nullable string, a string default on an array, a default under
@@ -224,20 +231,20 @@ def without_defaults(document: dict[str, Any]) -> dict[str, Any]:
     seen: set[int] = set()
     components = doc.get("components") if isinstance(doc.get("components"), dict) else {}
     for schema in (components.get("schemas") or {}).values() if isinstance(components.get("schemas"), dict) else ():
-        _strip_schema(schema, seen)
+        _strip_schema(schema, seen, doc)
 
     def parameters(group: Any) -> None:
         for param in group.values() if isinstance(group, dict) else group if isinstance(group, list) else ():
             if isinstance(param, dict):
-                _strip_schema(param.get("schema"), seen)
+                _strip_schema(param.get("schema"), seen, doc)
                 for media in (param.get("content") or {}).values() if isinstance(param.get("content"), dict) else ():
-                    _strip_schema(media.get("schema") if isinstance(media, dict) else None, seen)
+                    _strip_schema(media.get("schema") if isinstance(media, dict) else None, seen, doc)
 
     def bodies(group: Any) -> None:
         for body in group.values() if isinstance(group, dict) else ():
             content = body.get("content") if isinstance(body, dict) else None
             for media in content.values() if isinstance(content, dict) else ():
-                _strip_schema(media.get("schema") if isinstance(media, dict) else None, seen)
+                _strip_schema(media.get("schema") if isinstance(media, dict) else None, seen, doc)
 
     parameters(components.get("parameters"))
     bodies(components.get("requestBodies"))
@@ -307,8 +314,8 @@ class Judge:
             if param.get("style", "form") != "form" or param.get("explode", True) is not True \
                     or not isinstance(schema, dict) or not isinstance(schema.get("properties"), dict):
                 continue
-            for key in schema["properties"]:
-                other = owner.setdefault(key, name)
+            for prop in schema["properties"]:
+                other = owner.setdefault(prop, name)
                 if other != name:
                     facts += [f"clash:{name}", f"clash:{other}"]
         for param in params:

@@ -43,15 +43,6 @@ def _essence(verdict: Verdict) -> str:
     return (verdict.content_type or "").split(";", 1)[0].strip().lower()
 
 
-_PARSED: Final = ("application/json", "application/x-www-form-urlencoded", "multipart/form-data", "text/plain",
-                  "text/html")
-
-
-def _parsed(verdict: Verdict) -> bool:
-    essence = _essence(verdict)
-    return essence in _PARSED or essence.endswith(("+json", "/json"))
-
-
 def _deep_object(verdict: Verdict) -> bool:
     names = [re.match(r"Query parameter error: (.+?): the value does not follow the 'deepObject' style", d)
              for d in verdict.details]
@@ -83,11 +74,12 @@ JUDGE_LIMITS: Final[tuple[JudgeLimit, ...]] = (
     ),
     JudgeLimit(
         "body read as bytes",
-        "openapi-core parses JSON, form, multipart and plain-text bodies only; under any other media type "
-        "(application/octet-stream, application/x-yaml, text/csv, ...) the body reaches the schema as bytes, "
+        "openapi-core parses JSON, form, multipart and plain-text bodies only, choosing by the document's media "
+        "type; under any other (application/octet-stream, `*/*`, application/x-yaml, text/csv, ...) the body "
+        "reaches the schema as bytes, "
         "which only `format: binary` accepts: an object, array or base64 string schema there fails every "
         "request (for objects openapi-mcp sends JSON text and says so in `check`)",
-        lambda v: not _parsed(v) and _all(v, r"^Request body validation error: b['\"]"),
+        lambda v: _all(v, r"^Request body validation error: b['\"]"),  # a bytes value: openapi-core did not parse it
     ),
     JudgeLimit(
         "no OpenAPI serialization",

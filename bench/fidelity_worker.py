@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +57,15 @@ def document_operations(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
     return found
 
 
-def sample_operations(doc: Mapping[str, Any], name: str, seed: int, limit: int | None) -> set[tuple[str, str]]:
+def sample_operations(doc: Mapping[str, Any], name: str, seed: int, limit: int | None,
+                      named: Sequence[str] = ()) -> set[tuple[str, str]]:
+    """A seeded sample of at most `limit` operations (all when None, none when 0), plus the `named` ones
+    ("METHOD /path/key")."""
     ops = document_operations(doc)
+    chosen = {(m.upper(), key) for m, _, key in (n.partition(" ") for n in named)}
     if limit is None or len(ops) <= limit:
-        return set(ops)
-    return set(random.Random(f"{seed}|{name}|operations").sample(ops, limit))
+        return chosen | set(ops) if limit != 0 else chosen
+    return chosen | set(random.Random(f"{seed}|{name}|operations").sample(ops, limit))
 
 
 def _forbid(wire: Wire | None, schema: Any, root: Mapping[str, Any]) -> str:
@@ -287,8 +291,8 @@ async def run_fastmcp(child: FastMCPChild, spec: Path, upstream: str, judge: Jud
 # -- the loop --------------------------------------------------------------------------------------
 
 
-def start_upstream(judge: Judge) -> int:
-    """Serve the judge on 127.0.0.1 (a free port) in a daemon thread; return the port."""
+def start_upstream(judge: Judge) -> tuple[int, Callable[[], None]]:
+    """Serve the judge on 127.0.0.1 (a free port) in a daemon thread; return the port and a stop function."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by accepted sockets (Linux)
@@ -302,7 +306,13 @@ def start_upstream(judge: Judge) -> int:
         if time.monotonic() > deadline:
             raise RuntimeError("the judge's upstream did not start")
         time.sleep(0.01)
-    return int(sock.getsockname()[1])
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+    return int(sock.getsockname()[1]), stop
 
 
 def handle(job: Mapping[str, Any], judge: Judge, upstream: str, child: FastMCPChild | None) -> dict[str, Any]:
@@ -310,7 +320,7 @@ def handle(job: Mapping[str, Any], judge: Judge, upstream: str, child: FastMCPCh
     started = time.perf_counter()
     doc = json.loads(spec.read_text(encoding="utf-8"))
     judge.load(doc, source=str(spec), base_uri=spec.resolve().as_uri())
-    chosen = sample_operations(doc, job["name"], job["seed"], job.get("max_tools"))
+    chosen = sample_operations(doc, job["name"], job["seed"], job.get("max_tools"), job.get("operations", ()))
     answer: dict[str, Any] = {"spec": job["name"], "operations": len(document_operations(doc)),
                               "sampled": len(chosen)}
     answer["ours"] = asyncio.run(run_ours(spec, upstream, judge, job, chosen)).to_json()
@@ -328,7 +338,8 @@ def main() -> None:
 
     logging.disable(logging.WARNING)  # our "skipped operation" warnings: `check` reports them
     judge = Judge()
-    upstream = f"http://127.0.0.1:{start_upstream(judge)}"
+    port, _ = start_upstream(judge)  # a daemon thread: it ends with this process
+    upstream = f"http://127.0.0.1:{port}"
     child = FastMCPChild() if args.fastmcp else None
     print(json.dumps({"ready": upstream}), flush=True)
     for line in sys.stdin:
