@@ -73,8 +73,9 @@ def ensure_fastmcp() -> str:
 class Worker:
     """A bench/fidelity_worker.py process (and its FastMCP child): one job line in, one answer out."""
 
-    def __init__(self, fastmcp: bool) -> None:
-        command = [str(PYTHON), str(BENCH / "fidelity_worker.py"), *(["--fastmcp"] if fastmcp else [])]
+    def __init__(self, fastmcp: bool, memory_mb: int) -> None:
+        command = [str(PYTHON), str(BENCH / "fidelity_worker.py"), "--memory-mb", str(memory_mb),
+                   *(["--fastmcp"] if fastmcp else [])]
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
         ready = self._line(120)
         if ready is None or "ready" not in ready:
@@ -119,8 +120,12 @@ def run(specs: list[Path], args: argparse.Namespace) -> list[dict[str, Any]]:
     lock = threading.Lock()
     modes = args.modes.split(",")
 
+    partial = args.out.with_suffix(".partial.jsonl")
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.write_text("")
+
     def drive() -> None:
-        worker = Worker(args.fastmcp)
+        worker = Worker(args.fastmcp, args.memory_mb)
         try:
             while True:
                 try:
@@ -134,13 +139,15 @@ def run(specs: list[Path], args: argparse.Namespace) -> list[dict[str, Any]]:
                 if answer is None:
                     worker.kill()
                     answer = {"spec": name, "error": f"no answer within {args.timeout:g} s (worker restarted)"}
-                    worker = Worker(args.fastmcp)
+                    worker = Worker(args.fastmcp, args.memory_mb)
                 elif worker.done >= RESTART_EVERY:
                     worker.close()
-                    worker = Worker(args.fastmcp)
+                    worker = Worker(args.fastmcp, args.memory_mb)
                 answer.setdefault("seconds", round(time.monotonic() - started, 3))
                 with lock:
                     records.append(answer)
+                    with partial.open("a", encoding="utf-8") as f:  # what a stopped run leaves behind
+                        f.write(json.dumps(answer, ensure_ascii=False) + "\n")
                     if not args.quiet:
                         _progress(len(records), len(specs), answer)
         finally:
@@ -265,6 +272,8 @@ def main() -> None:
                     help="operations judged per document, a seeded sample (default 100; 0 = all)")
     ap.add_argument("--modes", default="required,all,mixed", help="one call per mode and operation")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per document (default 900)")
+    ap.add_argument("--memory-mb", type=int, default=6144,
+                    help="address-space cap per worker and per FastMCP child (default 6144; 0: none)")
     ap.add_argument("--top", type=int, default=12, help="failure kinds shown (default 12)")
     ap.add_argument("--corpus", type=Path, default=CORPUS, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=BENCH / "results" / "fidelity.json")

@@ -175,7 +175,7 @@ async def judge_calls(side: Side, judge: Judge, tools: list[dict[str, Any]], cal
             if outcome == "accepted":
                 continue
             limit = limit_of(Verdict(outcome, details, received[0].content_type if received else None,
-                                     judge.facts(*op)))
+                                     judge.facts(*op) | (received[0].notes if len(received) == 1 else frozenset())))
             kind = kind_of(outcome, details)
             if limit is not None:
                 side.limits[limit] = side.limits.get(limit, 0) + 1
@@ -333,7 +333,13 @@ def handle(job: Mapping[str, Any], judge: Judge, upstream: str, child: FastMCPCh
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--fastmcp", action="store_true")
+    ap.add_argument("--memory-mb", type=int, default=0)
     args = ap.parse_args()
+    if args.memory_mb:  # RLIMIT_AS, inherited by the FastMCP child: one huge document cannot take the machine
+        import resource
+
+        limit = args.memory_mb * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     import logging
 
     logging.disable(logging.WARNING)  # our "skipped operation" warnings: `check` reports them
