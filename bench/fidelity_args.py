@@ -320,7 +320,10 @@ class _Generator:
                 if low <= len(text) <= high and _safe_search(pattern, text) and _placeable(text, place):
                     return text
                 # short of minLength: lengthen the open-ended repeats next time, else shrink them again
-                stretch = stretch + low - len(text) if len(text) < low else max(0, stretch - (len(text) - high))
+                if len(text) < low:
+                    stretch += low - len(text)
+                elif len(text) > high:
+                    stretch = max(0, stretch - (len(text) - high))
             raise Unsatisfiable(f"no string of {low}-{high} characters matching {pattern!r} was found")
         if isinstance(fmt, str) and fmt in _FORMATS:
             text = _FORMATS[fmt](self.rng)

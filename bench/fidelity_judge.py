@@ -336,15 +336,19 @@ class Judge:
                                                       *(operation.get("parameters") or [])]]
         query = {str(p.get("name")): p for p in params if isinstance(p, dict) and p.get("in") == "query"}
         owner = {name: name for name in query}
+        exploded = []
         for name, param in query.items():  # an exploded object's properties are query keys of their own
             schema = _local(self._document, param.get("schema"))
             if param.get("style", "form") != "form" or param.get("explode", True) is not True \
                     or not isinstance(schema, dict) or not isinstance(schema.get("properties"), dict):
                 continue
+            exploded.append(name)
             for prop in schema["properties"]:
                 other = owner.setdefault(prop, name)
                 if other != name:
                     facts += [f"clash:{name}", f"clash:{other}"]
+        if facts:  # openapi-core reads every exploded object from the whole query: a clash confuses them all
+            facts += [f"clash:{name}" for name in exploded]
         for param in params:
             if not isinstance(param, dict):
                 continue

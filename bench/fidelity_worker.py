@@ -185,7 +185,7 @@ async def judge_calls(side: Side, judge: Judge, tools: list[dict[str, Any]], cal
                 side.failures.append({
                     "kind": kind, "limit": limit,
                     "tool": tool["name"], "operation": f"{op[0]} {op[1]}", "mode": mode, "outcome": outcome,
-                    "details": details[:4], "requests": [r.to_json() for r in received[:2]],
+                    "details": details[:8], "requests": [r.to_json() for r in received[:2]],
                     "tool_result": text[:300] if is_error else None,
                     "arguments": json.dumps(arguments, ensure_ascii=False)[:400],
                 })
