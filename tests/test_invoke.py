@@ -411,3 +411,15 @@ def test_a_declared_accept_encoding_is_not_overridden_by_the_http_clients_defaul
 
     send(handler, plans["query"].request.build({}, BASE))
     assert httpx_seen == {"accept-encoding": None}
+
+
+def test_header_parameters_differing_only_in_case_are_one_header(make_plans) -> None:
+    # AWS codeartifact: `X-Amz-Content-Sha256` at path level and `x-amz-content-sha256` on the operation are one
+    # HTTP header (RFC 9110 §5.1); as two arguments, one value silently replaced the other
+    paths = {"/publish": {"parameters": [_param("X-Amz-Content-Sha256", "header")],
+                          "post": {"operationId": "publish", "parameters": [
+                              {"name": "x-amz-content-sha256", "in": "header", "required": True,
+                               "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}], "responses": OK}}}
+    plan = make_plans(paths)["publish"]
+    assert list(plan.input_schema["properties"]) == ["x-amz-content-sha256"]  # the operation's own wins
+    assert plan.request.build({"x-amz-content-sha256": "a" * 64}, BASE).headers["x-amz-content-sha256"] == "a" * 64

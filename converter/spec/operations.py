@@ -150,7 +150,9 @@ class OperationBuilder:
             for i, raw in enumerate(group):
                 param = self._parameter(raw, base, f"{where}/parameters/{i}")
                 if param is not None:
-                    merged[(param.name, param.location)] = param  # operation level overrides path level
+                    # operation level overrides path level; header names are case-insensitive (RFC 9110 §5.1)
+                    name = param.name.lower() if param.location == "header" else param.name
+                    merged[(name, param.location)] = param
         key = split_path_key(path)
         in_template = set(key.path_variables) | set(key.query_variables)
         # A variable in the key's query string may be declared `in: query` (medium.com) or `in: path`.
