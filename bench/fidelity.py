@@ -278,8 +278,16 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, default=CORPUS, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=BENCH / "results" / "fidelity.json")
     ap.add_argument("--quiet", action="store_true", help="no per-document progress lines on stderr")
+    ap.add_argument("--report", type=Path, metavar="JSONL",
+                    help="only report on the documents of an earlier run's .partial.jsonl (e.g. a stopped run)")
     args = ap.parse_args()
     args.max_tools = args.max_tools or None
+    if args.report:
+        records = [json.loads(line) for line in args.report.read_text(encoding="utf-8").splitlines() if line]
+        impls = ["ours", *(["fastmcp"] if any("fastmcp" in r for r in records) else [])]
+        print(f"fidelity: {len(records)} document(s) from {args.report}\n")
+        report({impl: summarize(records, impl) for impl in impls}, args.top)
+        return
 
     specs = corpus_specs(args.corpus)
     if args.specs:

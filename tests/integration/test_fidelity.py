@@ -16,6 +16,7 @@ there with why. The whole slice takes about 30 s.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import sys
@@ -82,7 +83,7 @@ def _others() -> list[str]:
     specs = [name for size, name in specs if size <= MAX_BYTES and name not in SLICE]
     rng = random.Random(SEED)
     bounds = [round(i * len(specs) / OTHERS) for i in range(OTHERS + 1)]
-    return [specs[rng.randrange(low, high)] for low, high in zip(bounds, bounds[1:]) if high > low]
+    return [specs[rng.randrange(low, high)] for low, high in itertools.pairwise(bounds) if high > low]
 
 
 DOCUMENTS: Final = [*SLICE, *_others()]
