@@ -26,7 +26,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from bench import LABELS, free_port, load_json, loadavg, log, measure, start_nginx, start_target, versions  # noqa: E402
+from bench import LABELS, free_port, load_json, loadavg, log, measure, start_nginx, start_target, versions
 
 
 def main() -> int:

@@ -33,7 +33,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
-import sessions  # noqa: E402
+import sessions
 
 SPEC = ROOT / "specs" / "marketplace.yaml"
 USER_PATH = "/marketplace/users/u1"

@@ -34,9 +34,9 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
-import sessions  # noqa: E402
+import sessions
 
-import bench as harness  # noqa: E402  (bench/bench.py: wrk runner, CPU accounting, processes)
+import bench as harness
 
 NODE_DIR = ROOT / "tests" / "node"
 EVERYTHING = NODE_DIR / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"

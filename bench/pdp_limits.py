@@ -32,9 +32,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from converter.auth.principal import Principal  # noqa: E402 - after the sys.path line above
-from converter.policy.limits import LimitRule, RateLimiter  # noqa: E402
-from converter.policy.pdp import Pdp, PdpQuestion, PdpSettings  # noqa: E402
+from converter.auth.principal import Principal
+from converter.policy.limits import LimitRule, RateLimiter
+from converter.policy.pdp import Pdp, PdpQuestion, PdpSettings
 
 RULES = [LimitRule(tools=["get*"], per="subject", requests=10**9, window=60),
          LimitRule(per="global", requests=10**9, window=60)]

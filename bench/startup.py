@@ -33,9 +33,9 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-import sessions  # noqa: E402
+import sessions
 
-from bench import FASTMCP_PY, LABELS, OURS, ROOT, Proc, free_port, load_json, loadavg, log, versions  # noqa: E402
+from bench import FASTMCP_PY, LABELS, OURS, ROOT, Proc, free_port, load_json, loadavg, log, versions
 
 VENDOR = BENCH / "vendor" / "node_modules"
 SPECS = {

@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from converter.telemetry.record import CallRecord, current_record  # noqa: E402
-from converter.telemetry.sinks import AccessLog, Metrics, Recent  # noqa: E402
+from converter.telemetry.record import CallRecord, current_record
+from converter.telemetry.sinks import AccessLog, Metrics, Recent
 
 
 def record() -> CallRecord:

@@ -23,7 +23,7 @@ HTTP_METHODS: Final[tuple[str, ...]] = ("get", "put", "post", "delete", "options
 # decodes the answer (Accept-Encoding, see converter.bodies).
 SERVER_OWNED_HEADERS: Final = frozenset({
     "host", "content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection", "te", "trailer",
-    "upgrade", "expect", "proxy-authorization", "proxy-authenticate", "content-encoding", "accept-encoding",
+    "upgrade", "expect", "proxy-authorization", "proxy-authenticate", "content-encoding",  # accept-encoding: request.py
     "http2-settings",
 })
 

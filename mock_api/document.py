@@ -104,8 +104,30 @@ def _single_parameter_types(document: JsonObject, parameters: Any) -> None:
             param["schema"] = {**schema, "type": next(t for t in types if t != "null")}
 
 
+_IGNORED_HEADERS: Final = frozenset({"accept", "content-type", "authorization"})
+
+
+def _drop_ignored_headers(document: JsonObject, holder: JsonObject) -> None:
+    """Remove header parameters named Accept, Content-Type or Authorization (QUIRK 12).
+
+    OAS 3.x §4.8.12.1: such parameter definitions SHALL be ignored (HTTP owns those headers);
+    openapi-core validates them like any other and fails requests that lack them.
+    """
+    parameters = holder.get("parameters")
+    if not isinstance(parameters, list):
+        return
+    kept = []
+    for param in parameters:
+        found = _resolve(document, param)
+        if (isinstance(found, dict) and found.get("in") == "header"
+                and str(found.get("name", "")).lower() in _IGNORED_HEADERS):
+            continue
+        kept.append(param)
+    holder["parameters"] = kept
+
+
 def validation_copy(document: JsonObject) -> JsonObject:
-    """Return the copy of the document that openapi-core validates against (QUIRKs 1, 2, 4, 6)."""
+    """Return the copy of the document that openapi-core validates against (QUIRKs 1, 2, 4, 6, 12)."""
     doc = copy.deepcopy(document)
     doc["servers"] = _server_paths(doc.get("servers"))
     doc.pop("security", None)
@@ -114,12 +136,14 @@ def validation_copy(document: JsonObject) -> JsonObject:
             continue
         if "servers" in path_item:
             path_item["servers"] = _server_paths(path_item["servers"])
+        _drop_ignored_headers(doc, path_item)
         _single_parameter_types(doc, path_item.get("parameters"))
         for method in HTTP_METHODS:
             operation = path_item.get(method)
             if not isinstance(operation, dict):
                 continue
             operation.pop("security", None)
+            _drop_ignored_headers(doc, operation)
             _single_parameter_types(doc, operation.get("parameters"))
             if "servers" in operation:
                 operation["servers"] = _server_paths(operation["servers"])

@@ -33,22 +33,40 @@ parameters and body. openapi-core 0.23 needs some help for that; each workaround
    the parameters it can parse. Anything else openapi-core raises becomes a validation error.
 9. Deprecation warnings (`allowEmptyValue`, `deprecated: true`) are emitted on every request;
    we record them in the outcome instead of letting them reach the caller.
+10. A `format` it does not know (`format: string`, `format: uri`, ...) fails the whole request
+   with `Formatter not found` (openapi-core issue 515), where OpenAPI says an unknown format
+   is to be ignored; every format the document uses that openapi-core knows neither to check
+   nor to unmarshal gets an unmarshaller that keeps the value as it is.
+11. `pattern`s are compiled by Python's `re`, which stops at ECMA-262 syntax real documents use
+   (`\\p{L}`, `[\\w-.]`) with a crash for the whole request: patterns go through the `regex`
+   module instead (ECMA-like), and one that neither compiles is left unchecked.
+12. Header parameters named Accept, Content-Type or Authorization are validated (and, when
+   required, demanded), where OAS 3.x §4.8.12.1 says their definitions SHALL be ignored; the
+   validation copy leaves them out.
+13. Only `application/json` and `application/vnd.api+json` bodies are parsed as JSON; any other
+   JSON media type (`application/merge-patch+json`, `application/json-patch+json`, vendor
+   `+json` types) reaches the schema as bytes, which no object schema accepts. Every JSON media
+   type the document names is given the JSON deserializer.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from email.message import Message
+from functools import lru_cache
 from typing import Any, Final, Literal
 from urllib.parse import quote, unquote
 
+import regex
 from jsonschema import TypeChecker
+from jsonschema.exceptions import ValidationError
 from jsonschema.validators import extend
 from jsonschema_path import SchemaPath
 from openapi_core import Config, OpenAPI
-from openapi_core.casting.schemas import oas30_write_schema_casters_factory, oas31_types_caster
+from openapi_core.casting.schemas import oas30_types_caster, oas31_types_caster
 from openapi_core.casting.schemas.factories import SchemaCastersFactory
 from openapi_core.datatypes import RequestParameters
 from openapi_core.deserializing.exceptions import DeserializeError
@@ -58,11 +76,16 @@ from openapi_core.schema.parameters import get_style_and_explode
 from openapi_core.templating.paths.exceptions import OperationNotFound, PathError
 from openapi_core.templating.paths.finders import APICallPathFinder
 from openapi_core.unmarshalling.request.datatypes import RequestUnmarshalResult
-from openapi_core.unmarshalling.schemas import oas31_format_unmarshallers, oas31_types_unmarshaller
+from openapi_core.unmarshalling.schemas import (
+    oas30_format_unmarshallers,
+    oas30_types_unmarshaller,
+    oas31_format_unmarshallers,
+    oas31_types_unmarshaller,
+)
 from openapi_core.unmarshalling.schemas.factories import SchemaUnmarshallersFactory
 from openapi_core.validation.request.exceptions import MissingRequestBodyError, RequestBodyValidationError
 from openapi_core.validation.schemas.factories import SchemaValidatorsFactory
-from openapi_schema_validator import OAS30ReadValidator, OAS31Validator, OAS32Validator
+from openapi_schema_validator import OAS30ReadValidator, OAS30WriteValidator, OAS31Validator, OAS32Validator
 from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
 
@@ -139,30 +162,107 @@ def _is_string_or_bytes(checker: TypeChecker, instance: Any) -> bool:
     return isinstance(instance, (str, bytes))
 
 
-def _config(version: str) -> Config:
-    """Return the openapi-core configuration for this OpenAPI version (QUIRKs 3, 4, 7)."""
+def _formats(node: Any, found: set[str], depth: int = 0) -> set[str]:
+    """Every `format` string used anywhere in the document."""
+    if depth > 200:
+        return found
+    if isinstance(node, dict):
+        if isinstance(node.get("format"), str):
+            found.add(node["format"])
+        for value in node.values():
+            if isinstance(value, (dict, list)):
+                _formats(value, found, depth + 1)
+    elif isinstance(node, list):
+        for value in node:
+            if isinstance(value, (dict, list)):
+                _formats(value, found, depth + 1)
+    return found
+
+
+_KNOWN_FORMATS: Final = frozenset(
+    [*OAS30ReadValidator.FORMAT_CHECKER.checkers, *OAS31Validator.FORMAT_CHECKER.checkers,
+     *oas30_format_unmarshallers, *oas31_format_unmarshallers]
+)
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+def _json_loads(value: bytes, **parameters: str) -> Any:
+    return json.loads(value)
+
+
+def _json_media_types(document: JsonObject) -> set[str]:
+    """The JSON media types (QUIRK 13) of every request body of the document, without parameters."""
+    found: set[str] = set()
+    bodies = [*((document.get("components") or {}).get("requestBodies") or {}).values()]
+    for item in (document.get("paths") or {}).values():
+        for method in ("get", "put", "post", "delete", "options", "head", "patch", "trace"):
+            operation = item.get(method) if isinstance(item, dict) else None
+            if isinstance(operation, dict):
+                bodies.append(operation.get("requestBody"))
+    for body in bodies:
+        content = body.get("content") if isinstance(body, dict) else None
+        for media_type in content if isinstance(content, dict) else ():
+            essence = str(media_type).split(";", 1)[0].strip().lower()
+            if essence.endswith("+json") or essence.endswith("/json"):
+                found.add(essence)
+    return found
+
+
+def _ecma_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    """`pattern` in ECMA-262 style through the `regex` module (QUIRK 11)."""
+    if not validator.is_type(instance, "string"):
+        return
+    try:
+        compiled = _compiled_pattern(pattern)
+    except regex.error:
+        return  # neither dialect compiles it: the keyword is left unchecked rather than crash
+    if not compiled.search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+@lru_cache(maxsize=4096)
+def _compiled_pattern(pattern: str) -> Any:
+    return regex.compile(pattern)
+
+
+def _config(version: str, document: JsonObject) -> Config:
+    """Return the openapi-core configuration for this OpenAPI version (QUIRKs 3, 4, 7, 10, 11)."""
     if version.startswith("3.0"):
-        casters = oas30_write_schema_casters_factory
-        schema_factories: JsonObject = {}
+        # the stock 3.0 write-side classes, with the `pattern` keyword replaced
+        validator_cls = extend(OAS30WriteValidator, {"pattern": _ecma_pattern})  # type: ignore[no-untyped-call]
+        format_checker = OAS30WriteValidator.FORMAT_CHECKER
+        types_caster, types_unmarshaller, format_unmarshallers = (
+            oas30_types_caster, oas30_types_unmarshaller, oas30_format_unmarshallers)
     else:
         base = OAS31Validator if version.startswith("3.1") else OAS32Validator
         # types-jsonschema leaves `extend` untyped
-        validator_cls = extend(base, type_checker=base.TYPE_CHECKER.redefine("string", _is_string_or_bytes))  # type: ignore[no-untyped-call]
-        # a plain factory: the dialect-aware default would look the stock class up again
-        validators = SchemaValidatorsFactory(validator_cls, format_checker=OAS30ReadValidator.FORMAT_CHECKER)
-        casters = SchemaCastersFactory(validators, oas31_types_caster)
-        schema_factories = {
-            "schema_validators_factory": validators,
-            "schema_casters_factory": casters,
-            "schema_unmarshallers_factory": SchemaUnmarshallersFactory(
-                validators, oas31_types_unmarshaller, format_unmarshallers=oas31_format_unmarshallers
-            ),
-        }
+        validator_cls = extend(base, {"pattern": _ecma_pattern},  # type: ignore[no-untyped-call]
+                               type_checker=base.TYPE_CHECKER.redefine("string", _is_string_or_bytes))
+        format_checker = OAS30ReadValidator.FORMAT_CHECKER  # as openapi-core's own 3.1 factory does
+        types_caster, types_unmarshaller, format_unmarshallers = (
+            oas31_types_caster, oas31_types_unmarshaller, oas31_format_unmarshallers)
+    # plain factories: the dialect-aware defaults would look the stock classes up again
+    validators = SchemaValidatorsFactory(validator_cls, format_checker=format_checker)
+    casters = SchemaCastersFactory(validators, types_caster)
+    schema_factories: JsonObject = {
+        "schema_validators_factory": validators,
+        "schema_casters_factory": casters,
+        "schema_unmarshallers_factory": SchemaUnmarshallersFactory(
+            validators, types_unmarshaller, format_unmarshallers=format_unmarshallers
+        ),
+    }
     return Config(
         style_deserializers_factory=StyleDeserializersFactory(
             casters, style_deserializers={**style_deserializers, "spaceDelimited": _space_delimited_loads}
         ),
-        extra_media_type_deserializers={"multipart/form-data": multipart_loads},
+        extra_media_type_deserializers={
+            **{name: _json_loads for name in _json_media_types(document)},
+            "multipart/form-data": multipart_loads,
+        },
+        extra_format_unmarshallers={name: _as_is for name in _formats(document, set()) - _KNOWN_FORMATS},
         **schema_factories,
     )
 
@@ -274,7 +374,8 @@ class RequestValidator:
     """Validates requests against one OpenAPI 3.x document, loaded once."""
 
     def __init__(
-        self, document: JsonObject, *, source: str = "<document>", base_uri: str = "", strict: bool = True
+        self, document: JsonObject, *, source: str = "<document>", base_uri: str = "", strict: bool = True,
+        check_document: bool = True,
     ) -> None:
         """Check the document and prepare openapi-core.
 
@@ -285,6 +386,8 @@ class RequestValidator:
             strict: refuse a document that openapi-spec-validator rejects; when False, such a
                 document is used anyway (real-world documents often have duplicate operationIds
                 and the like) and the problem is kept in `problems`.
+            check_document: False skips openapi-spec-validator altogether (seconds on a large
+                document; a judge that only validates requests does not need it).
 
         Raises:
             DocumentError: the document is not usable.
@@ -293,7 +396,9 @@ class RequestValidator:
         self.source = source
         self.problems: list[str] = []
         self._doc = validation_copy(document)
-        config = _config(str(document.get("openapi", "")))
+        config = _config(str(document.get("openapi", "")), document)
+        if not check_document:
+            config.spec_validator_cls = None  # type: ignore[assignment]  # None: openapi-core skips the check
         try:
             self._openapi = OpenAPI.from_dict(self._doc, config=config, base_uri=base_uri)
         except Exception as exc:  # openapi-spec-validator raises many types; name the file
@@ -314,6 +419,7 @@ class RequestValidator:
             str(s["name"]) for s in schemes.values()
             if isinstance(s, dict) and s.get("type") == "apiKey" and s.get("in") == "query" and s.get("name")
         )
+        self._path_items: dict[str, SchemaPath] | None = None
 
     def __repr__(self) -> str:
         return f"RequestValidator(source={self.source!r})"
@@ -329,16 +435,43 @@ class RequestValidator:
             return ValidationOutcome("no-method")
         except PathError:
             return ValidationOutcome("no-path")
-        template = found.path_result.pattern
-        operation = Operation(
-            request.method.upper(), template, (found.operation / "operationId").read_str(None)
-        )
+        path_values = {name: unquote(value) for name, value in (found.path_result.variables or {}).items()}
+        return self._check(request, body, path, method, found.path_result.pattern, found.operation, found.path,
+                           path_values)
+
+    def validate_as(
+        self, request: Request, body: bytes, template: str, path_values: dict[str, str],
+        extra_query_names: frozenset[str] = frozenset(),
+    ) -> ValidationOutcome:
+        """Validate the request as a call of the operation at `paths[template]` (its method).
+
+        For a judge that knows which operation a request is meant for and has matched the
+        path itself (`path_values`, decoded): openapi-core's own path finder is not asked, so
+        path keys it cannot match (a query string or a fragment in the key) can be judged too.
+        `extra_query_names` are query keys the path key itself carries (not unexpected).
+        """
+        raw_path = request.scope.get("raw_path")
+        path = raw_path.decode("latin-1").split("?")[0] if raw_path else quote(request.url.path)
+        method = request.method.lower()
+        if self._path_items is None:  # `spec / key` reads a '#' in a key as a URI fragment
+            self._path_items = dict((self._openapi.spec / "paths").str_items())
+        path_item = self._path_items.get(template)
+        if path_item is None:
+            return ValidationOutcome("no-path")
+        if method not in path_item:
+            return ValidationOutcome("no-method")
+        return self._check(request, body, path, method, template, path_item / method, path_item, path_values,
+                           extra_query_names)
+
+    def _check(
+        self, request: Request, body: bytes, path: str, method: str, template: str, operation_path: SchemaPath,
+        path_item: SchemaPath, path_values: dict[str, str], extra_query_names: frozenset[str] = frozenset(),
+    ) -> ValidationOutcome:
+        operation = Operation(request.method.upper(), template, (operation_path / "operationId").read_str(None))
         rules = self._rules.get((template, method))
         if rules is None:
-            rules = self._rules[template, method] = _ParameterRules.of(
-                found.operation, found.path, credentials=self._query_keys
-            )
-        path_values = {name: unquote(value) for name, value in (found.path_result.variables or {}).items()}
+            rules = self._rules[template, method] = _ParameterRules.of(operation_path, path_item,
+                                                                       credentials=self._query_keys)
         openapi_request = _OpenAPIRequest(
             host_url="http://mock",
             path=path,
@@ -357,12 +490,17 @@ class RequestValidator:
         with warnings.catch_warnings(record=True) as caught:  # QUIRK 9
             warnings.simplefilter("always")
             try:
-                result = self._openapi.unmarshal_request(openapi_request)
+                # the finder's work is done (validate) or not wanted (validate_as)
+                unmarshaller: Any = self._openapi.request_unmarshaller
+                result = unmarshaller._unmarshal(openapi_request, operation_path, path_item)
                 failures = [describe_error(error) for error in result.errors]
             except Exception as exc:  # noqa: BLE001 - QUIRK 8: an openapi-core bug must not become a 500
                 result = RequestUnmarshalResult(errors=[])
                 failures = [_short(f"openapi-core failed on this request: {type(exc).__name__}: {exc}")]
-        errors = rules.unexpected(request.query_params) + failures
+        query: ImmutableMultiDict[str, str] = request.query_params
+        if extra_query_names:
+            query = ImmutableMultiDict([(k, v) for k, v in query.multi_items() if k not in extra_query_names])
+        errors = rules.unexpected(query) + failures
         return ValidationOutcome(
             status="invalid" if errors else "valid",
             operation=operation,

@@ -325,3 +325,156 @@ def test_framing_headers_are_left_out_of_tools_with_a_warning(make_spec) -> None
         "headers are set by the server, never by the caller",
         "#/paths/~1x/get: header parameter 'x-user-id' is left out of the tool: the server sets it (upstream.headers "
         "or auth.claim_to_header), so the caller may not"]
+
+
+# -- path keys that carry a query string or a fragment (issue 20: invalid OpenAPI, common in the corpus) --
+
+
+def _param(name: str, where: str, **schema) -> dict:
+    return {"name": name, "in": where, "required": True, "schema": {"type": "string", **schema}}
+
+
+def test_a_path_key_with_a_query_string_sends_one_well_formed_query(make_plans) -> None:
+    # weatherbit.io: `/forecast/daily?postal_code={postal_code}`, the variable declared `in: path`
+    paths = {"/forecast/daily?postal_code={postal_code}": {"get": {"operationId": "daily", "parameters": [
+        _param("postal_code", "path"), _param("key", "query")], "responses": OK}}}
+    assert build(make_plans, paths, "daily", {"postal_code": "1", "key": "abc"}).url == (
+        f"{BASE}/forecast/daily?postal_code=1&key=abc")
+    assert build(make_plans, paths, "daily", {"postal_code": "a&b=c d/?#%", "key": "k+1"}).url == (
+        f"{BASE}/forecast/daily?postal_code=a%26b%3Dc%20d%2F%3F%23%25&key=k%2B1")
+
+
+def test_a_query_string_in_the_key_takes_literal_pairs_and_variables_declared_in_the_query(make_plans) -> None:
+    paths = {
+        # flickr.com: a literal pair; medium.com: the variable declared `in: query`
+        "/rest?method=flickr.test.echo": {"get": {"operationId": "echo", "parameters": [_param("api_key", "query")],
+                                                  "responses": OK}},
+        "/search/articles?query={query}": {"get": {"operationId": "search", "parameters": [
+            _param("query", "query"), {"name": "page", "in": "query", "schema": {"type": "integer"}}],
+            "responses": OK}},
+        "/users/{id}/pic?size={size}&format=png": {"get": {"operationId": "pic", "parameters": [
+            _param("id", "path"), _param("size", "path")], "responses": OK}},
+    }
+    assert build(make_plans, paths, "echo", {"api_key": "k"}).url == f"{BASE}/rest?method=flickr.test.echo&api_key=k"
+    assert build(make_plans, paths, "search", {"query": "a b", "page": 2}).url == (
+        f"{BASE}/search/articles?query=a%20b&page=2")
+    assert build(make_plans, paths, "pic", {"id": "u/1", "size": "64"}).url == f"{BASE}/users/u%2F1/pic?size=64&format=png"
+    plans = make_plans(paths)
+    assert sorted(plans["search"].input_schema["properties"]) == ["page", "query"]  # one `query`, not two
+    assert plans["search"].tool.meta["openapi-mcp/operation"]["path"] == "/search/articles?query={query}"
+
+
+def test_a_fragment_in_the_key_is_never_sent_and_does_not_swallow_the_query(make_plans) -> None:
+    # AWS: `/#Action=Describe` tells operations on `/` apart; the Action itself is a query parameter
+    paths = {"/#Action=Describe": {"post": {"operationId": "describe", "parameters": [
+        _param("Action", "query", enum=["Describe"]), _param("Version", "query")], "responses": OK}},
+        "/things/{id}#detail": {"get": {"operationId": "detail", "parameters": [_param("id", "path")],
+                                        "responses": OK}}}
+    assert build(make_plans, paths, "describe", {"Action": "Describe", "Version": "2010-05-15"}).url == (
+        f"{BASE}/?Action=Describe&Version=2010-05-15")
+    assert build(make_plans, paths, "detail", {"id": "7"}).url == f"{BASE}/things/7"
+
+
+def test_a_key_with_a_variable_after_the_fragment_is_refused_with_a_reason(make_spec) -> None:
+    # mastercard.com: `/send/#env/v1/partners/{partnerId}/transfer`: the value could never be sent
+    spec = make_spec({"/send/#env/v1/partners/{partnerId}/transfer": {"post": {"operationId": "t", "parameters": [
+        _param("partnerId", "path")], "responses": OK}}, "/ok": {"get": {"operationId": "ok", "responses": OK}}})
+    assert [op.operation_id for op in spec.operations] == ["ok"]
+    assert [(p.pointer, p.message, p.fatal) for p in spec.problems] == [(
+        "#/paths/~1send~1#env~1v1~1partners~1{partnerId}~1transfer/post",
+        "the path key has {partnerId} after '#', in the URL fragment, which is never sent; skipped", True)]
+
+
+def test_header_parameters_that_frame_the_message_are_left_to_the_http_client(make_spec, make_plans) -> None:
+    # here.com declares a required `Content-Length` header: taken from the arguments, it contradicted the
+    # body the client sent (the upstream read a truncated request or waited for bytes that never came).
+    params = [_param("Content-Length", "header"), _param("transfer-encoding", "header"), _param("Host", "header"),
+              _param("Connection", "header"), _param("X-Trace", "header")]
+    paths = {"/shadows/{id}": {"put": {"operationId": "put", "parameters": [_param("id", "path"), *params],
+                                       "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}},
+                                       "responses": OK}}}
+    plan = make_plans(paths)["put"]
+    assert sorted(plan.input_schema["properties"]) == ["X-Trace", "body", "id"]
+    request = plan.request.build({"id": "1", "X-Trace": "t", "body": {"a": 1}}, BASE)
+    assert {k.lower() for k in request.headers} == {"accept", "content-type", "x-trace"}
+
+
+def test_a_media_range_is_never_sent_as_the_content_type(make_plans) -> None:
+    # telnyx.com's `*/*` body went out as `Content-Type: */*`, which names no media type at all
+    obj = {"type": "object", "properties": {"a": {"type": "string"}}}
+    paths = {
+        "/any": {"post": {"operationId": "any", "requestBody": {"content": {"*/*": {"schema": obj}}}, "responses": OK}},
+        "/app": {"post": {"operationId": "app", "requestBody": {"content": {"application/*": {"schema": obj}}},
+                          "responses": OK}},
+        "/text": {"post": {"operationId": "text", "requestBody": {"content": {"text/*": {"schema": {"type": "string"}}}},
+                           "responses": OK}},
+        "/raw": {"post": {"operationId": "raw", "requestBody": {"content": {"*/*": {"schema": {
+            "type": "string", "format": "binary"}}}}, "responses": OK}},
+    }
+    any_ = build(make_plans, paths, "any", {"a": "é"})
+    assert (any_.headers["content-type"], any_.content) == ("application/json", '{"a":"é"}'.encode())
+    assert build(make_plans, paths, "app", {"a": "x"}).headers["content-type"] == "application/json"
+    text = build(make_plans, paths, "text", {"body": "hello"})
+    assert (text.headers["content-type"], text.content) == ("text/plain; charset=utf-8", b"hello")
+    raw = build(make_plans, paths, "raw", {"body": base64.b64encode(b"\x00\x01").decode()})
+    assert (raw.headers["content-type"], raw.content) == ("application/octet-stream", b"\x00\x01")
+
+
+def test_a_declared_accept_encoding_is_not_overridden_by_the_http_clients_default(make_plans) -> None:
+    # influxdata.com declares `Accept-Encoding: gzip | identity`; left out, aiohttp's own `gzip, deflate` went up,
+    # which the document refuses. Given: that value goes; not given: no Accept-Encoding at all (RFC 9110 §12.5.3).
+    paths = {"/query": {"post": {"operationId": "query", "parameters": [{"name": "Accept-Encoding", "in": "header",
+        "schema": {"type": "string", "enum": ["gzip", "identity"]}}], "responses": OK}},
+        "/plain": {"get": {"operationId": "plain", "responses": OK}}}
+    plans = make_plans(paths)
+    seen: list[bytes] = []
+
+    async def capture(reader, writer):
+        seen.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        writer.close()
+
+    async def go(name, args):
+        server, base = await _serve_raw(capture)
+        try:
+            async with Upstream() as upstream:
+                await upstream.send(plans[name].request.build(args, base))
+        finally:
+            server.close()
+
+    for name, args in (("query", {}), ("query", {"Accept-Encoding": "identity"}), ("plain", {})):
+        anyio.run(go, name, args)
+    encodings = [[line for line in head.decode().lower().split("\r\n") if line.startswith("accept-encoding")]
+                 for head in seen]
+    assert encodings == [[], ["accept-encoding: identity"], ["accept-encoding: gzip, deflate"]]
+    httpx_seen = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        httpx_seen["accept-encoding"] = request.headers.get("accept-encoding")
+        return httpx.Response(200)
+
+    send(handler, plans["query"].request.build({}, BASE))
+    assert httpx_seen == {"accept-encoding": None}
+
+
+def test_header_parameters_differing_only_in_case_are_one_header(make_plans) -> None:
+    # AWS codeartifact: `X-Amz-Content-Sha256` at path level and `x-amz-content-sha256` on the operation are one
+    # HTTP header (RFC 9110 §5.1); as two arguments, one value silently replaced the other
+    paths = {"/publish": {"parameters": [_param("X-Amz-Content-Sha256", "header")],
+                          "post": {"operationId": "publish", "parameters": [
+                              {"name": "x-amz-content-sha256", "in": "header", "required": True,
+                               "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}], "responses": OK}}}
+    plan = make_plans(paths)["publish"]
+    assert list(plan.input_schema["properties"]) == ["x-amz-content-sha256"]  # the operation's own wins
+    assert plan.request.build({"x-amz-content-sha256": "a" * 64}, BASE).headers["x-amz-content-sha256"] == "a" * 64
+
+
+def test_a_declared_accept_encoding_may_only_name_codings_the_server_decodes(make_plans) -> None:
+    """The answer is decoded in bounded steps (decompression bombs): br or zstd could not be capped."""
+    paths = {"/q": {"get": {"operationId": "q", "parameters": [{"name": "Accept-Encoding", "in": "header",
+                                                                  "schema": {"type": "string"}}], "responses": OK}}}
+    plan = make_plans(paths)["q"]
+    assert plan.request.build({"Accept-Encoding": "gzip;q=1, identity"}, BASE).headers["Accept-Encoding"] == (
+        "gzip;q=1, identity")
+    with pytest.raises(ArgumentError, match=r"names 'br' in Accept-Encoding; this server accepts only gzip"):
+        plan.request.build({"Accept-Encoding": "br, gzip"}, BASE)

@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 
 import mock_api
 from mock_api import SPEC_PATH, DocumentError, create_app, create_echo_app
+from mock_api.validation import RequestValidator
 
 REPO = Path(__file__).resolve().parents[1]
 NOT_CONFORMING = "request does not conform to the OpenAPI document"
@@ -853,6 +854,98 @@ async def test_echo_handles_styles_and_references_openapi_core_needs_help_with(t
         stock_too_big.json()["detail"]
         == "Invalid query parameter: pageSize: 500 is greater than the maximum of 100"
     )
+
+
+REAL_WORLD_DOCUMENT: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "Corners of real-world documents", "version": "1"},
+    "paths": {
+        "/names": {
+            "get": {
+                "parameters": [
+                    {"name": "key", "in": "query", "required": True, "schema": {"type": "string", "format": "string"}},
+                    {"name": "name", "in": "query", "schema": {"type": "string", "pattern": "^\\p{L}+$"}},
+                    {"name": "slug", "in": "query", "schema": {"type": "string", "pattern": "^[\\w-.]+$"}},
+                    {"name": "Authorization", "in": "header", "required": True, "schema": {"type": "string"}},
+                    {"name": "Accept", "in": "header", "schema": {"type": "string", "enum": ["image/png"]}},
+                ],
+                "responses": {"200": {"description": "ok"}},
+            }
+        },
+        "/forecast?city={city}": {
+            "get": {
+                "parameters": [
+                    {"name": "city", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {"name": "key", "in": "query", "required": True, "schema": {"type": "string"}},
+                ],
+                "responses": {"200": {"description": "ok"}},
+            }
+        },
+        "/items/{id}": {
+            "patch": {
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "requestBody": {"content": {"application/merge-patch+json": {"schema": {
+                    "type": "object", "properties": {"n": {"type": "integer"}}}}}},
+                "responses": {"200": {"description": "ok"}},
+            }
+        },
+        "/#Action=Describe": {
+            "post": {
+                "parameters": [{"name": "Action", "in": "query", "required": True,
+                                "schema": {"type": "string", "enum": ["Describe"]}}],
+                "responses": {"200": {"description": "ok"}},
+            }
+        },
+    },
+}
+
+
+@pytest.mark.anyio
+async def test_echo_copes_with_unknown_formats_ecma_patterns_and_ignored_headers(tmp_path: Path) -> None:
+    (tmp_path / "real.yaml").write_text(yaml.safe_dump(REAL_WORLD_DOCUMENT))
+    async with client_for(create_echo_app(tmp_path / "real.yaml")) as client:
+        good = await client.get("/names?key=abc&name=%C3%89mile&slug=a-b.c", headers={"accept": "application/json"})
+        bad = await client.get("/names?key=abc&name=x1&slug=a%20b")
+        patch = await client.patch("/items/1", content=b'{"n": 2}', headers={"content-type": "application/merge-patch+json"})
+        bad_patch = await client.patch("/items/1", content=b'{"n": "2"}',
+                                       headers={"content-type": "application/merge-patch+json"})
+    assert (patch.status_code, patch.json()["body"]) == (200, {"n": 2})  # a +json type is read as JSON
+    assert bad_patch.json()["errors"] == ["Request body validation error: '2' is not of type 'integer' (at $.n)"]
+    assert good.status_code == 200, good.text  # format: string, \p{L}, [\w-.], Accept/Authorization ignored
+    assert good.json()["parameters"]["query"] == {"key": "abc", "name": "Émile", "slug": "a-b.c"}
+    letters, slug = r"^\p{L}+$", r"^[\w-.]+$"
+    assert bad.json()["errors"] == [
+        f"Invalid query parameter: name: 'x1' does not match {letters!r}",
+        f"Invalid query parameter: slug: 'a b' does not match {slug!r}",
+    ]
+
+
+def test_a_request_is_validated_as_the_operation_a_judge_names(tmp_path: Path) -> None:
+    validator = RequestValidator(REAL_WORLD_DOCUMENT, check_document=False)
+
+    def request(method: str, target: str) -> Any:
+        path, _, query = target.partition("?")
+        return _request(method, path, query)
+
+    ok = validator.validate_as(request("GET", "/forecast?city=Paris&key=k"), b"", "/forecast?city={city}",
+                               {"city": "Paris"}, frozenset({"city"}))
+    missing = validator.validate_as(request("GET", "/forecast?city=Paris"), b"", "/forecast?city={city}",
+                                    {"city": "Paris"}, frozenset({"city"}))
+    fragment = validator.validate_as(request("POST", "/?Action=Describe"), b"", "/#Action=Describe", {})
+    wrong = validator.validate_as(request("POST", "/?Action=Other"), b"", "/#Action=Describe", {})
+    assert (ok.status, ok.errors) == ("valid", [])
+    assert missing.errors == ["Missing required query parameter: key"]
+    assert (fragment.status, fragment.operation and fragment.operation.path) == ("valid", "/#Action=Describe")
+    assert wrong.errors == ["Invalid query parameter: Action: 'Other' is not one of ['Describe']"]
+    assert validator.validate_as(request("GET", "/"), b"", "/nowhere", {}).status == "no-path"
+
+
+def _request(method: str, path: str, query: str) -> Any:
+    from starlette.requests import Request
+
+    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(),
+             "query_string": query.encode(), "headers": []}
+    return Request(scope)
 
 
 # --- python -m mock_api ---------------------------------------------------------------------

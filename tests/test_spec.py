@@ -80,9 +80,40 @@ def test_openapi_30_keywords_become_2020_12(make_spec) -> None:
     spec = make_spec({"/x": {"get": {"parameters": [{"name": "n", "in": "query", "schema": {
         "type": "integer", "nullable": True, "minimum": 0, "exclusiveMinimum": True, "example": 3,
         "x-internal": 1, "enum": [1, 2]}}], "responses": {}}}})
-    # nullable -> an `anyOf` with a null branch (not `type: [integer, "null"]`: single-type dialects reject lists)
-    assert spec.operations[0].parameters[0].schema == {
-        "examples": [3], "anyOf": [{"type": "integer", "exclusiveMinimum": 0, "enum": [1, 2]}, {"type": "null"}]}
+    # single-type anyOf branches (single-type dialects reject type lists); the enum keeps its meaning in
+    # the null branch too (null is refused, as OAS 3.0.3 says: see the next test)
+    assert spec.operations[0].parameters[0].schema == {"examples": [3], "anyOf": [
+        {"type": "integer", "exclusiveMinimum": 0, "enum": [1, 2]}, {"type": "null", "enum": [1, 2]}]}
+
+
+def test_nullable_means_what_openapi_303_says_and_nothing_in_31(make_spec) -> None:
+    # OAS 3.0.3 `nullable`: "A true value adds "null" to the allowed types specified by the type keyword, only if
+    # type is explicitly defined within the same Schema Object. Other Schema Object constraints retain their defined
+    # behavior" (an enum without null refuses it; a $ref's siblings are ignored anyway). OAS 3.1 has no `nullable`.
+    # Documents relying on more (telnyx.com's nullable enums, codat.io's 3.1 `nullable`) sent nulls their API
+    # description refuses (issue 20).
+    schemas = {"S": {"type": "object", "properties": {"a": {"type": "string"}}}}
+
+    def body_property(prop: dict, version: str = "3.0.3") -> dict:
+        spec = make_spec({"/x": {"post": {"requestBody": {"content": {"application/json": {"schema": {
+            "type": "object", "properties": {"p": prop}}}}}, "responses": {}}}},
+            components={"schemas": schemas}, version=version)
+        return spec.operations[0].request_body.schema["properties"]["p"]
+
+    null = {"type": "null"}
+    assert body_property({"type": "string", "nullable": True}) == {"anyOf": [{"type": "string"}, null]}
+    assert body_property({"type": "string", "enum": ["a", "b"], "nullable": True}) == {
+        "anyOf": [{"type": "string", "enum": ["a", "b"]}, {**null, "enum": ["a", "b"]}]}  # null still refused
+    assert body_property({"type": "string", "enum": ["a", None], "nullable": True}) == {
+        "anyOf": [{"type": "string", "enum": ["a", None]}, {**null, "enum": ["a", None]}]}
+    assert body_property({"nullable": True, "allOf": [{"$ref": "#/components/schemas/S"}]}) == {
+        "allOf": [{"$ref": "#/$defs/S"}]}
+    assert body_property({"$ref": "#/components/schemas/S", "nullable": True}) == {"$ref": "#/$defs/S"}
+    assert body_property({"type": "string", "nullable": True}, "3.1.0") == {"type": "string"}
+    # the 3.0.3 way to let a $ref be null (what the Swagger 2.0 conversion makes of x-nullable)
+    assert body_property({"anyOf": [{"$ref": "#/components/schemas/S"}, {
+        "type": "string", "nullable": True, "enum": [None]}]}) == {
+        "anyOf": [{"$ref": "#/$defs/S"}, {"anyOf": [{"type": "string", "enum": [None]}, {**null, "enum": [None]}]}]}
 
 
 def test_read_only_properties_are_not_asked_for_in_requests(make_spec) -> None:
@@ -329,3 +360,69 @@ paths:
     schema = spec.operations[0].parameters[0].schema
     assert schema["default"] == "2021-02-03"
     assert json.loads(json.dumps(schema)) == schema
+
+
+def test_bodies_a_media_type_cannot_carry_are_refused_or_reported(make_spec) -> None:
+    # libretranslate: a multipart body whose schema is a string; no form can carry it, so every call failed
+    # with "give at least one of:" and nothing after the colon (issue 20)
+    def body(media_type: str, schema: dict) -> dict:
+        return {"post": {"requestBody": {"required": True, "content": {media_type: {"schema": schema}}},
+                         "responses": {}}}
+
+    spec = make_spec({
+        "/form": body("multipart/form-data", {"type": "string"}),
+        "/urlencoded": body("application/x-www-form-urlencoded", {"type": "array", "items": {}}),
+        "/xml": body("text/xml", {"type": "object", "properties": {"a": {"type": "string"}}}),
+        "/bytes": body("application/octet-stream", {"type": "object"}),
+        "/file": body("application/octet-stream", {"type": "string", "format": "binary"}),
+        "/ok": body("multipart/form-data", {"type": "object", "properties": {"a": {"type": "string"}}}),
+    })
+    assert [op.path for op in spec.operations] == ["/xml", "/bytes", "/file", "/ok"]
+    assert [(p.pointer, p.message, p.fatal) for p in spec.problems] == [
+        ("#/paths/~1form/post", "its multipart/form-data body carries fields (an object), not type 'string'; "
+                                "skipped", True),
+        ("#/paths/~1urlencoded/post", "its application/x-www-form-urlencoded body carries fields (an object), "
+                                      "not type 'array'; skipped", True),
+        ("#/paths/~1xml/post/requestBody", "the body is an object but its media type text/xml has no JSON "
+                                           "form; it is sent as JSON text", False),
+        ("#/paths/~1bytes/post/requestBody", "the body is an object but its media type application/octet-stream "
+                                             "has no JSON form; it is sent as JSON text", False),
+    ]
+
+
+def test_parameters_no_openapi_style_can_serialize_are_reported(make_spec) -> None:
+    # AWS's `Tags` (a list of {Key, Value} in the query) and sinao.app's `filters`: OAS styles serialize
+    # primitives, lists of primitives and flat objects only; what the tool sends for the rest is said in check
+    spec = make_spec({"/t": {"get": {"parameters": [
+        {"name": "Tags", "in": "query", "schema": {"type": "array", "items": {"allOf": [
+            {"$ref": "#/components/schemas/Tag"}, {"xml": {"name": "Tag"}}]}}},
+        {"name": "grid", "in": "query", "schema": {"type": "array", "items": {"type": "array", "items": {}}}},
+        {"name": "target", "in": "query", "schema": {"type": "object", "properties": {"resize": {"type": "object"}}}},
+        {"name": "flat", "in": "query", "schema": {"type": "object", "properties": {"a": {"type": "string"}}}},
+        {"name": "ids", "in": "query", "schema": {"type": "array", "items": {"type": "integer"}}},
+        {"name": "json", "in": "query", "content": {"application/json": {"schema": {"type": "array", "items": {
+            "type": "object"}}}}},
+    ], "responses": {}}}}, components={"schemas": {"Tag": {"type": "object", "properties": {"Key": {"type": "string"}}}}})
+    assert [(p.pointer, p.message) for p in spec.problems] == [
+        ("#/paths/~1t/get/parameters/0", "no OpenAPI style serializes a list of objects (query parameter 'Tags'); "
+                                         "the tool sends each of them as JSON text"),
+        ("#/paths/~1t/get/parameters/1", "no OpenAPI style serializes a list of lists (query parameter 'grid'); "
+                                         "the tool sends each of them as JSON text"),
+        ("#/paths/~1t/get/parameters/2", "no OpenAPI style serializes an object with objects or lists in it (query "
+                                         "parameter 'target'); the tool sends each of them as JSON text"),
+    ]
+
+
+def test_exploded_object_parameters_whose_keys_clash_are_reported(make_spec) -> None:
+    # sinao.app: the exploded object `movements` has a property `type`, and `type` is a parameter of its own:
+    # `?type=sales&type=bank_entry` cannot be told apart by any server
+    spec = make_spec({"/r": {"post": {"parameters": [
+        {"name": "type", "in": "query", "schema": {"type": "string"}},
+        {"name": "movements", "in": "query", "schema": {"type": "object", "properties": {
+            "type": {"type": "string"}, "amount": {"type": "number"}}}},
+        {"name": "page", "in": "query", "style": "deepObject", "schema": {"type": "object", "properties": {
+            "type": {"type": "string"}}}},
+    ], "responses": {}}}})
+    assert [(p.pointer, p.message) for p in spec.problems] == [
+        ("#/paths/~1r/post", "query parameters 'movements' and 'type' both put 'type' in the query (an exploded "
+                             "object's properties are query keys of their own); the upstream cannot tell them apart")]

@@ -135,7 +135,7 @@ def test_definitions_become_component_schemas_with_oas3_keywords() -> None:
           properties:
             kind: {type: string}
             parent: {$ref: '#/components/schemas/Node'}
-            maybe: {nullable: true, description: d, allOf: [{$ref: '#/components/schemas/Node'}]}
+            maybe: {description: d, anyOf: [{$ref: '#/components/schemas/Node'}, {type: string, nullable: true, enum: [null]}]}
             note: {type: string, nullable: true, x-extra: 1}
             blob: {type: string, format: binary}
             $ref: {type: string}

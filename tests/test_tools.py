@@ -176,3 +176,60 @@ def test_output_schema_inferred_from_properties_says_type_object(make_plans) -> 
         "application/json": {"schema": {"properties": {"id": {"type": "string"}}}}}}}}}})["x"]
     assert plan.output_schema == {"type": "object", "properties": {"id": {"type": "string"}}}
     assert plan.tool.output_schema == plan.output_schema
+
+
+@pytest.mark.parametrize("media_type", ["application/x-www-form-urlencoded", "multipart/form-data"])
+def test_a_required_list_in_a_form_body_needs_an_item(make_plans, media_type) -> None:
+    # twilio.com's required `Permission` list: [] puts no pair (or part) in the form, so the field the document
+    # requires was missing from the request (issue 20)
+    body = {"type": "object", "required": ["Permission", "Tags"], "properties": {
+        "Permission": {"type": "array", "items": {"type": "string"}},
+        "Tags": {"$ref": "#/components/schemas/Tags"}, "Note": {"type": "array", "items": {"type": "string"}}}}
+    paths = {"/roles": {"post": {"operationId": "role", "requestBody": {"required": True, "content": {
+        media_type: {"schema": body}}}, "responses": OK}}}
+    plan = make_plans(paths, components={"schemas": {"Tags": {"type": "array", "minItems": 0, "items": {}}}})["role"]
+    props = plan.input_schema["properties"]
+    assert props["Permission"] == {"type": "array", "items": {"type": "string"}, "minItems": 1}
+    assert props["Tags"] == {"$ref": "#/$defs/Tags", "minItems": 1}
+    assert props["Note"] == {"type": "array", "items": {"type": "string"}}  # optional: [] means "not given"
+    with pytest.raises(ArgumentError, match=r"at \$\.Permission: \[\] should be non-empty"):
+        plan.validate_arguments({"Permission": [], "Tags": ["a"]})
+
+
+def test_a_json_body_keeps_its_empty_lists(make_plans) -> None:
+    body = {"type": "object", "required": ["ids"], "properties": {"ids": {"type": "array", "items": {}}}}
+    plan = make_plans({"/j": {"post": {"operationId": "j", "requestBody": {"required": True, "content": {
+        "application/json": {"schema": body}}}, "responses": OK}}})["j"]
+    assert plan.input_schema["properties"]["ids"] == {"type": "array", "items": {}}
+
+
+def test_a_required_field_without_a_schema_is_still_asked_for(make_plans) -> None:
+    # ndhm.gov.in requires a top-level `transactionId` that only a nested object describes: flattened into
+    # arguments, the body lost the requirement and went out without it (issue 20)
+    body = {"type": "object", "required": ["requestId", "transactionId"], "properties": {
+        "requestId": {"type": "string"}, "auth": {"type": "object"}}}
+    plan = make_plans({"/n": {"post": {"operationId": "n", "requestBody": {"required": True, "content": {
+        "application/json": {"schema": body}}}, "responses": OK}}})["n"]
+    assert plan.input_schema["properties"]["transactionId"] == {}
+    assert plan.input_schema["required"] == ["requestId", "transactionId"]
+    request = plan.request.build({"requestId": "r", "transactionId": "t"}, "http://up.test")
+    assert request.content == b'{"requestId":"r","transactionId":"t"}'
+
+
+def test_a_required_list_or_object_parameter_needs_something_in_it(make_plans) -> None:
+    # Redshift's required `TargetAction` object, given as {}: an empty list or object is undefined in a URI
+    # (RFC 6570 §2.3), so nothing was sent and the document's required parameter was missing (issue 20)
+    params = [{"name": "TargetAction", "in": "query", "required": True, "schema": {"type": "object", "properties": {
+        "Pause": {"type": "string"}}}},
+        {"name": "ids", "in": "query", "required": True, "schema": {"$ref": "#/components/schemas/Ids"}},
+        {"name": "X-Tags", "in": "header", "required": True, "schema": {"type": "array", "items": {"type": "string"}}},
+        {"name": "opt", "in": "query", "schema": {"type": "array", "items": {"type": "string"}}}]
+    plan = make_plans({"/s": {"get": {"operationId": "s", "parameters": params, "responses": OK}}},
+                      components={"schemas": {"Ids": {"type": "array", "items": {"type": "integer"}}}})["s"]
+    props = plan.input_schema["properties"]
+    assert props["TargetAction"]["minProperties"] == 1
+    assert props["ids"] == {"$ref": "#/$defs/Ids", "minItems": 1}
+    assert props["X-Tags"]["minItems"] == 1
+    assert "minItems" not in props["opt"]
+    with pytest.raises(ArgumentError, match=r"at \$\.TargetAction: \{\} should be non-empty"):
+        plan.validate_arguments({"TargetAction": {}, "ids": [1], "X-Tags": ["a"]})

@@ -8,11 +8,13 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
+from urllib.parse import quote
 
 from converter.errors import ArgumentError
 from converter.invoke import serialize
 from converter.models import Operation, Parameter, Slot, compact_pickle
+from converter.spec.pathkey import split_path_key
 
 _TEMPLATE_PART = re.compile(r"{([^{}/]+)}")
 _BAD_HEADER_CHARS = re.compile(r"[\r\n\x00]")
@@ -27,6 +29,9 @@ class HttpRequest:
     headers: dict[str, str]
     content: bytes | None = None
     template: str = ""  # the path template, for logs and messages
+    # Headers the HTTP client must not add on its own: an operation that declares Accept-Encoding gets
+    # exactly the value given, or none (the client's default would not be one the document allows).
+    skip_defaults: tuple[str, ...] = ()
 
 
 @compact_pickle
@@ -47,6 +52,11 @@ class RequestTemplate:
     accept: str
     base_url: str | None
     static_headers: dict[str, str] = field(default_factory=dict)
+    # The query string a path key carries (`/forecast?city={city}`): (encoded name, value pieces)
+    # per pair, a piece being literal text or the slot whose value goes there; `None` for `?flag`.
+    key_query: tuple[tuple[str, tuple[str | Slot, ...] | None], ...] = ()
+    key_arguments: frozenset[str] = frozenset()  # the arguments placed by `key_query`
+    declares_accept_encoding: bool = False
 
     @classmethod
     def compile(
@@ -54,13 +64,13 @@ class RequestTemplate:
     ) -> RequestTemplate:
         """Precompute everything that does not depend on argument values."""
         by_wire = {(s.name, s.location): s for s in slots}
-        parts: list[str | Slot] = []
-        pos = 0
-        for match in _TEMPLATE_PART.finditer(op.path):
-            parts.append(op.path[pos:match.start()])
-            parts.append(by_wire[(match.group(1), "path")])
-            pos = match.end()
-        parts.append(op.path[pos:])
+        key = split_path_key(op.path)  # a fragment is never sent; a query string joins the query
+        parts = _pieces(key.path, lambda name: by_wire[(name, "path")])
+        key_query: list[tuple[str, tuple[str | Slot, ...] | None]] = []
+        for pair in filter(None, key.query.split("&")):
+            name, eq, value = pair.partition("=")
+            found = _pieces(value, lambda var: by_wire.get((var, "path")) or by_wire[(var, "query")])
+            key_query.append((_literal(name), tuple(found) if eq else None))
         params = {
             s.argument: p
             for s in slots
@@ -70,8 +80,12 @@ class RequestTemplate:
         response = op.response
         accept = response.media_type if response and response.media_type else "application/json"
         body = op.request_body
+        placed = frozenset(p.argument for _, pieces in key_query for p in pieces or () if isinstance(p, Slot))
         return cls(
             tool=tool, method=op.method, path_parts=tuple(p for p in parts if p != ""),
+            key_query=tuple(key_query), key_arguments=placed,
+            declares_accept_encoding=any(p.location == "header" and p.name.lower() == "accept-encoding"
+                                         for p in op.parameters),
             path_template=op.path, slots=slots, params=params,
             body_media_type=body.media_type if body else None,
             body_required=body.required if body else False,
@@ -100,13 +114,13 @@ class RequestTemplate:
                     "(it is a path segment)", tool=self.tool, json_path=f"$.{part.argument}",
                 )
             path.append(text)
-        query: list[str] = []
+        query = self._key_query(arguments) if self.key_query else []
         headers: dict[str, str] = {"accept": self.accept}
         cookies: list[str] = []
         body_fields: dict[str, Any] = {}
         whole_body: Any = _MISSING
         for slot in self.slots:
-            if slot.argument not in arguments:
+            if slot.argument not in arguments or slot.argument in self.key_arguments:
                 continue
             value = arguments[slot.argument]
             location = slot.location
@@ -132,6 +146,8 @@ class RequestTemplate:
                         f"{self.tool}: argument {slot.argument!r} must be ASCII without CR, LF or NUL (it is sent "
                         f"as the header {p.name!r})", tool=self.tool, json_path=f"$.{slot.argument}",
                     )
+                if p.name.lower() == "accept-encoding":
+                    _check_codings(self.tool, slot.argument, text)
                 headers[p.name] = text
             elif location == "cookie":
                 p = self.params[slot.argument]
@@ -150,10 +166,37 @@ class RequestTemplate:
         if query:
             url += "?" + "&".join(query)
         request = HttpRequest(method=self.method, url=url, headers=headers, template=self.path_template)
+        if self.declares_accept_encoding and not any(k.lower() == "accept-encoding" for k in headers):
+            request.skip_defaults = ("accept-encoding",)
         if self.body_media_type is not None and (body_fields or whole_body is not _MISSING or self.body_required):
             # A required body goes out even when none of its (optional) fields were given.
             self._encode_body(request, body_fields if whole_body is _MISSING else whole_body)
         return request
+
+    def _key_query(self, arguments: Mapping[str, Any]) -> list[str]:
+        """The pairs of the path key's query string, each value encoded once."""
+        pairs: list[str] = []
+        for name, pieces in self.key_query:
+            if pieces is None:
+                pairs.append(name)
+                continue
+            text: list[str] = []
+            for piece in pieces:
+                if isinstance(piece, str):
+                    text.append(_literal(piece))
+                    continue
+                value = arguments.get(piece.argument)
+                if value is None and piece.location == "query":
+                    break  # an optional query parameter left out: its pair goes with it
+                if value is None or _undefined(value, self.params[piece.argument]) or value == "":
+                    raise ArgumentError(
+                        f"{self.tool}: argument {piece.argument!r} must not be empty (it is part of the query "
+                        "string of the path key)", tool=self.tool, json_path=f"$.{piece.argument}",
+                    )
+                text.append(serialize.path_value(value, "simple", False, piece.name))
+            else:
+                pairs.append(f"{name}={''.join(text)}")
+        return pairs
 
     def _check_delimiters(self, argument: str, param: Parameter, value: Any) -> None:
         """Refuse a list item or object entry that holds its own (unescapable) delimiter."""
@@ -172,6 +215,9 @@ class RequestTemplate:
     def _encode_body(self, request: HttpRequest, body: Any) -> None:
         media_type = self.body_media_type or "application/json"
         essence = media_type.split(";", 1)[0].strip().lower()
+        if "*" in essence:  # a media range (`*/*`, `text/*`) names no media type: send a concrete one
+            media_type = _concrete_media_type(essence, body, binary="body" in self.binary_fields)
+            essence = media_type.split(";", 1)[0]
         if essence == "multipart/form-data":
             parts = self._parts(body)
             if not parts:  # RFC 2046 §5.1.1: a multipart body has at least one part
@@ -236,6 +282,32 @@ def _put(headers: dict[str, str], winners: Mapping[str, str]) -> None:
     headers.update(winners)
 
 
+def _concrete_media_type(media_range: str, body: Any, *, binary: bool) -> str:
+    """What to call a body the document allows under a media range (RFC 9110 §12.5.1)."""
+    if binary:
+        return "application/octet-stream"
+    if media_range.startswith("text/") or (media_range == "*/*" and isinstance(body, str)):
+        return "text/plain; charset=utf-8"
+    return "application/json"
+
+
+def _pieces(template: str, slot_of: Any) -> list[str | Slot]:
+    """`template` as literal text and the slots of its `{variables}`."""
+    pieces: list[str | Slot] = []
+    pos = 0
+    for match in _TEMPLATE_PART.finditer(template):
+        pieces.append(template[pos:match.start()])
+        pieces.append(slot_of(match.group(1)))
+        pos = match.end()
+    pieces.append(template[pos:])
+    return [p for p in pieces if p != ""]
+
+
+def _literal(text: str) -> str:
+    """Literal text of a path key's query string, as written: only what a URL cannot carry is encoded."""
+    return quote(text, safe="!$&'()*+,/:;=?@[]~%")
+
+
 def _undefined(value: Any, param: Parameter) -> bool:
     if value is None or value == [] or value == {}:
         return True
@@ -261,3 +333,21 @@ def _form_urlencoded(body: Any) -> str:
         elif value is not None:
             pairs.append(f"{serialize.encode(name)}={serialize.encode(serialize.scalar(value))}")
     return "&".join(pairs)
+
+
+_DECODED_CODINGS: Final = frozenset({"gzip", "x-gzip", "deflate", "identity", "*"})
+
+
+def _check_codings(tool: str, argument: str, value: str) -> None:
+    """A document may declare Accept-Encoding; a value may only name codings this server decodes in
+    bounded steps (converter.bodies): another one could come back as a body nothing here can cap.
+
+    Raises:
+        ArgumentError: the value names another coding.
+    """
+    names = {part.split(";", 1)[0].strip().lower() for part in value.split(",") if part.strip()}
+    others = sorted(names - _DECODED_CODINGS)
+    if others:
+        raise ArgumentError(f"{tool}: argument {argument!r} names {', '.join(map(repr, others))} in Accept-Encoding; "
+                            "this server accepts only gzip, deflate or identity answers", tool=tool,
+                            json_path=f"$.{argument}")

@@ -87,7 +87,7 @@ class Upstream:
                 cookie_jar=aiohttp.DummyCookieJar(),  # an upstream must not set state for all users
                 # `total` bounds the whole exchange, body included, while the response is open.
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
-                headers={"user-agent": USER_AGENT, "accept-encoding": ACCEPT_ENCODING},
+                headers={"user-agent": USER_AGENT},
                 # Bodies are decoded by converter.bodies, which counts max_response_bytes in decoded
                 # bytes and decodes in bounded steps (a gzip bomb costs the cap, not its size).
                 auto_decompress=False,
@@ -153,6 +153,8 @@ class Upstream:
         try:
             with anyio.fail_after(self.timeout):
                 http_request = client.build_request(request.method, request.url, **kwargs)
+                for name in request.skip_defaults:
+                    http_request.headers.pop(name, None)
                 response = await client.send(http_request, stream=True)
                 try:
                     body, truncated = await self._read(response)
@@ -191,9 +193,13 @@ class Upstream:
         started = time.perf_counter()
         where = f"{request.method} {request.url.split('?', 1)[0]}"
         try:
+            headers = request.headers
+            if "accept-encoding" not in request.skip_defaults and not any(k.lower() == "accept-encoding"
+                                                                          for k in headers):
+                headers = {**headers, "accept-encoding": ACCEPT_ENCODING}  # only what converter.bodies can bound
             async with self._aiohttp_session().request(
-                request.method, URL(request.url, encoded=True), headers=request.headers, data=request.content,
-                allow_redirects=False,
+                request.method, URL(request.url, encoded=True), headers=headers, data=request.content,
+                allow_redirects=False, skip_auto_headers=request.skip_defaults or None,
             ) as response:
                 body, truncated = await self._read_aiohttp(response)
         except TimeoutError as exc:  # before ClientError: aiohttp's timeouts are both

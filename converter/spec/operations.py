@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urljoin
 
 from converter.errors import SpecError
 from converter.models import HTTP_METHODS, Operation, Parameter, Problem, RequestBody, Response
+from converter.spec.pathkey import split_path_key
 from converter.spec.resolve import Resolver, escape_pointer_token
 from converter.spec.schema import SchemaConverter
 
 _LOCATIONS = ("path", "query", "header", "cookie")
 # OAS 3.x §4.8.12.1: these header parameters SHALL be ignored (HTTP owns them).
 _IGNORED_HEADERS = frozenset({"accept", "content-type", "authorization"})
-_TEMPLATE_VAR = re.compile(r"{([^{}/]+)}")
 CONVERSION_ERROR = "x-openapi-mcp-error"  # set by the Swagger 2.0 conversion on parts it could not convert
 _BODY_PREFERENCE = ("application/json", "application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -108,6 +107,13 @@ class OperationBuilder:
         self, path: str, method: str, op: dict[str, Any], item: dict[str, Any], base: str,
         pointer: str, global_security: Any,
     ) -> Operation:
+        key = split_path_key(path)
+        if key.fragment_variables:
+            raise SpecError(f"{pointer}: the path key has {{{key.fragment_variables[0]}}} after '#', in the URL "
+                            "fragment, which is never sent")
+        if key.query:
+            self.problems.append(Problem(pointer, f"the path key carries the query string {key.query!r} (OpenAPI "
+                                                  "path keys are paths); its pairs are sent as query parameters"))
         parameters = self._parameters(path, item.get("parameters"), op.get("parameters"), base, pointer)
         servers = op.get("servers") or item.get("servers")
         base_urls = resolve_servers(servers, self._resolver.root_uri) if servers else ()
@@ -141,21 +147,46 @@ class OperationBuilder:
             for i, raw in enumerate(group):
                 param = self._parameter(raw, base, f"{where}/parameters/{i}")
                 if param is not None:
-                    merged[(param.name, param.location)] = param  # operation level overrides path level
-        declared = {name for name, location in merged if location == "path"}
-        for name in _TEMPLATE_VAR.findall(path):
+                    # operation level overrides path level; header names are case-insensitive (RFC 9110 §5.1)
+                    name = param.name.lower() if param.location == "header" else param.name
+                    merged[(name, param.location)] = param
+        key = split_path_key(path)
+        in_template = set(key.path_variables) | set(key.query_variables)
+        # A variable in the key's query string may be declared `in: query` (medium.com) or `in: path`.
+        declared = {name for name, location in merged
+                    if location == "path" or (location == "query" and name in key.query_variables)}
+        for name in dict.fromkeys([*key.path_variables, *key.query_variables]):
             if name not in declared:
                 self.problems.append(
                     Problem(pointer, f"path parameter {name!r} is not declared; treated as a required string")
                 )
                 merged[(name, "path")] = Parameter(name=name, location="path", schema={"type": "string"},
                                                    required=True, style="simple", explode=False)
-        in_template = set(_TEMPLATE_VAR.findall(path))
         for (name, location) in list(merged):
             if location == "path" and name not in in_template:
                 self.problems.append(Problem(pointer, f"path parameter {name!r} is not in the path {path!r}; ignored"))
                 del merged[(name, location)]
+        self._report_clashing_keys(list(merged.values()), pointer)
         return tuple(merged.values())
+
+    def _report_clashing_keys(self, parameters: list[Parameter], pointer: str) -> None:
+        """An exploded form object's properties are query keys of their own: say where they clash."""
+        owner: dict[str, str] = {p.name: p.name for p in parameters if p.location == "query"}
+        for param in parameters:
+            if param.location != "query" or param.style != "form" or not param.explode or param.content_type:
+                continue
+            schema = param.schema
+            ref = schema.get("$ref") if isinstance(schema, dict) else None
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                schema = self._schemas.defs["in"].get(ref[len("#/$defs/"):], {})
+            properties = schema.get("properties") if isinstance(schema, dict) else None
+            for key in properties if isinstance(properties, dict) else ():
+                other = owner.setdefault(key, param.name)
+                if other != param.name:
+                    first, second = sorted((param.name, other))
+                    self.problems.append(Problem(pointer, f"query parameters {first!r} and {second!r} both put {key!r} "
+                                                          "in the query (an exploded object's properties are query "
+                                                          "keys of their own); the upstream cannot tell them apart"))
 
     def _parameter(self, raw: Any, base: str, where: str) -> Parameter | None:
         node, node_base = self._resolver.deref(raw, base)
@@ -175,6 +206,10 @@ class OperationBuilder:
         content_type = None
         if isinstance(node.get("schema"), (dict, bool)):
             schema = self._schemas.convert(node["schema"], node_base, "in", f"{where}/schema")
+            nested = self._nested(node["schema"], node_base)
+            if nested:  # OAS 3.x §4.8.12.4: styles are defined for primitives, arrays of them and flat objects
+                self.problems.append(Problem(where, f"no OpenAPI style serializes {nested} ({location} parameter "
+                                                    f"{name!r}); the tool sends each of them as JSON text"))
         elif isinstance(node.get("content"), dict) and node["content"]:
             content_type, media = next(iter(node["content"].items()))
             raw_schema = media.get("schema", {}) if isinstance(media, dict) else {}
@@ -200,6 +235,37 @@ class OperationBuilder:
             content_type=content_type,
         )
 
+    def _nested(self, raw_schema: Any, base: str) -> str | None:
+        """What a parameter schema nests that no serialization style defines, or None."""
+        def kind(node: Any, node_base: str) -> tuple[dict[str, Any], str | None, str]:
+            try:
+                found, found_base = self._resolver.deref(node, node_base)
+            except SpecError:
+                return {}, None, node_base
+            for _ in range(8):  # AWS wraps items as allOf [$ref, {xml: ...}]: the first branch says what it is
+                if isinstance(found, dict) and "type" not in found and isinstance(found.get("allOf"), list) \
+                        and found["allOf"]:
+                    try:
+                        found, found_base = self._resolver.deref(found["allOf"][0], found_base)
+                    except SpecError:
+                        return {}, None, node_base
+            if not isinstance(found, dict):
+                return {}, None, node_base
+            declared = found.get("type")
+            if declared is None and isinstance(found.get("properties"), dict):
+                declared = "object"
+            return found, declared if isinstance(declared, str) else None, found_base
+
+        top, top_kind, top_base = kind(raw_schema, base)
+        if top_kind == "array":
+            item_kind = kind(top.get("items"), top_base)[1]
+            return {"object": "a list of objects", "array": "a list of lists"}.get(item_kind or "")
+        if top_kind == "object":
+            props: dict[str, Any] = top["properties"] if isinstance(top.get("properties"), dict) else {}
+            if any(kind(prop, top_base)[1] in ("object", "array") for prop in props.values()):
+                return "an object with objects or lists in it"
+        return None
+
     def _request_body(self, raw: Any, base: str, pointer: str) -> RequestBody | None:
         if raw is None:
             return None
@@ -219,6 +285,7 @@ class OperationBuilder:
         schema = self._schemas.convert(
             raw_schema, node_base, "in", f"{where}/content/{escape_pointer_token(media_type)}/schema"
         )
+        self._check_body_type(media_type, raw_schema, node_base, where)
         encoding = {
             prop: enc["contentType"]
             for prop, enc in (media.get("encoding") or {}).items()
@@ -226,6 +293,19 @@ class OperationBuilder:
         }
         return RequestBody(media_type=media_type, schema=schema, required=node.get("required") is True,
                            description=_text(node.get("description")), encoding=encoding)
+
+    def _check_body_type(self, media_type: str, raw_schema: Any, base: str, where: str) -> None:
+        """Refuse a form body that is not an object; say where an object goes out as JSON text."""
+        node, _ = self._resolver.deref(raw_schema, base)
+        kind = node.get("type") if isinstance(node, dict) else None
+        essence = media_type.split(";", 1)[0].strip().lower()
+        if essence in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            if isinstance(kind, str) and kind != "object":
+                operation = where.rsplit("/", 1)[0]
+                raise SpecError(f"{operation}: its {essence} body carries fields (an object), not type {kind!r}")
+        elif kind in ("object", "array") and not is_json_media_type(essence) and "*" not in essence:
+            self.problems.append(Problem(where, f"the body is an {kind} but its media type {essence} has no JSON form; "
+                                                "it is sent as JSON text"))
 
     def _response(self, raw: Any, base: str, pointer: str) -> Response | None:
         if not isinstance(raw, dict):

@@ -108,8 +108,7 @@ class SchemaConverter:
         if "$ref" in node:
             target = self._ref_or_anything(node["$ref"], base, mode, where)
             if not self._is_31:
-                # OAS 3.0: siblings of $ref are ignored, but `nullable` next to it is common intent.
-                return _nullable(target) if node.get("nullable") is True else target
+                return target  # OAS 3.0: the siblings of a $ref are ignored (`nullable` too: see _nullable)
             for key in ("description", "default", "title"):
                 if key in node:
                     target[key] = node[key]
@@ -167,7 +166,7 @@ class SchemaConverter:
             hidden = set(node.get("properties", {})) - set(out["properties"])
             if hidden:
                 out["required"] = [name for name in out["required"] if name not in hidden]
-        if node.get("nullable") is True:
+        if node.get("nullable") is True and not self._is_31:  # OAS 3.1 has no `nullable`
             return _nullable(out)
         return _single_types(out)
 
@@ -243,22 +242,18 @@ _ANNOTATIONS = ("title", "description", "default", "examples", "deprecated", "re
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    """OAS 3.0 `nullable: true` -> a 2020-12 schema that also accepts null: the schema or
-    `{"type": "null"}`, as `anyOf` branches (see `_single_types`)."""
-    if not schema:
-        return schema  # {} already accepts null
+    """OAS 3.0 `nullable: true` -> 2020-12, as OAS 3.0.3 defines it: "adds "null" to the allowed types
+    specified by the type keyword, only if type is explicitly defined within the same Schema Object. Other
+    Schema Object constraints retain their defined behavior" (an enum without null still refuses it).
+    Validators such as openapi-core read it so, and the tool must not accept what the API refuses.
+    The type list is then written as single-type `anyOf` branches (`_single_types`): the null branch
+    keeps the constraints that apply to null too (an `enum`), so exactly the same values pass."""
     kind = schema.get("type")
-    if isinstance(kind, (str, list)) and not any(k in schema for k in ("allOf", "anyOf", "oneOf", "$ref")):
-        kinds = [kind] if isinstance(kind, str) else list(kind)
-        if "null" in kinds:
-            return _single_types(schema)
-        typed = _single_types({**schema, "type": kinds[0] if len(kinds) == 1 else kinds})
-        annotations = {k: typed.pop(k) for k in _ANNOTATIONS if k in typed}
-        branches = typed["anyOf"] if set(typed) == {"anyOf"} else [typed]
-        return {**annotations, "anyOf": [*branches, {"type": "null"}]}
-    annotations = {k: schema[k] for k in _ANNOTATIONS if k in schema and "$ref" not in schema}
-    rest = {k: v for k, v in schema.items() if k not in annotations}
-    return {**annotations, "anyOf": [rest, {"type": "null"}]}
+    if isinstance(kind, str):
+        return _single_types({**schema, "type": [kind, "null"]})
+    if isinstance(kind, list) and "null" not in kind:
+        return _single_types({**schema, "type": [*kind, "null"]})
+    return _single_types(schema)
 
 
 _TYPE_SPECIFIC = frozenset({

@@ -338,8 +338,10 @@ class _Converter:
                 out[key] = _copy(value)
         if out.get("type") == "file":  # OAS 2.0 type file -> OAS 3.0 binary string
             out["type"], out["format"] = "string", "binary"
-        if "$ref" in out and out.get("nullable"):  # OAS 3.0 ignores the siblings of a $ref, so wrap it
-            out["allOf"] = [{"$ref": out.pop("$ref")}]
+        if "$ref" in out and out.pop("nullable", False):
+            # OAS 3.0 ignores the siblings of a $ref, and `nullable` needs a `type` beside it (3.0.3):
+            # the way 3.0.3 lets a reference be null is an alternative that is only null.
+            out["anyOf"] = [{"$ref": out.pop("$ref")}, {"type": "string", "nullable": True, "enum": [None]}]
         return out
 
     def ref(self, ref: Any) -> Any:

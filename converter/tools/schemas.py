@@ -65,7 +65,15 @@ def build_input_schema(op: Operation, defs: DefsIndex) -> tuple[JsonSchema, tupl
     """Return the tool's inputSchema and the map saying where each argument goes."""
     entries: list[tuple[str, SlotLocation, Any, bool]] = []  # wire name, location, schema, required
     for param in op.parameters:
-        entries.append((param.name, param.location, param.schema, param.required))
+        schema = param.schema
+        if param.required and param.content_type is None:
+            # RFC 6570 §2.3: an empty list or object is undefined, so nothing is sent for it; a required
+            # parameter must therefore hold something.
+            if _is_array(schema, defs):
+                schema = {**schema, "minItems": max(1, int(defs.deref(schema).get("minItems", 0) or 0))}
+            elif _is_object(schema, defs):
+                schema = {**schema, "minProperties": max(1, int(defs.deref(schema).get("minProperties", 0) or 0))}
+        entries.append((param.name, param.location, schema, param.required))
     body = op.request_body
     if body is not None:
         fields = _flattenable(body.schema, body.media_type, body.required, defs)
@@ -76,7 +84,11 @@ def build_input_schema(op: Operation, defs: DefsIndex) -> tuple[JsonSchema, tupl
             entries.append((BODY, "body", schema, body.required))
         else:
             body_properties, body_required = fields
+            is_form = _is_form(body.media_type)
             for name, schema in body_properties.items():
+                if is_form and name in body_required and _is_array(schema, defs):
+                    # An empty list puts no pair (or part) in a form: the required field would be missing.
+                    schema = {**schema, "minItems": max(1, int(defs.deref(schema).get("minItems", 0) or 0))}
                 entries.append((name, "body_field", schema, name in body_required))
 
     counts: dict[str, int] = {}
@@ -150,23 +162,36 @@ def _flattenable(
     is_form = _is_form(media_type)
     if not required and inner_required and not is_form:
         return None  # an optional body with required fields cannot be spread: keep it whole
-    return dict(top["properties"]), inner_required if required or is_form else set()
+    properties = dict(top["properties"])
+    if top.get("additionalProperties", True) is not False:
+        for name in sorted(inner_required - set(properties)):
+            properties[name] = {}  # required, with no schema of its own: any value
+    return properties, inner_required if required or is_form else set()
 
 
 def _is_form(media_type: str) -> bool:
     return media_type.split(";", 1)[0].strip().lower() in _FORM_TYPES
 
 
-def _given(argument: str, schema: Any, defs: DefsIndex) -> JsonSchema:
-    """A schema saying that `argument` is given with a value that puts at least one field in a form."""
+def _is_array(schema: Any, defs: DefsIndex) -> bool:
     top = defs.deref(schema)
     kind = top.get("type") if isinstance(top, dict) else None
     found = top.get("anyOf") if isinstance(top, dict) else None
     branches: list[Any] = found if isinstance(found, list) else []
-    is_array = kind == "array" or (isinstance(kind, list) and "array" in kind) or \
+    return kind == "array" or (isinstance(kind, list) and "array" in kind) or \
         (isinstance(top, dict) and kind is None and "items" in top) or \
         any(isinstance(b, dict) and b.get("type") == "array" for b in branches)  # a nullable array
-    if is_array:  # one part (or pair) per item: an empty list adds nothing to the form
+
+
+def _is_object(schema: Any, defs: DefsIndex) -> bool:
+    top = defs.deref(schema)
+    kind = top.get("type") if isinstance(top, dict) else None
+    return kind == "object" or (isinstance(top, dict) and kind is None and isinstance(top.get("properties"), dict))
+
+
+def _given(argument: str, schema: Any, defs: DefsIndex) -> JsonSchema:
+    """A schema saying that `argument` is given with a value that puts at least one field in a form."""
+    if _is_array(schema, defs):  # one part (or pair) per item: an empty list adds nothing to the form
         return {"required": [argument], "properties": {argument: {"minItems": 1}}}
     return {"required": [argument]}
 
