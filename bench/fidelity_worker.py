@@ -215,11 +215,10 @@ async def run_ours(spec: Path, upstream: str, judge: Judge, job: Mapping[str, An
     # tool's outputSchema (~20 ms per tool to compile) would measure nothing here.
     ClientSession.validate_tool_result = _no_output_check  # type: ignore[method-assign]
 
-    from converter.server.app import build_server
-
     from converter.catalog import build_catalog
     from converter.config import load_settings
     from converter.errors import ConverterError
+    from converter.server.app import build_server
 
     side = Side()
     started = time.perf_counter()
