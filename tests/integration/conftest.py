@@ -30,6 +30,11 @@ import pytest
 ROOT: Final = Path(__file__).resolve().parents[2]
 SPEC: Final = ROOT / "mock_api" / "marketplace.yaml"
 NODE_DIR: Final = ROOT / "tests" / "node"
+# bench/ is a directory of scripts, not a package: the tests that check its judges (the corpus and
+# fidelity slices) import its modules by name from here. Appended, so none of its names shadows a library.
+BENCH: Final = ROOT / "bench"
+if str(BENCH) not in sys.path:
+    sys.path.append(str(BENCH))
 VENV_BIN: Final = Path(sys.executable).parent
 READY_TIMEOUT: Final = 20.0
 STOP_TIMEOUT: Final = 5.0
