@@ -141,7 +141,7 @@ def create_app(settings: Settings, *, catalog: ServedCatalog | None = None, upst
     """
     catalog = catalog or build_served_catalog(settings, transport=upstream_transport)
     verifier = build_verifier(settings.auth, transport=auth_transport) if settings.auth else None
-    cache = getattr(verifier, "cache", None)
+    cache = verifier.cache if verifier is not None else None
     credentials = catalog.upstream_credentials
     telemetry = build_telemetry(settings.telemetry, catalog.tool_names,
                                 cache_stats=(lambda: (cache.hits, cache.misses)) if cache is not None else None,
