@@ -13,6 +13,7 @@ from typing import Any
 
 import mcp.types as types
 from mcp.server import Server, ServerRequestContext
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from starlette.applications import Starlette
@@ -40,6 +41,7 @@ from converter.server.health import healthz, metrics_endpoint, readyz
 from converter.server.limits import RequestLimits
 from converter.server.list_cache import EMPTY_LIST, ENVELOPE_ONLY, ListCache
 from converter.server.sessions import with_session_limits
+from converter.server.shared_sessions import SharedSessionManager, build_session_manager
 from converter.telemetry import McpTelemetry, TelemetryLayer
 from converter.telemetry.setup import Telemetry, build_telemetry
 from converter.version import __version__
@@ -159,16 +161,11 @@ def create_app(settings: Settings, *, catalog: ServedCatalog | None = None, upst
     json_response = settings.server.json_response
     if catalog.passthrough is not None and "json_response" not in settings.server.model_fields_set:
         json_response = False  # SSE answers, so an upstream's progress reaches the client during a call
-    mcp_app = server.streamable_http_app(
-        streamable_http_path=settings.server.path,
-        json_response=json_response,
-        stateless_http=settings.server.stateless,
-        transport_security=security,
-        host=host,
-        max_sessions=settings.server.max_sessions,
-        session_idle_timeout=settings.server.session_idle_timeout,
-    )
-    mcp_asgi = with_session_limits(mcp_app, server.session_manager, settings.server, telemetry.metrics)
+    manager = build_session_manager(server, settings.server, json_response=json_response, security=security)
+    if isinstance(manager, SharedSessionManager) and telemetry.metrics is not None:
+        manager.on_rebuilt = telemetry.metrics.sessions_rebuilt.inc
+    mcp_app = Starlette(routes=[Route(settings.server.path, endpoint=StreamableHTTPASGIApp(manager))])
+    mcp_asgi = with_session_limits(mcp_app, manager, settings.server, telemetry.metrics)
 
     if settings.auth is None and host not in _LOOPBACK:
         log.warning("no auth: configured and listening on %s: anyone who can reach it can call every tool", host)
@@ -184,7 +181,7 @@ def create_app(settings: Settings, *, catalog: ServedCatalog | None = None, upst
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
-            async with catalog, server.session_manager.run():
+            async with catalog, manager.run():
                 yield
         finally:
             if verifier is not None:
