@@ -31,7 +31,7 @@ from converter.auth.layer import (
 from converter.auth.metadata import metadata_routes
 from converter.catalog import build_served_catalog
 from converter.catalog.served import NO_CONTEXT, CallContext, ServedCatalog
-from converter.config import AuthSettings, Settings
+from converter.config import AuthSettings, RedisSettings, Settings
 from converter.config.checks import resource_warnings
 from converter.credentials.stats import combined_stats
 from converter.invoke.result import error_result
@@ -142,7 +142,7 @@ def create_app(settings: Settings, *, catalog: ServedCatalog | None = None, upst
         auth_transport: an httpx transport for the authorization server (tests).
     """
     catalog = catalog or build_served_catalog(settings, transport=upstream_transport)
-    verifier = build_verifier(settings.auth, transport=auth_transport) if settings.auth else None
+    verifier = build_verifier(settings.auth, transport=auth_transport, redis=settings.redis) if settings.auth else None
     cache = getattr(verifier, "cache", None)
     credentials = catalog.upstream_credentials
     telemetry = build_telemetry(settings.telemetry, catalog.tool_names,
@@ -161,7 +161,14 @@ def create_app(settings: Settings, *, catalog: ServedCatalog | None = None, upst
     json_response = settings.server.json_response
     if catalog.passthrough is not None and "json_response" not in settings.server.model_fields_set:
         json_response = False  # SSE answers, so an upstream's progress reaches the client during a call
-    manager = build_session_manager(server, settings.server, json_response=json_response, security=security)
+    ended = None
+    if settings.redis is not None and settings.server.session_keys and not settings.server.stateless:
+        from converter.server.ended_sessions import RedisEndedSessions
+
+        ended = RedisEndedSessions.from_url(settings.redis.url.get_secret_value(),
+                                            key_prefix=settings.redis.key_prefix, timeout=settings.redis.timeout)
+    manager = build_session_manager(server, settings.server, json_response=json_response, security=security,
+                                    ended=ended)
     if isinstance(manager, SharedSessionManager) and telemetry.metrics is not None:
         manager.on_rebuilt = telemetry.metrics.sessions_rebuilt.inc
     mcp_app = Starlette(routes=[Route(settings.server.path, endpoint=StreamableHTTPASGIApp(manager))])
@@ -186,9 +193,19 @@ def create_app(settings: Settings, *, catalog: ServedCatalog | None = None, upst
         finally:
             if verifier is not None:
                 await verifier.aclose()
+            if ended is not None:
+                await ended.aclose()
             telemetry.close()
 
-    routes = [Route("/healthz", healthz(catalog)), Route("/readyz", readyz(catalog))]
+    shared_verdicts = getattr(verifier, "shared", None)
+
+    def shared_states() -> dict[str, str]:
+        states = {"redis-verdicts": shared_verdicts.state} if shared_verdicts is not None else {}
+        if ended is not None:
+            states["redis-sessions"] = ended.state
+        return states
+
+    routes = [Route("/healthz", healthz(catalog)), Route("/readyz", readyz(catalog, shared=shared_states))]
     if settings.auth is not None:
         routes += metadata_routes(settings.auth, scopes=catalog.policy.all_scopes(), mcp_path=settings.server.path)
     if telemetry.metrics is not None:
@@ -221,12 +238,19 @@ def create_app(settings: Settings, *, catalog: ServedCatalog | None = None, upst
     return app
 
 
-def build_verifier(auth: AuthSettings, *, transport: Any = None) -> TokenVerifier:
-    """Introspection when an endpoint is configured, else local JWT validation with the JWKS."""
+def build_verifier(auth: AuthSettings, *, transport: Any = None, redis: RedisSettings | None = None) -> TokenVerifier:
+    """Introspection when an endpoint is configured (its verdicts shared in Redis when `redis:` is set),
+    else local JWT validation with the JWKS (nothing to share: no call to the AS per token)."""
     if auth.introspection_endpoint is not None:
         from converter.auth.introspection import IntrospectionVerifier
 
-        return IntrospectionVerifier(auth, transport=transport)
+        shared = None
+        if redis is not None:
+            from converter.auth.shared_cache import SharedVerdicts
+
+            shared = SharedVerdicts.from_url(redis.url.get_secret_value(), key_prefix=redis.key_prefix,
+                                             timeout=redis.timeout)
+        return IntrospectionVerifier(auth, transport=transport, shared=shared)
     from converter.auth.jwt import JWTVerifier  # joserfc + cryptography: imported only when configured
 
     return JWTVerifier(auth, transport=transport)

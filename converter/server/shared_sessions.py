@@ -18,7 +18,7 @@ So a replica that has never seen a session serves it after one AES-GCM open (a f
 no network round trip), and keeps serving it from memory until it has been idle for
 `session_idle_timeout` (then it is rebuilt again on its next request). A session ended with
 DELETE is remembered as ended until it would have expired: in this process, and in Redis when
-`redis:` is set (`converter.server.ended_sessions`), so no replica rebuilds it.
+`redis:` is set (converter.server.ended_sessions), so no replica rebuilds it.
 
 What a rebuilt session does not carry over is what lives only in the memory of the replica that
 ran it: requests the server sent the client and waits on (sampling, elicitation, roots relayed
@@ -51,11 +51,13 @@ from pydantic import ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
 from converter.config.settings import ServerSettings
+from converter.server.ended_sessions import LocalEndedSessions
 from converter.server.session_ids import SealedSession, SessionSealer, same_owner
 
 log = logging.getLogger("openapi_mcp.sessions")
 
 _SESSION_HEADER: Final = b"mcp-session-id"
+ENDED_CHECK_INTERVAL: Final = 1.0  # seconds: how soon a DELETE on one replica ends the session on the others
 _MAX_OPENING_BODY: Final = 1 << 20  # bytes of an opening request read to seal its params (the SDK caps bodies too)
 _MINTED: ContextVar[tuple[str, float] | None] = ContextVar("openapi_mcp_minted_session", default=None)
 
@@ -68,26 +70,6 @@ class EndedSessions(Protocol):
     async def has(self, session_id: str) -> bool: ...
 
 
-class LocalEndedSessions:
-    """`EndedSessions` in this process's memory, pruned as they expire."""
-
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._ended: dict[str, float] = {}  # in order of ending; expiry times differ, so pruning scans
-        self._clock = clock
-
-    def __len__(self) -> int:
-        return len(self._ended)
-
-    async def add(self, session_id: str, expires_at: float) -> None:
-        self._ended[session_id] = expires_at
-        if len(self._ended) % 256 == 0:
-            now = self._clock()
-            self._ended = {sid: at for sid, at in self._ended.items() if at > now}
-
-    async def has(self, session_id: str) -> bool:
-        return session_id in self._ended
-
-
 class SharedSessionManager(StreamableHTTPSessionManager):
     """The SDK's session manager with sealed, rebuildable session IDs (see the module docstring)."""
 
@@ -95,9 +77,10 @@ class SharedSessionManager(StreamableHTTPSessionManager):
                  clock: Callable[[], float] = time.time, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self.sealer = sealer
-        self.ended: EndedSessions = ended or LocalEndedSessions(clock)
+        self.ended: EndedSessions = ended if ended is not None else LocalEndedSessions(clock)
         self._clock = clock
         self._expiry: dict[str, float] = {}
+        self._checked: dict[str, float] = {}  # when each held session was last looked up in the shared ended set
         self.rebuilt = 0  # sessions this process rebuilt from their IDs (the tests read it)
         self.on_rebuilt: Callable[[], None] | None = None  # the metric
 
@@ -122,6 +105,9 @@ class SharedSessionManager(StreamableHTTPSessionManager):
                 log.info("session %s… reached server.session_lifetime; the client must initialize again",
                          session_id[:12])
                 await self._discard_session(session_id, self._server_instances[session_id])
+            elif await self._ended_elsewhere(session_id):
+                log.info("session %s… was ended on another replica", session_id[:12])
+                await self._discard_session(session_id, self._server_instances[session_id])
         elif not await self._rebuild(session_id, requestor):
             await super()._handle_stateful_request(scope, receive, send)  # the SDK's 404 (or 503 when full)
             return
@@ -138,6 +124,17 @@ class SharedSessionManager(StreamableHTTPSessionManager):
         await super()._handle_stateful_request(scope, receive, noting)
         if status and status[0] < 300:
             await self.ended.add(session_id, self._expiry_of(session_id))
+
+    async def _ended_elsewhere(self, session_id: str) -> bool:
+        """A session held here that another replica ended (shared ended sessions), looked up at most
+        once per ENDED_CHECK_INTERVAL per session, so a DELETE reaches every replica within it."""
+        if not getattr(self.ended, "is_shared", False):
+            return False
+        now = self._clock()
+        if now - self._checked.get(session_id, float("-inf")) < ENDED_CHECK_INTERVAL:
+            return False
+        self._checked[session_id] = now
+        return await self.ended.has(session_id)
 
     def _expiry_of(self, session_id: str) -> float:
         sealed = self.sealer.open(session_id)
@@ -186,6 +183,7 @@ class SharedSessionManager(StreamableHTTPSessionManager):
 
     async def _discard_session(self, session_id: str, transport: StreamableHTTPServerTransport) -> None:
         self._expiry.pop(session_id, None)
+        self._checked.pop(session_id, None)
         await super()._discard_session(session_id, transport)
 
     async def _rebuild(self, session_id: str, requestor: AuthorizationContext | None) -> bool:

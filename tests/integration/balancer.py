@@ -98,12 +98,13 @@ def start_nginx(processes: Processes, tmp_path_factory: pytest.TempPathFactory) 
         pytest.fail("nginx is missing: `apt-get install nginx-light` (scripts/test.sh does it as root)", pytrace=False)
     count = 0
 
-    def start(backends: Sequence[int], *, pass_host: bool = True) -> Nginx:
-        """Round robin over 127.0.0.1:`backends`; `pass_host`: send the client's Host (else nginx's default)."""
+    def start(backends: Sequence[int], *, pass_host: bool = True, port: int | None = None) -> Nginx:
+        """Round robin over 127.0.0.1:`backends` on `port` (a free one by default); `pass_host`: send the
+        client's Host (else nginx's default, the upstream block's name)."""
         nonlocal count
         count += 1
         directory = tmp_path_factory.mktemp(f"nginx-{count}")
-        port = _free_port()
+        port = port or _free_port()
         servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=0;" for p in backends)
         (directory / "nginx.conf").write_text(NGINX_CONF.format(
             dir=directory, port=port, servers=servers,
