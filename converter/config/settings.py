@@ -341,11 +341,32 @@ class ServerSettings(_Model):
     # The URL clients use when a proxy is in front (TLS, another host, port or path): auth.resource
     # is checked against it instead of the listener (converter.config.checks).
     public_url: str | None = None
+    # DNS-rebinding check (the MCP transport and the dashboard's data): Host values (`name`,
+    # `name:port`, `name:*`) and Origin values (`https://name`, `http://name:*`) accepted besides
+    # the loopback ones; set on any listener, it turns the check on there too.
+    allowed_hosts: list[str] = Field(default_factory=list)
+    allowed_origins: list[str] = Field(default_factory=list)
 
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, value: str | None) -> str | None:
         return _http_url(value)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _allowed_hosts(cls, value: list[str]) -> list[str]:
+        for host in value:
+            if not host or "/" in host or any(c.isspace() for c in host) or host.startswith("*"):
+                raise ValueError(f"{host!r} is not a Host value: give name, name:port or name:* (no scheme, no path)")
+        return [host.lower() for host in value]
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _allowed_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if not origin.startswith(("http://", "https://")) or origin.rstrip("/").count("/") != 2:
+                raise ValueError(f"{origin!r} is not an Origin: give scheme://name[:port] (no path)")
+        return [origin.rstrip("/") for origin in value]
 
     @field_validator("session_keys")
     @classmethod

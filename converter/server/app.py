@@ -31,7 +31,7 @@ from converter.auth.layer import (
 from converter.auth.metadata import metadata_routes
 from converter.catalog import build_served_catalog
 from converter.catalog.served import NO_CONTEXT, CallContext, ServedCatalog
-from converter.config import AuthSettings, RedisSettings, Settings
+from converter.config import AuthSettings, RedisSettings, ServerSettings, Settings
 from converter.config.checks import resource_warnings
 from converter.credentials.stats import combined_stats
 from converter.invoke.result import error_result
@@ -150,14 +150,7 @@ def create_app(settings: Settings, *, catalog: ServedCatalog | None = None, upst
                                 credential_stats=(lambda: combined_stats(credentials)) if credentials else None)
     server = build_server(catalog, telemetry=telemetry, page_size=settings.server.page_size)
     host = settings.server.host
-    security = None
-    if host in _LOOPBACK:
-        # DNS-rebinding protection for a loopback listener (the SDK does the same by default).
-        security = TransportSecuritySettings(
-            enable_dns_rebinding_protection=True,
-            allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"],
-            allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
-        )
+    security = transport_security(settings.server)
     json_response = settings.server.json_response
     if catalog.passthrough is not None and "json_response" not in settings.server.model_fields_set:
         json_response = False  # SSE answers, so an upstream's progress reaches the client during a call
@@ -213,7 +206,9 @@ def create_app(settings: Settings, *, catalog: ServedCatalog | None = None, upst
     guarded: list[str] = []
     if settings.telemetry.dashboard:
         routes += dashboard_routes(settings.telemetry.dashboard_path, telemetry.recent, policy=catalog.policy,
-                                   admin_scopes=settings.telemetry.dashboard_scopes, loopback=host in _LOOPBACK)
+                                   admin_scopes=settings.telemetry.dashboard_scopes,
+                                   loopback=host in _LOOPBACK or bool(settings.server.allowed_hosts),
+                                   allowed_hosts=settings.server.allowed_hosts)
         guarded.append(data_path_of(settings.telemetry.dashboard_path))
     app = Starlette(routes=[*routes, Mount("/", app=mcp_asgi)], lifespan=lifespan)
     app.state.catalog = catalog
@@ -236,6 +231,21 @@ def create_app(settings: Settings, *, catalog: ServedCatalog | None = None, upst
     app.add_middleware(TelemetryLayer, sink=telemetry.fanout, mcp_path=settings.server.path,
                        metrics=telemetry.metrics)
     return app
+
+
+def transport_security(server: ServerSettings) -> TransportSecuritySettings | None:
+    """The DNS-rebinding check: on a loopback listener (as the SDK does), and wherever
+    `server.allowed_hosts` is set (behind a proxy that passes its own Host), with those added."""
+    if server.host not in _LOOPBACK and not server.allowed_hosts:
+        return None
+    hosts: list[str] = []
+    origins: list[str] = []
+    if server.host in _LOOPBACK:
+        hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"]
+        origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True,
+                                     allowed_hosts=[*hosts, *server.allowed_hosts],
+                                     allowed_origins=[*origins, *server.allowed_origins])
 
 
 def build_verifier(auth: AuthSettings, *, transport: Any = None, redis: RedisSettings | None = None) -> TokenVerifier:

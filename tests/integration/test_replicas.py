@@ -30,6 +30,7 @@ upstream: {{url: "{mock}"}}
 server:
   session_keys: ["${{SESSION_KEY}}"]
   json_response: {json_response}
+  allowed_hosts: [replicas]   # the Host nginx sends when it does not pass the client's (its upstream's name)
 telemetry: {{access_log: "off"}}
 """
 
@@ -120,3 +121,14 @@ async def test_sse_answers_keep_the_session_across_replicas(
             replica.process.stop()
 
 
+
+
+async def test_a_proxy_that_sends_its_own_host_is_served_once_allowed(
+        cluster: tuple[Nginx, list[Replica]], start_nginx: Callable[..., Nginx]) -> None:
+    """nginx's default `Host` is the upstream block's name: 421 from a loopback listener unless allowed."""
+    _, replicas = cluster
+    own_host = start_nginx([r.port for r in replicas], pass_host=False)
+    try:
+        assert await many_calls(f"{own_host.url}/mcp", 6) == 6
+    finally:
+        own_host.process.stop()
