@@ -25,15 +25,21 @@ def healthz(catalog: ServedCatalog) -> Endpoint:
     return endpoint
 
 
-def readyz(catalog: ServedCatalog) -> Endpoint:
-    """503 until every upstream answers HTTP at all (any status counts: it is reachable)."""
+def readyz(catalog: ServedCatalog, *, reload_state: Callable[[], dict[str, Any]] | None = None) -> Endpoint:
+    """503 until every upstream answers HTTP at all (any status counts: it is reachable).
+
+    `reload_state`: the last live reload (converter.catalog.reload), shown under `reload` as it
+    is now. A failed reload does not make the server unready: the previous catalog still serves.
+    """
     cached: dict[str, Any] = {"at": float("-inf"), "body": None}
 
     async def endpoint(request: Request) -> Response:
         if time.monotonic() - cached["at"] > READY_CACHE_SECONDS:
             cached["body"] = await _probe(catalog)
             cached["at"] = time.monotonic()
-        body = cached["body"]
+        body = {**cached["body"], "tools": len(catalog.tool_names)}  # the tools served now
+        if reload_state is not None:
+            body = {**body, "reload": reload_state()}
         return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)
 
     return endpoint

@@ -38,6 +38,7 @@ class ListCache:
         self._cache: dict[tuple[str, tuple[str, ...] | None], Any] = {}
         self._tools: dict[str, dict[str, Any]] | None = None
         self._pager = Pager(page_size)
+        self._generation = catalog.generation
 
     def wire_tools(self, names: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
         if self._tools is None:
@@ -48,6 +49,10 @@ class ListCache:
         if ctx.method != "tools/list":
             return await call_next(ctx)
         cursor = (ctx.params or {}).get("cursor")
+        if self._catalog.generation != self._generation:  # a reload replaced the catalog
+            self._cache.clear()
+            self._tools = None
+            self._generation = self._catalog.generation
         if self._catalog.list_can_change:  # a proxied list changes: the SDK shapes it
             return self._pager.page(await call_next(ctx), "tools", cursor)
         visible = await self._catalog.visible_tools(principal_of(ctx))

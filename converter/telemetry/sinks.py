@@ -96,6 +96,11 @@ class Metrics:
         self.connections_closed = Counter("openapi_mcp_connections_closed",
                                           "HTTP connections refused or closed by a limit, by reason", ["reason"],
                                           registry=r)
+        # Live reloads (converter.catalog.reload): both results are shown from the start, at 0.
+        self.reloads = Counter("openapi_mcp_reload", "Live reloads of the config and specs, by result",
+                               ["result"], registry=r)
+        for result in ("ok", "error"):
+            self.reloads.labels(result)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         if cache_stats is not None:
             r.register(_CacheCollector(cache_stats))
