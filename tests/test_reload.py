@@ -332,3 +332,90 @@ async def test_readyz_and_the_metric_show_each_reload(tmp_path: Path) -> None:
     assert ready["reload"]["reloads"] == 2
     assert 'openapi_mcp_reload_total{result="ok"} 1.0' in metrics
     assert 'openapi_mcp_reload_total{result="error"} 1.0' in metrics
+
+
+async def test_with_several_sources_an_unchanged_one_keeps_its_pool(tmp_path: Path) -> None:
+    def sources(*second: dict[str, Any]) -> dict[str, Any]:
+        return {"cache": False, "sources": [
+            {"prefix": "a_", "tools": [PING], "upstream": {"url": "http://a.test"}},
+            {"prefix": "b_", "tools": [PING, *second], "upstream": {"url": "http://b.test", "timeout": 9}}]}
+
+    upstream = Upstream()
+    path, live, reloader = await served(tmp_path, sources(), upstream)
+    async with live:
+        first, second = (source.upstream for source in live.current.sources)  # type: ignore[union-attr]
+        write(Path(path), {**sources(PONG), "sources": [
+            sources()["sources"][0], {**sources(PONG)["sources"][1], "upstream": {"url": "http://b.test"}}]})
+        assert await reloader.reload("test")
+        kept, made = (source.upstream for source in live.current.sources)  # type: ignore[union-attr]
+        assert sorted(live.tool_names) == ["a_ping", "b_ping", "b_pong"]
+        assert kept is first and made is not second
+        assert not (await live.call_tool("b_pong", {})).is_error
+
+
+def test_the_mcp_servers_fronted_need_a_restart_and_the_rest_is_applied() -> None:
+    running = load_settings(None, spec="x.yaml", upstream_url="http://api.test").model_copy(
+        update={"mcp_upstream": None})
+    from converter.config import McpUpstreamSettings, SourceSettings
+
+    fronted = running.model_copy(update={"sources": [
+        SourceSettings(mcp_upstream=McpUpstreamSettings(url="http://mcp.test/mcp"), prefix="m_")]})
+    wanted = fronted.model_copy(update={"sources": [
+        SourceSettings(spec="y.yaml", prefix="y_"),
+        SourceSettings(mcp_upstream=McpUpstreamSettings(url="http://other.test/mcp"), prefix="m_")]})
+    applied, restart = live_settings(fronted, wanted)
+    assert restart == ["sources[].mcp_upstream"]
+    assert [(e.spec, e.mcp_upstream.url if e.mcp_upstream else None) for e in applied.sources] == [
+        ("y.yaml", None), (None, "http://mcp.test/mcp")]
+    # The same servers in another place among the sources: nothing needs a restart.
+    same = fronted.model_copy(update={"sources": [SourceSettings(spec="y.yaml", prefix="y_"), *fronted.sources]})
+    assert live_settings(fronted, same) == (same, [])
+
+
+async def test_tools_list_answers_from_one_catalog_when_a_reload_lands_in_the_middle(tmp_path: Path) -> None:
+    rules = {"acl": {"rules": [{"features": ["tools"], "operations": ["list", "call"],
+                                "name": {"type": "glob", "pattern": "p*"}}]}}
+    upstream = Upstream()
+    path, live, reloader = await served(tmp_path, config_of(PING, PONG, SLOW, **rules), upstream)
+    visible = live.visible_tools
+    raced = False
+
+    async def racing(principal: Any) -> Any:
+        nonlocal raced
+        found = await visible(principal)
+        if not raced:  # `pong` is gone from the catalog that replaces this one meanwhile
+            raced = True
+            write(Path(path), config_of(PING, SLOW, **rules))
+            assert await reloader.reload("race")
+        return found
+
+    live.visible_tools = racing  # type: ignore[method-assign]
+    async with live, Client(build_server(live)) as client:
+        assert [t.name for t in (await client.list_tools()).tools] == ["ping"]
+    assert raced
+
+
+async def test_a_url_spec_is_polled_through_redirects_within_its_origin_only(tmp_path: Path) -> None:
+    document = {"openapi": "3.0.3", "info": {"title": "t", "version": "1"}, "servers": [{"url": "http://api.test"}],
+                "paths": {"/ping": {"get": {"operationId": "ping", "responses": {"200": {"description": "OK"}}}}}}
+    hops: list[str] = []
+    elsewhere = {"on": False}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        hops.append(str(request.url))
+        if request.url.path == "/api.json":
+            target = "http://internal.test/x" if elsewhere["on"] else "/v2/api.json"
+            return httpx.Response(302, headers={"location": target})
+        return httpx.Response(200, json=document)
+
+    settings = load_settings(None, spec="http://specs.test/api.json")
+    from unittest import mock
+
+    with mock.patch("converter.spec.load._fetch", return_value=json.dumps(document)):
+        live = LiveCatalog(build_served_catalog(settings, transport=Upstream().transport))
+    polls = UrlWatch(Reloader(live, settings, lambda: settings), transport=httpx.MockTransport(handle))
+    assert await polls.changed() == []
+    assert hops == ["http://specs.test/api.json", "http://specs.test/v2/api.json"]
+    elsewhere["on"] = True
+    assert await polls.changed() == []
+    assert hops[2:] == ["http://specs.test/api.json"]  # the other host is never asked

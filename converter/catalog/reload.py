@@ -142,7 +142,11 @@ class Reloader:
                 wanted = await anyio.to_thread.run_sync(self._load)
                 effective, restart = live_settings(self.settings, wanted)
                 built = await anyio.to_thread.run_sync(self._build, effective, old)
-                await self.live.swap(built)
+                try:
+                    await self.live.swap(built)
+                except BaseException:
+                    built.detach()  # it never served: the MCP sources it shares must not report to it
+                    raise
             except ConverterError as exc:
                 return self._failed(trigger, str(exc), len(old.tool_names))
             except Exception as exc:  # a bug of ours: the old catalog keeps serving all the same

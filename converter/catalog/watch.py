@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 from urllib.request import url2pathname
 
 import anyio
@@ -30,6 +30,7 @@ import anyio
 from converter.catalog.catalog import Catalog
 from converter.catalog.dynamic import DynamicCatalog
 from converter.catalog.reload import Reloader
+from converter.spec.load import MAX_REDIRECTS, same_origin
 
 log = logging.getLogger("openapi_mcp")
 
@@ -147,28 +148,46 @@ class UrlWatch:
         if seen is not None and seen.last_modified:
             headers["if-modified-since"] = seen.last_modified
         try:
-            async with client.stream("GET", url, headers=headers) as response:
-                if response.status_code == 304:
-                    self._recovered(url)
-                    return False
-                if response.status_code != 200:
-                    self._failed(url, f"HTTP {response.status_code}")
-                    return False
-                digest = hashlib.sha256()
-                size = 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > _MAX_BYTES:
-                        break  # too large: a reload reports it
-                    digest.update(chunk)
-                now = _Validators(response.headers.get("etag"), response.headers.get("last-modified"),
-                                  digest.hexdigest())
+            target = url
+            for _ in range(MAX_REDIRECTS + 1):
+                async with client.stream("GET", target, headers=headers) as response:
+                    if not response.has_redirect_location:
+                        now = await self._answer(url, response)
+                        break
+                    # Followed as the loader follows them: only within the document's origin (SSRF).
+                    location = urljoin(target, response.headers.get("location", ""))
+                    if not same_origin(location, url):
+                        self._failed(url, f"it redirects to {location!r}, outside its origin")
+                        return False
+                    target = location
+            else:
+                self._failed(url, "too many redirects")
+                return False
         except httpx.HTTPError as exc:
             self._failed(url, f"{type(exc).__name__}: {exc}")
+            return False
+        if now is None:
             return False
         self._recovered(url)
         self._seen[url] = now
         return seen is not None and seen.digest != now.digest
+
+    async def _answer(self, url: str, response: Any) -> _Validators | None:
+        """The validators and content hash of a 200 answer; None for a 304 (unchanged) or a failure."""
+        if response.status_code == 304:
+            self._recovered(url)
+            return None
+        if response.status_code != 200:
+            self._failed(url, f"HTTP {response.status_code}")
+            return None
+        digest = hashlib.sha256()
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > _MAX_BYTES:
+                break  # too large: a reload reports it
+            digest.update(chunk)
+        return _Validators(response.headers.get("etag"), response.headers.get("last-modified"), digest.hexdigest())
 
     def _failed(self, url: str, why: str) -> None:
         if url not in self._failing:  # once per outage, not every interval
@@ -192,21 +211,28 @@ async def watch(reloader: Reloader, *, poll_seconds: float = POLL_SECONDS, url_t
             if not reloader.settings.reload.watch:
                 watching = False
                 continue
-            if not watching:  # turned on by a reload: start from the files as they are
-                watching = True
-                files.rebase(fresh=True)
-                continue
-            moved = files.changed()
-            if moved:
-                await _settle(files, poll_seconds)
-                await reloader.reload(f"file changed: {moved[0]}")
-                files.rebase()
-            if time.monotonic() >= urls.next_at:
-                urls.next_at = time.monotonic() + reloader.settings.reload.interval
-                changed = await urls.changed()
-                if changed:
-                    await reloader.reload(f"URL changed: {changed[0]}")
-                    files.rebase()
+            try:
+                if not watching:  # turned on by a reload: start from the files as they are
+                    watching = True
+                    files.rebase(fresh=True)
+                    continue
+                await _look(reloader, files, urls, poll_seconds)
+            except Exception:  # a bug of ours here must not stop the server (or the next look)
+                log.exception("reload: watching the config and specs failed; trying again")
+
+
+async def _look(reloader: Reloader, files: FileWatch, urls: UrlWatch, poll_seconds: float) -> None:
+    moved = files.changed()
+    if moved:
+        await _settle(files, poll_seconds)
+        await reloader.reload(f"file changed: {moved[0]}")
+        files.rebase()
+    if time.monotonic() >= urls.next_at:
+        urls.next_at = time.monotonic() + reloader.settings.reload.interval
+        changed = await urls.changed()
+        if changed:
+            await reloader.reload(f"URL changed: {changed[0]}")
+            files.rebase()
 
 
 async def _settle(files: FileWatch, poll_seconds: float) -> None:
