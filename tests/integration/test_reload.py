@@ -202,3 +202,49 @@ async def test_sighup_reloads_a_server_without_watch(start_gateway: Callable[...
         assert gateway.readyz()["reload"]["result"] == "ok"
         assert NEW_TOOL in [tool.name for tool in (await client.list_tools()).tools]
     assert "reload (SIGHUP): serving 10 tools (1 added, 0 removed, 0 changed)" in gateway.process.log()
+
+
+async def test_a_reload_in_front_of_an_mcp_server_keeps_its_session_and_applies_new_rules(
+        processes: Processes, node_bin: Path, tmp_path: Path) -> None:
+    """Passthrough: a new `acl:` hides a proxied tool and prompt at once (clients are told), the
+    upstream session is the same one, and a changed MCP server URL is reported as needing a restart."""
+    from tests.integration.test_mcp_upstream import start_everything
+
+    everything = start_everything(processes, "reload-everything")
+    port = _free_port()
+    config = tmp_path / "config.yaml"
+    allow = {"rules": [{"features": ["tools", "prompts", "resources"]}]}
+    base = {"mcp_upstream": everything.url, "server": {"host": "127.0.0.1", "port": port}}
+    write_text(config, json.dumps({**base, "acl": allow}))
+    process = processes.start("reload-passthrough", [_openapi_mcp(), "serve", "--config", str(config)])
+    base_url = f"http://127.0.0.1:{port}"
+    process.wait_ready(f"{base_url}/healthz")
+    heard = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, ToolListChangedNotification):
+            heard.set()
+
+    async with connect(f"{base_url}/mcp", on_message=on_message) as client:
+        tools = [tool.name for tool in (await client.list_tools()).tools]
+        assert "echo" in tools and "simple-prompt" in [p.name for p in (await client.list_prompts()).prompts]
+        hidden = {"rules": [{"features": ["tools"], "name": {"type": "regex", "pattern": "^(?!echo$).*"}},
+                            {"features": ["resources"]}]}
+        write_text(config, json.dumps({**base, "acl": hidden}))
+        os.kill(process.popen.pid, signal.SIGHUP)
+        with anyio.fail_after(20):
+            await heard.wait()
+        assert [tool.name for tool in (await client.list_tools()).tools] == [t for t in tools if t != "echo"]
+        assert (await client.list_prompts()).prompts == []
+        assert not (await client.call_tool("get-sum", {"a": 1, "b": 2})).is_error
+
+        write_text(config, json.dumps({**base, "mcp_upstream": everything.url + "?other", "acl": hidden}))
+        os.kill(process.popen.pid, signal.SIGHUP)
+        await wait_for("the second reload", lambda: httpx.get(f"{base_url}/readyz", trust_env=False).json()
+                       ["reload"]["reloads"] == 2)
+        ready = httpx.get(f"{base_url}/readyz", trust_env=False).json()
+        assert ready["reload"]["restart_needed"] == ["mcp_upstream"], ready
+        assert not (await client.call_tool("get-sum", {"a": 1, "b": 2})).is_error
+    log = process.log()
+    assert log.count(": connected (") == 1, log  # one upstream session throughout
+    assert "Traceback" not in log, log
