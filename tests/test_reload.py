@@ -419,3 +419,26 @@ async def test_a_url_spec_is_polled_through_redirects_within_its_origin_only(tmp
     elsewhere["on"] = True
     assert await polls.changed() == []
     assert hops[2:] == ["http://specs.test/api.json"]  # the other host is never asked
+
+
+async def test_unchanged_credentials_and_limits_keep_their_tokens_and_counters(tmp_path: Path) -> None:
+    token = {"token_endpoint": "http://as.test/token", "client_id": "gw", "client_secret": "s"}
+    limits = [{"tools": ["*"], "per": "subject", "requests": 600, "window": 60}]
+
+    def config(*tools: dict[str, Any], secret: str = "s") -> dict[str, Any]:
+        return {**config_of(*tools), "limits": limits, "upstream": {
+            "url": "http://api.test", "auth": {"client_credentials": {**token, "client_secret": secret}}}}
+
+    upstream = Upstream()
+    path, live, reloader = await served(tmp_path, config(PING), upstream)
+    async with live:
+        old = live.current
+        write(Path(path), config(PING, PONG))
+        assert await reloader.reload("test")
+        new = live.current
+        assert new.sources[0].credentials is old.sources[0].credentials  # type: ignore[union-attr]
+        assert new.limiter is old.limiter
+        write(Path(path), config(PING, PONG, secret="rotated"))  # a secret is a setting too
+        assert await reloader.reload("test")
+        assert live.current.sources[0].credentials is not old.sources[0].credentials  # type: ignore[union-attr]
+        assert sorted(reloader.live.current.parts.kept) == ["rate limiter", "upstream client"]
