@@ -248,3 +248,29 @@ async def test_a_reload_in_front_of_an_mcp_server_keeps_its_session_and_applies_
     log = process.log()
     assert log.count(": connected (") == 1, log  # one upstream session throughout
     assert "Traceback" not in log, log
+
+
+async def test_over_stdio_a_watched_spec_is_reloaded_and_the_client_told(mock_api_url: str, tmp_path: Path) -> None:
+    from mcp import StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    spec = tmp_path / "api.yaml"
+    write_spec(spec, with_new_tool=False)
+    params = StdioServerParameters(command=_openapi_mcp(), args=[
+        "serve", str(spec), "--transport", "stdio", "--upstream", mock_api_url, "--watch", "--no-cache"])
+    heard = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, ToolListChangedNotification):
+            heard.set()
+
+    log_path = tmp_path / "stdio.log"
+    with log_path.open("w") as errlog:
+        async with Client(stdio_client(params, errlog=errlog), mode="legacy", message_handler=on_message) as client:
+            assert NEW_TOOL not in [tool.name for tool in (await client.list_tools()).tools]
+            write_spec(spec, with_new_tool=True)
+            with anyio.fail_after(20):
+                await heard.wait()
+            assert NEW_TOOL in [tool.name for tool in (await client.list_tools()).tools]
+            assert not (await client.call_tool(NEW_TOOL, {})).is_error
+    assert "reload (file changed: " in log_path.read_text()
