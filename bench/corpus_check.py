@@ -1,4 +1,4 @@
-"""What makes a tool list valid, for the corpus benchmark and tests/test_corpus.py.
+"""What makes a tool list valid, for the corpus benchmark and tests/integration/test_corpus.py.
 
 A tool name is valid when it matches `^[A-Za-z0-9_-]{1,64}$` and no other tool of the same spec
 has it. A tool schema (input or output) is valid when:

@@ -338,11 +338,19 @@ async def test_introspection_is_cached_and_shared_by_concurrent_requests(tmp_pat
 
 
 async def test_introspection_cache_never_outlives_the_token(tmp_path, fake_as) -> None:
+    now = [float(int(time.time()))]  # one clock for the token's exp and the cache's expiry
+
+    def clock() -> float:
+        return now[0]
+
     verifier = IntrospectionVerifier(auth_settings(tmp_path, leeway=0).auth,
-                                     transport=httpx.MockTransport(fake_as.handler))
-    token = fake_as.add("short", exp=int(time.time()) + 1)
+                                     transport=httpx.MockTransport(fake_as.handler), clock=clock, monotonic=clock)
+    token = fake_as.add("short", exp=int(now[0]) + 1)  # cache_ttl is longer: the exp must bound it
     await verifier.verify(token)
-    await anyio.sleep(1.2)
+    now[0] += 0.5
+    await verifier.verify(token)
+    assert fake_as.calls == 1  # still cached
+    now[0] += 0.7
     fake_as.tokens[token]["active"] = False
     with pytest.raises(InvalidTokenError):
         await verifier.verify(token)

@@ -163,24 +163,3 @@ def test_no_cache_flag_and_config_key(tmp_path: Path, cache_dir: Path, monkeypat
     assert os.stat(cache_dir).st_mode & 0o077 == 0
 
 
-def test_a_warm_start_skips_the_converter_and_unused_libraries(tmp_path: Path, cache_dir: Path) -> None:
-    """What a server started from the cache imports: not the converter, not the HTTP client
-    (first call), not python-jsonschema (first bad argument), not YAML or JOSE (not configured)."""
-    import subprocess
-    import sys
-
-    spec = _write(tmp_path / "api.json", {"/a": _get("getA")})
-    code = f"""
-import sys
-from converter.config import load_settings
-from converter.server.app import create_app
-settings = load_settings(None, spec={str(spec)!r}, upstream_url="http://127.0.0.1:9")
-create_app(settings)
-print(sorted(m for m in ("converter.spec.convert", "aiohttp", "httpx", "jsonschema", "yaml", "joserfc", "regex")
-             if m in sys.modules))
-"""
-    env = {**os.environ, "OPENAPI_MCP_CACHE_DIR": str(cache_dir)}
-    cold = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
-    warm = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
-    assert "converter.spec.convert" in cold
-    assert warm.strip() == "[]"

@@ -121,3 +121,35 @@ def test_the_check_sees_a_cycle_and_a_wrong_way_import(tmp_path: Path, monkeypat
     assert edges["converter.tools"] == {"converter.server.app"}
     assert edges["converter.server.app"] == {"converter.tools"}
     assert layer_of("converter.server.app") > layer_of("converter.tools")
+
+
+# -- the tests' own layout: tests/*.py are unit tests, tests/integration/ starts processes ---------
+
+TESTS = ROOT.parent / "tests"
+PROCESS_MODULES = {"subprocess", "multiprocessing"}
+
+
+def process_markers(path: Path) -> list[str]:
+    """What in test file `path` needs more than this interpreter: a process module, the npm peers."""
+    tree = ast.parse(path.read_text())
+    found = [f"imports {alias.name}" for node in ast.walk(tree) if isinstance(node, ast.Import)
+             for alias in node.names if alias.name.split(".")[0] in PROCESS_MODULES]
+    found += [f"imports from {node.module}" for node in ast.walk(tree)
+              if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in PROCESS_MODULES]
+    found += [f"names {node.value!r}" for node in ast.walk(tree)
+              if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value == "node_modules"]
+    return found
+
+
+def test_unit_test_files_start_no_processes_and_need_no_npm_packages() -> None:
+    """`pytest tests/*.py` runs on a bare venv in seconds; what needs processes or tests/node lives
+    in tests/integration/ (test_environment reads the npm lock file, this file plants the markers)."""
+    wrong = {path.name: markers for path in sorted(TESTS.glob("test_*.py"))
+             if path.name not in ("test_environment.py", "test_layout.py") and (markers := process_markers(path))}
+    assert wrong == {}
+
+
+def test_the_test_layout_check_can_fail(tmp_path: Path) -> None:
+    planted = tmp_path / "test_planted.py"
+    planted.write_text('import subprocess\nfrom multiprocessing import Pool\nX = Path("node_modules")\n')
+    assert process_markers(planted) == ["imports subprocess", "imports from multiprocessing", "names 'node_modules'"]

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import struct
-import subprocess
-import sys
-import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -33,11 +29,6 @@ def client_for(app: Starlette) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # --- the documents --------------------------------------------------------------------------
@@ -461,6 +452,24 @@ async def test_request_log_shows_what_arrived_and_reset_restores_everything() ->
     assert reset.json() == {"reset": True}
     assert after == []
     assert [o["id"] for o in orders] == ["o1001", "o1002", "o1003"]
+
+
+@pytest.mark.anyio
+async def test_refuse_answers_the_next_requests_401_and_records_them() -> None:
+    async with client_for(create_app()) as client:
+        assert (await client.post("/__mock/refuse", json={"count": 2})).json() == {"refusals": 2}
+        first = await client.get("/marketplace/users/u1")
+        second = await client.get("/marketplace/users/u1")
+        third = await client.get("/marketplace/users/u1")
+        assert (await client.post("/__mock/refuse", json={"count": "x"})).status_code == 400
+        log = (await client.get("/__mock/requests")).json()
+        await client.post("/__mock/refuse", json={"count": 1})
+        await client.post("/__mock/reset")
+        after_reset = await client.get("/marketplace/users/u1")
+    assert (first.status_code, second.status_code, third.status_code) == (401, 401, 200)
+    assert first.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    assert [entry["status"] for entry in log] == [401, 401, 200]
+    assert after_reset.status_code == 200
 
 
 @pytest.mark.anyio
@@ -951,61 +960,10 @@ def _request(method: str, path: str, query: str) -> Any:
 # --- python -m mock_api ---------------------------------------------------------------------
 
 
-def test_module_serves_the_marketplace_on_the_given_port() -> None:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mock_api", "--port", str(port), "--log-level", "warning"],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, "python -m mock_api exited early"
-                assert time.monotonic() < deadline, "python -m mock_api did not start listening"
-                time.sleep(0.05)
-        assert response.json() == {"name": "Sample Users API"}
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
-def test_module_reports_a_busy_port_in_one_line_and_exits_2() -> None:
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        result = subprocess.run(
-            [sys.executable, "-m", "mock_api", "--port", str(port)],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    assert result.returncode == 2
-    assert result.stderr == f"mock_api: cannot listen on 127.0.0.1:{port}: address already in use\n"
-    assert result.stdout == ""
 
 
-def test_module_reports_an_unreadable_spec_in_one_line_and_exits_2(tmp_path: Path) -> None:
-    missing = tmp_path / "missing.yaml"
-    result = subprocess.run(
-        [sys.executable, "-m", "mock_api", "--spec", str(missing), "--port", "0"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode == 2
-    assert result.stderr == (
-        f"mock_api: {missing}: cannot read the OpenAPI document: "
-        f"[Errno 2] No such file or directory: '{missing}'\n"
-    )
 
 
 @pytest.mark.anyio

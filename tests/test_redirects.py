@@ -11,8 +11,6 @@ fetches and the MCP upstream are checked in tests/integration/test_outbound_redi
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -21,6 +19,7 @@ import httpx
 import pytest
 
 from converter.catalog import build_catalog
+from converter.cli import main
 from converter.config import load_settings
 from converter.errors import SpecError
 from converter.spec import load_spec
@@ -146,12 +145,13 @@ def test_a_spec_url_that_redirects_within_its_origin_is_read(home: RawServer) ->
     assert _parameters(load_spec(f"{home.url}/openapi.json")) == {"r0": ["p"], "listThings": []}
 
 
-def test_the_cli_names_the_refused_redirect_in_one_line(home: RawServer, other: RawServer) -> None:
+def test_the_cli_names_the_refused_redirect_in_one_line(home: RawServer, other: RawServer,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
     home.routes["/openapi.json"] = redirect(301, f"{other.url}/spec.json")
-    done = subprocess.run([sys.executable, "-m", "converter", "tools", f"{home.url}/openapi.json"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=30)
-    assert (done.returncode, done.stdout) == (2, "")
-    assert done.stderr == (f"openapi-mcp: error: {home.url}/openapi.json: redirects to '{other.url}/spec.json', "
+    assert main(["tools", f"{home.url}/openapi.json"]) == 2
+    done = capsys.readouterr()
+    assert done.out == ""
+    assert done.err == (f"openapi-mcp: error: {home.url}/openapi.json: redirects to '{other.url}/spec.json', "
                            f"outside its origin {home.url}; only redirects within the origin are followed\n")
     assert other.requests == []
 

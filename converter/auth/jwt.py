@@ -16,15 +16,9 @@ import httpx
 from joserfc import errors as jose_errors
 from joserfc import jwk, jwt
 
+from converter.auth.claims import Clock, principal_from_claims
 from converter.auth.introspection import CachingVerifier, token_key
-from converter.auth.principal import (
-    AuthServerUnavailableError,
-    InvalidTokenError,
-    Principal,
-    audience_matches,
-    checked_times,
-    scopes_of,
-)
+from converter.auth.principal import AuthServerUnavailableError, InvalidTokenError, Principal
 from converter.config import AuthSettings
 
 log = logging.getLogger("openapi_mcp.auth")
@@ -33,9 +27,10 @@ log = logging.getLogger("openapi_mcp.auth")
 class JWTVerifier(CachingVerifier):
     """Verifies JWT access tokens (RFC 9068, Keycloak's `typ: JWT` too) with a cached JWKS."""
 
-    def __init__(self, settings: AuthSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, settings: AuthSettings, *, transport: httpx.AsyncBaseTransport | None = None,
+                 clock: Clock = time.time, monotonic: Clock = time.monotonic) -> None:
         assert settings.jwks_uri is not None
-        super().__init__(settings, transport=transport)
+        super().__init__(settings, transport=transport, clock=clock, monotonic=monotonic)
         self._keys: jwk.KeySet | None = None
         self._last_refetch = float("-inf")  # of refetches caused by an unknown kid
         self._lock = asyncio.Lock()
@@ -52,13 +47,13 @@ class JWTVerifier(CachingVerifier):
         key = token_key(token)
         cached = self._cache.get(key)
         if isinstance(cached, Principal):
-            if cached.expires_at is not None and cached.expires_at + self._settings.leeway < time.time():
+            if cached.expires_at is not None and cached.expires_at + self._settings.leeway < self._clock():
                 raise InvalidTokenError("The access token has expired")
             return cached
         principal = await self._verify(token)
         # A verified token is reused until it expires (capped by cache_ttl): no RSA check per request,
         # and one Principal per token, which per-caller caches (access-rule decisions) key on.
-        ttl = min(self._settings.cache_ttl, (principal.expires_at or 0) - time.time())
+        ttl = min(self._settings.cache_ttl, (principal.expires_at or 0) - self._clock())
         self._cache.put(key, principal, ttl)
         return principal
 
@@ -72,7 +67,7 @@ class JWTVerifier(CachingVerifier):
                 decoded = self._decode(token, keys)
             except jose_errors.InvalidKeyIdError as exc:
                 raise InvalidTokenError("The access token is signed with an unknown key") from exc
-        return self._principal(decoded.claims)
+        return principal_from_claims(decoded.claims, self._settings, self_contained=True, clock=self._clock)
 
     def _decode(self, token: str, keys: jwk.KeySet) -> Any:
         try:
@@ -85,33 +80,6 @@ class JWTVerifier(CachingVerifier):
             raise InvalidTokenError("The access token's signature is invalid") from exc
         except (jose_errors.JoseError, ValueError, TypeError, KeyError) as exc:
             raise InvalidTokenError("The access token is not a valid JWT") from exc
-
-    def _principal(self, claims: dict[str, Any]) -> Principal:
-        settings = self._settings
-        now = time.time()
-        exp, nbf = checked_times(claims)
-        if exp is None:
-            raise InvalidTokenError("The access token has no expiry")
-        if exp + settings.leeway < now:
-            raise InvalidTokenError("The access token has expired")
-        if nbf is not None and nbf - settings.leeway > now:
-            raise InvalidTokenError("The access token is not valid yet")
-        if claims.get("iss") != settings.expected_issuer:
-            raise InvalidTokenError("The access token was issued by another authorization server")
-        if not settings.insecure_relaxed_audience_validation and not audience_matches(
-            claims.get("aud"), settings.resource
-        ):
-            raise InvalidTokenError("The access token was not issued for this resource (audience)")
-        client_id = claims.get("client_id") or claims.get("azp")
-        return Principal(
-            subject=claims.get("sub") if isinstance(claims.get("sub"), str) else None,
-            client_id=client_id if isinstance(client_id, str) else None,
-            issuer=claims["iss"],
-            scopes=scopes_of(claims),
-            claims=claims,
-            expires_at=exp,
-            is_authenticated=True,
-        )
 
     async def _refresh(self, *, initial: bool) -> jwk.KeySet:
         asked = time.monotonic()

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl
 from weakref import WeakKeyDictionary
 
@@ -38,6 +38,9 @@ from converter.config import AuthSettings
 from converter.policy import Policy
 from converter.telemetry.record import RECORD_KEY
 
+if TYPE_CHECKING:
+    from converter.auth.introspection import TokenCache
+
 log = logging.getLogger("openapi_mcp.auth")
 
 PRINCIPAL_KEY = "openapi_mcp.principal"
@@ -51,8 +54,13 @@ _PARSE_ERROR = json.dumps({"jsonrpc": "2.0", "id": None, "error": {
 
 
 class TokenVerifier(Protocol):
+    """What the auth layer needs of a verifier (introspection or JWT): a verdict per token, a
+    cache whose hit and miss counts /metrics shows, and a way to close its client."""
+
     async def verify(self, token: str) -> Principal: ...
     async def aclose(self) -> None: ...
+    @property
+    def cache(self) -> TokenCache: ...
 
 
 class AuthLayer:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import anyio
@@ -31,6 +30,7 @@ from mcp.types import JSONRPCNotification
 
 from converter.config import McpUpstreamSettings
 from converter.errors import UpstreamError
+from converter.passthrough.link import Link, declared_callbacks, is_link_failure, short_reason
 from converter.passthrough.transport import DirectCalls, LinkError, SessionGoneError, SessionTransport, tapped
 from converter.passthrough.transport import NotificationRelay as NotificationRelay
 from converter.passthrough.transport import ProgressRelay as ProgressRelay
@@ -54,11 +54,6 @@ _CHANGED: Final[dict[type[Any], str]] = {
     types.ResourceListChangedNotification: "resources",
 }
 RETRY_WAIT_SECONDS: Final = 5.0  # how long a request refused with a stale session waits for the new one
-# What a lost or refused link raises while connecting or watching: logged in one line, then reconnect.
-# Anything else is a bug of ours and is logged with its traceback (then reconnect all the same).
-_LINK_FAILURES: Final = (OSError, TimeoutError, MCPError, httpx2.HTTPError, LinkError, anyio.BrokenResourceError,
-                         anyio.ClosedResourceError, anyio.EndOfStream)
-
 ChangeListener = Callable[["MCPUpstreamSource", frozenset[str]], Awaitable[None]]
 TaskStatusListener = Callable[["MCPUpstreamSource", dict[str, Any]], Awaitable[None]]
 
@@ -87,7 +82,7 @@ class MCPUpstreamSource:
         self.task_listeners: list[TaskStatusListener] = []  # notifications/tasks/status (2025-11-25)
         self._subscribed: set[str] = set()  # resource URIs subscribed upstream (again after a reconnect)
         self._client: Client | None = None
-        self._link: _Link | None = None  # set with _client: the direct calls on its session
+        self._link: Link | None = None  # set with _client: the direct calls on its session
         self.task_support: dict[str, str] = {}  # served tool name -> the upstream's execution.taskSupport
         self._dirty: set[str] = set()
         self._suspect = False
@@ -136,11 +131,11 @@ class MCPUpstreamSource:
             except Exception as exc:  # any failure of the link means: reconnect
                 what = "connection lost" if self._linked else "cannot connect"
                 wait = BACKOFF_START if self._linked else delay
-                if _is_link_failure(exc):
-                    log.warning("%s: %s (%s); reconnecting in %.1f s", self.describe(), what, _reason(exc), wait)
+                if is_link_failure(exc):
+                    log.warning("%s: %s (%s); reconnecting in %.1f s", self.describe(), what, short_reason(exc), wait)
                 else:  # not the network: a bug of ours, which reconnecting will not fix; show where it is
                     log.error("%s: %s through an unexpected error (%s); reconnecting in %.1f s", self.describe(),
-                              what, _reason(exc), wait, exc_info=exc)
+                              what, short_reason(exc), wait, exc_info=exc)
             finally:
                 self._set_client(None)
                 self._first.set()
@@ -162,7 +157,7 @@ class MCPUpstreamSource:
                 tapped(streamable_http_client(self.url, http_client=http), self._look), mode="legacy", cache=None,
                 read_timeout_seconds=self.timeout, message_handler=self._on_message,
                 client_info=types.Implementation(name="openapi-mcp", version=__version__),
-                **_declared(self.relay)))
+                **declared_callbacks(self.relay)))
             await self._watch(client, transport, direct)
 
     async def _watch(self, client: Client, transport: SessionTransport, direct: DirectCalls) -> None:
@@ -170,7 +165,7 @@ class MCPUpstreamSource:
         self.capabilities = client.server_capabilities
         self._dirty, self._suspect = set(), False
         await self._refresh(client, set(KINDS))
-        self._set_client(client, _Link(direct, transport.session_id, client.protocol_version))
+        self._set_client(client, Link(direct, transport.session_id, client.protocol_version))
         self._linked = True
         self._first.set()
         for uri in sorted(self._subscribed):  # a new upstream session knows none of them
@@ -194,7 +189,7 @@ class MCPUpstreamSource:
                 with anyio.fail_after(self.timeout):
                     await client.session.send_request(types.PingRequest(), types.EmptyResult)
 
-    def _set_client(self, client: Client | None, link: _Link | None = None) -> None:
+    def _set_client(self, client: Client | None, link: Link | None = None) -> None:
         if client is not self._client:
             self._client, self._link = client, link
             self._link_changed.set()
@@ -330,7 +325,7 @@ class MCPUpstreamSource:
         upstream_name = self.upstream_name(name)
         relay = ask if self.relay else None
         if self.task_support.get(name) == "required":
-            async def bridged(link: _Link) -> dict[str, Any]:
+            async def bridged(link: Link) -> dict[str, Any]:
                 created = await link.request("tools/call", {"name": upstream_name, "arguments": dict(arguments or {}),
                                                             "task": {}}, progress=progress, headers=headers)
                 task_id = types.CreateTaskResult.model_validate(created, by_name=False).task.task_id
@@ -378,7 +373,7 @@ class MCPUpstreamSource:
         result = await self._request("completion/complete", lambda link: link.request("completion/complete", params))
         return types.CompleteResult.model_validate(result, by_name=False)
 
-    async def _request(self, method: str, send: Callable[[_Link], Awaitable[_T]], *, retry: bool = True) -> _T:
+    async def _request(self, method: str, send: Callable[[Link], Awaitable[_T]], *, retry: bool = True) -> _T:
         link = self._link
         if link is None:
             raise UpstreamError(f"{self.describe()} is not connected (reconnecting); try again shortly",
@@ -400,27 +395,12 @@ class MCPUpstreamSource:
                                 "(it restarted); reconnecting", method=method, url=self.url) from exc
         except LinkError as exc:
             self._flag()
-            raise UpstreamError(f"{self.describe()}: {method} failed ({_reason(exc)}); reconnecting",
+            raise UpstreamError(f"{self.describe()}: {method} failed ({short_reason(exc)}); reconnecting",
                                 method=method, url=self.url) from exc
         except TimeoutError as exc:
             self._flag()
             raise UpstreamError(f"{self.describe()} did not answer {method} within {self.timeout:g} s",
                                 method=method, url=self.url) from exc
-
-
-@dataclass(frozen=True, slots=True)
-class _Link:
-    """The direct calls on one connected upstream session."""
-
-    calls: DirectCalls
-    session_id: str | None
-    version: str
-
-    def request(self, method: str, params: dict[str, Any], *, headers: Mapping[str, str] | None = None,
-                progress: ProgressRelay | None = None, ask: RequestRelay | None = None,
-                notify: NotificationRelay | None = None) -> Awaitable[dict[str, Any]]:
-        return self.calls.request(self.session_id, self.version, method, params, progress=progress,
-                                  extra_headers=headers, ask=ask, notify=notify)
 
 
 def _served_tool(tool: types.Tool, prefix: str) -> types.Tool:
@@ -443,31 +423,3 @@ def _without_task_meta(result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _is_link_failure(exc: BaseException) -> bool:
-    """A lost, refused or broken link (worth one log line), as opposed to a bug of ours."""
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_is_link_failure(inner) for inner in exc.exceptions)
-    return isinstance(exc, _LINK_FAILURES)
-
-
-def _reason(exc: BaseException) -> str:
-    """One short line for a log: the innermost cause of an exception group."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0][:200]
-
-
-def _declared(relay: frozenset[str]) -> dict[str, Any]:
-    """Client callbacks that make the SDK declare the relayed capabilities to the upstream.
-
-    Requests that arrive during a direct call are passed to the caller (DirectCalls); these
-    callbacks only see the rest (outside a call, on the GET stream), which have no caller to go to.
-    """
-
-    async def unrouted(context: Any, params: Any = None) -> types.ErrorData:
-        return types.ErrorData(code=types.INVALID_REQUEST,
-                               message="openapi-mcp passes this request on only during a tools/call")
-
-    names = {"sampling": "sampling_callback", "elicitation": "elicitation_callback", "roots": "list_roots_callback"}
-    return {names[kind]: unrouted for kind in relay}

@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import mcp.types as types
 from mcp.server import Server, ServerRequestContext
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from starlette.applications import Starlette
@@ -34,7 +35,7 @@ from converter.catalog.live import LiveCatalog
 from converter.catalog.reload import Reloader
 from converter.catalog.served import NO_CONTEXT, CallContext, ServedCatalog
 from converter.catalog.watch import watch
-from converter.config import AuthSettings, Settings
+from converter.config import AuthSettings, RedisSettings, ServerSettings, Settings
 from converter.config.checks import resource_warnings
 from converter.credentials.stats import combined_stats
 from converter.invoke.result import error_result
@@ -50,6 +51,7 @@ from converter.server.health import healthz, metrics_endpoint, readyz
 from converter.server.limits import RequestLimits
 from converter.server.list_cache import EMPTY_LIST, ENVELOPE_ONLY, ListCache
 from converter.server.sessions import with_session_limits
+from converter.server.shared_sessions import SharedSessionManager, build_session_manager
 from converter.telemetry import McpTelemetry, TelemetryLayer
 from converter.telemetry.setup import Telemetry, build_telemetry
 from converter.telemetry.sinks import Metrics
@@ -158,8 +160,8 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
     if not isinstance(catalog, LiveCatalog):
         catalog = LiveCatalog(catalog or build_served_catalog(settings, transport=upstream_transport))
     live = catalog
-    verifier = build_verifier(settings.auth, transport=auth_transport) if settings.auth else None
-    cache = getattr(verifier, "cache", None)
+    verifier = build_verifier(settings.auth, transport=auth_transport, redis=settings.redis) if settings.auth else None
+    cache = verifier.cache if verifier is not None else None
     telemetry = build_telemetry(settings.telemetry, live.tool_names,
                                 cache_stats=(lambda: (cache.hits, cache.misses)) if cache is not None else None,
                                 credential_stats=lambda: combined_stats(live.upstream_credentials))
@@ -170,27 +172,22 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
                             on_result=(lambda result: metrics.reloads.labels(result).inc()) if metrics else None)
     server = build_server(live, telemetry=telemetry, page_size=settings.server.page_size)
     host = settings.server.host
-    security = None
-    if host in _LOOPBACK:
-        # DNS-rebinding protection for a loopback listener (the SDK does the same by default).
-        security = TransportSecuritySettings(
-            enable_dns_rebinding_protection=True,
-            allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"],
-            allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
-        )
+    security = transport_security(settings.server)
     json_response = settings.server.json_response
     if live.passthrough is not None and "json_response" not in settings.server.model_fields_set:
         json_response = False  # SSE answers, so an upstream's progress reaches the client during a call
-    mcp_app = server.streamable_http_app(
-        streamable_http_path=settings.server.path,
-        json_response=json_response,
-        stateless_http=settings.server.stateless,
-        transport_security=security,
-        host=host,
-        max_sessions=settings.server.max_sessions,
-        session_idle_timeout=settings.server.session_idle_timeout,
-    )
-    mcp_asgi = with_session_limits(mcp_app, server.session_manager, settings.server, telemetry.metrics)
+    ended = None
+    if settings.redis is not None and settings.server.session_keys and not settings.server.stateless:
+        from converter.server.ended_sessions import RedisEndedSessions
+
+        ended = RedisEndedSessions.from_url(settings.redis.url.get_secret_value(),
+                                            key_prefix=settings.redis.key_prefix, timeout=settings.redis.timeout)
+    manager = build_session_manager(server, settings.server, json_response=json_response, security=security,
+                                    ended=ended)
+    if isinstance(manager, SharedSessionManager) and telemetry.metrics is not None:
+        manager.on_rebuilt = telemetry.metrics.sessions_rebuilt.inc
+    mcp_app = Starlette(routes=[Route(settings.server.path, endpoint=StreamableHTTPASGIApp(manager))])
+    mcp_asgi = with_session_limits(mcp_app, manager, settings.server, telemetry.metrics)
 
     if settings.auth is None and host not in _LOOPBACK:
         log.warning("no auth: configured and listening on %s: anyone who can reach it can call every tool", host)
@@ -206,7 +203,7 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
-            async with live, server.session_manager.run(), anyio.create_task_group() as tasks:
+            async with live, manager.run(), anyio.create_task_group() as tasks:
                 if reloader is not None:
                     tasks.start_soon(watch, reloader)
                 yield
@@ -214,10 +211,21 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
         finally:
             if verifier is not None:
                 await verifier.aclose()
+            if ended is not None:
+                await ended.aclose()
             telemetry.close()
 
+    shared_verdicts = getattr(verifier, "shared", None)
+
+    def shared_states() -> dict[str, str]:
+        states = {"redis-verdicts": shared_verdicts.state} if shared_verdicts is not None else {}
+        if ended is not None:
+            states["redis-sessions"] = ended.state
+        return states
+
     state = reloader.state.as_json if reloader is not None else None
-    routes = [Route("/healthz", healthz(live)), Route("/readyz", readyz(live, reload_state=state))]
+    routes = [Route("/healthz", healthz(live)),
+              Route("/readyz", readyz(live, shared=shared_states, reload_state=state))]
     if settings.auth is not None:
         auth = settings.auth
 
@@ -231,7 +239,9 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
     guarded: list[str] = []
     if settings.telemetry.dashboard:
         routes += dashboard_routes(settings.telemetry.dashboard_path, telemetry.recent, policy=lambda: live.policy,
-                                   admin_scopes=settings.telemetry.dashboard_scopes, loopback=host in _LOOPBACK)
+                                   admin_scopes=settings.telemetry.dashboard_scopes,
+                                   loopback=host in _LOOPBACK or bool(settings.server.allowed_hosts),
+                                   allowed_hosts=settings.server.allowed_hosts)
         guarded.append(data_path_of(settings.telemetry.dashboard_path))
     app = Starlette(routes=[*routes, Mount("/", app=mcp_asgi)], lifespan=lifespan)
     app.state.catalog = live
@@ -268,12 +278,34 @@ def _watch_pdp(live: LiveCatalog, metrics: Metrics) -> None:
     live.on_swap.append(hook)
 
 
-def build_verifier(auth: AuthSettings, *, transport: Any = None) -> TokenVerifier:
-    """Introspection when an endpoint is configured, else local JWT validation with the JWKS."""
+def transport_security(server: ServerSettings) -> TransportSecuritySettings | None:
+    """The DNS-rebinding check: on a loopback listener (as the SDK does), and wherever
+    `server.allowed_hosts` is set (behind a proxy that passes its own Host), with those added."""
+    if server.host not in _LOOPBACK and not server.allowed_hosts:
+        return None
+    hosts: list[str] = []
+    origins: list[str] = []
+    if server.host in _LOOPBACK:
+        hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"]
+        origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True,
+                                     allowed_hosts=[*hosts, *server.allowed_hosts],
+                                     allowed_origins=[*origins, *server.allowed_origins])
+
+
+def build_verifier(auth: AuthSettings, *, transport: Any = None, redis: RedisSettings | None = None) -> TokenVerifier:
+    """Introspection when an endpoint is configured (its verdicts shared in Redis when `redis:` is set),
+    else local JWT validation with the JWKS (nothing to share: no call to the AS per token)."""
     if auth.introspection_endpoint is not None:
         from converter.auth.introspection import IntrospectionVerifier
 
-        return IntrospectionVerifier(auth, transport=transport)
+        shared = None
+        if redis is not None:
+            from converter.auth.shared_cache import SharedVerdicts
+
+            shared = SharedVerdicts.from_url(redis.url.get_secret_value(), key_prefix=redis.key_prefix,
+                                             timeout=redis.timeout)
+        return IntrospectionVerifier(auth, transport=transport, shared=shared)
     from converter.auth.jwt import JWTVerifier  # joserfc + cryptography: imported only when configured
 
     return JWTVerifier(auth, transport=transport)

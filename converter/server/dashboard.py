@@ -156,7 +156,8 @@ def summarize(records: Sequence[Mapping[str, Any]], *, now: float | None = None,
 
 
 def dashboard_routes(path: str, recent: Recent, *, policy: Policy | Callable[[], Policy] | None = None,
-                     admin_scopes: Sequence[str] = (), loopback: bool = False) -> list[Route]:
+                     admin_scopes: Sequence[str] = (), loopback: bool = False,
+                     allowed_hosts: Sequence[str] = ()) -> list[Route]:
     """The page at `path` and its data at `path + "/data"` (`data_path`).
 
     With `auth:` on, the data route sits behind the auth layer like `/mcp` (converter.auth.layer
@@ -172,6 +173,8 @@ def dashboard_routes(path: str, recent: Recent, *, policy: Policy | Callable[[],
     admin = frozenset(admin_scopes)
     # A live reload may replace the policy: the one of now decides.
     policy_of: Callable[[], Policy | None] = policy if callable(policy) else (lambda: policy)
+    # server.allowed_hosts: `name`, `name:port`, `name:*`; _host_of compares names without the port.
+    hosts = _LOOPBACK_HOSTS | {_name_of(host) for host in allowed_hosts}
 
     async def show_page(request: Request) -> Response:
         return Response(page, media_type="text/html; charset=utf-8", headers={
@@ -179,7 +182,7 @@ def dashboard_routes(path: str, recent: Recent, *, policy: Policy | Callable[[],
             "referrer-policy": "no-referrer"})
 
     async def show_data(request: Request) -> Response:
-        if loopback and _host_of(request) not in _LOOPBACK_HOSTS:
+        if loopback and _host_of(request) not in hosts:
             return _json({"error": "misdirected_request", "error_description": "Invalid Host header"}, 421)
         records = list(recent.records)
         viewer = request.scope.get(PRINCIPAL_KEY)
@@ -228,7 +231,11 @@ def _sha256(text: str) -> str:
 
 
 def _host_of(request: Request) -> str:
-    host = request.headers.get("host", "").lower()
+    return _name_of(request.headers.get("host", "").lower())
+
+
+def _name_of(host: str) -> str:
+    """A Host value without its port (`[::1]:8000` -> `[::1]`, `mcp.example.com:*` -> `mcp.example.com`)."""
     if host.startswith("["):
         return host.partition("]")[0] + "]"
     return host.rpartition(":")[0] if ":" in host else host

@@ -92,6 +92,9 @@ class Metrics:
         self.sessions_evicted = Counter("openapi_mcp_sessions_evicted",
                                         "Idle sessions ended to make room for a new one of the same caller",
                                         registry=r)
+        self.sessions_rebuilt = Counter("openapi_mcp_sessions_rebuilt",
+                                        "Sessions opened elsewhere (another replica, an earlier process) and "
+                                        "rebuilt here from their sealed ID", registry=r)
         self.connections_open = Gauge("openapi_mcp_connections", "Open HTTP connections", registry=r)
         self.connections_closed = Counter("openapi_mcp_connections_closed",
                                           "HTTP connections refused or closed by a limit, by reason", ["reason"],

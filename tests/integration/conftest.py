@@ -30,6 +30,11 @@ import pytest
 ROOT: Final = Path(__file__).resolve().parents[2]
 SPEC: Final = ROOT / "mock_api" / "marketplace.yaml"
 NODE_DIR: Final = ROOT / "tests" / "node"
+# bench/ is a directory of scripts, not a package: the tests that check its judges (the corpus and
+# fidelity slices) import its modules by name from here. Appended, so none of its names shadows a library.
+BENCH: Final = ROOT / "bench"
+if str(BENCH) not in sys.path:
+    sys.path.append(str(BENCH))
 VENV_BIN: Final = Path(sys.executable).parent
 READY_TIMEOUT: Final = 20.0
 STOP_TIMEOUT: Final = 5.0
@@ -149,6 +154,10 @@ class MockApi:
         """Restore the seed data and clear the request log."""
         httpx.post(f"{self.url}/__mock/reset", trust_env=False).raise_for_status()
 
+    def refuse(self, count: int) -> None:
+        """Make the next `count` requests answer 401 invalid_token."""
+        httpx.post(f"{self.url}/__mock/refuse", json={"count": count}, trust_env=False).raise_for_status()
+
     def requests(self) -> list[dict[str, Any]]:
         """Every request the mock received since the last reset, oldest first."""
         response = httpx.get(f"{self.url}/__mock/requests", trust_env=False)
@@ -254,6 +263,7 @@ def spec_path() -> Path:
     return SPEC
 
 from tests.integration.authserver import AuthServer, auth_server, start_auth_server  # noqa: E402, F401
+from tests.integration.balancer import start_nginx, start_replicas  # noqa: E402, F401
 from tests.integration.services import (  # noqa: E402, F401
     _session_pdp,
     pdp_server,

