@@ -442,3 +442,21 @@ async def test_unchanged_credentials_and_limits_keep_their_tokens_and_counters(t
         assert await reloader.reload("test")
         assert live.current.sources[0].credentials is not old.sources[0].credentials  # type: ignore[union-attr]
         assert sorted(reloader.live.current.parts.kept) == ["rate limiter", "upstream client"]
+
+
+async def test_a_replaced_catalog_is_freed_once_its_calls_have_ended(tmp_path: Path) -> None:
+    import gc
+    import weakref
+
+    upstream = Upstream()
+    path, live, reloader = await served(tmp_path, config_of(PING), upstream)
+    async with live:
+        old = weakref.ref(live.current)
+        write(Path(path), config_of(PING, PONG))
+        gc.freeze()  # as converter.serve does once started: the first catalog is frozen with the rest
+        try:
+            assert await reloader.reload("test")
+            gc.collect()
+            assert old() is None
+        finally:
+            gc.unfreeze()

@@ -368,6 +368,7 @@ def build_catalog(settings: Settings, *, transport: Any = None, require_upstream
     limiter = made.take("rate limiter", (settings.limits, settings.redis), lambda: build_limiter(settings)) \
         if settings.limits else None
     catalog = Catalog(sources, auth=settings.auth, acl=acl, pdp=pdp, limiter=limiter)
+    made.done()
     catalog.parts = made
     return catalog
 

@@ -16,6 +16,7 @@ them is logged and shown in `/readyz` as needing a restart, and everything else 
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -155,6 +156,10 @@ class Reloader:
                                     len(old.tool_names))
             previous, self.settings = self.settings, effective
             self._succeeded(trigger, old, built, restart)
+            if gc.get_freeze_count():
+                # converter.serve froze what startup built, the first catalog with it: frozen
+                # objects are never collected, so the replaced catalog would stay in memory.
+                gc.unfreeze()
             kinds = _changed_kinds(previous, effective, old, built)
             if kinds:
                 await self.live.announce(kinds)

@@ -28,6 +28,10 @@ class Parts:
     def __repr__(self) -> str:
         return f"Parts(entries={len(self._entries)}, kept={len(self.kept)})"
 
+    def done(self) -> None:
+        """The build is over: the previous build's parts not taken are not kept alive from here."""
+        self._previous.clear()
+
     def take(self, kind: str, key: Any, make: Callable[[], _T]) -> _T:
         """The previous build's `kind` part whose key equals `key`, else `make()`."""
         for i, (old_kind, old_key, value) in enumerate(self._previous):
