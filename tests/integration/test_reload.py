@@ -274,3 +274,38 @@ async def test_over_stdio_a_watched_spec_is_reloaded_and_the_client_told(mock_ap
             assert NEW_TOOL in [tool.name for tool in (await client.list_tools()).tools]
             assert not (await client.call_tool(NEW_TOOL, {})).is_error
     assert "reload (file changed: " in log_path.read_text()
+
+
+async def test_a_url_spec_is_polled_with_conditional_gets_and_reloaded_when_it_changes(
+        processes: Processes, mock_api_url: str, tmp_path: Path) -> None:
+    """The spec served by Python's http.server, which answers If-Modified-Since with 304."""
+    import sys
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    spec = docs / "api.yaml"
+    write_spec(spec, with_new_tool=False)
+    os.utime(spec, (time.time() - 10, time.time() - 10))  # Last-Modified has whole seconds
+    spec_port, port = _free_port(), _free_port()
+    files = processes.start("reload-spec-server", [sys.executable, "-m", "http.server", str(spec_port), "--bind",
+                                                   "127.0.0.1", "--directory", str(docs)])
+    files.wait_ready(f"http://127.0.0.1:{spec_port}/api.yaml")
+    config = tmp_path / "config.yaml"
+    write_text(config, json.dumps({"spec": f"http://127.0.0.1:{spec_port}/api.yaml",
+                                   "upstream": {"url": mock_api_url}, "reload": {"watch": True, "interval": 1},
+                                   "server": {"host": "127.0.0.1", "port": port}}))
+    gateway = processes.start("reload-url", [_openapi_mcp(), "serve", "--config", str(config)])
+    base_url = f"http://127.0.0.1:{port}"
+    gateway.wait_ready(f"{base_url}/healthz")
+
+    def answers(status: int) -> int:
+        return files.log().count(f'"GET /api.yaml HTTP/1.1" {status}')
+
+    await wait_for("two conditional GETs answered 304", lambda: answers(304) >= 2)
+    async with connect(f"{base_url}/mcp") as client:
+        assert NEW_TOOL not in [tool.name for tool in (await client.list_tools()).tools]
+        write_spec(spec, with_new_tool=True)
+        await wait_for("the reload", lambda: httpx.get(f"{base_url}/readyz", trust_env=False).json()
+                       ["reload"]["reloads"] == 1)
+        assert NEW_TOOL in [tool.name for tool in (await client.list_tools()).tools]
+    assert f"reload (URL changed: http://127.0.0.1:{spec_port}/api.yaml): serving 10 tools" in gateway.log()
