@@ -460,3 +460,19 @@ async def test_a_replaced_catalog_is_freed_once_its_calls_have_ended(tmp_path: P
             assert old() is None
         finally:
             gc.unfreeze()
+
+
+async def test_credentials_added_by_a_reload_get_their_metrics(tmp_path: Path) -> None:
+    upstream = Upstream()
+    path = write(tmp_path / "config.yaml", config_of(PING))
+    app = create_app(load_settings(path), upstream_transport=upstream.transport,
+                     reload_settings=lambda: load_settings(path))
+    async with app.state.catalog, httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                                    base_url="http://127.0.0.1") as http:
+        before = (await http.get("/metrics")).text
+        write(Path(path), {**config_of(PING), "upstream": {"url": "http://api.test", "auth": {"client_credentials": {
+            "token_endpoint": "http://as.test/token", "client_id": "gw", "client_secret": "s"}}}})
+        assert await app.state.reloader.reload("test")
+        after = (await http.get("/metrics")).text
+    assert "openapi_mcp_upstream_auth_retries_total" not in before
+    assert "openapi_mcp_upstream_auth_retries_total 0.0" in after

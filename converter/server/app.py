@@ -164,7 +164,8 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
     cache = verifier.cache if verifier is not None else None
     telemetry = build_telemetry(settings.telemetry, live.tool_names,
                                 cache_stats=(lambda: (cache.hits, cache.misses)) if cache is not None else None,
-                                credential_stats=lambda: combined_stats(live.upstream_credentials))
+                                credential_stats=lambda: combined_stats(live.upstream_credentials)
+                                if live.upstream_credentials else None)
     metrics = telemetry.metrics
     reloader = None
     if reload_settings is not None:
