@@ -393,6 +393,14 @@ class RedisSettings(_Model):
         return value
 
 
+class ReloadSettings(_Model):
+    """Live reload (converter.catalog.reload): SIGHUP always reloads; `watch` adds the triggers below."""
+
+    # Watch the config file, the spec files and the files they reference ($ref), and poll URL specs.
+    watch: bool = False
+    interval: float = Field(default=300, ge=1, le=86400)  # seconds between conditional GETs of a URL spec
+
+
 class SourceSettings(_Model):
     """One entry of `sources:`: an OpenAPI spec (or inline tools) with its upstream, or an MCP server."""
 
@@ -432,6 +440,7 @@ class Settings(_Model):
     pdp: PdpSettings | None = None  # AuthZEN decision service (converter.policy.pdp); needs auth:
     limits: list[LimitRule] = Field(default_factory=list)  # rate limits and quotas (converter.policy.limits)
     redis: RedisSettings | None = None  # shared counters across replicas
+    reload: ReloadSettings = Field(default_factory=ReloadSettings)  # live reload triggers
     config_file: str | None = Field(default=None, exclude=True)
 
     @field_validator("mcp_upstream", mode="before")

@@ -15,7 +15,7 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any, Final
 
@@ -155,7 +155,7 @@ def summarize(records: Sequence[Mapping[str, Any]], *, now: float | None = None,
     }
 
 
-def dashboard_routes(path: str, recent: Recent, *, policy: Policy | None = None,
+def dashboard_routes(path: str, recent: Recent, *, policy: Policy | Callable[[], Policy] | None = None,
                      admin_scopes: Sequence[str] = (), loopback: bool = False,
                      allowed_hosts: Sequence[str] = ()) -> list[Route]:
     """The page at `path` and its data at `path + "/data"` (`data_path`).
@@ -171,6 +171,8 @@ def dashboard_routes(path: str, recent: Recent, *, policy: Policy | None = None,
     data_path = f"{base}/data"
     page, csp = _page(data_path)
     admin = frozenset(admin_scopes)
+    # A live reload may replace the policy: the one of now decides.
+    policy_of: Callable[[], Policy | None] = policy if callable(policy) else (lambda: policy)
     # server.allowed_hosts: `name`, `name:port`, `name:*`; _host_of compares names without the port.
     hosts = _LOOPBACK_HOSTS | {_name_of(host) for host in allowed_hosts}
 
@@ -184,8 +186,9 @@ def dashboard_routes(path: str, recent: Recent, *, policy: Policy | None = None,
             return _json({"error": "misdirected_request", "error_description": "Invalid Host header"}, 421)
         records = list(recent.records)
         viewer = request.scope.get(PRINCIPAL_KEY)
-        if isinstance(viewer, Principal) and policy is not None and not (
-                admin and admin <= policy.effective_scopes(viewer)):
+        current = policy_of()
+        if isinstance(viewer, Principal) and current is not None and not (
+                admin and admin <= current.effective_scopes(viewer)):
             records = [as_seen_by_caller(r) for r in records
                        if (r.get("subject"), r.get("client_id")) == (viewer.subject, viewer.client_id)]
         return _json(summarize(records, capacity=recent.records.maxlen))
