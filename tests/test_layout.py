@@ -153,3 +153,10 @@ def test_the_test_layout_check_can_fail(tmp_path: Path) -> None:
     planted = tmp_path / "test_planted.py"
     planted.write_text('import subprocess\nfrom multiprocessing import Pool\nX = Path("node_modules")\n')
     assert process_markers(planted) == ["imports subprocess", "imports from multiprocessing", "names 'node_modules'"]
+
+
+def test_no_two_test_files_share_a_name() -> None:
+    """tests/ and tests/integration/ are not packages: pytest imports each file by its base name,
+    so two files of one name cannot be collected in one run (the whole suite would stop there)."""
+    unit = {path.name for path in TESTS.glob("test_*.py")}
+    assert sorted(unit & {path.name for path in (TESTS / "integration").glob("test_*.py")}) == []

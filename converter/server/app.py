@@ -187,6 +187,13 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
                                     ended=ended)
     if isinstance(manager, SharedSessionManager) and telemetry.metrics is not None:
         manager.on_rebuilt = telemetry.metrics.sessions_rebuilt.inc
+    announcements = None
+    if settings.redis is not None:  # list changes reach the clients whose streams another replica holds
+        from converter.server.announcements import Announcements
+
+        announcements = Announcements.from_url(live, settings.redis.url.get_secret_value(),
+                                               key_prefix=settings.redis.key_prefix, timeout=settings.redis.timeout)
+        live.listeners.append(announcements.publish)
     mcp_app = Starlette(routes=[Route(settings.server.path, endpoint=StreamableHTTPASGIApp(manager))])
     mcp_asgi = with_session_limits(mcp_app, manager, settings.server, telemetry.metrics)
 
@@ -207,6 +214,8 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
             async with live, manager.run(), anyio.create_task_group() as tasks:
                 if reloader is not None:
                     tasks.start_soon(watch, reloader)
+                if announcements is not None:
+                    tasks.start_soon(announcements.run)
                 yield
                 tasks.cancel_scope.cancel()
         finally:
@@ -214,6 +223,8 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
                 await verifier.aclose()
             if ended is not None:
                 await ended.aclose()
+            if announcements is not None:
+                await announcements.aclose()
             telemetry.close()
 
     shared_verdicts = getattr(verifier, "shared", None)
@@ -222,6 +233,8 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
         states = {"redis-verdicts": shared_verdicts.state} if shared_verdicts is not None else {}
         if ended is not None:
             states["redis-sessions"] = ended.state
+        if announcements is not None:
+            states["redis-announcements"] = announcements.state
         return states
 
     state = reloader.state.as_json if reloader is not None else None
