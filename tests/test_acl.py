@@ -145,6 +145,7 @@ def test_the_decision_cache_is_bounded_whatever_names_clients_send() -> None:
     caller = Principal(subject="mallory")
     for i in range(300):
         assert acl.decide("resources", "read", f"demo://{i}/" + "x" * 1_000_000, caller)
+    assert not acl._decisions[caller]  # names longer than MAX_CACHED_NAME are decided, never kept
     for i in range(MAX_CACHED_DECISIONS + 500):
         assert acl.decide("resources", "read", f"demo://{i}", caller)
     kept = acl._decisions[caller]
