@@ -357,8 +357,8 @@ async def test_a_request_body_past_the_limit_is_refused_without_reading_the_rest
             "authorization": f"Bearer {token}", "mcp-session-id": sid, "content-type": "application/json",
             "accept": ACCEPT, "mcp-protocol-version": "2025-06-18"})
         after = await h.rpc("tools/call", {"name": "getUser", "arguments": {"userId": "u1"}}, token=token, session=sid)
+    assert sent <= MAX_BODY_BYTES + 2 * len(chunk), f"{sent} bytes read"
     assert big.status_code == 413 and big.json() == {"error": "request body too large"}
-    assert sent <= MAX_BODY_BYTES + 2 * len(chunk)
     assert after.status_code == 200
 
 
