@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 
 import anyio
 import httpx
@@ -198,3 +199,14 @@ async def test_a_loopback_listener_refuses_foreign_hosts_and_origins_on_mcp() ->
         foreign = await post("http://127.0.0.1:8000", origin="http://evil.test")
         own = await post("http://127.0.0.1:8000", origin="http://127.0.0.1:8000")
     assert (rebound.status_code, foreign.status_code, own.status_code) == (421, 403, 200)
+
+
+@pytest.mark.parametrize(("host", "warned"), [("0.0.0.0", True), ("127.0.0.1", False)])
+def test_no_auth_on_a_non_loopback_listener_is_warned_about(host: str, warned: bool,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    settings = load_settings(None, spec=str(mock_api.SPEC_PATH), upstream_url="http://mock.test", host=host)
+    caplog.set_level(logging.WARNING, logger="openapi_mcp")
+    create_app(settings, upstream_transport=httpx.ASGITransport(app=mock_api.create_app()))
+    said = [r.getMessage() for r in caplog.records if "anyone who can reach it can call every tool" in r.getMessage()]
+    assert said == ([f"no auth: configured and listening on {host}: anyone who can reach it can call every tool"]
+                    if warned else [])
