@@ -10,6 +10,11 @@ Each figure is the best of 5 passes, per operation, on one event loop:
 - a rate-limit check with two rules (`RateLimiter.check`), counters in memory;
 - the same on a real `redis-server` (started here on a free loopback port, no persistence, when
   the binary is there): wall time per check (one EVALSHA round trip) and this process's CPU.
+- whole calls, in one run: `Catalog.call_tool("getUser")` on the marketplace spec against the
+  in-process mock (httpx ASGI transport), as configured with nothing, with `pdp:` (decisions
+  cached), with `limits:` in memory and with `limits:` in Redis; printed as CPU per call and as
+  ratios to the call with neither, the rounds of the four variants interleaved so that the
+  machine's drift hits them alike.
 With --results it divides by the server CPU per call of the latest throughput run (bench/run.sh).
 """
 
@@ -17,15 +22,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -36,6 +44,7 @@ from converter.auth.principal import Principal
 from converter.policy.limits import LimitRule, RateLimiter
 from converter.policy.pdp import Pdp, PdpQuestion, PdpSettings
 
+CALLS: dict[str, float] = {}  # whole-call CPU us per variant, filled by run()
 RULES = [LimitRule(tools=["get*"], per="subject", requests=10**9, window=60),
          LimitRule(per="global", requests=10**9, window=60)]
 
@@ -89,6 +98,70 @@ def start_redis() -> tuple[subprocess.Popen[bytes], str, tempfile.TemporaryDirec
     return None
 
 
+USER: dict[str, bytes] = {}  # the mock's answer to GET /users/u1, served by fixed_answer
+
+
+async def fixed_answer(scope: Any, receive: Any, send: Any) -> None:
+    """The upstream: the marketplace mock's answer, replayed (the mock validates every request
+    with openapi-core, which would cost more than the call being measured)."""
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": USER["body"]})
+
+
+def call_variants(redis_url: str | None) -> dict[str, Any]:
+    """Catalogs for the same tool call: with nothing, a cached PDP, memory limits, Redis limits."""
+    import mock_api
+    from converter.catalog import build_catalog
+    from converter.config import load_settings
+
+    # auth: in every variant (the PDP needs it), so the variants differ by the PDP or the limits only.
+    auth = {"resource": "http://127.0.0.1:8000/mcp", "authorization_servers": ["http://as.invalid"],
+            "introspection_endpoint": "http://as.invalid/introspect", "client_id": "gw", "client_secret": "s"}
+    base = {"spec": str(mock_api.SPEC_PATH), "upstream": {"url": "http://mock.test"}, "auth": auth}
+    limits = [{"tools": ["get*"], "per": "subject", "requests": 10**9, "window": 60},
+              {"per": "global", "requests": 10**9, "window": 60}]
+    configs: dict[str, dict[str, Any]] = {
+        "no PDP, no limits": base,
+        "PDP (cached decision)": {**base, "pdp": {"url": "http://pdp.invalid/demo/access/v1/evaluation",
+                                                 "client_id": "mcp-server", "client_secret": "s"}},
+        "limits, memory": {**base, "limits": limits},
+    }
+    if redis_url is not None:
+        configs["limits, Redis"] = {**base, "limits": limits, "redis": {"url": redis_url, "key_prefix": "bench:"}}
+    catalogs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, config in configs.items():
+            path = Path(tmp) / "config.json"
+            path.write_text(json.dumps(config))
+            settings = load_settings(str(path))
+            catalogs[name] = build_catalog(settings, transport=httpx.ASGITransport(app=fixed_answer),
+                                           pdp_transport=httpx.MockTransport(answer))
+    return catalogs
+
+
+async def whole_calls(catalogs: dict[str, Any], n: int, rounds: int = 7) -> dict[str, float]:
+    """Median CPU us per call of each catalog, over `rounds` interleaved rounds of `n` calls."""
+    import mock_api
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=mock_api.create_app()),
+                                 base_url="http://mock.test") as client:
+        USER["body"] = (await client.get("/marketplace/users/u1")).content
+    alice = Principal(subject="alice", client_id="cursor", claims={"sub": "alice"}, is_authenticated=True)
+    samples: dict[str, list[float]] = {name: [] for name in catalogs}
+    async with contextlib.AsyncExitStack() as stack:
+        for catalog in catalogs.values():
+            await stack.enter_async_context(catalog)
+            result = await catalog.call_tool("getUser", {"userId": "u1"}, alice)
+            assert not result.is_error, result
+        for _ in range(rounds):
+            for name, catalog in catalogs.items():
+                cpu = time.process_time()
+                for _ in range(n):
+                    await catalog.call_tool("getUser", {"userId": "u1"}, alice)
+                samples[name].append((time.process_time() - cpu) / n * 1e6)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 async def run(n: int) -> dict[str, tuple[float, float]]:
     alice = Principal(subject="alice", client_id="cursor", claims={"sub": "alice"}, is_authenticated=True)
     question = PdpQuestion(alice, "tools", "tools/call", "getUser", {"userId": "u1"})
@@ -112,6 +185,7 @@ async def run(n: int) -> dict[str, tuple[float, float]]:
     started = start_redis()
     if started is None:
         print("redis-server not found: the Redis figure is skipped (apt-get install redis-server)")
+        CALLS.update(await whole_calls(call_variants(None), max(200, n // 40)))
     else:
         from converter.policy.limits.redis_backend import RedisBackend
 
@@ -122,6 +196,7 @@ async def run(n: int) -> dict[str, tuple[float, float]]:
                                                                          n // 10)
             assert shared.backend.stats.fallback_checks == 0  # type: ignore[attr-defined]
             await shared.aclose()
+            CALLS.update(await whole_calls(call_variants(url), max(200, n // 40)))
         finally:
             proc.terminate()
             proc.wait(5)
@@ -138,6 +213,11 @@ def main() -> int:
     print(f"{'':<42}{'wall us':>9}{'CPU us':>9}")
     for name, (wall, cpu) in results.items():
         print(f"{name:<42}{wall:9.2f}{cpu:9.2f}")
+    baseline = CALLS.get("no PDP, no limits")
+    if baseline:
+        print(f"\nwhole tools/call in process (median of 7 interleaved rounds){'CPU us':>9}{'ratio':>8}")
+        for name, cpu in CALLS.items():
+            print(f"{name:<61}{cpu:9.1f}{cpu / baseline:8.2f}")
     try:
         runs = json.loads(args.results.read_text()).get("runs", [])
     except (OSError, ValueError):

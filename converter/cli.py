@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--page-size", type=int, metavar="N",
                        help="tools/list pages of N tools, with MCP cursors (default: the whole list at once)")
     serve.add_argument("--strict", action="store_true", help="refuse to start if any operation cannot be converted")
+    serve.add_argument("--watch", action="store_true",
+                       help="reload when the config, a spec or a file it references changes, and poll URL specs "
+                            "(config: reload: {watch: true}); SIGHUP always reloads")
     _mode_arg(serve)
     serve.add_argument("-v", "--verbose", action="store_true")
     serve.set_defaults(func=_serve)
@@ -102,13 +105,19 @@ def _mode_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(
+    return _loader(args)()
+
+
+def _loader(args: argparse.Namespace) -> functools.partial[Settings]:
+    """What reads the settings from the config file and these flags: at start, and again at each reload."""
+    return functools.partial(
+        load_settings,
         args.config, spec=args.spec, upstream_url=getattr(args, "upstream", None), host=getattr(args, "host", None),
         port=getattr(args, "port", None), path=getattr(args, "path", None),
         transport=getattr(args, "transport", None), page_size=getattr(args, "page_size", None),
         strict=getattr(args, "strict", False), read_only=getattr(args, "read_only", False),
         mode=getattr(args, "mode", None),
-        no_cache=getattr(args, "no_cache", False),
+        no_cache=getattr(args, "no_cache", False), watch=getattr(args, "watch", False),
     )
 
 
@@ -169,7 +178,8 @@ def _credential_warnings(catalog: Catalog, *, configured_only: bool = False) -> 
 
 
 def _serve(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    load = _loader(args)
+    settings = load()
     catalog = build_served_catalog(settings)
     _report_problems(catalog)
     if isinstance(catalog, Catalog) and catalog.mcp_sources:
@@ -178,7 +188,7 @@ def _serve(args: argparse.Namespace) -> int:
         anyio.run(catalog.preflight)
     provider = _tracing(settings)
     try:
-        return _run(settings, catalog)
+        return _run(settings, catalog, load)
     finally:
         if provider is not None:
             provider.shutdown()  # flush the last spans
@@ -198,16 +208,16 @@ def _tracing(settings: Settings) -> Any:
                           key="telemetry.traces") from exc
 
 
-def _run(settings: Settings, catalog: Catalog | DynamicCatalog) -> int:
+def _run(settings: Settings, catalog: Catalog | DynamicCatalog, load: functools.partial[Settings]) -> int:
     if settings.server.transport == "stdio":
         import anyio
 
         from converter.server.app import run_stdio
 
         serving()
-        anyio.run(functools.partial(run_stdio, settings, catalog=catalog))
+        anyio.run(functools.partial(run_stdio, settings, catalog=catalog, reload_settings=load))
         return 0
-    serve_http(settings, catalog)
+    serve_http(settings, catalog, load)
     return 0
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from converter.catalog import Catalog
@@ -16,11 +16,13 @@ from converter.config import Settings
 log = logging.getLogger("openapi_mcp")
 
 
-def serve_http(settings: Settings, catalog: Catalog | DynamicCatalog) -> None:
-    """Bind first (so a busy port is one clear error), then run uvicorn on that socket."""
+def serve_http(settings: Settings, catalog: Catalog | DynamicCatalog,
+               reload_settings: Callable[[], Settings] | None = None) -> None:
+    """Bind first (so a busy port is one clear error), then run uvicorn on that socket
+    (`reload_settings`: reads the settings again for a live reload, converter.catalog.reload)."""
     from converter.server.app import create_app
 
-    app = create_app(settings, catalog=catalog)
+    app = create_app(settings, catalog=catalog, reload_settings=reload_settings)
     sock = bind_socket(settings.server.host, settings.server.port)
     host, port = sock.getsockname()[:2]
     what = (f"{len(catalog.served_tools)} meta-tools over {len(catalog.operations)} operations (dynamic mode)"
@@ -28,7 +30,7 @@ def serve_http(settings: Settings, catalog: Catalog | DynamicCatalog) -> None:
     log.info("serving %s at http://%s:%d%s", what, url_host(host), port, settings.server.path)
     config = uvicorn_config(app, settings)
     serving()
-    _run_uvicorn(config, sock, catalog.stop_streams)
+    _run_uvicorn(config, sock, app.state.catalog.stop_streams)
 
 
 def _run_uvicorn(config: Any, sock: socket.socket, stop_streams: Sequence[Any]) -> None:

@@ -2,6 +2,8 @@
 
 Tests of the converter look at `GET /__mock/requests` to see exactly what reached the upstream
 (headers, raw query string, body) and whether it conformed to the OpenAPI document.
+`POST /__mock/refuse {"count": N}` makes the next N requests answer `401 invalid_token` (an API
+that no longer accepts the credential it was sent), recorded like any other.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class RequestLog:
 
     def __init__(self, size: int = LOG_SIZE) -> None:
         self._entries: deque[JsonObject] = deque(maxlen=size)
+        self.refusals = 0  # how many of the next requests answer 401 (POST /__mock/refuse)
 
     def __repr__(self) -> str:
         return f"RequestLog(entries={len(self._entries)})"
@@ -81,8 +84,9 @@ class RequestLog:
         return list(self._entries)
 
     def clear(self) -> None:
-        """Forget every recorded request."""
+        """Forget every recorded request (and any refusals still to come)."""
         self._entries.clear()
+        self.refusals = 0
 
 
 class ValidatingMiddleware:
@@ -111,6 +115,12 @@ class ValidatingMiddleware:
                 entry["status"] = message["status"]
             await send(message)
 
+        if self.log.refusals > 0:
+            self.log.refusals -= 1
+            refused = error_response(401, "invalid_token", detail="the credential is no longer accepted")
+            refused.headers["www-authenticate"] = 'Bearer error="invalid_token"'
+            await refused(scope, receive, send_and_record)
+            return
         if outcome.status == "invalid":
             response = error_response(
                 400,
@@ -177,9 +187,18 @@ def debug_routes(log: RequestLog, reset: Callable[[], None]) -> list[Route]:
         log.clear()
         return JSONResponse({"reset": True})
 
+    async def refuse(request: Request) -> JSONResponse:
+        body = await request.json()
+        count = body.get("count") if isinstance(body, dict) else None
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            return error_response(400, 'expected {"count": N}, N >= 0')
+        log.refusals = count
+        return JSONResponse({"refusals": count})
+
     return [
         Route(DEBUG_PREFIX + "requests", list_requests, methods=["GET"]),
         Route(DEBUG_PREFIX + "reset", reset_state, methods=["POST"]),
+        Route(DEBUG_PREFIX + "refuse", refuse, methods=["POST"]),
     ]
 
 

@@ -13,7 +13,8 @@
 #     changed since the last successful install (stamp in node_modules).
 #   - Debian packages the tests run for real, each installed with apt-get only when its program
 #     is missing and we are root: `chromium` (the browser test of the traffic page) and
-#     `redis-server` (rate limits and state shared across replicas). The tests start their own
+#     `redis-server` (rate limits and state shared across replicas) and `nginx-light` (the load
+#     balancer of the scale-out test). The tests start their own
 #     servers on free loopback ports; packaged services are kept from starting.
 # Then `ruff check` and `mypy` (strict on converter/), and pytest; any finding or failing test
 # fails the command. Exits non-zero on the first that fails; "no tests collected" (pytest's 5)
@@ -79,6 +80,7 @@ compile_sources
 setup_node
 setup_debian_package /usr/bin/chromium chromium "the dashboard's browser test"
 setup_debian_package /usr/bin/redis-server redis-server "the Redis tests"
+setup_debian_package /usr/sbin/nginx nginx-light "the scale-out test (nginx round robin over replicas)"
 [[ ${OPENAPI_MCP_SKIP_LINT:-} == 1 ]] || lint
 
 status=0

@@ -598,3 +598,28 @@ def test_a_claim_list_that_would_be_ambiguous_in_a_header_refuses_the_call() -> 
     # a single value may hold commas: it is not a list, and it goes as it is
     assert claim_headers(Principal(claims={"name": "Lovelace, Ada"}), (("name", "X-Name"),)) == {
         "X-Name": "Lovelace, Ada"}
+
+
+async def test_a_reload_keeps_the_token_cache_and_applies_new_tool_scopes_at_once(tmp_path, fake_as) -> None:
+    basic = fake_as.add("basic", scope="mcp:tools")
+    settings = auth_settings(tmp_path)
+    config = tmp_path / "c.yaml"
+    app = create_app(settings, upstream_transport=httpx.ASGITransport(app=mock_api.create_app()),
+                     auth_transport=httpx.MockTransport(fake_as.handler),
+                     reload_settings=lambda: load_settings(str(config)))
+    async with app.router.lifespan_context(app):
+        h = Harness(app, None)
+        sid = await h.session(basic)
+        before = await h.rpc("tools/call", {"name": "listUsers", "arguments": {}}, token=basic, session=sid)
+        raw = json.loads(config.read_text())
+        raw["auth"]["tool_scopes"]["listUsers"] = ["mcp:admin"]
+        config.write_text(json.dumps(raw))
+        assert await app.state.reloader.reload("test")
+        after = await h.rpc("tools/call", {"name": "listUsers", "arguments": {}}, token=basic, session=sid)
+        listed = await h.rpc("tools/list", token=basic, session=sid)
+        await h.http.aclose()
+    assert before.status_code == 200 and after.status_code == 403
+    assert 'error_description="Calling tool listUsers needs more scopes"' in after.headers["www-authenticate"]
+    assert "listUsers" not in [t["name"] for t in listed.json()["result"]["tools"]]
+    assert fake_as.calls == 1  # the token was introspected once: the cache outlived the reload
+    assert app.state.reloader.state.restart_needed == []

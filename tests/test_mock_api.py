@@ -455,6 +455,24 @@ async def test_request_log_shows_what_arrived_and_reset_restores_everything() ->
 
 
 @pytest.mark.anyio
+async def test_refuse_answers_the_next_requests_401_and_records_them() -> None:
+    async with client_for(create_app()) as client:
+        assert (await client.post("/__mock/refuse", json={"count": 2})).json() == {"refusals": 2}
+        first = await client.get("/marketplace/users/u1")
+        second = await client.get("/marketplace/users/u1")
+        third = await client.get("/marketplace/users/u1")
+        assert (await client.post("/__mock/refuse", json={"count": "x"})).status_code == 400
+        log = (await client.get("/__mock/requests")).json()
+        await client.post("/__mock/refuse", json={"count": 1})
+        await client.post("/__mock/reset")
+        after_reset = await client.get("/marketplace/users/u1")
+    assert (first.status_code, second.status_code, third.status_code) == (401, 401, 200)
+    assert first.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    assert [entry["status"] for entry in log] == [401, 401, 200]
+    assert after_reset.status_code == 200
+
+
+@pytest.mark.anyio
 async def test_request_log_keeps_the_last_200_requests() -> None:
     async with client_for(create_app()) as client:
         for index in range(205):

@@ -281,8 +281,8 @@ async def test_credentials_open_and_close_with_the_upstream_client_they_share(tm
     })
     catalog = build_catalog(load_settings(path))
     spec_source, inline, other = catalog.sources
-    assert spec_source.connection is inline.connection and other.connection is not inline.connection
-    assert spec_source.connection.credentials == [spec_source.credentials, inline.credentials]
+    assert spec_source.upstream is inline.upstream and other.upstream is not inline.upstream
+    assert catalog.resources()[:3] == [spec_source.upstream, spec_source.credentials, inline.credentials]
     # Beside the spec, the inline tools get upstream.auth only: the credentials are the spec's schemes'.
     assert inline.credentials is not None and inline.credentials.compiler.settings.credentials == {}
     assert [str(p) for p in catalog.problems] == [

@@ -4,6 +4,7 @@ Results are cached per token (by its SHA-256, never the token itself) for `cache
 and never past the token's `exp`; inactive answers for `inactive_cache_ttl`. Concurrent
 requests with the same new token share one introspection call. If the authorization server
 cannot answer, the request is refused (`AuthServerUnavailableError`), never let through.
+With `redis:` set, verdicts are shared by every replica (converter.auth.shared_cache).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import httpx
 
 from converter.auth.claims import Clock, principal_from_claims
 from converter.auth.principal import AuthServerUnavailableError, InvalidTokenError, Principal
+from converter.auth.shared_cache import SharedVerdict, SharedVerdicts
 from converter.bodies import ACCEPT_ENCODING, BodyDecodingError, BoundedBody
 from converter.config import AuthSettings
 
@@ -70,12 +72,15 @@ class CachingVerifier:
     """What both verifiers share: settings, a per-token verdict cache, a client for the AS."""
 
     def __init__(self, settings: AuthSettings, *, transport: httpx.AsyncBaseTransport | None = None,
-                 clock: Clock = time.time, monotonic: Clock = time.monotonic) -> None:
+                 clock: Clock = time.time, monotonic: Clock = time.monotonic,
+                 shared: SharedVerdicts | None = None) -> None:
         """`clock` is the wall clock token times are compared with, `monotonic` the one cache
-        entries expire by (tests pass their own, instead of sleeping)."""
+        entries expire by (tests pass their own, instead of sleeping); `shared` holds verdicts
+        shared with the other replicas (introspection only), when redis: is set."""
         self._settings = settings
         self._clock = clock
         self._cache = TokenCache(clock=monotonic)
+        self.shared = shared
         # Never follows redirects: an introspection request carries the client secret, and a JWKS
         # from wherever a redirect points is not the authorization server's (fail closed: 503).
         self._client = httpx.AsyncClient(timeout=settings.timeout, transport=transport, follow_redirects=False,
@@ -87,6 +92,8 @@ class CachingVerifier:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        if self.shared is not None:
+            await self.shared.aclose()
 
     async def _call(self, what: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """One request to the authorization server, its whole answer bounded by `auth.timeout`.
@@ -142,9 +149,10 @@ class IntrospectionVerifier(CachingVerifier):
     """Verifies opaque (or any) access tokens with the authorization server's introspection endpoint."""
 
     def __init__(self, settings: AuthSettings, *, transport: httpx.AsyncBaseTransport | None = None,
-                 clock: Clock = time.time, monotonic: Clock = time.monotonic) -> None:
+                 clock: Clock = time.time, monotonic: Clock = time.monotonic,
+                 shared: SharedVerdicts | None = None) -> None:
         assert settings.introspection_endpoint is not None
-        super().__init__(settings, transport=transport, clock=clock, monotonic=monotonic)
+        super().__init__(settings, transport=transport, clock=clock, monotonic=monotonic, shared=shared)
         self._endpoint = settings.introspection_endpoint
         self._inflight: dict[str, asyncio.Future[Principal]] = {}
 
@@ -184,6 +192,41 @@ class IntrospectionVerifier(CachingVerifier):
             self._inflight.pop(key, None)
 
     async def _introspect(self, token: str, key: str) -> Principal:
+        """The verdict of the other replicas (converter.auth.shared_cache) if there is one, else the AS's."""
+        shared = self.shared
+        if shared is None:
+            return await self._ask(token, key)
+        verdict = await shared.get(key)
+        if verdict is None and not await shared.claim(key, self._settings.timeout):
+            verdict = await shared.wait(key, self._settings.timeout)  # another replica is asking right now
+        if verdict is not None:
+            return self._from_shared(key, verdict)
+        try:
+            return await self._ask(token, key)
+        except AuthServerUnavailableError:
+            await shared.release(key)
+            raise
+
+    def _from_shared(self, key: str, verdict: SharedVerdict) -> Principal:
+        """A shared verdict, checked again here and cached locally until it expires for every replica."""
+        remaining = verdict.expires_at - self._clock()
+        if verdict.answer is None:
+            refusal = InvalidTokenError(verdict.refusal or "The access token is not active")
+            self._cache.put(key, refusal, min(remaining, self._settings.inactive_cache_ttl))
+            raise refusal
+        try:
+            principal = self._principal(verdict.answer)
+        except InvalidTokenError as exc:
+            self._cache.put(key, exc, min(remaining, self._settings.inactive_cache_ttl))
+            raise
+        ttl = min(remaining, self._settings.cache_ttl)
+        if principal.expires_at is not None:
+            ttl = min(ttl, principal.expires_at - self._clock())
+        self._cache.put(key, principal, ttl)
+        return principal
+
+    async def _ask(self, token: str, key: str) -> Principal:
+        """Introspect `token` at the authorization server; cache (and share) the verdict."""
         settings = self._settings
         data = {"token": token, "token_type_hint": "access_token"}
         headers = {"accept": "application/json"}
@@ -210,15 +253,20 @@ class IntrospectionVerifier(CachingVerifier):
             raise AuthServerUnavailableError("The authorization server answered with invalid JSON") from exc
         if not isinstance(body, dict) or not isinstance(body.get("active"), bool):
             raise AuthServerUnavailableError("The authorization server's introspection answer has no 'active'")
+        now = self._clock()
         try:
             principal = self._principal(body)
         except InvalidTokenError as exc:
             self._cache.put(key, exc, settings.inactive_cache_ttl)
+            if self.shared is not None:
+                await self.shared.put(key, SharedVerdict(None, str(exc), now + settings.inactive_cache_ttl))
             raise
         ttl = settings.cache_ttl
         if principal.expires_at is not None:
-            ttl = min(ttl, principal.expires_at - self._clock())
+            ttl = min(ttl, principal.expires_at - now)
         self._cache.put(key, principal, ttl)
+        if self.shared is not None:
+            await self.shared.put(key, SharedVerdict(body, None, now + ttl))
         return principal
 
     def _principal(self, body: dict[str, Any]) -> Principal:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl
 from weakref import WeakKeyDictionary
@@ -68,16 +68,21 @@ class AuthLayer:
     everything else passes through. CORS and the RFC 9728 metadata routes are outside it
     (Starlette's CORSMiddleware, converter.auth.metadata)."""
 
-    def __init__(self, app: ASGIApp, *, settings: AuthSettings, verifier: TokenVerifier, policy: Policy,
-                 mcp_path: str, guarded_paths: Iterable[str] = ()) -> None:
+    def __init__(self, app: ASGIApp, *, settings: AuthSettings, verifier: TokenVerifier,
+                 policy: Policy | Callable[[], Policy], mcp_path: str, guarded_paths: Iterable[str] = ()) -> None:
+        """`policy`: or what gives the policy served now (a live reload replaces it)."""
         self.app = app
         self.settings = settings
         self.verifier = verifier
-        self.policy = policy
+        self._policy_of: Callable[[], Policy] = policy if callable(policy) else (lambda: policy)
         self.mcp_path = mcp_path.rstrip("/") or "/"
         self.guarded_paths = frozenset(p.rstrip("/") or "/" for p in guarded_paths)
         self.metadata_url = metadata_url(settings)
         self._users: WeakKeyDictionary[Principal, AuthenticatedUser] = WeakKeyDictionary()
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy_of()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -123,12 +128,13 @@ class AuthLayer:
                                                   "error_description": str(exc)}).encode(),
                            {"content-type": "application/json", "retry-after": "5"})
             return
-        if self.policy.missing_required(principal):
+        policy = self.policy  # once: a reload between two checks must not mix two policies
+        if policy.missing_required(principal):
             _denied(scope, "insufficient_scope")
             await self._challenge(send, 403, "insufficient_scope", "The access token lacks required scopes",
-                                  scopes=self.policy.required_scopes)
+                                  scopes=policy.required_scopes)
             return
-        if mcp and scope["method"] == "POST" and self.policy.tool_scopes:  # only per-tool scopes need the name
+        if mcp and scope["method"] == "POST" and policy.tool_scopes:  # only per-tool scopes need the name
             peek, receive = await peek_rpc(scope, receive)
             if peek.too_large:
                 await respond(send, 413, b'{"error": "request body too large"}', {"content-type": "application/json"})
@@ -137,7 +143,7 @@ class AuthLayer:
                 await respond(send, 400, _PARSE_ERROR, {"content-type": "application/json"})
                 return
             for tool in peek.tools:
-                decision = await self.policy.decide(principal, "tools", "call", tool)
+                decision = await policy.decide(principal, "tools", "call", tool)
                 if decision.missing_scopes:  # allowed but for the scopes: step up (a hidden tool is not named)
                     _denied(scope, "insufficient_scope")
                     await self._challenge(send, 403, "insufficient_scope",

@@ -21,8 +21,9 @@ from mcp.shared.exceptions import MCPError
 from converter.auth.principal import ANONYMOUS, Principal, claim_headers
 from converter.catalog.openapi import OpenAPISource, openapi_sources
 from converter.catalog.proxied import ProxiedSource
+from converter.catalog.reuse import Parts
 from converter.catalog.served import NO_CONTEXT, CallContext, CatalogListener, Source
-from converter.config import AuthSettings, Settings
+from converter.config import AuthSettings, McpUpstreamSettings, Settings
 from converter.credentials.upstream import UpstreamCredentials
 from converter.errors import ConfigError, ConverterError
 from converter.invoke.result import error_result
@@ -44,6 +45,8 @@ log = logging.getLogger("openapi_mcp")
 
 class Catalog:
     """All tools of all sources by name (a `converter.catalog.served.ServedCatalog`)."""
+
+    generation = 0  # never replaced itself (converter.catalog.live.LiveCatalog is)
 
     def __init__(self, sources: Sequence[Source], *, auth: AuthSettings | None = None,
                  acl: Acl | None = None, pdp: Pdp | None = None, limiter: RateLimiter | None = None) -> None:
@@ -73,6 +76,7 @@ class Catalog:
         # long-lived streams (subscriptions/listen) end gracefully so that the wait can end.
         self.stop_streams: list[Callable[[], None]] = []
         self.revision = 0
+        self.parts = Parts()  # what build_catalog made or kept: a reload's build starts from it
         self._routes: dict[str, Source] = {}
         self._tools: dict[str, types.Tool] = {}
         self._list_result = types.ListToolsResult(tools=[])
@@ -253,18 +257,28 @@ class Catalog:
                 await stack.enter_async_context(upstream)
         self.check_collisions()
 
+    def resources(self) -> list[Any]:
+        """Every long-lived part to open while serving, each once (the top-level spec and tools
+        share one upstream client): async context managers, or objects with `aclose()` only."""
+        found: dict[int, Any] = {}
+        for source in self.all_sources:
+            for part in source.parts:
+                found.setdefault(id(part), part)
+        for closing in (self.policy.pdp, self.limiter):
+            if closing is not None:
+                found.setdefault(id(closing), closing)
+        return list(found.values())
+
+    def detach(self) -> None:
+        """Stop hearing of the MCP sources' list changes (a reload's next catalog listens instead)."""
+        for upstream in self.mcp_sources:
+            if self._source_changed in upstream.listeners:
+                upstream.listeners.remove(self._source_changed)
+
     async def __aenter__(self) -> Catalog:
         self._stack = AsyncExitStack()
-        if self.policy.pdp is not None:
-            self._stack.push_async_callback(self.policy.pdp.aclose)
-        if self.limiter is not None:
-            self._stack.push_async_callback(self.limiter.aclose)
-        entered: set[int] = set()
-        for source in self.all_sources:
-            connection = source.connection
-            if id(connection) not in entered:  # the top-level spec and tools share one upstream client
-                entered.add(id(connection))
-                await self._stack.enter_async_context(connection)
+        for part in self.resources():
+            await open_part(self._stack, part)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -294,41 +308,69 @@ def _policy(operations: Sequence[tuple[str, Any, Mapping[str, Any]]], auth: Auth
     return policy
 
 
+async def open_part(stack: AsyncExitStack, part: Any) -> None:
+    """Open `part` on `stack`: enter an async context manager, or arrange `aclose()` of the rest."""
+    if hasattr(part, "__aenter__"):
+        await stack.enter_async_context(part)
+    else:
+        stack.push_async_callback(part.aclose)
+
+
 def build_catalog(settings: Settings, *, transport: Any = None, require_upstream: bool = True,
-                  pdp_transport: Any = None) -> Catalog:
+                  pdp_transport: Any = None, parts: Parts | None = None) -> Catalog:
     """Load every source the settings name and compile their tools.
 
     The top-level `spec:`/`tools:` (with `upstream:`) come first, then the top-level
-    `mcp_upstream:`, then each entry of `sources:` in order.
+    `mcp_upstream:`, then each entry of `sources:` in order. `parts`: a running catalog's
+    (a reload): its upstream clients, credentials, MCP sessions, decision service client and
+    rate limiter are kept where their settings did not change; the new catalog's own are in
+    its `.parts`.
 
     Raises:
         SpecError: a document cannot be read (or, with `strict`, an operation cannot be converted).
         ConfigError: no usable upstream URL, or two tools with one name.
     """
+    made = Parts(parts)
     sources: list[Source] = []
+
+    def mcp_source(upstream: McpUpstreamSettings, prefix: str, label: str) -> ProxiedSource:
+        kept = made.take("MCP server", (prefix, upstream),
+                         lambda: MCPUpstreamSource(upstream, prefix=prefix, label=label))
+        return ProxiedSource(kept)
+
     # Headers filled from the caller's token: never taken from tool arguments (no spoofing).
     reserved = frozenset(m.header.lower() for m in settings.auth.claim_to_header) if settings.auth else frozenset()
     if settings.spec is not None or settings.tools:
         sources += openapi_sources(settings, settings.spec, settings.tools, settings.upstream, settings.include,
                                    settings.exclude, prefix="", label="", transport=transport,
-                                   require_upstream=require_upstream, reserved=reserved)
+                                   require_upstream=require_upstream, reserved=reserved, parts=made)
     if settings.mcp_upstream is not None:
-        sources.append(ProxiedSource(MCPUpstreamSource(settings.mcp_upstream, label="mcp_upstream")))
+        sources.append(mcp_source(settings.mcp_upstream, "", "mcp_upstream"))
     for i, entry in enumerate(settings.sources):
         if entry.mcp_upstream is not None:
-            sources.append(ProxiedSource(MCPUpstreamSource(entry.mcp_upstream, prefix=entry.prefix,
-                                                           label=f"sources[{i}]")))
+            sources.append(mcp_source(entry.mcp_upstream, entry.prefix, f"sources[{i}]"))
         else:
             sources += openapi_sources(settings, entry.spec, entry.tools, entry.upstream, entry.include,
                                        entry.exclude, prefix=entry.prefix, label=f"sources[{i}]",
-                                       transport=transport, require_upstream=require_upstream, reserved=reserved)
+                                       transport=transport, require_upstream=require_upstream, reserved=reserved,
+                                       parts=made)
     acl = compile_acl(settings.acl, source=settings.config_file or "<config>") if settings.acl is not None else None
     pdp = None
     if settings.pdp is not None:
-        from converter.policy.pdp import Pdp  # httpx: imported only when configured
+        pdp_settings = settings.pdp
 
-        pdp = Pdp(settings.pdp, transport=pdp_transport)
-    return Catalog(sources, auth=settings.auth, acl=acl, pdp=pdp, limiter=build_limiter(settings))
+        def make_pdp() -> Pdp:
+            from converter.policy.pdp import Pdp  # httpx: imported only when configured
+
+            return Pdp(pdp_settings, transport=pdp_transport)
+
+        pdp = made.take("decision service client", (pdp_settings, id(pdp_transport)), make_pdp)
+    limiter = made.take("rate limiter", (settings.limits, settings.redis), lambda: build_limiter(settings)) \
+        if settings.limits else None
+    catalog = Catalog(sources, auth=settings.auth, acl=acl, pdp=pdp, limiter=limiter)
+    made.done()
+    catalog.parts = made
+    return catalog
 
 
 def build_limiter(settings: Settings) -> RateLimiter | None:

@@ -12,14 +12,15 @@ token is never sent as it is, and a call whose credentials cannot be had is not 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
-from contextlib import AsyncExitStack
 from dataclasses import replace
 from typing import Any
 
 import anyio
 import mcp.types as types
 
+from converter.catalog.reuse import Parts
 from converter.catalog.served import NO_CONTEXT, CallContext
 from converter.config import InlineTool, SelectionSettings, Settings, UpstreamSettings
 from converter.config.credentials import CredentialsSettings
@@ -38,36 +39,6 @@ from converter.tools.shaping import shaping_for
 PROBE_TIMEOUT = 2.0  # seconds per upstream, for /readyz
 
 
-class UpstreamConnection:
-    """What one `spec:`/`tools:` block keeps open while serving: its pooled upstream client and
-    the token-endpoint client of each of its sources' credentials, opened and closed together.
-
-    The sources of one block share it, so the catalog (which opens each connection once) opens
-    every part once.
-    """
-
-    def __init__(self, upstream: Upstream) -> None:
-        self.upstream = upstream
-        self.credentials: list[UpstreamCredentials] = []
-        self._stack: AsyncExitStack | None = None
-
-    def __repr__(self) -> str:
-        return f"UpstreamConnection(credentials={len(self.credentials)})"
-
-    async def __aenter__(self) -> UpstreamConnection:
-        async with AsyncExitStack() as stack:
-            await stack.enter_async_context(self.upstream)
-            for credentials in self.credentials:
-                await stack.enter_async_context(credentials)
-            self._stack = stack.pop_all()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            await stack.aclose()
-
-
 class OpenAPISource:
     """Compiled tools and the pooled client of their upstream (a `converter.catalog.served.Source`)."""
 
@@ -75,16 +46,15 @@ class OpenAPISource:
                  default_base_url: str | None = None, static_headers: Mapping[str, str] | None = None,
                  problems: Sequence[Problem] = (), security_schemes: Mapping[str, Any] | None = None,
                  label: str = "spec", credentials: UpstreamCredentials | None = None,
-                 connection: UpstreamConnection | None = None, upstream_key: str = "upstream") -> None:
+                 upstream_key: str = "upstream", files: Sequence[str] = ()) -> None:
         """Args:
             base_url: upstream.url: every call goes there (overrides the spec's servers).
             default_base_url: without upstream.url, for operations without their own server.
             static_headers: upstream.headers, sent with every call; never overridden by arguments.
             credentials: the upstream's own credentials (upstream.auth, upstream.credentials);
                 None: calls carry only the static headers.
-            connection: what must be open while serving (shared by the sources of one block);
-                by default the upstream client and `credentials`, opened together.
             upstream_key: where its `upstream:` is in the config ("sources[2].upstream"), for messages.
+            files: the URIs of the document and of every document it references (a reload watches them).
         """
         self.plans = {plan.name: plan for plan in plans}
         self.label = label
@@ -92,11 +62,7 @@ class OpenAPISource:
         self.upstream = upstream
         self.credentials = credentials
         self.upstream_key = upstream_key
-        if connection is None:
-            connection = UpstreamConnection(upstream)
-            if credentials is not None:
-                connection.credentials.append(credentials)
-        self._connection = connection
+        self.files = tuple(files)
         self.base_url = base_url
         self.default_base_url = default_base_url
         self.static_headers = dict(static_headers or {})
@@ -175,31 +141,40 @@ class OpenAPISource:
         return states
 
     @property
-    def connection(self) -> UpstreamConnection:
-        return self._connection
+    def parts(self) -> list[Any]:
+        """The pooled upstream client (shared by the sources of one block) and the credentials."""
+        return [self.upstream] if self.credentials is None else [self.upstream, self.credentials]
 
 
 def openapi_sources(settings: Settings, spec_path: str | None, tools: Sequence[InlineTool],
                     upstream_settings: UpstreamSettings, include: SelectionSettings, exclude: SelectionSettings,
                     *, prefix: str, label: str, transport: Any, require_upstream: bool,
-                    reserved: frozenset[str]) -> list[OpenAPISource]:
+                    reserved: frozenset[str], parts: Parts | None = None) -> list[OpenAPISource]:
     """One source per document (the spec, the inline tools), sharing one pooled upstream client.
+
+    `parts`: the running catalog's upstream clients and credentials, kept where their settings
+    are the same (converter.catalog.reuse).
 
     Raises:
         SpecError: with `strict`, an operation cannot be converted.
         ConfigError: a tool has no absolute upstream URL.
     """
-    upstream = Upstream(timeout=upstream_settings.timeout, max_response_bytes=upstream_settings.max_response_bytes,
-                        transport=transport, tracing=settings.telemetry.traces)
-    connection = UpstreamConnection(upstream)
+    parts = parts or Parts()
+    where_upstream = f"{label}.upstream" if label else "upstream"
+    upstream = parts.take(
+        "upstream client", (where_upstream, upstream_settings.timeout, upstream_settings.max_response_bytes,
+                            settings.telemetry.traces, id(transport)),
+        lambda: Upstream(timeout=upstream_settings.timeout, max_response_bytes=upstream_settings.max_response_bytes,
+                         transport=transport, tracing=settings.telemetry.traces))
     headers = {name: value.get_secret_value() for name, value in upstream_settings.headers.items()}
     reserved |= {name.lower() for name in headers}  # configured credentials: never replaced by an argument
     chosen, dropped = _selection(include), _selection(exclude)
     compiled: list[tuple[Spec, list[ToolPlan], list[Problem]]] = []
-    where_upstream = f"{label}.upstream" if label else "upstream"
+    files: list[str] = []
     if spec_path is not None:
         cache = CompileCache(default_directory() if settings.cache else None)
         compiled.append(cache.compile(spec_path, include=chosen, exclude=dropped, reserved_headers=reserved))
+        files = list(dict.fromkeys(cache.files))
     inline: Spec | None = None
     if tools:
         where = settings.config_file or "<config>"
@@ -220,16 +195,19 @@ def openapi_sources(settings: Settings, spec_path: str | None, tools: Sequence[I
         wanted = credentials_settings(upstream_settings, inline_beside_spec=spec_path is not None and spec is inline)
         credentials, unused = None, []
         if wanted is not None:  # a credential that does not fit its scheme raises ConfigError here, at startup
-            credentials = UpstreamCredentials(wanted, spec.security_schemes, label=where_upstream,
-                                              static_headers=headers.keys())
-            connection.credentials.append(credentials)
+            credentials = parts.take(
+                "upstream credentials", (where_upstream, spec is inline, wanted, spec.security_schemes,
+                                         sorted(headers)),
+                functools.partial(UpstreamCredentials, wanted, spec.security_schemes, label=where_upstream,
+                                  static_headers=headers.keys()))
             unused = [Problem(f"{where_upstream}.credentials.{name}", "the spec defines no security scheme of that "
                               "name, so it is never sent") for name in credentials.compiler.unused_credentials()]
         sources.append(OpenAPISource(bound, upstream, base_url=upstream_settings.url, default_base_url=default_base,
                                      static_headers=headers, problems=[*spec.problems, *naming, *unused],
                                      security_schemes=spec.security_schemes,
                                      label=f"{label} ({spec.source})" if label else spec.source,
-                                     credentials=credentials, connection=connection, upstream_key=where_upstream))
+                                     credentials=credentials, upstream_key=where_upstream,
+                                     files=() if spec is inline else files))
     return sources
 
 

@@ -57,5 +57,5 @@ class ProxiedSource:
         return {self.upstream.url: "connected" if self.upstream.is_connected else "disconnected"}
 
     @property
-    def connection(self) -> MCPUpstreamSource:
-        return self.upstream
+    def parts(self) -> list[MCPUpstreamSource]:
+        return [self.upstream]

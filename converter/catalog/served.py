@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -81,9 +80,11 @@ class Source(Protocol):
         ...
 
     @property
-    def connection(self) -> AbstractAsyncContextManager[Any]:
-        """What must be open while serving: the pooled upstream client (shared by the sources of
-        one `spec:`/`tools:` block), or the link to an MCP server. The catalog opens each once."""
+    def parts(self) -> Sequence[Any]:
+        """What must be open while serving (async context managers): the pooled upstream client
+        (shared by the sources of one `spec:`/`tools:` block) and the upstream credentials, or the
+        link to an MCP server. The catalog opens each part once; a reload keeps those whose
+        settings did not change (converter.catalog.reuse)."""
         ...
 
 
@@ -100,11 +101,24 @@ class ServedTool(Protocol):
 class ServedCatalog(Protocol):
     """What the server serves."""
 
-    policy: Policy
-    limiter: RateLimiter | None  # limits: (the catalog limits tool calls; the server every other request)
-    problems: list[Problem]
     listeners: list[CatalogListener]  # told when a list changes
     stop_streams: list[Callable[[], None]]  # called first on shutdown: long-lived streams end
+
+    @property
+    def policy(self) -> Policy: ...
+
+    @property
+    def limiter(self) -> RateLimiter | None:
+        """limits: (the catalog limits tool calls; the server every other request)."""
+        ...
+
+    @property
+    def problems(self) -> list[Problem]: ...
+
+    @property
+    def generation(self) -> int:
+        """Changes when what is served is replaced (a live reload): caches of its lists key on it."""
+        ...
 
     @property
     def served_tools(self) -> Sequence[ServedTool]:

@@ -16,6 +16,7 @@ from converter.config.settings import (
     InlineTool,
     McpUpstreamSettings,
     RedisSettings,
+    ReloadSettings,
     SelectionSettings,
     ServerSettings,
     Settings,
@@ -25,5 +26,6 @@ from converter.config.settings import (
 )
 
 __all__ = ["UNSAFE_METHODS", "AuthSettings", "ClaimHeader", "InlineTool", "LimitRule", "McpUpstreamSettings",
-           "PdpSettings", "RedisSettings", "ResponseSettings", "SelectionSettings", "ServerSettings", "Settings",
-           "SourceSettings", "TelemetrySettings", "ToolResponseSettings", "UpstreamSettings", "load_settings"]
+           "PdpSettings", "RedisSettings", "ReloadSettings", "ResponseSettings", "SelectionSettings", "ServerSettings",
+           "Settings", "SourceSettings", "TelemetrySettings", "ToolResponseSettings", "UpstreamSettings",
+           "load_settings"]

@@ -27,7 +27,7 @@ def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
     Args:
         config_file: path of the YAML file, or None.
         overrides: CLI values; `None` means "not given". Keys: spec, upstream_url, host, port,
-            path, transport, page_size, strict, read_only, mode, no_cache.
+            path, transport, page_size, strict, read_only, mode, no_cache, watch.
 
     Raises:
         ConfigError: the file cannot be read or keys are wrong; the message names each problem
@@ -108,6 +108,8 @@ def _apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str
         raw["mode"] = overrides["mode"]
     if overrides.get("no_cache"):
         raw["cache"] = False
+    if overrides.get("watch"):
+        raw["reload"] = {**(raw.get("reload") or {}), "watch": True}
     return raw
 
 

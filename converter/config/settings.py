@@ -38,6 +38,7 @@ UNSAFE_METHODS: Final[tuple[str, ...]] = ("POST", "PUT", "PATCH", "DELETE", "TRA
 
 
 _Url = TypeVar("_Url", str, None, "str | None")
+MIN_SESSION_KEY_LENGTH: Final = 32  # characters of a `server.session_keys` entry (openssl rand -base64 32: 44)
 
 
 def _http_url(value: _Url) -> _Url:
@@ -324,6 +325,11 @@ class ServerSettings(_Model):
     max_sessions: int = Field(default=1000, ge=1)
     max_sessions_per_principal: int | None = Field(default=50, ge=1)
     session_idle_timeout: float = Field(default=600, gt=0, le=86400)  # seconds without a request in flight
+    # Sessions any replica can serve (converter.server.shared_sessions): session IDs sealed with the
+    # first key, opened with any (rotation); every replica needs the same list. Empty: the SDK's
+    # random IDs, a session lives in the process that opened it.
+    session_keys: list[SecretStr] = Field(default_factory=list)
+    session_lifetime: float = Field(default=86400, gt=0, le=30 * 86400)  # seconds a sealed session ID is valid
     # Connections (converter.server.connections): every phase of reading a request is bounded.
     max_connections: int = Field(default=1000, ge=1)  # lowered at start to fit the open-file limit
     max_connections_per_client: int | None = Field(default=256, ge=1)  # per client address (IPv6: per /64)
@@ -335,11 +341,41 @@ class ServerSettings(_Model):
     # The URL clients use when a proxy is in front (TLS, another host, port or path): auth.resource
     # is checked against it instead of the listener (converter.config.checks).
     public_url: str | None = None
+    # DNS-rebinding check (the MCP transport and the dashboard's data): Host values (`name`,
+    # `name:port`, `name:*`) and Origin values (`https://name`, `http://name:*`) accepted besides
+    # the loopback ones; set on any listener, it turns the check on there too.
+    allowed_hosts: list[str] = Field(default_factory=list)
+    allowed_origins: list[str] = Field(default_factory=list)
 
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, value: str | None) -> str | None:
         return _http_url(value)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _allowed_hosts(cls, value: list[str]) -> list[str]:
+        for host in value:
+            if not host or "/" in host or any(c.isspace() for c in host) or host.startswith("*"):
+                raise ValueError(f"{host!r} is not a Host value: give name, name:port or name:* (no scheme, no path)")
+        return [host.lower() for host in value]
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _allowed_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if not origin.startswith(("http://", "https://")) or origin.rstrip("/").count("/") != 2:
+                raise ValueError(f"{origin!r} is not an Origin: give scheme://name[:port] (no path)")
+        return [origin.rstrip("/") for origin in value]
+
+    @field_validator("session_keys")
+    @classmethod
+    def _session_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for index, key in enumerate(value):
+            if len(key.get_secret_value()) < MIN_SESSION_KEY_LENGTH:
+                raise ValueError(f"key {index} is too short: session keys need at least {MIN_SESSION_KEY_LENGTH} "
+                                 "characters (e.g. `openssl rand -base64 32`)")
+        return value
 
 
 class RedisSettings(_Model):
@@ -355,6 +391,14 @@ class RedisSettings(_Model):
         if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
+
+
+class ReloadSettings(_Model):
+    """Live reload (converter.catalog.reload): SIGHUP always reloads; `watch` adds the triggers below."""
+
+    # Watch the config file, the spec files and the files they reference ($ref), and poll URL specs.
+    watch: bool = False
+    interval: float = Field(default=300, ge=1, le=86400)  # seconds between conditional GETs of a URL spec
 
 
 class SourceSettings(_Model):
@@ -396,6 +440,7 @@ class Settings(_Model):
     pdp: PdpSettings | None = None  # AuthZEN decision service (converter.policy.pdp); needs auth:
     limits: list[LimitRule] = Field(default_factory=list)  # rate limits and quotas (converter.policy.limits)
     redis: RedisSettings | None = None  # shared counters across replicas
+    reload: ReloadSettings = Field(default_factory=ReloadSettings)  # live reload triggers
     config_file: str | None = Field(default=None, exclude=True)
 
     @field_validator("mcp_upstream", mode="before")

@@ -5,9 +5,16 @@ the sources' resources and prompts, `subscriptions` relays resource updates, `ta
 tasks bound to their creator, `handlers` serves it all to clients.
 """
 
-from converter.passthrough.handlers import notification_relay, progress_relay, register_handlers, request_relay
+from converter.passthrough.handlers import (
+    Downstream,
+    install_downstream,
+    notification_relay,
+    progress_relay,
+    register_handlers,
+    request_relay,
+)
 from converter.passthrough.source import MCPUpstreamSource
 from converter.passthrough.view import Passthrough, template_regex
 
-__all__ = ["MCPUpstreamSource", "Passthrough", "notification_relay", "progress_relay", "register_handlers",
-           "request_relay", "template_regex"]
+__all__ = ["Downstream", "MCPUpstreamSource", "Passthrough", "install_downstream", "notification_relay",
+           "progress_relay", "register_handlers", "request_relay", "template_regex"]

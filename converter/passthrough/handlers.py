@@ -79,26 +79,38 @@ class Downstream:
             await self.bus.publish(event())
 
 
-def register_handlers(server: Server[Any], passthrough: Passthrough, routes: ToolRoutes,
-                      listeners: list[Callable[[frozenset[str]], Awaitable[None]]],
-                      stop_streams: list[Callable[[], None]], principal_of: Any) -> None:
-    """Add the resources, prompts, completion and task handlers for the features some MCP source
-    provides, advertise `listChanged` for the lists that can change, and pass list changes on to
-    clients (`routes`: where a proxied tool is served, checked; `listeners`: told of each change;
-    `stop_streams`: called first on shutdown)."""
-    if not passthrough.sources:
-        return
+def install_downstream(server: Server[Any], listeners: list[Callable[[frozenset[str]], Awaitable[None]]],
+                       stop_streams: list[Callable[[], None]]) -> Downstream:
+    """Pass every list change the catalog announces on to the connected clients (`listeners`:
+    told of each change; `stop_streams`: called first on shutdown), and serve `subscriptions/listen`.
+    The tool list can always change (a reload), so `tools.listChanged` is always advertised."""
     downstream = Downstream()
     server.middleware.append(downstream)
-    listen: Any = downstream.listen
-    if passthrough.provides("resources"):
-        subscriptions = ResourceSubscriptions(passthrough, downstream.bus, downstream.listen, principal_of)
-        server.add_request_handler("resources/subscribe", types.SubscribeRequestParams, subscriptions.subscribe)
-        server.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, subscriptions.unsubscribe)
-        listen = subscriptions.listen
-    server.add_request_handler("subscriptions/listen", types.SubscriptionsListenRequestParams, listen)
+    server.add_request_handler("subscriptions/listen", types.SubscriptionsListenRequestParams, downstream.listen)
     listeners.append(downstream.notify)
     stop_streams.append(downstream.listen.close)
+    _advertise(server, NotificationOptions(tools_changed=True), {})
+    return downstream
+
+
+def register_handlers(server: Server[Any], passthrough: Passthrough, routes: ToolRoutes, downstream: Downstream,
+                      principal_of: Any, current: Callable[[], Passthrough | None] | None = None) -> None:
+    """Add the resources, prompts, completion and task handlers for the features some MCP source
+    provides and advertise `listChanged` for the lists that can change (`routes`: where a proxied
+    tool is served, checked; `downstream`: from `install_downstream`; `current`: the passthrough
+    served now, when a reload may replace `passthrough`: its access rules may have changed, its
+    MCP sources stay)."""
+    if not passthrough.sources:
+        return
+    view: Callable[[], Passthrough] = (lambda: current() or passthrough) if current is not None \
+        else (lambda: passthrough)
+    if passthrough.provides("resources"):
+        subscriptions = ResourceSubscriptions(passthrough, downstream.bus, downstream.listen, principal_of,
+                                              current=view)
+        server.add_request_handler("resources/subscribe", types.SubscribeRequestParams, subscriptions.subscribe)
+        server.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, subscriptions.unsubscribe)
+        server.add_request_handler("subscriptions/listen", types.SubscriptionsListenRequestParams,
+                                   subscriptions.listen)
     options = NotificationOptions(tools_changed=True, prompts_changed=passthrough.provides("prompts"),
                                   resources_changed=passthrough.provides("resources"))
     extra: dict[str, Any] = {}
@@ -114,20 +126,18 @@ def register_handlers(server: Server[Any], passthrough: Passthrough, routes: Too
         extra["tasks"] = CAPABILITY  # the SDK derives no tasks capability from handlers
     if passthrough.provides("logging"):  # upstream log messages are passed on during a request
         server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, _set_level)
-    # The SDK takes the listChanged flags from create_initialization_options' argument only.
-    server.create_initialization_options = functools.partial(  # type: ignore[method-assign]
-        _with_options, server.create_initialization_options, options, extra)
+    _advertise(server, options, extra)
 
     if passthrough.provides("resources"):
         async def list_resources(ctx: Any, params: types.PaginatedRequestParams) -> types.ListResourcesResult:
-            return types.ListResourcesResult(resources=await passthrough.list_resources(principal_of(ctx)))
+            return types.ListResourcesResult(resources=await view().list_resources(principal_of(ctx)))
 
         async def list_templates(ctx: Any, params: types.PaginatedRequestParams) -> types.ListResourceTemplatesResult:
-            templates = await passthrough.list_templates(principal_of(ctx))
+            templates = await view().list_templates(principal_of(ctx))
             return types.ListResourceTemplatesResult(resource_templates=templates)
 
         async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
-            return await passthrough.read_resource(str(params.uri), principal_of(ctx))
+            return await view().read_resource(str(params.uri), principal_of(ctx))
 
         server.add_request_handler("resources/list", types.PaginatedRequestParams, list_resources)
         server.add_request_handler("resources/templates/list", types.PaginatedRequestParams, list_templates)
@@ -135,19 +145,27 @@ def register_handlers(server: Server[Any], passthrough: Passthrough, routes: Too
 
     if passthrough.provides("prompts"):
         async def list_prompts(ctx: Any, params: types.PaginatedRequestParams) -> types.ListPromptsResult:
-            return types.ListPromptsResult(prompts=await passthrough.list_prompts(principal_of(ctx)))
+            return types.ListPromptsResult(prompts=await view().list_prompts(principal_of(ctx)))
 
         async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
-            return await passthrough.get_prompt(params.name, params.arguments, principal_of(ctx))
+            return await view().get_prompt(params.name, params.arguments, principal_of(ctx))
 
         server.add_request_handler("prompts/list", types.PaginatedRequestParams, list_prompts)
         server.add_request_handler("prompts/get", types.GetPromptRequestParams, get_prompt)
 
     if passthrough.provides("completions"):
         async def complete(ctx: Any, params: types.CompleteRequestParams) -> types.CompleteResult:
-            return await passthrough.complete(params, principal_of(ctx))
+            return await view().complete(params, principal_of(ctx))
 
         server.add_request_handler("completion/complete", types.CompleteRequestParams, complete)
+
+
+def _advertise(server: Server[Any], options: NotificationOptions, extra: dict[str, Any]) -> None:
+    # The SDK takes the listChanged flags from create_initialization_options' argument only.
+    create = getattr(server.create_initialization_options, "_openapi_mcp_create", server.create_initialization_options)
+    advertised = functools.partial(_with_options, create, options, extra)
+    advertised._openapi_mcp_create = create  # type: ignore[attr-defined]
+    server.create_initialization_options = advertised  # type: ignore[method-assign]
 
 
 def _with_options(create: Any, options: NotificationOptions, extra: dict[str, Any],

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import weakref
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -37,8 +38,9 @@ class ResourceSubscriptions:
     """Who wants which URI, the upstream subscriptions that follows from it, and the relay."""
 
     def __init__(self, passthrough: Passthrough, bus: SubscriptionBus, listen: ListenHandler,
-                 principal_of: Any) -> None:
-        self._passthrough = passthrough
+                 principal_of: Any, current: Callable[[], Passthrough] | None = None) -> None:
+        """`current`: the passthrough served now (a reload replaces it; its sources stay)."""
+        self._current = current or (lambda: passthrough)
         self._bus = bus
         self._listen = listen
         self._principal_of = principal_of
@@ -110,7 +112,7 @@ class ResourceSubscriptions:
         Raises:
             MCPError: -32602 for an unknown or hidden URI, or one whose server takes no subscriptions.
         """
-        source = await self._passthrough.source_of(uri, principal, "subscribe")
+        source = await self._current().source_of(uri, principal, "subscribe")
         if not source.can_subscribe:
             raise MCPError(code=types.INVALID_PARAMS,
                            message=f"Updates of {uri!r} are not available: its server does not support subscriptions")

@@ -7,12 +7,14 @@ exception from a call ever reaches the SDK (it would become a JSON-RPC error wit
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import mcp.types as types
 from mcp.server import Server, ServerRequestContext
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from starlette.applications import Starlette
@@ -28,20 +30,31 @@ from converter.auth.layer import (
     principal_of,
 )
 from converter.auth.metadata import metadata_routes
-from converter.catalog import build_served_catalog
+from converter.catalog import Catalog, DynamicCatalog, build_served_catalog
+from converter.catalog.live import LiveCatalog
+from converter.catalog.reload import Reloader
 from converter.catalog.served import NO_CONTEXT, CallContext, ServedCatalog
-from converter.config import AuthSettings, Settings
+from converter.catalog.watch import watch
+from converter.config import AuthSettings, RedisSettings, ServerSettings, Settings
 from converter.config.checks import resource_warnings
 from converter.credentials.stats import combined_stats
 from converter.invoke.result import error_result
-from converter.passthrough import notification_relay, progress_relay, register_handlers, request_relay
+from converter.passthrough import (
+    install_downstream,
+    notification_relay,
+    progress_relay,
+    register_handlers,
+    request_relay,
+)
 from converter.server.dashboard import dashboard_routes, data_path_of
 from converter.server.health import healthz, metrics_endpoint, readyz
 from converter.server.limits import RequestLimits
 from converter.server.list_cache import EMPTY_LIST, ENVELOPE_ONLY, ListCache
 from converter.server.sessions import with_session_limits
+from converter.server.shared_sessions import SharedSessionManager, build_session_manager
 from converter.telemetry import McpTelemetry, TelemetryLayer
 from converter.telemetry.setup import Telemetry, build_telemetry
+from converter.telemetry.sinks import Metrics
 from converter.version import __version__
 
 log = logging.getLogger("openapi_mcp")
@@ -62,7 +75,8 @@ def call_context(ctx: ServerRequestContext[Any]) -> CallContext:
 
 def build_server(catalog: ServedCatalog, *, name: str = "openapi-mcp", telemetry: Telemetry | None = None,
                  page_size: int | None = None) -> Server[Any]:
-    """The low-level MCP server whose handlers read the catalog."""
+    """The low-level MCP server whose handlers read the catalog (every list change the catalog
+    announces reaches the clients: converter.passthrough.install_downstream)."""
 
     async def list_tools(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
@@ -91,9 +105,10 @@ def build_server(catalog: ServedCatalog, *, name: str = "openapi-mcp", telemetry
     if telemetry is not None:
         server.middleware.append(McpTelemetry(telemetry.fanout, log_payloads=telemetry.log_payloads))
     server.middleware.append(ListCache(catalog, page_size=page_size))
+    downstream = install_downstream(server, catalog.listeners, catalog.stop_streams)
     if catalog.passthrough is not None:
-        register_handlers(server, catalog.passthrough, catalog, catalog.listeners, catalog.stop_streams,
-                          principal_of)
+        register_handlers(server, catalog.passthrough, catalog, downstream, principal_of,
+                          current=lambda: catalog.passthrough)
     _empty_lists(server)
     return server
 
@@ -129,8 +144,9 @@ def _empty_lists(server: Server[Any]) -> None:
             server.add_request_handler(method, params_type, handler)
 
 
-def create_app(settings: Settings, *, catalog: ServedCatalog | None = None, upstream_transport: Any = None,
-               auth_transport: Any = None) -> Starlette:
+def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCatalog | None = None,
+               upstream_transport: Any = None, auth_transport: Any = None,
+               reload_settings: Callable[[], Settings] | None = None) -> Starlette:
     """Build the ASGI app: MCP at `settings.server.path`, plus `/healthz`.
 
     Args:
@@ -138,43 +154,47 @@ def create_app(settings: Settings, *, catalog: ServedCatalog | None = None, upst
         catalog: an already built catalog (the CLI builds it first to report problems).
         upstream_transport: an httpx transport for the upstream (tests: `httpx.ASGITransport`).
         auth_transport: an httpx transport for the authorization server (tests).
+        reload_settings: reads the settings again, for live reloads (SIGHUP, `reload.watch`);
+            None: the catalog is never replaced (`app.state.reloader` is None).
     """
-    catalog = catalog or build_served_catalog(settings, transport=upstream_transport)
-    verifier = build_verifier(settings.auth, transport=auth_transport) if settings.auth else None
+    if not isinstance(catalog, LiveCatalog):
+        catalog = LiveCatalog(catalog or build_served_catalog(settings, transport=upstream_transport))
+    live = catalog
+    verifier = build_verifier(settings.auth, transport=auth_transport, redis=settings.redis) if settings.auth else None
     cache = verifier.cache if verifier is not None else None
-    credentials = catalog.upstream_credentials
-    telemetry = build_telemetry(settings.telemetry, catalog.tool_names,
+    telemetry = build_telemetry(settings.telemetry, live.tool_names,
                                 cache_stats=(lambda: (cache.hits, cache.misses)) if cache is not None else None,
-                                credential_stats=(lambda: combined_stats(credentials)) if credentials else None)
-    server = build_server(catalog, telemetry=telemetry, page_size=settings.server.page_size)
+                                credential_stats=lambda: combined_stats(live.upstream_credentials)
+                                if live.upstream_credentials else None)
+    metrics = telemetry.metrics
+    reloader = None
+    if reload_settings is not None:
+        reloader = Reloader(live, settings, reload_settings, transport=upstream_transport,
+                            on_result=(lambda result: metrics.reloads.labels(result).inc()) if metrics else None)
+    server = build_server(live, telemetry=telemetry, page_size=settings.server.page_size)
     host = settings.server.host
-    security = None
-    if host in _LOOPBACK:
-        # DNS-rebinding protection for a loopback listener (the SDK does the same by default).
-        security = TransportSecuritySettings(
-            enable_dns_rebinding_protection=True,
-            allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"],
-            allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
-        )
+    security = transport_security(settings.server)
     json_response = settings.server.json_response
-    if catalog.passthrough is not None and "json_response" not in settings.server.model_fields_set:
+    if live.passthrough is not None and "json_response" not in settings.server.model_fields_set:
         json_response = False  # SSE answers, so an upstream's progress reaches the client during a call
-    mcp_app = server.streamable_http_app(
-        streamable_http_path=settings.server.path,
-        json_response=json_response,
-        stateless_http=settings.server.stateless,
-        transport_security=security,
-        host=host,
-        max_sessions=settings.server.max_sessions,
-        session_idle_timeout=settings.server.session_idle_timeout,
-    )
-    mcp_asgi = with_session_limits(mcp_app, server.session_manager, settings.server, telemetry.metrics)
+    ended = None
+    if settings.redis is not None and settings.server.session_keys and not settings.server.stateless:
+        from converter.server.ended_sessions import RedisEndedSessions
+
+        ended = RedisEndedSessions.from_url(settings.redis.url.get_secret_value(),
+                                            key_prefix=settings.redis.key_prefix, timeout=settings.redis.timeout)
+    manager = build_session_manager(server, settings.server, json_response=json_response, security=security,
+                                    ended=ended)
+    if isinstance(manager, SharedSessionManager) and telemetry.metrics is not None:
+        manager.on_rebuilt = telemetry.metrics.sessions_rebuilt.inc
+    mcp_app = Starlette(routes=[Route(settings.server.path, endpoint=StreamableHTTPASGIApp(manager))])
+    mcp_asgi = with_session_limits(mcp_app, manager, settings.server, telemetry.metrics)
 
     if settings.auth is None and host not in _LOOPBACK:
         log.warning("no auth: configured and listening on %s: anyone who can reach it can call every tool", host)
     if settings.auth is not None and settings.auth.insecure_relaxed_audience_validation:
         log.warning("auth.insecure_relaxed_audience_validation is on: tokens issued for other resources are accepted")
-    if settings.auth is not None and not catalog.policy.all_scopes() and not settings.auth.scopes_supported:
+    if settings.auth is not None and not live.policy.all_scopes() and not settings.auth.scopes_supported:
         log.warning("auth: no scopes at all (auth.required_scopes, auth.tool_scopes, OpenAPI security): every valid "
                     "token may call every tool, and clients are told no scope to ask for, so they ask the "
                     "authorization server for its defaults; set auth.required_scopes (e.g. [mcp:tools])")
@@ -184,35 +204,57 @@ def create_app(settings: Settings, *, catalog: ServedCatalog | None = None, upst
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
-            async with catalog, server.session_manager.run():
+            async with live, manager.run(), anyio.create_task_group() as tasks:
+                if reloader is not None:
+                    tasks.start_soon(watch, reloader)
                 yield
+                tasks.cancel_scope.cancel()
         finally:
             if verifier is not None:
                 await verifier.aclose()
+            if ended is not None:
+                await ended.aclose()
             telemetry.close()
 
-    routes = [Route("/healthz", healthz(catalog)), Route("/readyz", readyz(catalog))]
+    shared_verdicts = getattr(verifier, "shared", None)
+
+    def shared_states() -> dict[str, str]:
+        states = {"redis-verdicts": shared_verdicts.state} if shared_verdicts is not None else {}
+        if ended is not None:
+            states["redis-sessions"] = ended.state
+        return states
+
+    state = reloader.state.as_json if reloader is not None else None
+    routes = [Route("/healthz", healthz(live)),
+              Route("/readyz", readyz(live, shared=shared_states, reload_state=state))]
     if settings.auth is not None:
-        routes += metadata_routes(settings.auth, scopes=catalog.policy.all_scopes(), mcp_path=settings.server.path)
+        auth = settings.auth
+
+        def current_auth() -> AuthSettings:  # the policy's keys of auth: follow a reload
+            return reloader.settings.auth or auth if reloader is not None else auth
+
+        routes += metadata_routes(current_auth, scopes=lambda: live.policy.all_scopes(),  # noqa: PLW0108 - the policy of now
+                                  mcp_path=settings.server.path)
     if telemetry.metrics is not None:
         routes.append(Route(settings.telemetry.metrics_path, metrics_endpoint(telemetry.metrics)))
     guarded: list[str] = []
     if settings.telemetry.dashboard:
-        routes += dashboard_routes(settings.telemetry.dashboard_path, telemetry.recent, policy=catalog.policy,
-                                   admin_scopes=settings.telemetry.dashboard_scopes, loopback=host in _LOOPBACK)
+        routes += dashboard_routes(settings.telemetry.dashboard_path, telemetry.recent, policy=lambda: live.policy,
+                                   admin_scopes=settings.telemetry.dashboard_scopes,
+                                   loopback=host in _LOOPBACK or bool(settings.server.allowed_hosts),
+                                   allowed_hosts=settings.server.allowed_hosts)
         guarded.append(data_path_of(settings.telemetry.dashboard_path))
     app = Starlette(routes=[*routes, Mount("/", app=mcp_asgi)], lifespan=lifespan)
-    app.state.catalog = catalog
+    app.state.catalog = live
+    app.state.reloader = reloader
     app.state.verifier = verifier
     app.state.telemetry = telemetry
-    if catalog.limiter is not None:  # inside the auth layer: it counts per verified caller
-        app.add_middleware(RequestLimits, limiter=catalog.limiter, mcp_path=settings.server.path)
-    pdp = catalog.policy.pdp
-    if pdp is not None and telemetry.metrics is not None:
-        observe = telemetry.metrics.watch_pdp(lambda: pdp.stats.decisions)
-        pdp.on_round_trip = lambda trip: observe(trip.kind, trip.seconds)
+    # Inside the auth layer: it counts per verified caller. Always there: a reload may add `limits:`.
+    app.add_middleware(RequestLimits, limiter=lambda: live.limiter, mcp_path=settings.server.path)
+    if telemetry.metrics is not None:
+        _watch_pdp(live, telemetry.metrics)
     if settings.auth is not None and verifier is not None:
-        app.add_middleware(AuthLayer, settings=settings.auth, verifier=verifier, policy=catalog.policy,
+        app.add_middleware(AuthLayer, settings=settings.auth, verifier=verifier, policy=lambda: live.policy,
                            mcp_path=settings.server.path, guarded_paths=guarded)
         # Browser clients call with a bearer token (no cookies), from any origin.
         app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
@@ -224,26 +266,67 @@ def create_app(settings: Settings, *, catalog: ServedCatalog | None = None, upst
     return app
 
 
-def build_verifier(auth: AuthSettings, *, transport: Any = None) -> TokenVerifier:
-    """Introspection when an endpoint is configured, else local JWT validation with the JWKS."""
+def _watch_pdp(live: LiveCatalog, metrics: Metrics) -> None:
+    """The decision service's metrics, for the catalog served now (a reload may replace its client)."""
+    observe = metrics.watch_pdp(lambda: live.policy.pdp.stats.decisions if live.policy.pdp is not None else {})
+
+    def hook(catalog: Any) -> None:
+        pdp = catalog.policy.pdp
+        if pdp is not None:
+            pdp.on_round_trip = lambda trip: observe(trip.kind, trip.seconds)
+
+    hook(live.current)
+    live.on_swap.append(hook)
+
+
+def transport_security(server: ServerSettings) -> TransportSecuritySettings | None:
+    """The DNS-rebinding check: on a loopback listener (as the SDK does), and wherever
+    `server.allowed_hosts` is set (behind a proxy that passes its own Host), with those added."""
+    if server.host not in _LOOPBACK and not server.allowed_hosts:
+        return None
+    hosts: list[str] = []
+    origins: list[str] = []
+    if server.host in _LOOPBACK:
+        hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"]
+        origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True,
+                                     allowed_hosts=[*hosts, *server.allowed_hosts],
+                                     allowed_origins=[*origins, *server.allowed_origins])
+
+
+def build_verifier(auth: AuthSettings, *, transport: Any = None, redis: RedisSettings | None = None) -> TokenVerifier:
+    """Introspection when an endpoint is configured (its verdicts shared in Redis when `redis:` is set),
+    else local JWT validation with the JWKS (nothing to share: no call to the AS per token)."""
     if auth.introspection_endpoint is not None:
         from converter.auth.introspection import IntrospectionVerifier
 
-        return IntrospectionVerifier(auth, transport=transport)
+        shared = None
+        if redis is not None:
+            from converter.auth.shared_cache import SharedVerdicts
+
+            shared = SharedVerdicts.from_url(redis.url.get_secret_value(), key_prefix=redis.key_prefix,
+                                             timeout=redis.timeout)
+        return IntrospectionVerifier(auth, transport=transport, shared=shared)
     from converter.auth.jwt import JWTVerifier  # joserfc + cryptography: imported only when configured
 
     return JWTVerifier(auth, transport=transport)
 
 
-async def run_stdio(settings: Settings, *, catalog: ServedCatalog | None = None) -> None:
-    """Serve MCP over stdin/stdout (for clients that launch the server themselves)."""
+async def run_stdio(settings: Settings, *, catalog: Catalog | DynamicCatalog | None = None,
+                    reload_settings: Callable[[], Settings] | None = None) -> None:
+    """Serve MCP over stdin/stdout (for clients that launch the server themselves); with
+    `reload_settings`, reloaded live as over HTTP (SIGHUP, `reload.watch`)."""
     from mcp.server.stdio import stdio_server
 
-    catalog = catalog or build_served_catalog(settings)
-    telemetry = build_telemetry(settings.telemetry, catalog.tool_names, transport="stdio")
-    server = build_server(catalog, telemetry=telemetry, page_size=settings.server.page_size)
+    live = LiveCatalog(catalog or build_served_catalog(settings))
+    telemetry = build_telemetry(settings.telemetry, live.tool_names, transport="stdio")
+    server = build_server(live, telemetry=telemetry, page_size=settings.server.page_size)
+    reloader = Reloader(live, settings, reload_settings) if reload_settings is not None else None
     try:
-        async with catalog, stdio_server() as (read_stream, write_stream):
+        async with live, stdio_server() as (read_stream, write_stream), anyio.create_task_group() as tasks:
+            if reloader is not None:
+                tasks.start_soon(watch, reloader)
             await server.run(read_stream, write_stream, server.create_initialization_options())
+            tasks.cancel_scope.cancel()
     finally:
         telemetry.close()

@@ -15,7 +15,7 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any, Final
 
@@ -155,8 +155,9 @@ def summarize(records: Sequence[Mapping[str, Any]], *, now: float | None = None,
     }
 
 
-def dashboard_routes(path: str, recent: Recent, *, policy: Policy | None = None,
-                     admin_scopes: Sequence[str] = (), loopback: bool = False) -> list[Route]:
+def dashboard_routes(path: str, recent: Recent, *, policy: Policy | Callable[[], Policy] | None = None,
+                     admin_scopes: Sequence[str] = (), loopback: bool = False,
+                     allowed_hosts: Sequence[str] = ()) -> list[Route]:
     """The page at `path` and its data at `path + "/data"` (`data_path`).
 
     With `auth:` on, the data route sits behind the auth layer like `/mcp` (converter.auth.layer
@@ -170,6 +171,10 @@ def dashboard_routes(path: str, recent: Recent, *, policy: Policy | None = None,
     data_path = f"{base}/data"
     page, csp = _page(data_path)
     admin = frozenset(admin_scopes)
+    # A live reload may replace the policy: the one of now decides.
+    policy_of: Callable[[], Policy | None] = policy if callable(policy) else (lambda: policy)
+    # server.allowed_hosts: `name`, `name:port`, `name:*`; _host_of compares names without the port.
+    hosts = _LOOPBACK_HOSTS | {_name_of(host) for host in allowed_hosts}
 
     async def show_page(request: Request) -> Response:
         return Response(page, media_type="text/html; charset=utf-8", headers={
@@ -177,12 +182,13 @@ def dashboard_routes(path: str, recent: Recent, *, policy: Policy | None = None,
             "referrer-policy": "no-referrer"})
 
     async def show_data(request: Request) -> Response:
-        if loopback and _host_of(request) not in _LOOPBACK_HOSTS:
+        if loopback and _host_of(request) not in hosts:
             return _json({"error": "misdirected_request", "error_description": "Invalid Host header"}, 421)
         records = list(recent.records)
         viewer = request.scope.get(PRINCIPAL_KEY)
-        if isinstance(viewer, Principal) and policy is not None and not (
-                admin and admin <= policy.effective_scopes(viewer)):
+        current = policy_of()
+        if isinstance(viewer, Principal) and current is not None and not (
+                admin and admin <= current.effective_scopes(viewer)):
             records = [as_seen_by_caller(r) for r in records
                        if (r.get("subject"), r.get("client_id")) == (viewer.subject, viewer.client_id)]
         return _json(summarize(records, capacity=recent.records.maxlen))
@@ -225,7 +231,11 @@ def _sha256(text: str) -> str:
 
 
 def _host_of(request: Request) -> str:
-    host = request.headers.get("host", "").lower()
+    return _name_of(request.headers.get("host", "").lower())
+
+
+def _name_of(host: str) -> str:
+    """A Host value without its port (`[::1]:8000` -> `[::1]`, `mcp.example.com:*` -> `mcp.example.com`)."""
     if host.startswith("["):
         return host.partition("]")[0] + "]"
     return host.rpartition(":")[0] if ":" in host else host

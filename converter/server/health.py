@@ -25,22 +25,30 @@ def healthz(catalog: ServedCatalog) -> Endpoint:
     return endpoint
 
 
-def readyz(catalog: ServedCatalog) -> Endpoint:
-    """503 until every upstream answers HTTP at all (any status counts: it is reachable)."""
+def readyz(catalog: ServedCatalog, *, shared: Callable[[], dict[str, str]] | None = None,
+           reload_state: Callable[[], dict[str, Any]] | None = None) -> Endpoint:
+    """503 until every upstream answers HTTP at all (any status counts: it is reachable).
+
+    `shared`: the states of shared state outside the catalog (Redis for token verdicts, sessions).
+    `reload_state`: the last live reload (converter.catalog.reload), shown under `reload` as it
+    is now. A failed reload does not make the server unready: the previous catalog still serves.
+    """
     cached: dict[str, Any] = {"at": float("-inf"), "body": None}
 
     async def endpoint(request: Request) -> Response:
         if time.monotonic() - cached["at"] > READY_CACHE_SECONDS:
-            cached["body"] = await _probe(catalog)
+            cached["body"] = await _probe(catalog, shared() if shared is not None else {})
             cached["at"] = time.monotonic()
-        body = cached["body"]
+        body = {**cached["body"], "tools": len(catalog.tool_names)}  # the tools served now
+        if reload_state is not None:
+            body = {**body, "reload": reload_state()}
         return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)
 
     return endpoint
 
 
-async def _probe(catalog: ServedCatalog) -> dict[str, Any]:
-    upstreams = await catalog.probe()
+async def _probe(catalog: ServedCatalog, shared: dict[str, str]) -> dict[str, Any]:
+    upstreams = {**await catalog.probe(), **shared}
     # "degraded" (Redis down: local counters) still serves; an unreachable upstream or PDP does not.
     ready = all(state in ("reachable", "connected", "degraded") for state in upstreams.values())
     return {"status": "ready" if ready else "not ready", "tools": len(catalog.tool_names), "upstreams": upstreams}

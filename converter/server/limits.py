@@ -10,6 +10,7 @@ client's address with auth off; never per session, so re-initializing does not r
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -26,13 +27,17 @@ LIMITED_CODE = -32029  # JSON-RPC server error range: "rate limited" (the HTTP s
 class RequestLimits:
     """ASGI middleware in front of the MCP endpoint (inside the auth layer, which sets the principal)."""
 
-    def __init__(self, app: ASGIApp, *, limiter: RateLimiter, mcp_path: str) -> None:
+    def __init__(self, app: ASGIApp, *, limiter: RateLimiter | Callable[[], RateLimiter | None],
+                 mcp_path: str) -> None:
+        """`limiter`: or what gives the limiter served now (a live reload may replace it, or add
+        or remove `limits:`)."""
         self.app = app
-        self.limiter = limiter
+        self._limiter_of: Callable[[], RateLimiter | None] = limiter if callable(limiter) else (lambda: limiter)
         self.mcp_path = mcp_path.rstrip("/") or "/"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (scope["path"].rstrip("/") or "/") != self.mcp_path:
+        limiter = self._limiter_of()
+        if limiter is None or scope["type"] != "http" or (scope["path"].rstrip("/") or "/") != self.mcp_path:
             await self.app(scope, receive, send)
             return
         if scope["method"] == "POST":
@@ -43,7 +48,7 @@ class RequestLimits:
         found = scope.get(PRINCIPAL_KEY)
         principal = found if isinstance(found, Principal) else ANONYMOUS
         client = scope.get("client")
-        verdict = await self.limiter.check(caller_identity(principal, client[0] if client else None), None)
+        verdict = await limiter.check(caller_identity(principal, client[0] if client else None), None)
         if verdict.allowed:
             await self.app(scope, receive, send)
             return

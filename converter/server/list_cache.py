@@ -18,6 +18,7 @@ ENVELOPE_ONLY: ContextVar[bool] = ContextVar("openapi_mcp_envelope_only", defaul
 # equals the SDK's validated one (tests/test_app.py proves it for each of these versions).
 FAST_LIST_VERSIONS: Final = frozenset({"2025-06-18", "2025-11-25", "2026-07-28"})
 EMPTY_LIST = types.ListToolsResult(tools=[])
+_TRIES = 3  # answers built while a reload replaced the catalog, before the SDK's own path answers
 
 
 class ListCache:
@@ -38,6 +39,7 @@ class ListCache:
         self._cache: dict[tuple[str, tuple[str, ...] | None], Any] = {}
         self._tools: dict[str, dict[str, Any]] | None = None
         self._pager = Pager(page_size)
+        self._generation = catalog.generation
 
     def wire_tools(self, names: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
         if self._tools is None:
@@ -50,7 +52,24 @@ class ListCache:
         cursor = (ctx.params or {}).get("cursor")
         if self._catalog.list_can_change:  # a proxied list changes: the SDK shapes it
             return self._pager.page(await call_next(ctx), "tools", cursor)
+        for _ in range(_TRIES):
+            self._follow()
+            answer = await self._answer(ctx, call_next)
+            if self._catalog.generation == self._generation:  # no reload meanwhile: one catalog's list
+                return self._pager.page(answer, "tools", cursor)
+        return self._pager.page(await call_next(ctx), "tools", cursor)  # reloads in a row: the SDK's path
+
+    def _follow(self) -> None:
+        if self._catalog.generation != self._generation:  # a reload replaced the catalog
+            self._cache.clear()
+            self._tools = None
+            self._generation = self._catalog.generation
+
+    async def _answer(self, ctx: ServerRequestContext[Any], call_next: Any) -> Any:
+        """The whole list for this caller and protocol version (cached)."""
         visible = await self._catalog.visible_tools(principal_of(ctx))
+        if self._catalog.generation != self._generation:
+            return None  # the names are of another catalog than the cache's: the caller tries again
         names = None if visible is None else tuple(tool.name for tool in visible)
         key = (ctx.protocol_version, names)
         cached = self._cache.get(key)
@@ -61,13 +80,17 @@ class ListCache:
                     envelope = await call_next(ctx)
                 finally:
                     ENVELOPE_ONLY.reset(token)
+                if self._catalog.generation != self._generation:
+                    return None  # replaced meanwhile: `names` are not the new catalog's
                 cached = {**envelope, "tools": self.wire_tools(names)}
             else:
                 cached = await call_next(ctx)
+                if self._catalog.generation != self._generation:
+                    return None  # replaced meanwhile: not cached under the old catalog's key
             if len(self._cache) >= self.MAX_ENTRIES:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[key] = cached
-        return self._pager.page(cached, "tools", cursor)
+        return cached
 
 
 def wire_tool(tool: types.Tool) -> dict[str, Any]:

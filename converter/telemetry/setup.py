@@ -32,7 +32,7 @@ class Telemetry:
 
 def build_telemetry(settings: TelemetrySettings, tool_names: Iterable[str], *, transport: str = "http",
                     cache_stats: Callable[[], tuple[int, int]] | None = None,
-                    credential_stats: Callable[[], CredentialStats] | None = None) -> Telemetry:
+                    credential_stats: Callable[[], CredentialStats | None] | None = None) -> Telemetry:
     """Raises: ConfigError when the access log cannot be opened (or would corrupt stdio)."""
     sinks: list[Sink] = []
     log_file = None

@@ -64,7 +64,7 @@ class Metrics:
     """Prometheus metrics with bounded labels: tool names come from the catalog, never from clients."""
 
     def __init__(self, tool_names: Iterable[str], *, cache_stats: Callable[[], tuple[int, int]] | None = None,
-                 credential_stats: Callable[[], CredentialStats] | None = None) -> None:
+                 credential_stats: Callable[[], CredentialStats | None] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         # A Set is kept as it is: the catalog's live view of its names (an MCP source's list changes).
         self._tools: AbstractSet[str] = tool_names if isinstance(tool_names, AbstractSet) else frozenset(tool_names)
@@ -92,10 +92,18 @@ class Metrics:
         self.sessions_evicted = Counter("openapi_mcp_sessions_evicted",
                                         "Idle sessions ended to make room for a new one of the same caller",
                                         registry=r)
+        self.sessions_rebuilt = Counter("openapi_mcp_sessions_rebuilt",
+                                        "Sessions opened elsewhere (another replica, an earlier process) and "
+                                        "rebuilt here from their sealed ID", registry=r)
         self.connections_open = Gauge("openapi_mcp_connections", "Open HTTP connections", registry=r)
         self.connections_closed = Counter("openapi_mcp_connections_closed",
                                           "HTTP connections refused or closed by a limit, by reason", ["reason"],
                                           registry=r)
+        # Live reloads (converter.catalog.reload): both results are shown from the start, at 0.
+        self.reloads = Counter("openapi_mcp_reload", "Live reloads of the config and specs, by result",
+                               ["result"], registry=r)
+        for result in ("ok", "error"):
+            self.reloads.labels(result)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         if cache_stats is not None:
             r.register(_CacheCollector(cache_stats))
@@ -182,11 +190,13 @@ class _CredentialCollector:
     Labels come from a fixed set (kind, result), never from a token, a client or a caller.
     """
 
-    def __init__(self, stats: Callable[[], CredentialStats]) -> None:
+    def __init__(self, stats: Callable[[], CredentialStats | None]) -> None:
         self._stats = stats
 
     def collect(self) -> Iterable[CounterMetricFamily]:
         stats = self._stats()
+        if stats is None:  # no upstream credentials are configured (now: a reload may add some)
+            return
         requests = CounterMetricFamily("openapi_mcp_upstream_token_requests",
                                        "Token requests for the upstream API's credentials, by kind and result",
                                        labels=["kind", "result"])

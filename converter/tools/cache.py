@@ -66,6 +66,9 @@ class CompileCache:
         self.directory = _usable(directory) if directory is not None else None
         self.hits = 0
         self.misses = 0
+        # The URI of every document compiled or read back, and of every document they reference:
+        # what a live reload watches (converter.catalog.watch).
+        self.files: list[str] = []
 
     def compile(self, source: str, *, include: Selection = _EVERYTHING, exclude: Selection = _NOTHING,
                 reserved_headers: frozenset[str] = frozenset()) -> Compiled:
@@ -75,8 +78,14 @@ class CompileCache:
             SpecError: as `load_spec` does (nothing is cached then).
         """
         uri = source_uri(source)
+        self.files.append(uri)
         if self.directory is None or not uri.startswith("file:"):
-            return _build(read_text(uri, display=source), uri, source, include, exclude, reserved_headers, read_text)
+            def noting_read(dep_uri: str) -> str:
+                self.files.append(dep_uri)
+                return read_text(dep_uri)
+
+            return _build(read_text(uri, display=source), uri, source, include, exclude, reserved_headers,
+                          noting_read)
         data = read_file(uri, display=source)
         key = _digest(_code_digest(), source, uri, _sha(data), repr(include), repr(exclude),
                       ",".join(sorted(reserved_headers)))
@@ -84,7 +93,8 @@ class CompileCache:
         found = self._read(path)
         if found is not None:
             self.hits += 1
-            return found
+            self.files.extend(dep_uri for dep_uri, _ in found[1])
+            return found[0]
         self.misses += 1
         deps: list[tuple[str, str]] = []
         cacheable = True
@@ -92,6 +102,7 @@ class CompileCache:
         def recording_read(dep_uri: str) -> str:
             nonlocal cacheable
             dep_text = read_text(dep_uri)
+            self.files.append(dep_uri)
             deps.append((dep_uri, _sha(dep_text.encode())))  # the file's bytes: it decoded as strict UTF-8
             cacheable = cacheable and dep_uri.startswith("file:")
             return dep_text
@@ -103,7 +114,7 @@ class CompileCache:
             self._write(path, _Entry(_FORMAT, tuple(deps), value))
         return value
 
-    def _read(self, path: Path) -> Compiled | None:
+    def _read(self, path: Path) -> tuple[Compiled, tuple[tuple[str, str], ...]] | None:
         try:
             with path.open("rb") as handle:
                 entry = pickle.load(handle)  # noqa: S301 - our own private directory, checked by _usable
@@ -114,7 +125,7 @@ class CompileCache:
                     log.debug("cache entry %s is stale: %s changed", path.name, dep_uri)
                     return None
             os.utime(path)  # most recently used: kept longest by _prune
-            return entry.value
+            return entry.value, entry.dependencies
         except FileNotFoundError:
             return None
         except Exception as exc:  # noqa: BLE001 - a damaged or foreign entry is a miss, the spec is converted

@@ -248,6 +248,13 @@ class AuthServer:
         counts: dict[str, int] = response.json()["token_requests"]
         return counts
 
+    def introspections(self) -> int:
+        """POSTs to the introspection endpoint so far (whoever sent them)."""
+        with self._client() as client:
+            response = client.get(f"{self.base_url}/__test/counters")
+        response.raise_for_status()
+        return int(response.json()["introspections"])
+
     def count(self, grant_type: str, client_id: str | None = None) -> int:
         key = grant_type if client_id is None else f"{grant_type} {client_id}"
         return self.counters().get(key, 0)

@@ -154,6 +154,10 @@ class MockApi:
         """Restore the seed data and clear the request log."""
         httpx.post(f"{self.url}/__mock/reset", trust_env=False).raise_for_status()
 
+    def refuse(self, count: int) -> None:
+        """Make the next `count` requests answer 401 invalid_token."""
+        httpx.post(f"{self.url}/__mock/refuse", json={"count": count}, trust_env=False).raise_for_status()
+
     def requests(self) -> list[dict[str, Any]]:
         """Every request the mock received since the last reset, oldest first."""
         response = httpx.get(f"{self.url}/__mock/requests", trust_env=False)
@@ -259,6 +263,7 @@ def spec_path() -> Path:
     return SPEC
 
 from tests.integration.authserver import AuthServer, auth_server, start_auth_server  # noqa: E402, F401
+from tests.integration.balancer import start_nginx, start_replicas  # noqa: E402, F401
 from tests.integration.services import (  # noqa: E402, F401
     _session_pdp,
     pdp_server,

@@ -5,7 +5,8 @@ the other hop-by-hop headers, and the configured credential (`x-api-key` while t
 `X-Api-Key`), as header parameters. `openapi-mcp check` warns about each one left out of the tool;
 `openapi-mcp serve` leaves them out of `tools/list`, and whatever a caller sends under those names,
 the echo mock (`python -m mock_api --spec`, which records every request) receives the server's own
-framing and the configured key, once.
+framing and the configured key, once. A declared `Accept-Encoding` stays a tool argument (the
+document asks for it), limited to the codings the server decodes within its body caps.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ ROOT: Final = Path(__file__).resolve().parents[2]
 SPEC: Final = ROOT / "tests" / "specs" / "hostile-headers.yaml"
 JSON_HEADERS: Final = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 LEFT_OUT: Final = ["Host", "Transfer-Encoding", "Content-Length", "Connection", "Keep-Alive", "TE", "Upgrade",
-                   "Expect", "Proxy-Authorization", "Accept-Encoding"]
+                   "Expect", "Proxy-Authorization"]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def test_check_warns_about_each_header_left_out(config: Path, openapi_mcp_comman
                 for name in LEFT_OUT]
     expected.append("warning  #/paths/~1items/post: header parameter 'x-api-key' is left out of the tool: the "
                     "server sets it (upstream.headers or auth.claim_to_header), so the caller may not")
-    assert done.stdout.splitlines() == [*expected, "1 tools, 0 operation(s) skipped, 11 warning(s)"]
+    assert done.stdout.splitlines() == [*expected, "1 tools, 0 operation(s) skipped, 10 warning(s)"]
 
 
 def test_the_caller_cannot_set_framing_or_credential_headers(
@@ -79,7 +80,7 @@ def test_the_caller_cannot_set_framing_or_credential_headers(
                    "mcp-protocol-version": "2025-06-18"}
         tools = http.post("/mcp", headers=headers, json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}).json()
         schema = tools["result"]["tools"][0]["inputSchema"]
-        assert sorted(schema["properties"]) == ["X-Trace", "name"]
+        assert sorted(schema["properties"]) == ["Accept-Encoding", "X-Trace", "name"]
 
         def call(arguments: dict[str, Any]) -> dict[str, Any]:
             answer = http.post("/mcp", headers=headers, json={"jsonrpc": "2.0", "id": 3, "method": "tools/call",
@@ -89,9 +90,11 @@ def test_the_caller_cannot_set_framing_or_credential_headers(
         hostile = {"Host": "internal.example", "Transfer-Encoding": "chunked", "Content-Length": "0",
                    "Connection": "close", "x-api-key": "callers-key", "X-Api-Key": "callers-key"}
         refused = call({"X-Trace": "t-1", "name": "n", **hostile})
-        sent = call({"X-Trace": "t-2", "name": "n"})
+        undecodable = call({"X-Trace": "t-1", "name": "n", "Accept-Encoding": "br"})
+        sent = call({"X-Trace": "t-2", "name": "n", "Accept-Encoding": "gzip"})
     # arguments the tool does not declare are refused before anything is sent
     assert refused["isError"] is True and "Additional properties are not allowed" in refused["content"][0]["text"]
+    assert undecodable["isError"] is True and "'br'" in undecodable["content"][0]["text"]
     assert not sent.get("isError"), sent
     received = httpx.get(f"{echo}/__mock/requests", trust_env=False).json()
     assert len(received) == 1
@@ -99,5 +102,5 @@ def test_the_caller_cannot_set_framing_or_credential_headers(
     assert got["host"] == echo.removeprefix("http://")
     assert got["x-api-key"] == "configured-key"  # once, the configured value
     assert got["content-length"] == str(len(received[0]["body"].encode())) and "transfer-encoding" not in got
-    assert got["x-trace"] == "t-2" and got["accept-encoding"] == "gzip, deflate"
+    assert got["x-trace"] == "t-2" and got["accept-encoding"] == "gzip"
     assert received[0]["validation"]["outcome"] == "valid"

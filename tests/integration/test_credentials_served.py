@@ -287,6 +287,30 @@ async def test_client_credentials_are_fetched_once_for_every_caller_and_renewed_
         assert claims["sub"] == SVC_SHORT[0] and claims["exp"] - claims["iat"] == 4
 
 
+async def test_an_upstream_401_renews_the_credential_and_retries_an_idempotent_call_once(
+        server: Served, idp: AuthServer, upstream: MockApi) -> None:
+    """The API stops accepting a cached token (revoked, rotated keys): the next GET gets a new
+    exchanged token or gateway token and is sent again, once; a POST is not sent twice."""
+    async with connect(server.url, await caller_token(idp)) as client:
+        for tool, grant, client_id in (("getProfile", TOKEN_EXCHANGE, EXCHANGER[0]),
+                                       ("listReports", "client_credentials", SVC_SHORT[0])):
+            assert not (await client.call_tool(tool, {})).is_error  # a token cached
+            before, fetched = len(upstream.requests()), idp.count(grant, client_id)
+            upstream.refuse(1)
+            result = await client.call_tool(tool, {})
+            assert not result.is_error, text_of(result)
+            refused, retried = upstream.requests()[before:]
+            assert (refused["status"], retried["status"]) == (401, 200)
+            assert bearer(refused) != bearer(retried)
+            assert idp.count(grant, client_id) >= fetched + 1
+        before = len(upstream.requests())
+        upstream.refuse(1)
+        order = await client.call_tool("createOrder", {"item": "book"})
+        assert order.is_error and "401" in text_of(order)
+        assert [e["status"] for e in upstream.requests()[before:]] == [401]  # not sent again
+        assert not (await client.call_tool("createOrder", {"item": "book"})).is_error
+
+
 async def test_inline_tools_carry_the_gateway_token_of_their_block(server: Served, idp: AuthServer,
                                                                    upstream: MockApi) -> None:
     result = await call(server.url, await caller_token(idp), "inlineReports")

@@ -571,6 +571,7 @@ async function tokenExchangeHandler(ctx) {
 
 // What the tests can see of and do to the token endpoint (outside the realm, /__test/...).
 const tokenCounters = {}; // grant_type -> n, and `grant_type client_id` -> n
+let introspections = 0; // POSTs to the introspection endpoint (the scale-out test: once per token for all replicas)
 const tokenFaults = new Map(); // client_id -> { mode, delay_ms, status }
 
 function count(key) {
@@ -711,7 +712,7 @@ const server = http.createServer((req, res) => {
     return;
   }
   if (pathname === '/__test/counters' && req.method === 'GET') {
-    sendJson(res, 200, { token_requests: tokenCounters });
+    sendJson(res, 200, { token_requests: tokenCounters, introspections });
     return;
   }
   if (pathname === '/__test/fault' && req.method === 'POST') {
@@ -742,6 +743,9 @@ const server = http.createServer((req, res) => {
     current = buildProvider();
     sendJson(res, 200, { kid: key.kid, kids: signingKeys.map((k) => k.kid) });
     return;
+  }
+  if (pathname === `${REALM_PATH}/protocol/openid-connect/token/introspect` && req.method === 'POST') {
+    introspections += 1;
   }
   if (pathname === REALM_PATH || pathname.startsWith(`${REALM_PATH}/`)) {
     // Mounting: oidc-provider derives its mount path from req.originalUrl minus req.url.

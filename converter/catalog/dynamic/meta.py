@@ -29,6 +29,7 @@ from mcp.shared.exceptions import MCPError
 from converter.auth.principal import ANONYMOUS, Principal
 from converter.catalog.catalog import Catalog, build_catalog
 from converter.catalog.dynamic.search import OperationIndex
+from converter.catalog.reuse import Parts
 from converter.catalog.served import NO_CONTEXT, CallContext, CatalogListener
 from converter.config import Settings
 from converter.credentials.upstream import UpstreamCredentials
@@ -116,6 +117,8 @@ class DynamicCatalog:
     `converter.catalog.served.ServedCatalog`). The search index is built once, on the first
     search (0.13 s for GitHub's 1,223 operations).
     """
+
+    generation = 0  # never replaced itself (converter.catalog.live.LiveCatalog is)
 
     def __init__(self, inner: Catalog) -> None:
         """Raises: ConfigError when `inner` also fronts MCP servers (their tools have no operation)."""
@@ -283,6 +286,16 @@ class DynamicCatalog:
             # Unknown and hidden alike; a tool error (not JSON-RPC) so the model can search again.
             return error_result(_unknown(name))
 
+    @property
+    def parts(self) -> Parts:
+        return self.inner.parts
+
+    def resources(self) -> list[Any]:
+        return self.inner.resources()
+
+    def detach(self) -> None:
+        self.inner.detach()
+
     async def __aenter__(self) -> DynamicCatalog:
         await self.inner.__aenter__()
         return self
@@ -291,10 +304,11 @@ class DynamicCatalog:
         await self.inner.__aexit__(*exc)
 
 
-def build_served_catalog(settings: Settings, *, transport: Any = None,
-                         require_upstream: bool = True) -> Catalog | DynamicCatalog:
-    """`build_catalog`, wrapped in a `DynamicCatalog` when `settings.mode` is `dynamic`."""
-    catalog = build_catalog(settings, transport=transport, require_upstream=require_upstream)
+def build_served_catalog(settings: Settings, *, transport: Any = None, require_upstream: bool = True,
+                         parts: Parts | None = None) -> Catalog | DynamicCatalog:
+    """`build_catalog`, wrapped in a `DynamicCatalog` when `settings.mode` is `dynamic` (`parts`:
+    a running catalog's, on a reload: see `build_catalog`)."""
+    catalog = build_catalog(settings, transport=transport, require_upstream=require_upstream, parts=parts)
     return DynamicCatalog(catalog) if settings.mode == "dynamic" else catalog
 
 

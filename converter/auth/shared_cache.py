@@ -1,0 +1,178 @@
+"""Introspection verdicts shared by every replica through Redis (`redis:`), so a token is asked about once.
+
+Without it each replica introspects each token itself (N replicas: N calls to the authorization
+server), and a token revoked meanwhile is refused by the replicas that asked after the revocation
+while the one that cached it first accepts it for up to `cache_ttl`. With it:
+
+- key `{key_prefix}tv:{SHA-256 of the token}` (never the token), value the authorization
+  server's answer (active) or the refusal's message (inactive) and the verdict's expiry, with a
+  Redis TTL to match: never past the token's `exp`, at most `cache_ttl` (`inactive_cache_ttl`);
+- a replica that finds a verdict checks the answer again itself (issuer, audience, expiry: the
+  same code as for a fresh answer) and caches it locally *until the shared verdict's expiry*, so
+  every replica drops it at the same moment: no split window between replicas;
+- a replica that finds none takes a short lock (`SET NX`, `auth.timeout` long) and introspects;
+  the others wait for its verdict (polling, within `auth.timeout`) instead of asking too, and ask
+  themselves if it does not come. So N replicas that get a new token at the same moment still
+  make one introspection call.
+
+Redis down, slow or answering nonsense: each replica asks the authorization server itself, as
+without Redis (never an acceptance without a verdict: fail closed), logs it once per outage and
+the recovery, retries Redis after `retry_interval`, and `/readyz` shows `redis-verdicts:
+degraded`. Whoever can write to Redis can plant verdicts: protect it like the introspection
+client secret (password or ACL user, TLS, network policy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:  # redis is the `redis` extra: imported only when redis: is configured
+    from redis.asyncio import Redis
+
+log = logging.getLogger("openapi_mcp.auth")
+
+DEFAULT_RETRY_INTERVAL: Final = 2.0
+_POLL: Final = 0.02  # seconds between looks for the verdict another replica is fetching
+
+
+@dataclass(frozen=True, slots=True)
+class SharedVerdict:
+    """What Redis holds for one token: the AS's answer when active, else the refusal; until `expires_at`."""
+
+    answer: dict[str, Any] | None
+    refusal: str | None
+    expires_at: float  # Unix seconds
+
+
+@dataclass(slots=True)
+class SharedCacheStats:
+    hits: int = 0
+    misses: int = 0
+    waits: int = 0  # verdicts another replica fetched while this one waited
+    errors: int = 0
+    healthy: bool = True
+
+
+class SharedVerdicts:
+    """Verdicts in Redis (see the module docstring); every failure is a miss, never a verdict."""
+
+    def __init__(self, client: Redis, *, key_prefix: str, timeout: float,
+                 retry_interval: float = DEFAULT_RETRY_INTERVAL,
+                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._client = client
+        self._prefix = f"{key_prefix}tv:"
+        self._timeout = timeout
+        self._retry_interval = retry_interval
+        self._clock = clock
+        self._monotonic = monotonic
+        self._down_until = float("-inf")
+        self.stats = SharedCacheStats()
+
+    @classmethod
+    def from_url(cls, url: str, *, key_prefix: str, timeout: float, **kwargs: Any) -> SharedVerdicts:
+        from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        # As the rate-limit backend: no retries inside redis-py, our timeout bounds each call.
+        client = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                retry=Retry(NoBackoff(), 0))
+        return cls(client, key_prefix=key_prefix, timeout=timeout, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"SharedVerdicts(prefix={self._prefix!r}, healthy={self.stats.healthy})"
+
+    @property
+    def state(self) -> str:
+        """For /readyz: degraded (each replica asks the AS itself) is still ready."""
+        return "reachable" if self.stats.healthy else "degraded"
+
+    async def get(self, key: str) -> SharedVerdict | None:
+        """The shared verdict for token hash `key`, or None (none yet, expired, or Redis unusable)."""
+        raw = await self._redis("GET", self._prefix + key)
+        verdict = _parse(raw) if isinstance(raw, bytes) else None
+        if verdict is not None and verdict.expires_at <= self._clock():
+            verdict = None
+        if verdict is None:
+            self.stats.misses += 1
+        else:
+            self.stats.hits += 1
+        return verdict
+
+    async def claim(self, key: str, seconds: float) -> bool:
+        """True when this replica should introspect: it took the lock, or Redis cannot say."""
+        taken = await self._redis("SET", f"{self._prefix}{key}:lock", b"1", "NX", "PX", max(1, int(seconds * 1000)))
+        return bool(taken) or not self.stats.healthy
+
+    async def release(self, key: str) -> None:
+        """Give the lock up without a verdict (the AS failed): the waiting replicas ask at once."""
+        await self._redis("DEL", f"{self._prefix}{key}:lock")
+
+    async def wait(self, key: str, seconds: float) -> SharedVerdict | None:
+        """The verdict another replica is fetching, if it arrives within `seconds`."""
+        deadline = self._monotonic() + seconds
+        while self._monotonic() < deadline and self.stats.healthy:
+            await asyncio.sleep(_POLL)
+            raw = await self._redis("GET", self._prefix + key)
+            verdict = _parse(raw) if isinstance(raw, bytes) else None
+            if verdict is not None and verdict.expires_at > self._clock():
+                self.stats.waits += 1
+                return verdict
+        return None
+
+    async def put(self, key: str, verdict: SharedVerdict) -> None:
+        ttl = verdict.expires_at - self._clock()
+        if ttl <= 0:
+            return
+        value = json.dumps({"a": verdict.answer, "r": verdict.refusal, "x": verdict.expires_at}).encode()
+        await self._redis("SET", self._prefix + key, value, "PX", max(1, int(ttl * 1000)))
+        await self._redis("DEL", f"{self._prefix}{key}:lock")
+
+    async def _redis(self, *command: Any) -> Any:
+        """One command, bounded by the timeout; None when Redis is down or fails (logged once per outage)."""
+        from redis.exceptions import RedisError
+
+        if self._monotonic() < self._down_until:
+            return None
+        try:
+            async with asyncio.timeout(self._timeout):
+                answer = await self._client.execute_command(*command)  # type: ignore[no-untyped-call]
+        except (RedisError, OSError, TimeoutError) as exc:
+            what = "timed out" if isinstance(exc, TimeoutError) else f"failed ({type(exc).__name__})"
+            self.stats.errors += 1
+            self._down_until = self._monotonic() + self._retry_interval
+            if self.stats.healthy:
+                self.stats.healthy = False
+                log.error("Redis %s: token verdicts are no longer shared; each replica asks the authorization "
+                          "server itself until Redis answers again (retrying every %g s)", what, self._retry_interval)
+            return None
+        if not self.stats.healthy:
+            self.stats.healthy = True
+            log.warning("Redis is back: token verdicts are shared again")
+        return answer
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _parse(raw: bytes) -> SharedVerdict | None:
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    answer, refusal, expires_at = document.get("a"), document.get("r"), document.get("x")
+    if not isinstance(expires_at, (int, float)) or isinstance(expires_at, bool):
+        return None
+    if isinstance(answer, dict) and refusal is None:
+        return SharedVerdict(answer, None, float(expires_at))
+    if answer is None and isinstance(refusal, str):
+        return SharedVerdict(None, refusal, float(expires_at))
+    return None

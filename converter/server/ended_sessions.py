@@ -1,0 +1,110 @@
+"""Sessions ended with DELETE, remembered until they would have expired, so no replica rebuilds them.
+
+With sealed session IDs (converter.server.shared_sessions) any replica can rebuild a session from
+its ID, so ending one must be known to all: `RedisEndedSessions` writes `{key_prefix}se:` + the
+ID's SHA-256 with a TTL to the ID's expiry, and keeps a local copy. Redis down: this replica still
+refuses the sessions it ended itself; a replica that holds a session in memory looks it up at most
+once a second, so a DELETE ends it everywhere within a second; another replica could rebuild one for its owner (the
+principal binding holds) until Redis is back. Logged once per outage; `/readyz` says
+`redis-sessions: degraded`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+log = logging.getLogger("openapi_mcp.sessions")
+
+RETRY_INTERVAL: Final = 2.0
+
+
+class LocalEndedSessions:
+    """Ended sessions in this process's memory, pruned as they expire."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._ended: dict[str, float] = {}
+        self._clock = clock
+
+    def __len__(self) -> int:
+        return len(self._ended)
+
+    async def add(self, session_id: str, expires_at: float) -> None:
+        self._ended[session_id] = expires_at
+        if len(self._ended) % 256 == 0:
+            now = self._clock()
+            self._ended = {sid: at for sid, at in self._ended.items() if at > now}
+
+    async def has(self, session_id: str) -> bool:
+        return session_id in self._ended
+
+
+class RedisEndedSessions(LocalEndedSessions):
+    """Ended sessions shared through Redis, with this process's own as the fallback."""
+
+    is_shared = True  # the session manager also asks about sessions it holds (a DELETE elsewhere)
+
+    def __init__(self, client: Any, *, key_prefix: str, timeout: float, clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(clock)
+        self._client = client
+        self._prefix = f"{key_prefix}se:"
+        self._timeout = timeout
+        self._monotonic = monotonic
+        self._down_until = float("-inf")
+        self.healthy = True
+
+    @classmethod
+    def from_url(cls, url: str, *, key_prefix: str, timeout: float) -> RedisEndedSessions:
+        from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        client = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                retry=Retry(NoBackoff(), 0))
+        return cls(client, key_prefix=key_prefix, timeout=timeout)
+
+    @property
+    def state(self) -> str:
+        return "reachable" if self.healthy else "degraded"
+
+    async def add(self, session_id: str, expires_at: float) -> None:
+        await super().add(session_id, expires_at)
+        ttl = expires_at - self._clock()
+        if ttl > 0:
+            await self._redis("SET", self._key(session_id), b"1", "PX", max(1, int(ttl * 1000)))
+
+    async def has(self, session_id: str) -> bool:
+        if await super().has(session_id):
+            return True
+        return bool(await self._redis("EXISTS", self._key(session_id)))
+
+    def _key(self, session_id: str) -> str:
+        return self._prefix + hashlib.sha256(session_id.encode()).hexdigest()
+
+    async def _redis(self, *command: Any) -> Any:
+        from redis.exceptions import RedisError
+
+        if self._monotonic() < self._down_until:
+            return None
+        try:
+            async with asyncio.timeout(self._timeout):
+                answer = await self._client.execute_command(*command)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._down_until = self._monotonic() + RETRY_INTERVAL
+            if self.healthy:
+                self.healthy = False
+                log.error("Redis failed (%s): ended sessions are remembered by this replica only until it "
+                          "answers again", type(exc).__name__)
+            return None
+        if not self.healthy:
+            self.healthy = True
+            log.warning("Redis is back: ended sessions are shared again")
+        return answer
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
