@@ -17,6 +17,7 @@ from converter import ConfigError
 from converter.auth.principal import Principal
 from converter.catalog import build_catalog
 from converter.config import load_settings
+from converter.policy import Policy
 from converter.policy.acl import compile_acl
 from converter.server.app import build_server
 
@@ -145,6 +146,7 @@ def test_the_decision_cache_is_bounded_whatever_names_clients_send() -> None:
     caller = Principal(subject="mallory")
     for i in range(300):
         assert acl.decide("resources", "read", f"demo://{i}/" + "x" * 1_000_000, caller)
+    assert not acl._decisions[caller]  # names longer than MAX_CACHED_NAME are decided, never kept
     for i in range(MAX_CACHED_DECISIONS + 500):
         assert acl.decide("resources", "read", f"demo://{i}", caller)
     kept = acl._decisions[caller]
@@ -171,3 +173,16 @@ def test_a_condition_that_is_not_a_boolean_counts_against_the_caller(value, effe
 def test_a_condition_known_not_to_be_a_boolean_is_refused_at_startup(when: str) -> None:
     with pytest.raises(ConfigError, match=r"acl\.rules\[0\]\.when: gives \w+ .*, not true or false"):
         compile_acl({"rules": [{"when": when}]})
+
+
+@pytest.mark.anyio
+async def test_the_rules_are_asked_before_the_scopes_so_a_hidden_tool_is_never_named() -> None:
+    """A caller lacking a tool's scopes gets a step-up (missing_scopes) only for a tool the rules
+    let it know; for a hidden one the decision is plain HIDDEN, which the auth layer never names."""
+    acl = compile_acl({"rules": [{"features": ["tools"], "name": {"type": "literal", "pattern": "createOrder"},
+                                  "when": "'admin' in claims.realm_access.roles"}]})
+    policy = Policy(tool_scopes={"createOrder": (frozenset({"mcp:admin"}),)}, acl=acl)
+    hidden = await policy.decide(USER, "tools", "call", "createOrder")
+    step_up = await policy.decide(ADMIN, "tools", "call", "createOrder")
+    assert hidden.hidden and hidden.missing_scopes == frozenset()
+    assert not step_up.allowed and step_up.missing_scopes == frozenset({"mcp:admin"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 
 import anyio
 import httpx
@@ -14,7 +15,7 @@ from mcp.shared.exceptions import MCPError
 import mock_api
 from converter.catalog import build_catalog
 from converter.config import load_settings
-from converter.server.app import build_server
+from converter.server.app import build_server, create_app
 
 pytestmark = pytest.mark.anyio
 
@@ -177,3 +178,35 @@ async def test_an_openapi_only_server_lists_no_resources_and_no_prompts_instead_
         with pytest.raises(MCPError) as exc:
             await client.get_prompt("nothing")
         assert (exc.value.code, exc.value.error.message) == (-32602, "Unknown prompt: 'nothing'")
+
+
+async def test_a_loopback_listener_refuses_foreign_hosts_and_origins_on_mcp() -> None:
+    """DNS rebinding: a page on a hostile name that resolves to 127.0.0.1 reaches the loopback
+    listener with its own Host (421) or, from a browser, its own Origin (403)."""
+    settings = load_settings(None, spec=str(mock_api.SPEC_PATH), upstream_url="http://mock.test")
+    assert settings.server.host == "127.0.0.1"
+    app = create_app(settings, upstream_transport=httpx.ASGITransport(app=mock_api.create_app()))
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+
+    async def post(base_url: str, **headers: str) -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url) as http:
+            return await http.post("/mcp", json=initialize, headers={
+                "accept": "application/json, text/event-stream", **headers})
+
+    async with app.router.lifespan_context(app):
+        rebound = await post("http://evil.test:8000")
+        foreign = await post("http://127.0.0.1:8000", origin="http://evil.test")
+        own = await post("http://127.0.0.1:8000", origin="http://127.0.0.1:8000")
+    assert (rebound.status_code, foreign.status_code, own.status_code) == (421, 403, 200)
+
+
+@pytest.mark.parametrize(("host", "warned"), [("0.0.0.0", True), ("127.0.0.1", False)])
+def test_no_auth_on_a_non_loopback_listener_is_warned_about(host: str, warned: bool,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    settings = load_settings(None, spec=str(mock_api.SPEC_PATH), upstream_url="http://mock.test", host=host)
+    caplog.set_level(logging.WARNING, logger="openapi_mcp")
+    create_app(settings, upstream_transport=httpx.ASGITransport(app=mock_api.create_app()))
+    said = [r.getMessage() for r in caplog.records if "anyone who can reach it can call every tool" in r.getMessage()]
+    assert said == ([f"no auth: configured and listening on {host}: anyone who can reach it can call every tool"]
+                    if warned else [])

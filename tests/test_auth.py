@@ -7,6 +7,7 @@ these tests pin the exact challenges and the cache/fail-closed behaviour that ne
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -18,8 +19,10 @@ import pytest
 from joserfc import jwk, jwt
 
 import mock_api
-from converter.auth.introspection import IntrospectionVerifier
+from converter.asgi import MAX_BODY_BYTES, respond
+from converter.auth.introspection import MAX_CACHED_TOKENS, IntrospectionVerifier, TokenCache
 from converter.auth.jwt import JWTVerifier
+from converter.auth.layer import AuthLayer
 from converter.auth.principal import (
     AuthServerUnavailableError,
     ClaimHeaderError,
@@ -312,6 +315,53 @@ async def test_claims_go_upstream_as_headers_and_the_token_does_not(harness, fak
     assert all(token not in json.dumps(e) for e in log)
 
 
+async def test_the_auth_layer_passes_no_authorization_header_below_it(tmp_path, fake_as) -> None:
+    """The client's credentials stop at the auth layer: nothing below it (the MCP transport, tools,
+    a passthrough) can see or forward them, whatever it builds its requests from."""
+    token = fake_as.add("tok-below-0123456789")
+    seen: list[list[tuple[bytes, bytes]]] = []
+
+    async def below(scope, receive, send) -> None:
+        seen.append(list(scope["headers"]))
+        await respond(send, 200, b"{}", {"content-type": "application/json"})
+
+    settings = auth_settings(tmp_path).auth
+    verifier = IntrospectionVerifier(settings, transport=httpx.MockTransport(fake_as.handler))
+    layer = AuthLayer(below, settings=settings, verifier=verifier, mcp_path="/mcp",
+                      policy=build_policy([], required_scopes=["mcp:tools"]))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=layer), base_url="http://127.0.0.1:8000") as http:
+        answer = await http.post("/mcp", headers={"authorization": f"Bearer {token}", "x-kept": "1"}, content=b"{}")
+    await verifier.aclose()
+    assert answer.status_code == 200
+    [headers] = seen
+    assert b"authorization" not in [name for name, _ in headers] and (b"x-kept", b"1") in headers
+    assert token.encode() not in b"".join(value for _, value in headers)
+
+
+async def test_a_request_body_past_the_limit_is_refused_without_reading_the_rest(harness, fake_as) -> None:
+    """With per-tool scopes the auth layer reads the body to find the tool: at most MAX_BODY_BYTES
+    of it (an endless body costs that much), then 413."""
+    token = fake_as.add("t")
+    chunk = b" " * 65536
+    sent = 0
+
+    async def endless():
+        nonlocal sent
+        while sent < 4 * MAX_BODY_BYTES:  # bounded, so a broken limit fails the test instead of hanging it
+            sent += len(chunk)
+            yield chunk
+
+    async with harness() as h:
+        sid = await h.session(token)
+        big = await h.http.post("/mcp", content=endless(), headers={
+            "authorization": f"Bearer {token}", "mcp-session-id": sid, "content-type": "application/json",
+            "accept": ACCEPT, "mcp-protocol-version": "2025-06-18"})
+        after = await h.rpc("tools/call", {"name": "getUser", "arguments": {"userId": "u1"}}, token=token, session=sid)
+    assert sent <= MAX_BODY_BYTES + 2 * len(chunk), f"{sent} bytes read"
+    assert big.status_code == 413 and big.json() == {"error": "request body too large"}
+    assert after.status_code == 200
+
+
 # -- verifiers alone ---------------------------------------------------------------------------
 
 async def test_introspection_is_cached_and_shared_by_concurrent_requests(tmp_path, fake_as) -> None:
@@ -410,6 +460,8 @@ def test_audience_comparison_is_canonical() -> None:
     assert audience_matches("HTTP://Host:1/mcp/", "http://host:1/mcp")
     assert audience_matches(["a", "http://host:1/mcp"], "http://host:1/mcp")
     assert not audience_matches("http://host:1/mcp2", "http://host:1/mcp")
+    assert not audience_matches("http://host:1", "http://host:1/mcp")  # the origin is not the resource
+    assert not audience_matches("", "http://host:1/mcp")
     assert not audience_matches(None, "http://host:1/mcp")
 
 
@@ -493,7 +545,8 @@ async def test_arguments_nested_past_what_can_be_read_are_a_parse_error_not_a_50
             "authorization": f"Bearer {token}", "mcp-session-id": sid, "content-type": "application/json",
             "accept": ACCEPT, "mcp-protocol-version": "2025-06-18"})
         after = await h.rpc("tools/call", {"name": "getUser", "arguments": {"userId": "u1"}}, token=token, session=sid)
-    assert deep.status_code == 400 and deep.json()["error"]["code"] == -32700
+    assert deep.status_code == 400 and deep.json()["error"] == {  # the auth layer's answer, not the SDK's
+        "code": -32700, "message": "Parse error: the request is nested too deeply"}
     assert after.status_code == 200 and "result" in after.json()
 
 
@@ -510,6 +563,25 @@ async def test_a_cached_refusal_is_raised_fresh_each_time(fake_as, tmp_path) -> 
     assert len({id(e) for e in raised}) == 3
     depth = [len(list(__import__("traceback").walk_tb(e.__traceback__))) for e in raised]
     assert depth[1] == depth[2], depth
+
+
+async def test_the_token_cache_holds_hashes_never_tokens(tmp_path, fake_as) -> None:
+    token = fake_as.add("tok-cached-0123456789")
+    verifier = IntrospectionVerifier(auth_settings(tmp_path).auth, transport=httpx.MockTransport(fake_as.handler))
+    principal = await verifier.verify(token)
+    await verifier.aclose()
+    assert verifier.cache.get(token) is None
+    assert verifier.cache.get(hashlib.sha256(token.encode()).hexdigest()) is principal
+
+
+def test_the_token_cache_is_bounded() -> None:
+    cache = TokenCache()
+    verdict = Principal(subject="alice")
+    for i in range(MAX_CACHED_TOKENS + 1):
+        cache.put(f"key-{i}", verdict, 60)
+    assert MAX_CACHED_TOKENS == 10_000  # as SECURITY.md says
+    assert cache.get("key-0") is None  # the oldest went out
+    assert cache.get("key-1") is verdict and cache.get(f"key-{MAX_CACHED_TOKENS}") is verdict
 
 
 def test_a_claim_list_that_would_be_ambiguous_in_a_header_refuses_the_call() -> None:

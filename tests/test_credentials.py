@@ -443,6 +443,25 @@ async def test_a_slow_token_endpoint_times_out_as_a_whole() -> None:
     assert exc.value.reason == "timeout"
 
 
+@pytest.mark.anyio
+async def test_a_token_endpoint_redirect_is_not_followed() -> None:
+    """A token request carries the client secret (and, for an exchange, the caller's token): it is
+    never re-sent wherever a 3xx points."""
+    asked: list[str] = []
+
+    async def endpoint(request: httpx.Request) -> httpx.Response:
+        asked.append(str(request.url))
+        if request.url.host == "as.test":
+            return httpx.Response(307, headers={"location": "https://elsewhere.test/token"})
+        return httpx.Response(200, json={"access_token": "from-elsewhere", "token_type": "Bearer"})
+
+    creds = credentials(transport=httpx.MockTransport(endpoint), auth={"client_credentials": client_settings()})
+    with pytest.raises(TokenEndpointError, match=r"was refused \(HTTP 307\)"):
+        await creds.apply(request(), None)
+    await creds.aclose()
+    assert asked == [TOKEN_URL]
+
+
 # ---------------------------------------------------------------- caching
 
 

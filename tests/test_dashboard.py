@@ -180,6 +180,21 @@ async def test_data_refuses_a_foreign_host_on_a_loopback_listener(tmp_path: Path
     assert rebound.status_code == 421 and page.status_code == 200  # DNS rebinding gets no data
 
 
+async def test_with_auth_a_caller_without_the_dashboard_scopes_sees_only_its_own_requests(tmp_path: Path) -> None:
+    fake_as = FakeAS()
+    alice = fake_as.add("alice-token", sub="alice")
+    bob = fake_as.add("bob-token", sub="bob", client_id="other-cli")
+    app = create_app(auth_settings(tmp_path), upstream_transport=httpx.ASGITransport(app=mock_api.create_app()),
+                     auth_transport=httpx.MockTransport(fake_as.handler))
+    async with serving(app) as http:
+        await calls(http, token=alice)
+        await calls(http, token=bob)
+        seen = await http.get("/dashboard/data", headers={"authorization": f"Bearer {alice}"})
+    assert seen.status_code == 200
+    rows = seen.json()["recent"]
+    assert rows and {r.get("subject") for r in rows} == {"alice"}
+
+
 async def test_with_auth_the_data_needs_a_token_and_the_page_does_not(tmp_path: Path) -> None:
     fake_as = FakeAS()
     good = fake_as.add("good")

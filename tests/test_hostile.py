@@ -478,10 +478,17 @@ def test_a_spec_file_cannot_pull_files_from_outside_its_directory_into_the_tools
     assert "s3cr3t-token" not in tools
 
 
+def test_a_spec_file_larger_than_the_limit_is_refused_after_reading_only_the_limit(tmp_path: Path) -> None:
+    """The size bound of file reads (a $ref, or the spec itself): a regular file, so only the size
+    check stops it (/dev/zero is refused earlier as not a regular file)."""
+    from converter.spec.load import MAX_DOCUMENT_BYTES
 
-
-
-
+    big = tmp_path / "big.json"
+    with big.open("wb") as handle:
+        handle.truncate(MAX_DOCUMENT_BYTES + 1)  # sparse: no disk used
+    with pytest.raises(SpecError) as exc:
+        load_spec(str(big))
+    assert str(exc.value) == f"{big}: the document is larger than {MAX_DOCUMENT_BYTES} bytes"
 
 
 def test_a_redirect_to_a_file_url_is_not_followed(sites: list[_Site]) -> None:

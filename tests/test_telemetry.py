@@ -75,14 +75,15 @@ async def test_one_access_log_record_per_request(tmp_path: Path) -> None:
     assert "request_payload" not in create  # payloads are off by default
 
 
-async def test_payload_logging_is_opt_in_and_redacts_secrets(tmp_path: Path) -> None:
+async def test_logged_payloads_keep_values_that_only_look_like_secrets(tmp_path: Path) -> None:
+    # (Off by default: test_one_access_log_record_per_request; redaction: the test below.)
     app, log = make_app(tmp_path, log_payloads=True)
     await run_calls(app)
     create = records(log)[-1]
     assert create["request_payload"]["arguments"]["item"] == "x"
     assert create["request_payload"]["arguments"]["note"] == "password=hunter2"  # a value, not a secret key
-    redacted = next(r for r in records(log) if r.get("mcp_method") == "initialize")
-    assert redacted["request_payload"]["clientInfo"]["name"] == "pytest-client"
+    init = next(r for r in records(log) if r.get("mcp_method") == "initialize")
+    assert init["request_payload"]["clientInfo"]["name"] == "pytest-client"
 
 
 async def test_payload_logging_redacts_secret_looking_keys_at_any_depth(tmp_path: Path) -> None:
