@@ -15,7 +15,6 @@ import hashlib
 import logging
 import time
 import uuid
-from collections import OrderedDict
 from typing import Any
 from urllib.parse import quote
 
@@ -26,6 +25,7 @@ from converter.auth.principal import AuthServerUnavailableError, InvalidTokenErr
 from converter.auth.shared_cache import SharedVerdict, SharedVerdicts
 from converter.bodies import ACCEPT_ENCODING, BodyDecodingError, BoundedBody
 from converter.config import AuthSettings
+from converter.expiring import ExpiringLRU
 
 log = logging.getLogger("openapi_mcp.auth")
 
@@ -33,34 +33,11 @@ MAX_CACHED_TOKENS = 10_000
 MAX_ANSWER_BYTES = 1024 * 1024  # an introspection answer or a JWKS is a few KB
 
 
-class TokenCache:
+class TokenCache(ExpiringLRU[str, "Principal | InvalidTokenError"]):
     """A bounded map from token hash to a verdict with an expiry (monotonic clock)."""
 
     def __init__(self, max_entries: int = MAX_CACHED_TOKENS, *, clock: Clock = time.monotonic) -> None:
-        self._entries: OrderedDict[str, tuple[float, Principal | InvalidTokenError]] = OrderedDict()
-        self._max = max_entries
-        self._clock = clock
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, key: str) -> Principal | InvalidTokenError | None:
-        entry = self._entries.get(key)
-        if entry is None or entry[0] <= self._clock():
-            if entry is not None:
-                del self._entries[key]
-            self.misses += 1
-            return None
-        self._entries.move_to_end(key)
-        self.hits += 1
-        return entry[1]
-
-    def put(self, key: str, verdict: Principal | InvalidTokenError, ttl: float) -> None:
-        if ttl <= 0:
-            return
-        self._entries[key] = (self._clock() + ttl, verdict)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+        super().__init__(max_entries, clock=clock)
 
 
 def token_key(token: str) -> str:

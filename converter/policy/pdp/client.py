@@ -187,7 +187,7 @@ class Pdp:
             decisions = [Decision("error", reason="the PDP client failed", request_id=request_id)] * len(keys)
         finally:
             for key, decision in zip(keys, decisions, strict=False):
-                self._cache.put(key, decision)
+                self._cache.keep(key, decision)
                 future = items[key][1]
                 if self._inflight.get(key) is future:
                     del self._inflight[key]
