@@ -26,8 +26,6 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     AliasChoices,
-    BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     SecretStr,
@@ -36,6 +34,8 @@ from pydantic import (
     model_validator,
 )
 
+from converter.config.base import HEADER_NAME, ConfigModel
+
 ACCESS_TOKEN_TYPE: Final = "urn:ietf:params:oauth:token-type:access_token"
 TOKEN_TYPES: Final = {
     "access_token": ACCESS_TOKEN_TYPE,
@@ -43,14 +43,9 @@ TOKEN_TYPES: Final = {
     "id_token": "urn:ietf:params:oauth:token-type:id_token",
     "refresh_token": "urn:ietf:params:oauth:token-type:refresh_token",
 }
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _FORBIDDEN_HEADERS = frozenset({"host", "content-length", "cookie", "transfer-encoding", "connection"})
 
 ClientAuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt"]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _token_type(value: str) -> str:
@@ -69,12 +64,12 @@ def _as_list(value: Any) -> Any:
 
 
 def _check_header(value: str) -> str:
-    if not _HEADER_NAME.match(value) or value.lower() in _FORBIDDEN_HEADERS:
+    if not HEADER_NAME.match(value) or value.lower() in _FORBIDDEN_HEADERS:
         raise ValueError(f"{value!r} cannot carry a credential (not a header name, or a reserved header)")
     return value
 
 
-class TokenClientSettings(_Model):
+class TokenClientSettings(ConfigModel):
     """How this server authenticates at a token endpoint, and what it asks for."""
 
     token_endpoint: str = Field(validation_alias=AliasChoices("token_endpoint", "token_url"))
@@ -124,7 +119,7 @@ class ClientCredentialsSettings(TokenClientSettings):
     ttl: float = Field(default=300.0, gt=0)  # lifetime assumed when the answer has no expires_in
 
 
-class ExchangeCacheSettings(_Model):
+class ExchangeCacheSettings(ConfigModel):
     """Kong `token_exchange.cache`."""
 
     enabled: bool = True
@@ -175,7 +170,7 @@ class TokenExchangeSettings(TokenClientSettings):
         return ClientCredentialsSettings.model_validate(own)
 
 
-class UpstreamAuthSettings(_Model):
+class UpstreamAuthSettings(ConfigModel):
     """`upstream.auth`: the token every call to this upstream carries (exactly one kind)."""
 
     token_exchange: TokenExchangeSettings | None = None
@@ -188,7 +183,7 @@ class UpstreamAuthSettings(_Model):
         return self
 
 
-class BasicCredential(_Model):
+class BasicCredential(ConfigModel):
     """For an `http` `basic` scheme."""
 
     username: str
@@ -202,7 +197,7 @@ class BasicCredential(_Model):
         return value
 
 
-class OAuthCredential(_Model):
+class OAuthCredential(ConfigModel):
     """For an `oauth2`, `openIdConnect` or `http` `bearer` scheme: where its token comes from."""
 
     token_exchange: TokenExchangeSettings | None = None
@@ -250,7 +245,7 @@ def auth_header(auth: UpstreamAuthSettings | None) -> str | None:
     return None if source is None else source.header
 
 
-class CredentialsSettings(_Model):
+class CredentialsSettings(ConfigModel):
     """`upstream.auth` and `upstream.credentials` of one OpenAPI source, validated together."""
 
     auth: UpstreamAuthSettings | None = None

@@ -27,17 +27,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
+
+from converter.config.base import ConfigModel, http_url
 
 Preset = Literal["gravitee-am", "coaz-mcp"]
 ClientAuthMethod = Literal["client_secret_basic", "client_secret_post", "bearer", "none"]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PdpProperties(_Model):
+class PdpProperties(ConfigModel):
     """What goes into `subject.properties` (from claims) and `resource.properties` (from arguments)."""
 
     claims: dict[str, str] = Field(default_factory=dict)  # property name -> dotted claim path
@@ -45,7 +43,7 @@ class PdpProperties(_Model):
     arguments: list[str] | Literal["*"] = Field(default_factory=list)
 
 
-class PdpSettings(_Model):
+class PdpSettings(ConfigModel):
     """An AuthZEN 1.0 evaluation endpoint (Gravitee AM, OpenFGA, Cerbos, Keycloak, any PDP)."""
 
     url: str
@@ -67,9 +65,7 @@ class PdpSettings(_Model):
     @field_validator("url", "batch_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"must be an http(s) URL, not {value!r}")
-        return value
+        return http_url(value)
 
     @field_validator("client_id")
     @classmethod

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from converter.config.base import ConfigModel
 
 DEFAULT_ARGUMENT = "response_filter"
 PREVIEW_CHARS = 2_000
@@ -31,11 +33,7 @@ def compile_expression(expression: str) -> Any:
         raise ValueError("nested too deeply") from None
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ToolResponseSettings(_Model):
+class ToolResponseSettings(ConfigModel):
     """`responses.tools.<name or glob>`."""
 
     max_bytes: int | None = Field(default=None, ge=1)
@@ -52,7 +50,7 @@ class ToolResponseSettings(_Model):
         return value
 
 
-class ResponseSettings(_Model):
+class ResponseSettings(ConfigModel):
     """`responses:` (PRODUCT.md has no such block yet; documented in the README)."""
 
     max_bytes: int | None = Field(default=None, ge=1)

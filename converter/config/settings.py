@@ -6,10 +6,9 @@ Errors name the file and the key at fault. Secrets are kept as `SecretStr` and n
 from __future__ import annotations
 
 import re
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     SecretStr,
@@ -19,6 +18,8 @@ from pydantic import (
     model_validator,
 )
 
+from converter.config.auth import AuthSettings
+from converter.config.base import HEADER_NAME, ConfigModel, http_url
 from converter.config.credentials import (
     CredentialsSettings,
     OAuthCredential,
@@ -32,28 +33,14 @@ from converter.config.pdp import PdpSettings
 from converter.config.responses import ResponseSettings
 from converter.models import SERVER_OWNED_HEADERS
 
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # `read_only: true` excludes every method that is not safe (RFC 9110 §9.2.1): GET, HEAD, OPTIONS stay.
 UNSAFE_METHODS: Final[tuple[str, ...]] = ("POST", "PUT", "PATCH", "DELETE", "TRACE")
 
 
-_Url = TypeVar("_Url", str, None, "str | None")
 MIN_SESSION_KEY_LENGTH: Final = 32  # characters of a `server.session_keys` entry (openssl rand -base64 32: 44)
 
 
-def _http_url(value: _Url) -> _Url:
-    """Shared check for every URL setting: None passes, anything else must be http(s)."""
-    if value is not None and not str(value).startswith(("http://", "https://")):
-        raise ValueError(f"must be an http(s) URL, not {value!r}")
-    return value
-
-
-class _Model(BaseModel):
-    # A YAML number where text is expected (`client_id: 12345`, a header value `2`) is that text.
-    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
-
-
-class UpstreamSettings(_Model):
+class UpstreamSettings(ConfigModel):
     """Where calls go and how (PRODUCT.md `upstream:`)."""
 
     url: str | None = None
@@ -69,7 +56,7 @@ class UpstreamSettings(_Model):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        return _http_url(value)
+        return http_url(value)
 
     @field_validator("headers")
     @classmethod
@@ -110,7 +97,7 @@ class UpstreamSettings(_Model):
 
 def _check_headers(value: dict[str, SecretStr]) -> dict[str, SecretStr]:
     for name, text in value.items():
-        if not _HEADER_NAME.match(name):
+        if not HEADER_NAME.match(name):
             raise ValueError(f"{name!r} is not a valid HTTP header name")
         if re.search(r"[\r\n\x00]", text.get_secret_value()):
             raise ValueError(f"the value of {name!r} contains CR, LF or NUL")
@@ -119,7 +106,7 @@ def _check_headers(value: dict[str, SecretStr]) -> dict[str, SecretStr]:
     return value
 
 
-class McpUpstreamSettings(_Model):
+class McpUpstreamSettings(ConfigModel):
     """An existing MCP server fronted over streamable HTTP (PRODUCT.md `mcp_upstream:`)."""
 
     url: str
@@ -132,7 +119,7 @@ class McpUpstreamSettings(_Model):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return _http_url(value)
+        return http_url(value)
 
     @field_validator("headers")
     @classmethod
@@ -145,7 +132,7 @@ def _url_to_mapping(value: Any) -> Any:
     return {"url": value} if isinstance(value, str) else value
 
 
-class SelectionSettings(_Model):
+class SelectionSettings(ConfigModel):
     """include:/exclude: filters."""
 
     tags: list[str] = Field(default_factory=list)
@@ -159,7 +146,7 @@ class SelectionSettings(_Model):
         return [m.upper() for m in value]
 
 
-class InlineTool(_Model):
+class InlineTool(ConfigModel):
     """One Kong `ai-mcp-proxy`-style tool definition."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -223,68 +210,7 @@ def _flags(node: dict[str, Any], keys: tuple[str, ...], where: str) -> dict[str,
     return fixed
 
 
-class ClaimHeader(_Model):
-    """Send a claim of the caller's token upstream as a header (Kong `claim_to_header`)."""
-
-    claim: str  # dotted path into the claims: `sub`, `realm_access.roles`
-    header: str
-
-    @field_validator("header")
-    @classmethod
-    def _header(cls, value: str) -> str:
-        if not _HEADER_NAME.match(value) or value.lower() in SERVER_OWNED_HEADERS | {"authorization", "cookie"}:
-            raise ValueError(f"{value!r} cannot be used as a claim header")
-        return value
-
-
-class AuthSettings(_Model):
-    """OAuth 2 resource server (PRODUCT.md `auth:`; key names follow Kong's ai-mcp-oauth2)."""
-
-    resource: str
-    authorization_servers: list[str] = Field(min_length=1)
-    introspection_endpoint: str | None = None
-    client_id: str | None = None
-    client_secret: SecretStr | None = None
-    client_auth_method: Literal["client_secret_basic", "client_secret_post", "private_key_jwt"] = "client_secret_basic"
-    client_private_key: SecretStr | None = None  # PEM, for private_key_jwt
-    client_key_id: str | None = None
-    jwks_uri: str | None = None
-    issuer: str | None = None  # expected `iss`; defaults to the first authorization server
-    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
-                                                           "ES256", "ES384", "ES512", "EdDSA"])
-    leeway: int = Field(default=30, ge=0, le=600)
-    required_scopes: list[str] = Field(default_factory=list)
-    scopes_supported: list[str] | None = None
-    tool_scopes: dict[str, list[str]] = Field(default_factory=dict)  # per-tool override of the spec's scopes
-    scope_implies: dict[str, list[str]] = Field(default_factory=dict)  # e.g. {"mcp:admin": ["mcp:tools"]}
-    claim_to_header: list[ClaimHeader] = Field(default_factory=list)
-    insecure_relaxed_audience_validation: bool = False
-    cache_ttl: float = Field(default=300, ge=0)  # seconds an introspection result is reused (never past exp)
-    inactive_cache_ttl: float = Field(default=10, ge=0)
-    jwks_refetch_interval: float = Field(default=10, ge=0)  # at most one refetch per interval on unknown kid
-    timeout: float = Field(default=5, gt=0)  # seconds, per call to the authorization server
-    resource_name: str | None = None
-    resource_documentation: str | None = None
-
-    @field_validator("resource", "introspection_endpoint", "jwks_uri", "resource_documentation")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        return _http_url(value)
-
-    @field_validator("algorithms")
-    @classmethod
-    def _algorithms(cls, value: list[str]) -> list[str]:
-        unsafe = [alg for alg in value if alg.lower() == "none" or alg.upper().startswith("HS")]
-        if unsafe:
-            raise ValueError(f"{unsafe[0]!r} is not allowed: only asymmetric signatures can be checked with a JWKS")
-        return value
-
-    @property
-    def expected_issuer(self) -> str:
-        return self.issuer or self.authorization_servers[0]
-
-
-class TelemetrySettings(_Model):
+class TelemetrySettings(ConfigModel):
     """Access log and metrics (issue: traffic visibility)."""
 
     access_log: str = "stderr"  # stderr | stdout | off | a file path (JSON lines)
@@ -310,7 +236,7 @@ class TelemetrySettings(_Model):
         return value
 
 
-class ServerSettings(_Model):
+class ServerSettings(ConfigModel):
     """How this server listens."""
 
     host: str = "127.0.0.1"
@@ -350,7 +276,7 @@ class ServerSettings(_Model):
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, value: str | None) -> str | None:
-        return _http_url(value)
+        return http_url(value)
 
     @field_validator("allowed_hosts")
     @classmethod
@@ -378,8 +304,9 @@ class ServerSettings(_Model):
         return value
 
 
-class RedisSettings(_Model):
-    """Shared state across replicas (`redis:`): rate-limit counters today."""
+class RedisSettings(ConfigModel):
+    """Shared state across replicas (`redis:`): rate-limit counters, token verdicts, ended sessions,
+    list-change announcements."""
 
     url: SecretStr  # redis://[user:password@]host:port/db, rediss:// for TLS; may hold a password
     key_prefix: str = Field(default="openapi-mcp:", max_length=100)
@@ -393,7 +320,7 @@ class RedisSettings(_Model):
         return value
 
 
-class ReloadSettings(_Model):
+class ReloadSettings(ConfigModel):
     """Live reload (converter.catalog.reload): SIGHUP always reloads; `watch` adds the triggers below."""
 
     # Watch the config file, the spec files and the files they reference ($ref), and poll URL specs.
@@ -401,7 +328,7 @@ class ReloadSettings(_Model):
     interval: float = Field(default=300, ge=1, le=86400)  # seconds between conditional GETs of a URL spec
 
 
-class SourceSettings(_Model):
+class SourceSettings(ConfigModel):
     """One entry of `sources:`: an OpenAPI spec (or inline tools) with its upstream, or an MCP server."""
 
     spec: str | None = None
@@ -418,7 +345,7 @@ class SourceSettings(_Model):
         return _url_to_mapping(value)
 
 
-class Settings(_Model):
+class Settings(ConfigModel):
     """Everything the server needs, validated."""
 
     spec: str | None = None
