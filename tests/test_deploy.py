@@ -21,7 +21,7 @@ from converter.server.app import create_app
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
-KUBERNETES_VERSION = "1.30"  # the oldest release the manifests are meant for (native sidecars, HPA v2, PDB v1)
+KUBERNETES_VERSION = "1.30"  # the oldest release the manifests are meant for (autoscaling/v2, policy/v1)
 MANIFESTS = sorted(p for p in KUBERNETES.glob("*.yaml") if p.name != "kustomization.yaml")
 
 
