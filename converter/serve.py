@@ -109,8 +109,10 @@ def uvicorn_config(app: Any, settings: Settings) -> Any:
     protocol = guarded_protocol(limits, getattr(telemetry, "metrics", None))
     loop = fast_loop().get("loop", "auto")
     # ws="none": this server speaks no WebSocket, so an Upgrade request is plain HTTP to it.
+    # server.trusted_proxies: whose X-Forwarded-For / -Proto uvicorn believes (None: its default)
     return uvicorn.Config(app, log_level="warning", lifespan="on", loop=loop, http=protocol, ws="none",
-                          timeout_keep_alive=server.keep_alive_timeout)  # type: ignore[arg-type]
+                          timeout_keep_alive=server.keep_alive_timeout,  # type: ignore[arg-type]
+                          forwarded_allow_ips=server.trusted_proxies)
 
 
 def fit_open_files(wanted: int, *, explicit: bool = False) -> int:

@@ -96,3 +96,21 @@ def test_connections_completed_before_shutdown_are_accepted_not_reset(loop_name:
     with asyncio.Runner(loop_factory=factory) as runner:
         made = runner.run(scenario())
     assert made == (5 if accept_first else 0)
+
+
+def test_trusted_proxies_decide_whose_forwarded_headers_uvicorn_believes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+    assert uvicorn_config(object(), settings(tmp_path)).forwarded_allow_ips == "127.0.0.1,::1"  # uvicorn's own
+    chosen = uvicorn_config(object(), settings(tmp_path, '{trusted_proxies: ["10.0.0.0/8", "::1"]}'))
+    assert chosen.forwarded_allow_ips == ["10.0.0.0/8", "::1"]
+    assert uvicorn_config(object(), settings(tmp_path, "{trusted_proxies: []}")).forwarded_allow_ips == []
+
+
+@pytest.mark.parametrize("entry", ["*", "proxy.example.com", "10.0.0.0/33"])
+def test_a_trusted_proxy_must_be_an_address_or_a_network(tmp_path: Path, entry: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        settings(tmp_path, f'{{trusted_proxies: ["{entry}"]}}')
+    assert str(exc.value).endswith(
+        f"server.trusted_proxies: Value error, {entry!r} is not an IP address or network (e.g. 10.0.0.0/8, ::1); "
+        "'*' is not accepted: every client could then choose its own address")
