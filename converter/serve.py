@@ -1,11 +1,15 @@
 """Serving over HTTP: bind the socket first (a busy port is one clear error), run uvicorn on it,
-and end long-lived streams before uvicorn waits for open responses on shutdown."""
+and shut down without losing a request: long-lived streams end before uvicorn waits for open
+responses, and the connections the kernel already completed are accepted before the listening
+socket closes (converter.server.connections drains them)."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import socket
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,6 +18,8 @@ from converter.catalog.dynamic import DynamicCatalog
 from converter.config import Settings
 
 log = logging.getLogger("openapi_mcp")
+_SO_ATTACH_FILTER = 26  # linux/asm-generic/socket.h
+_TURNS_TO_CONNECT = 10  # loop turns from accepting a socket to its protocol's connection_made (asyncio: 3)
 
 
 def serve_http(settings: Settings, catalog: Catalog | DynamicCatalog,
@@ -42,9 +48,52 @@ def _run_uvicorn(config: Any, sock: socket.socket, stop_streams: Sequence[Any]) 
         async def shutdown(self, sockets: Any = None) -> None:
             for stop in stop_streams:
                 stop()
+            for listening in sockets or ():
+                refuse_new_connections(listening)
+            await accept_waiting(self.servers)
             await super().shutdown(sockets)
 
     Server(config).run(sockets=[sock])
+
+
+def refuse_new_connections(listening: socket.socket) -> None:
+    """Stop the kernel from completing new connections on `listening`, which stays open until the
+    ones it completed are accepted: a client's SYN is dropped now (it sends it again after a second,
+    and by then the socket is closed: the connect is refused, nothing was sent, and a balancer tries
+    another replica). Linux: a socket filter that drops every packet of the listener (the accepted
+    connections are sockets of their own); elsewhere a queue of one, which drops SYNs once full."""
+    try:
+        listening.listen(0)
+        if sys.platform == "linux":
+            import ctypes
+            import struct
+
+            drop_all = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))  # BPF_RET|BPF_K 0
+            program = struct.pack("HP", 1, ctypes.addressof(drop_all))  # struct sock_fprog
+            listening.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, program)
+    except OSError as exc:  # pragma: no cover - a kernel without socket filters: the queue of one remains
+        log.debug("could not stop new connections before closing the listener: %s", exc)
+
+
+async def accept_waiting(servers: Sequence[Any], *, limit: float = 0.5) -> None:
+    """Let the loop accept the connections waiting in the listening sockets' queues (at most `limit` s).
+
+    The kernel completes a client's connect before the server accepts it, so a balancer may have
+    sent a request on a connection still in the queue; closing the listening socket resets those
+    connections, and a POST already sent is not sent to another replica (nginx answers 502).
+    Accepted, they are drained like the others: served once, with `Connection: close`."""
+    import select
+
+    fds = [listening.fileno() for server in servers for listening in server.sockets]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    accepted = False
+    while fds and loop.time() < deadline and select.select(fds, [], [], 0)[0]:
+        accepted = True
+        await asyncio.sleep(0)  # the loop's accept callback runs on its next turn
+    if accepted:  # asyncio makes the accepted connection a few turns later; closed before, it is dropped
+        for _ in range(_TURNS_TO_CONNECT):
+            await asyncio.sleep(0)
 
 
 def uvicorn_config(app: Any, settings: Settings) -> Any:
@@ -62,8 +111,10 @@ def uvicorn_config(app: Any, settings: Settings) -> Any:
     protocol = guarded_protocol(limits, getattr(telemetry, "metrics", None))
     loop = fast_loop().get("loop", "auto")
     # ws="none": this server speaks no WebSocket, so an Upgrade request is plain HTTP to it.
+    # server.trusted_proxies: whose X-Forwarded-For / -Proto uvicorn believes (None: its default)
     return uvicorn.Config(app, log_level="warning", lifespan="on", loop=loop, http=protocol, ws="none",
-                          timeout_keep_alive=server.keep_alive_timeout)  # type: ignore[arg-type]
+                          timeout_keep_alive=server.keep_alive_timeout,  # type: ignore[arg-type]
+                          forwarded_allow_ips=server.trusted_proxies)
 
 
 def fit_open_files(wanted: int, *, explicit: bool = False) -> int:

@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from mcp.server import Server, ServerRequestContext
@@ -270,3 +271,24 @@ def test_a_short_session_key_is_a_clear_config_error(tmp_path: Path) -> None:
     assert "server.session_keys" in str(exc.value)
     assert "key 0 is too short: session keys need at least 32 characters" in str(exc.value)
     assert "short'" not in str(exc.value)  # the secret itself is never shown
+
+
+async def test_calls_in_flight_together_on_a_replica_that_never_saw_the_session_are_all_served(
+        tmp_path: Path) -> None:
+    """The first requests of a session on a new replica (a restarted one, under load) arrive together:
+    each must find the rebuilt session connected, not half made (a 500)."""
+    async with replicas(tmp_path, 2) as apps:
+        client = Balancer(apps)
+        sid = await client.open(replica=0)
+        answers: list[httpx.Response] = []
+
+        async def call(index: int) -> None:
+            answers.append(await client.rpc("tools/call", {"name": "listUsers", "arguments": {}}, session=sid,
+                                            id=10 + index, replica=1))
+
+        async with anyio.create_task_group() as group:
+            for index in range(8):
+                group.start_soon(call, index)
+        assert [a.status_code for a in answers] == [200] * 8, [a.text for a in answers if a.status_code != 200]
+        assert all(result_of(a).get("isError") is not True for a in answers)
+        await client.aclose()

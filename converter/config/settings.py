@@ -5,6 +5,7 @@ Errors name the file and the key at fault. Secrets are kept as `SecretStr` and n
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any, Final, Literal
 
@@ -272,6 +273,21 @@ class ServerSettings(ConfigModel):
     # the loopback ones; set on any listener, it turns the check on there too.
     allowed_hosts: list[str] = Field(default_factory=list)
     allowed_origins: list[str] = Field(default_factory=list)
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (addresses or CIDR networks):
+    # the client address then is the forwarded one (per-caller caps, rate limits, logs). None:
+    # uvicorn's default, $FORWARDED_ALLOW_IPS or loopback only; [] believes nobody.
+    trusted_proxies: list[str] | None = None
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: list[str] | None) -> list[str] | None:
+        for entry in value or []:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network (e.g. 10.0.0.0/8, ::1); "
+                                 "'*' is not accepted: every client could then choose its own address") from None
+        return value
 
     @field_validator("public_url")
     @classmethod

@@ -21,6 +21,16 @@ connections and answers 503 to everyone once they fill it. `guarded_protocol` ad
 - `send_timeout`: a client that leaves its response unread (the socket's buffer full) that long is
   cut off;
 - `max_header_bytes`: a longer request line plus headers is 431 and close.
+
+And a graceful drain on shutdown (SIGTERM) that never races a client or a balancer: uvicorn
+closes every idle kept-alive connection at once, and a request that a balancer (nginx's upstream
+keepalive pool) sent on one at that moment is lost after it was sent, so the balancer cannot send
+it to another replica (a POST is not retried once sent) and answers 502. Here a draining
+connection stays open until the client closes it or its keep-alive timeout ends it, as it would
+without a shutdown (the balancer's idle timeout should be the shorter one), and a request that
+still arrives on it is served with `Connection: close`: every connection then ends after a whole
+response or by the client's own choice. New connections are refused (uvicorn closes the
+listening socket), and a balancer sends those requests elsewhere.
 """
 
 from __future__ import annotations
@@ -114,6 +124,16 @@ def guarded_protocol(limits: ConnectionLimits, metrics: Metrics | None = None) -
         _too_large = False
 
         _last_byte = 0.0  # loop time the client last sent something (or connected)
+        _draining = False  # the server is shutting down: every response closes its connection
+
+        def shutdown(self) -> None:
+            """Drain (see the module docstring): an idle connection is left to its client and its
+            keep-alive timeout; a request being answered closes the connection after its response."""
+            self._draining = True
+            cycle: Any = self.cycle
+            if cycle is not None and not cycle.response_complete:
+                cycle.keep_alive = False
+            # else idle, or a head awaited: uvicorn's keep-alive timer or header_timeout ends it
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -197,6 +217,9 @@ def guarded_protocol(limits: ConnectionLimits, metrics: Metrics | None = None) -
                 raise _HeadTooLargeError  # httptools makes it a parse error; uvicorn answers it (send_400_response)
             queued = len(self.pipeline)
             super().on_headers_complete()
+            if self._draining:  # answered, then closed: the client learns it from the response
+                cycle: Any = self.cycle
+                cycle.keep_alive = False
             if len(self.pipeline) == queued:  # started at once, not queued behind a request being answered
                 self._running = self.cycle
             self._enter(_BODY)

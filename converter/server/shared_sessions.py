@@ -197,6 +197,8 @@ class SharedSessionManager(StreamableHTTPSessionManager):
             return False
         if await self.ended.has(session_id):
             return False
+        task_group: Any = self._task_group  # typed None in the SDK; set while run() is active
+        assert task_group is not None
         async with self._session_creation_lock:
             if session_id in self._server_instances:
                 return True  # rebuilt meanwhile by a concurrent request (a GET stream and a POST)
@@ -206,17 +208,15 @@ class SharedSessionManager(StreamableHTTPSessionManager):
                 mcp_session_id=session_id, is_json_response_enabled=self.json_response,
                 event_store=self.event_store, security_settings=self.security_settings,
                 retry_interval=self.retry_interval, idle_timeout=self.session_idle_timeout)
+            # Connected before it is registered: a concurrent request that finds the session (calls
+            # the client has in flight, landing on this replica together) must find it ready to serve.
+            await task_group.start(self._serve_rebuilt, transport, sealed, init, negotiated)
+            if transport.is_terminated:
+                return False
             self._server_instances[session_id] = transport
             if requestor is not None:
                 self._session_owners[session_id] = requestor
             self._expiry[session_id] = sealed.expires_at
-        task_group: Any = self._task_group  # typed None in the SDK; set while run() is active
-        assert task_group is not None
-        try:
-            await task_group.start(self._serve_rebuilt, transport, sealed, init, negotiated)
-        except BaseException:
-            await self._discard_session(session_id, transport)
-            raise
         self.rebuilt += 1
         if self.on_rebuilt is not None:
             self.on_rebuilt()

@@ -38,6 +38,9 @@ http {{
     upstream replicas {{
 {servers}
         keepalive 16;
+        # Shorter than the replicas' server.keep_alive_timeout (5 s): nginx drops an idle connection
+        # before the replica would, so it never sends a request on one the replica is closing.
+        keepalive_timeout 4s;
     }}
     server {{
         listen 127.0.0.1:{port};
@@ -48,6 +51,13 @@ http {{
             {host_header}
             proxy_buffering off;
             proxy_read_timeout 60s;
+            # A replica that refuses the connection (stopped, restarting) or never answers the connect:
+            # the request goes to the next replica. POST is retried only when nginx sent none of it
+            # (its default without `non_idempotent`): a tools/call a replica may have started is never
+            # sent twice. `timeout` is the connect timeout only while nothing was sent.
+            proxy_next_upstream error timeout;
+            proxy_next_upstream_tries 3;
+            proxy_connect_timeout 2s;
         }}
     }}
 }}
@@ -68,6 +78,9 @@ class Nginx:
 
     def access_log(self) -> str:
         return (self.directory / "access.log").read_text(encoding="utf-8", errors="replace")
+
+    def error_log(self) -> str:
+        return (self.directory / "error.log").read_text(encoding="utf-8", errors="replace")
 
 
 @dataclass

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
@@ -132,3 +133,33 @@ async def test_a_proxy_that_sends_its_own_host_is_served_once_allowed(
         assert await many_calls(f"{own_host.url}/mcp", 6) == 6
     finally:
         own_host.process.stop()
+
+
+LIMITED_CONFIG = """
+spec: {spec}
+upstream: {{url: "{mock}"}}
+server: {{trusted_proxies: {trusted}}}
+telemetry: {{access_log: "off"}}
+limits:
+  - {{per: subject, requests: 2, window: 60}}   # auth off: per client address
+"""
+
+
+@pytest.mark.parametrize(("trusted", "statuses"), [
+    ('["127.0.0.1/32"]', [200, 200, 200]),  # the proxy on loopback is believed: two clients, the second not limited
+    ("[]", [200, 200, 429]),  # nobody is believed: both are the proxy's address, the third request is over
+], ids=["trusted", "untrusted"])
+def test_trusted_proxies_decide_the_client_address_behind_a_proxy(
+        start_replicas: Callable[..., list[Replica]], spec_path: Path, mock_api_url: str, trusted: str,
+        statuses: list[int]) -> None:
+    [server] = start_replicas(LIMITED_CONFIG.format(spec=spec_path, mock=mock_api_url, trusted=trusted), 1)
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    try:
+        got = [httpx.post(f"{server.base_url}/mcp", json=init, trust_env=False, timeout=10,
+                          headers={**headers, "x-forwarded-for": client}).status_code
+               for client in ("203.0.113.1", "203.0.113.1", "203.0.113.2")]
+        assert got == statuses
+    finally:
+        server.process.stop()
