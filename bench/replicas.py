@@ -5,7 +5,8 @@
 On this machine, in one run (figures printed, nothing asserted):
 
 - **scale-out**: `tools/call getUser` with wrk (bench/mcp_call.lua, one sealed session per
-  connection) against (1) one `openapi-mcp serve` process, (2) the same process behind an nginx
+  connection) against (1) one `openapi-mcp serve` process, (1b) one with `--workers 2` (two
+  processes on one listening socket), (2) the same process behind an nginx
   round-robin balancer, (3) three replicas behind that balancer (no affinity: sealed session IDs,
   `server.session_keys`). Every target runs the whole time; the wrk rounds alternate between them
   so the machine's drift hits them alike; the median calls/s of each, the ratios to (1), and the
@@ -225,13 +226,15 @@ def main() -> int:
             alone, alone_port = serve(tmp, "one", base)
             fronted, fronted_port = serve(tmp, "one-behind-nginx", base)
             three = [serve(tmp, f"replica-{i}", base) for i in range(3)]
-            procs += [alone, fronted] + [p for p, _ in three]
+            workers, workers_port = serve(tmp, "workers-2", {**base, "server": {**base["server"], "workers": 2}})
+            procs += [alone, fronted, workers] + [p for p, _ in three]
             lb1, lb1_port = balancer(tmp, "balancer-1", [fronted_port])
             lb3, lb3_port = balancer(tmp, "balancer-3", [port for _, port in three])
             procs += [lb1, lb3]
             targets: dict[str, dict[str, Any]] = {}
             for label, port, servers, balancers in (
                     ("1 process", alone_port, [alone.pid], []),
+                    ("--workers 2 (one socket)", workers_port, [workers.pid], []),
                     ("1 process behind nginx", lb1_port, [fronted.pid], [lb1.pid]),
                     ("3 replicas behind nginx", lb3_port, [p.pid for p, _ in three], [lb3.pid])):
                 url = f"http://127.0.0.1:{port}/mcp"

@@ -10,7 +10,7 @@ import functools
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from converter.catalog import Catalog, build_catalog
@@ -18,7 +18,7 @@ from converter.catalog.dynamic import DynamicCatalog, build_served_catalog
 from converter.config import Settings, load_settings
 from converter.errors import ConverterError
 from converter.models import Problem
-from converter.serve import serve_http, serving
+from converter.serve import serve_http, serving, with_worker_session_key
 from converter.version import __version__
 
 log = logging.getLogger("openapi_mcp")
@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (default 8000)")
     serve.add_argument("--path", help="MCP endpoint path (default /mcp)")
     serve.add_argument("--transport", choices=["http", "stdio"], help="http (default) or stdio")
+    serve.add_argument("--workers", type=int, metavar="N",
+                       help="N processes on one listening socket, so N cores serve (default 1; http only)")
     serve.add_argument("--page-size", type=int, metavar="N",
                        help="tools/list pages of N tools, with MCP cursors (default: the whole list at once)")
     serve.add_argument("--strict", action="store_true", help="refuse to start if any operation cannot be converted")
@@ -115,6 +117,7 @@ def _loader(args: argparse.Namespace) -> functools.partial[Settings]:
         args.config, spec=args.spec, upstream_url=getattr(args, "upstream", None), host=getattr(args, "host", None),
         port=getattr(args, "port", None), path=getattr(args, "path", None),
         transport=getattr(args, "transport", None), page_size=getattr(args, "page_size", None),
+        workers=getattr(args, "workers", None),
         strict=getattr(args, "strict", False), read_only=getattr(args, "read_only", False),
         mode=getattr(args, "mode", None),
         no_cache=getattr(args, "no_cache", False), watch=getattr(args, "watch", False),
@@ -178,7 +181,7 @@ def _credential_warnings(catalog: Catalog, *, configured_only: bool = False) -> 
 
 
 def _serve(args: argparse.Namespace) -> int:
-    load = _loader(args)
+    load: Callable[[], Settings] = with_worker_session_key(_loader(args))
     settings = load()
     catalog = build_served_catalog(settings)
     _report_problems(catalog)
@@ -208,7 +211,7 @@ def _tracing(settings: Settings) -> Any:
                           key="telemetry.traces") from exc
 
 
-def _run(settings: Settings, catalog: Catalog | DynamicCatalog, load: functools.partial[Settings]) -> int:
+def _run(settings: Settings, catalog: Catalog | DynamicCatalog, load: Callable[[], Settings]) -> int:
     if settings.server.transport == "stdio":
         import anyio
 

@@ -6,8 +6,11 @@ socket closes (converter.server.connections drains them)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+import os
+import secrets
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -28,15 +31,119 @@ def serve_http(settings: Settings, catalog: Catalog | DynamicCatalog,
     (`reload_settings`: reads the settings again for a live reload, converter.catalog.reload)."""
     from converter.server.app import create_app
 
-    app = create_app(settings, catalog=catalog, reload_settings=reload_settings)
+    workers = settings.server.workers
+    if workers > 1 and not hasattr(os, "fork"):  # pragma: no cover - Windows
+        from converter.errors import ConfigError
+
+        raise ConfigError("server.workers: more than one needs os.fork (Linux, macOS); run replicas instead",
+                          key="server.workers")
     sock = bind_socket(settings.server.host, settings.server.port)
     host, port = sock.getsockname()[:2]
     what = (f"{len(catalog.served_tools)} meta-tools over {len(catalog.operations)} operations (dynamic mode)"
             if isinstance(catalog, DynamicCatalog) else f"{len(catalog.tool_names)} tools")
-    log.info("serving %s at http://%s:%d%s", what, url_host(host), port, settings.server.path)
-    config = uvicorn_config(app, settings)
-    serving()
-    _run_uvicorn(config, sock, app.state.catalog.stop_streams)
+    each = f" with {workers} worker processes" if workers > 1 else ""
+    log.info("serving %s at http://%s:%d%s%s", what, url_host(host), port, settings.server.path, each)
+
+    def run() -> None:
+        app = create_app(settings, catalog=catalog, reload_settings=reload_settings)
+        config = uvicorn_config(app, settings)
+        serving()
+        _run_uvicorn(config, sock, app.state.catalog.stop_streams)
+
+    if workers == 1:
+        run()
+    else:
+        serve_workers(workers, run)
+
+
+def with_worker_session_key(load: Callable[[], Settings]) -> Callable[[], Settings]:
+    """`load`, and with `server.workers` > 1 but no `server.session_keys`, one key made now for every
+    load (the start and each reload): the workers of one server share its sessions through sealed
+    IDs (converter.server.shared_sessions), and a restart ends them, as with one process."""
+    key = secrets.token_urlsafe(32)
+
+    def loaded() -> Settings:
+        settings = load()
+        server = settings.server
+        if server.workers > 1 and server.transport == "http" and not server.session_keys:
+            from pydantic import SecretStr
+
+            server = server.model_copy(update={"session_keys": [SecretStr(key)]})
+            settings = settings.model_copy(update={"server": server})
+        return settings
+
+    return loaded
+
+
+def serve_workers(count: int, run: Callable[[], None], *, restart_window: float = 10.0) -> None:
+    """Fork `count` processes that each `run()` (uvicorn on the socket they inherit) and watch them.
+
+    SIGTERM / SIGINT go to every worker (each drains as one process does) and the parent returns
+    once all have ended; SIGHUP goes to every worker (each reloads). A worker that ends while the
+    server is not stopping is forked again, unless workers keep ending (`count` within
+    `restart_window` seconds): then the rest are stopped and the server ends with an error.
+    """
+    import signal
+    import time
+
+    children: dict[int, int] = {}  # pid -> worker number
+    stopping = False
+    failures: list[float] = []
+
+    def start(number: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 0
+            try:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    signal.signal(sig, signal.SIG_DFL)  # uvicorn and the catalog install their own
+                run()
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                log.exception("worker %d failed", number)
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        children[pid] = number
+
+    def forward(sig: int, _frame: Any) -> None:
+        nonlocal stopping
+        if sig != signal.SIGHUP:
+            stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):  # ended, not yet reaped
+                os.kill(pid, sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    for number in range(1, count + 1):
+        start(number)
+    failed = False
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:  # pragma: no cover - nothing left to wait for
+            break
+        except InterruptedError:  # pragma: no cover - a signal arrived (PEP 475 retries on its own)
+            continue
+        if pid not in children or stopping:
+            children.pop(pid, None)
+            continue
+        number = children.pop(pid)
+        code = os.waitstatus_to_exitcode(status)
+        now = time.monotonic()
+        failures[:] = [at for at in failures if now - at < restart_window] + [now]
+        if len(failures) >= count:
+            log.error("workers keep ending (the last: worker %d, exit %d); stopping the server", number, code)
+            failed = True
+            forward(signal.SIGTERM, None)
+            continue
+        log.warning("worker %d ended (exit %d); starting it again", number, code)
+        start(number)
+    if failed:
+        raise SystemExit(1)
 
 
 def _run_uvicorn(config: Any, sock: socket.socket, stop_streams: Sequence[Any]) -> None:

@@ -9,6 +9,7 @@ from converter.catalog import build_catalog, inline_tools_spec
 from converter.config import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
+SPEC = ROOT / "specs" / "marketplace.yaml"
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -242,3 +243,29 @@ def test_a_flag_that_is_not_one_is_refused_naming_it(tmp_path: Path, text: str, 
     with pytest.raises(ConfigError) as exc:
         build_catalog(load_settings(path))
     assert str(exc.value) == f"{path}: {message}"
+
+
+def test_workers_get_one_shared_session_key_when_none_is_configured(tmp_path: Path) -> None:
+    from converter.serve import with_worker_session_key
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"spec: {SPEC}\nserver: {{workers: 3}}\n")
+    load = with_worker_session_key(lambda: load_settings(str(config)))
+    first, again = load(), load()
+    keys = [k.get_secret_value() for k in first.server.session_keys]
+    assert len(keys) == 1 and len(keys[0]) >= 32
+    assert [k.get_secret_value() for k in again.server.session_keys] == keys  # every reload: the same key
+    config.write_text(f"spec: {SPEC}\nserver: {{workers: 1}}\n")
+    assert load().server.session_keys == []  # one process: the SDK's own session IDs
+
+
+@pytest.mark.parametrize(("server", "message"), [
+    ("{workers: 2, transport: stdio}", "server.workers: stdio is one process"),
+    ("{workers: 2, stateless: true}", "server.workers: with server.stateless"),
+    ("{workers: 0}", "server.workers: Input should be greater than or equal to 1"),
+])
+def test_workers_that_cannot_apply_name_the_key(tmp_path: Path, server: str, message: str) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"spec: {SPEC}\nserver: {server}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_settings(str(config))

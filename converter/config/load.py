@@ -27,7 +27,7 @@ def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
     Args:
         config_file: path of the YAML file, or None.
         overrides: CLI values; `None` means "not given". Keys: spec, upstream_url, host, port,
-            path, transport, page_size, strict, read_only, mode, no_cache, watch.
+            path, transport, page_size, workers, strict, read_only, mode, no_cache, watch.
 
     Raises:
         ConfigError: the file cannot be read or keys are wrong; the message names each problem
@@ -95,7 +95,7 @@ def _apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     if overrides.get("upstream_url") is not None:
         raw["upstream"] = {**(raw.get("upstream") or {}), "url": overrides["upstream_url"]}
     server = dict(raw.get("server") or {})
-    for key in ("host", "port", "path", "transport", "page_size"):
+    for key in ("host", "port", "path", "transport", "page_size", "workers"):
         if overrides.get(key) is not None:
             server[key] = overrides[key]
     if server:
@@ -116,6 +116,11 @@ def _apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str
 def _check_supported(settings: Settings) -> list[tuple[str, str]]:
     """What validates but cannot be served as asked, by key."""
     problems: list[tuple[str, str]] = []
+    if settings.server.workers > 1 and settings.server.transport == "stdio":
+        problems.append(("server.workers", "stdio is one process: workers apply to the http transport only"))
+    if settings.server.workers > 1 and settings.server.stateless:
+        problems.append(("server.workers", "with server.stateless every worker serves every request already: "
+                                           "leave workers at 1, or run replicas"))
     # Fail closed: a config that asks for protection we do not provide must not start unprotected.
     auth = settings.auth
     if auth is not None:

@@ -246,6 +246,9 @@ class ServerSettings(ConfigModel):
     transport: Literal["http", "stdio"] = "http"
     json_response: bool = True
     stateless: bool = False
+    # Processes serving the one listening socket (converter.serve.serve_workers): with more than one,
+    # session IDs are sealed (a key made at start when session_keys is empty), so any worker serves any session.
+    workers: int = Field(default=1, ge=1, le=64)
     page_size: int | None = Field(default=None, ge=1)  # tools/list items per page (MCP cursors); None: all at once
     # Sessions (converter.server.sessions); the MCP SDK's own defaults (10,000 sessions idle for up
     # to 30 min) let one client fill the table. None for a per-caller cap: no cap.
