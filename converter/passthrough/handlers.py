@@ -94,17 +94,20 @@ def install_downstream(server: Server[Any], listeners: list[Callable[[frozenset[
 
 
 def register_handlers(server: Server[Any], passthrough: Passthrough, routes: ToolRoutes, downstream: Downstream,
-                      principal_of: Any, current: Callable[[], Passthrough | None] | None = None) -> None:
+                      principal_of: Any, current: Callable[[], Passthrough | None] | None = None,
+                      replicated: bool = False) -> None:
     """Add the resources, prompts, completion and task handlers for the features some MCP source
     provides and advertise `listChanged` for the lists that can change (`routes`: where a proxied
     tool is served, checked; `downstream`: from `install_downstream`; `current`: the passthrough
     served now, when a reload may replace `passthrough`: its access rules may have changed, its
-    MCP sources stay)."""
+    MCP sources stay; `replicated`: sessions are sealed and may move between processes, so resource
+    subscriptions and tasks, which live in the process that took them, are neither served nor
+    advertised: a client falls back to reading again and to plain calls)."""
     if not passthrough.sources:
         return
     view: Callable[[], Passthrough] = (lambda: current() or passthrough) if current is not None \
         else (lambda: passthrough)
-    if passthrough.provides("resources"):
+    if passthrough.provides("resources") and not replicated:
         subscriptions = ResourceSubscriptions(passthrough, downstream.bus, downstream.listen, principal_of,
                                               current=view)
         server.add_request_handler("resources/subscribe", types.SubscribeRequestParams, subscriptions.subscribe)
@@ -114,7 +117,7 @@ def register_handlers(server: Server[Any], passthrough: Passthrough, routes: Too
     options = NotificationOptions(tools_changed=True, prompts_changed=passthrough.provides("prompts"),
                                   resources_changed=passthrough.provides("resources"))
     extra: dict[str, Any] = {}
-    if passthrough.provides("tasks"):
+    if passthrough.provides("tasks") and not replicated:
         tasks = TaskRelay(routes, passthrough.sources, principal_of, request_relay=request_relay,
                           notification_relay=notification_relay,
                           progress_relay=progress_relay)

@@ -74,9 +74,10 @@ def call_context(ctx: ServerRequestContext[Any]) -> CallContext:
 
 
 def build_server(catalog: ServedCatalog, *, name: str = "openapi-mcp", telemetry: Telemetry | None = None,
-                 page_size: int | None = None) -> Server[Any]:
+                 page_size: int | None = None, replicated: bool = False) -> Server[Any]:
     """The low-level MCP server whose handlers read the catalog (every list change the catalog
-    announces reaches the clients: converter.passthrough.install_downstream)."""
+    announces reaches the clients: converter.passthrough.install_downstream). `replicated`:
+    sessions are sealed (replicas, workers), so what lives in one process only is not offered."""
 
     async def list_tools(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
@@ -108,7 +109,7 @@ def build_server(catalog: ServedCatalog, *, name: str = "openapi-mcp", telemetry
     downstream = install_downstream(server, catalog.listeners, catalog.stop_streams)
     if catalog.passthrough is not None:
         register_handlers(server, catalog.passthrough, catalog, downstream, principal_of,
-                          current=lambda: catalog.passthrough)
+                          current=lambda: catalog.passthrough, replicated=replicated)
     _empty_lists(server)
     return server
 
@@ -171,7 +172,8 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
     if reload_settings is not None:
         reloader = Reloader(live, settings, reload_settings, transport=upstream_transport,
                             on_result=(lambda result: metrics.reloads.labels(result).inc()) if metrics else None)
-    server = build_server(live, telemetry=telemetry, page_size=settings.server.page_size)
+    server = build_server(live, telemetry=telemetry, page_size=settings.server.page_size,
+                          replicated=bool(settings.server.session_keys))
     host = settings.server.host
     security = transport_security(settings.server)
     json_response = settings.server.json_response

@@ -98,7 +98,8 @@ def serve(processes: Processes, tmp_path_factory: pytest.TempPathFactory) -> Cal
     def start(name: str, config: dict[str, Any], *, port: int | None = None, **env: str) -> Gateway:
         port = port or _free_port()
         path = tmp / f"{name}.yaml"
-        path.write_text(json.dumps({**config, "server": {"host": "127.0.0.1", "port": port}}))
+        path.write_text(json.dumps({**config, "server": {**config.get("server", {}), "host": "127.0.0.1",
+                                                          "port": port}}))
         process = processes.start(name, [_openapi_mcp(), "serve", "--config", str(path)], **env)
         process.wait_ready(f"http://127.0.0.1:{port}/healthz")
         return Gateway(f"http://127.0.0.1:{port}/mcp", process)
@@ -415,6 +416,22 @@ def test_a_name_served_by_two_sources_stops_the_start_with_one_line(
                     f"{everything.url}) and sources[1] (mcp_upstream {everything.url}); give one of them a "
                     "`prefix:` (or rename the tool)")
 
+
+
+async def test_with_sealed_sessions_what_lives_in_one_process_is_not_offered(
+        serve: Callable[..., Gateway], everything: Upstream) -> None:
+    """Replicas or workers (`server.session_keys`): a session may move to another process, and
+    resource subscriptions and tasks live in the one that took them, so neither is advertised."""
+    plain = serve("passthrough-one-process", {"mcp_upstream": everything.url})
+    sealed = serve("passthrough-sealed", {"mcp_upstream": everything.url,
+                                          "server": {"session_keys": ["k" * 32]}})
+    async with connect(plain.url) as one, connect(sealed.url) as many:
+        assert one.server_capabilities.resources.subscribe and one.server_capabilities.tasks is not None
+        caps = many.server_capabilities
+        assert not caps.resources.subscribe and caps.tasks is None
+        assert caps.resources.list_changed and caps.tools.list_changed  # those reach every replica's clients
+        assert STATIC_DOC in [r.uri for r in (await many.list_resources()).resources]
+        assert not (await many.call_tool("echo", {"message": "hi"})).is_error
 
 
 async def test_a_2026_client_hears_of_list_changes_through_subscriptions_listen(
