@@ -210,6 +210,8 @@ def _param_schema(make_spec, schema: dict) -> tuple[dict, list]:
     ("^(?<year>\\d{4})$", "^(\\d{4})$"),                             # named groups: (?<n>) vs (?P<n>)
     ("[\\p{L}\\p{N}_.:/=+\\-@]*", "[A-Za-z\\u0080-\U0010ffff0-9_.:/=+\\-@]*"),  # AWS tag values
     ("^[^\\p{C}]*$", "^[^\\x00-\\x1f\\x7f]*$"),                       # negated: ASCII part only, never stricter
+    ("^(\\/(?!\\.)+[^/]+){1,4}$", "^(\\/(?!\\.)[^/]+){1,4}$"),            # a repeated assertion is itself (AWS EFS)
+    ("a(?=b)*c(?<!x){0,2}", "ac"),                                     # ... and repeated from zero, nothing
 ])
 def test_patterns_are_rewritten_for_every_regex_dialect(make_spec, pattern: str, portable: str) -> None:
     import re
