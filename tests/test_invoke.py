@@ -344,6 +344,15 @@ def test_a_path_key_with_a_query_string_sends_one_well_formed_query(make_plans) 
         f"{BASE}/forecast/daily?postal_code=a%26b%3Dc%20d%2F%3F%23%25&key=k%2B1")
 
 
+def test_literal_path_text_a_path_cannot_carry_is_percent_encoded(make_plans) -> None:
+    # apisetu.gov.in: `/Your Pull URI Request API Path` went out with raw spaces, a request line no server reads
+    paths = {"/Your Pull URI Request API Path": {"post": {"operationId": "pull", "responses": OK}},
+             "/caf\u00e9/{id}/100%/a%2Fb:c@d": {"get": {"operationId": "cafe", "parameters": [_param("id", "path")],
+                                                       "responses": OK}}}
+    assert build(make_plans, paths, "pull", {}).url == f"{BASE}/Your%20Pull%20URI%20Request%20API%20Path"
+    assert build(make_plans, paths, "cafe", {"id": "x y"}).url == f"{BASE}/caf%C3%A9/x%20y/100%25/a%2Fb:c@d"
+
+
 def test_a_query_string_in_the_key_takes_literal_pairs_and_variables_declared_in_the_query(make_plans) -> None:
     paths = {
         # flickr.com: a literal pair; medium.com: the variable declared `in: query`

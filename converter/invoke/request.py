@@ -18,6 +18,7 @@ from converter.spec.pathkey import split_path_key
 
 _TEMPLATE_PART = re.compile(r"{([^{}/]+)}")
 _BAD_HEADER_CHARS = re.compile(r"[\r\n\x00]")
+_PERCENT_ESCAPE: Final = re.compile(r"(%[0-9A-Fa-f]{2})")
 
 
 @dataclass(slots=True)
@@ -82,7 +83,8 @@ class RequestTemplate:
         body = op.request_body
         placed = frozenset(p.argument for _, pieces in key_query for p in pieces or () if isinstance(p, Slot))
         return cls(
-            tool=tool, method=op.method, path_parts=tuple(p for p in parts if p != ""),
+            tool=tool, method=op.method,
+            path_parts=tuple(_path_literal(p) if isinstance(p, str) else p for p in parts if p != ""),
             key_query=tuple(key_query), key_arguments=placed,
             declares_accept_encoding=any(p.location == "header" and p.name.lower() == "accept-encoding"
                                          for p in op.parameters),
@@ -301,6 +303,17 @@ def _pieces(template: str, slot_of: Any) -> list[str | Slot]:
         pos = match.end()
     pieces.append(template[pos:])
     return [p for p in pieces if p != ""]
+
+
+def _path_literal(text: str) -> str:
+    """Literal text of a path key as a path may carry it (RFC 3986 §3.3: pchar and '/').
+
+    apisetu.gov.in's keys have spaces (`/Your Pull URI Request API Path`), others non-ASCII letters:
+    sent as written, they make a request line no server can read. Such characters are
+    percent-encoded (UTF-8); an escape the key already has (`%20`) is kept as written.
+    """
+    return "".join(piece if index % 2 else quote(piece, safe="!$&'()*+,;=:@/~")
+                   for index, piece in enumerate(_PERCENT_ESCAPE.split(text)))
 
 
 def _literal(text: str) -> str:
