@@ -116,6 +116,24 @@ def test_nullable_means_what_openapi_303_says_and_nothing_in_31(make_spec) -> No
         "anyOf": [{"$ref": "#/$defs/S"}, {"anyOf": [{"type": "string", "enum": [None]}, {**null, "enum": [None]}]}]}
 
 
+def test_read_only_through_all_of_is_not_asked_for_in_requests(make_spec) -> None:
+    # asana.com: the flag on an allOf member of the property; Azure: a property readOnly in the allOf
+    # base that the schema declares again without the flag (openapi-core refused every such request)
+    spec = make_spec({"/p": {"put": {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Profile"}}}},
+        "responses": {"200": {"description": "ok"}},
+    }}}, components={"schemas": {
+        "Resource": {"type": "object", "properties": {"name": {"type": "string", "readOnly": True},
+                                                      "location": {"type": "string"}}},
+        "Compact": {"type": "object", "properties": {"gid": {"type": "string"}}},
+        "Profile": {"type": "object", "required": ["name", "owner", "etag"], "allOf": [{"$ref": "#/components/schemas/Resource"}],
+                    "properties": {"name": {"type": "string"}, "etag": {"type": "string"},
+                                   "owner": {"allOf": [{"$ref": "#/components/schemas/Compact"}, {"readOnly": True}]}}}}})
+    assert spec.input_defs["Profile"] == {"type": "object", "required": ["etag"], "allOf": [{"$ref": "#/$defs/Resource"}],
+                                          "properties": {"etag": {"type": "string"}}}
+    assert spec.input_defs["Resource"] == {"type": "object", "properties": {"location": {"type": "string"}}}
+
+
 def test_read_only_properties_are_not_asked_for_in_requests(make_spec) -> None:
     spec = make_spec({"/o": {"post": {
         "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Order"}}}},
