@@ -196,6 +196,22 @@ def test_a_required_list_in_a_form_body_needs_an_item(make_plans, media_type) ->
         plan.validate_arguments({"Permission": [], "Tags": ["a"]})
 
 
+@pytest.mark.parametrize("media_type", ["application/x-www-form-urlencoded", "multipart/form-data"])
+def test_a_required_form_body_given_whole_needs_a_property(make_plans, media_type) -> None:
+    # Azure ComputerVision's images: `{type: object, format: file}` under multipart, no properties, so the
+    # body is one argument; `{}` makes no part and no pair, and every such call was refused (issue 20)
+    paths = {"/analyze": {"post": {"operationId": "analyze", "requestBody": {"required": True, "content": {
+        media_type: {"schema": {"type": "object", "format": "file"}}}}, "responses": OK},
+        "put": {"operationId": "optional", "requestBody": {"content": {
+            media_type: {"schema": {"type": "object"}}}}, "responses": OK}}}
+    plans = make_plans(paths)
+    assert plans["analyze"].input_schema["properties"]["body"] == {"type": "object", "format": "file", "minProperties": 1}
+    assert plans["optional"].input_schema["properties"]["body"] == {"type": "object"}
+    with pytest.raises(ArgumentError, match=r"at \$\.body: \{\} should be non-empty"):
+        plans["analyze"].validate_arguments({"body": {}})
+    assert plans["analyze"].request.build({"body": {"image": "x"}}, "http://up.test").content
+
+
 def test_a_json_body_keeps_its_empty_lists(make_plans) -> None:
     body = {"type": "object", "required": ["ids"], "properties": {"ids": {"type": "array", "items": {}}}}
     plan = make_plans({"/j": {"post": {"operationId": "j", "requestBody": {"required": True, "content": {
