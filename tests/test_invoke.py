@@ -408,6 +408,15 @@ def test_header_parameters_that_frame_the_message_are_left_to_the_http_client(ma
     assert {k.lower() for k in request.headers} == {"accept", "content-type", "x-trace"}
 
 
+def test_a_media_type_parameter_that_is_not_name_value_is_not_sent(make_plans) -> None:
+    # anchore.io's `text/plain; utf-8` went out as the Content-Type, which RFC 9110 §8.3.1 cannot parse
+    paths = {f"/{i}": {"post": {"operationId": f"p{i}", "requestBody": {"required": True, "content": {
+        media_type: {"schema": {"type": "string"}}}}, "responses": OK}} for i, media_type in enumerate(
+        ["text/plain; utf-8", "text/plain;charset=utf-8; format=flowed", 'text/x; a="1;2"'])}
+    assert [build(make_plans, paths, f"p{i}", {"body": "x"}).headers["content-type"] for i in range(3)] == [
+        "text/plain", "text/plain; charset=utf-8; format=flowed", 'text/x; a="1;2"']
+
+
 def test_a_media_range_is_never_sent_as_the_content_type(make_plans) -> None:
     # telnyx.com's `*/*` body went out as `Content-Type: */*`, which names no media type at all
     obj = {"type": "object", "properties": {"a": {"type": "string"}}}

@@ -19,6 +19,8 @@ from converter.spec.pathkey import split_path_key
 _TEMPLATE_PART = re.compile(r"{([^{}/]+)}")
 _BAD_HEADER_CHARS = re.compile(r"[\r\n\x00]")
 _PERCENT_ESCAPE: Final = re.compile(r"(%[0-9A-Fa-f]{2})")
+_TOKEN: Final = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_MEDIA_PARAMETER: Final = re.compile(rf"\s*{_TOKEN}\s*=\s*(?:{_TOKEN}|\"(?:[^\"\\]|\\.)*\")\s*")
 
 
 @dataclass(slots=True)
@@ -89,7 +91,7 @@ class RequestTemplate:
             declares_accept_encoding=any(p.location == "header" and p.name.lower() == "accept-encoding"
                                          for p in op.parameters),
             path_template=op.path, slots=slots, params=params,
-            body_media_type=body.media_type if body else None,
+            body_media_type=_well_formed_media_type(body.media_type) if body else None,
             body_required=body.required if body else False,
             body_encoding=dict(body.encoding) if body else {},
             binary_fields=binary_fields, accept=accept, base_url=op.base_url,
@@ -303,6 +305,19 @@ def _pieces(template: str, slot_of: Any) -> list[str | Slot]:
         pos = match.end()
     pieces.append(template[pos:])
     return [p for p in pieces if p != ""]
+
+
+def _well_formed_media_type(media_type: str) -> str:
+    """The document's media type without the parameters that are not `name=value` (RFC 9110 §8.3.1).
+
+    anchore.io writes `text/plain; utf-8`; as a Content-Type that is malformed, so it is sent as
+    `text/plain`. A quoted value with a `;` in it keeps the media type as written.
+    """
+    essence, _, rest = media_type.partition(";")
+    if not rest or '"' in rest:
+        return media_type
+    kept = [p.strip() for p in rest.split(";") if _MEDIA_PARAMETER.fullmatch(p)]
+    return "; ".join([essence.strip(), *kept])
 
 
 def _path_literal(text: str) -> str:
