@@ -9,10 +9,16 @@ of them counts against the converter.
 
 from __future__ import annotations
 
+import ast
 import re
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from converter.spec.pattern import portable_pattern  # what `check` says of a pattern
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,74 @@ def _names_only(verdict: Verdict, *facts: str) -> bool:
     names = [_PARAMETER_ERROR.match(d) for d in verdict.details]
     return all(m is not None and any(f"{fact}:{m.group(1) or m.group(2)}" in verdict.facts for fact in facts)
                for m in names)
+
+_BODY: Final = "Request body validation error: "
+_STRING: Final = r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\""
+_MISMATCH: Final = re.compile(rf"(?:{_STRING}) does not match (?P<pattern>{_STRING})(?: \(at [^)]*\))?(?:; |$)")
+_READ_ONLY: Final = re.compile(r"Tried to write read-only property with .*? \(at (?P<at>\$[^)]*)\)(?:; |$)")
+
+
+def _errors(detail: str, pattern: re.Pattern[str]) -> Iterator[re.Match[str]] | None:
+    """The body errors of one reason, each a match of `pattern`, or None when one is something else."""
+    if not detail.startswith(_BODY):
+        return None
+    text, pos, found = detail[len(_BODY):], 0, []
+    while pos < len(text):
+        match = pattern.match(text, pos)
+        if match is None:
+            return None
+        found.append(match)
+        pos = match.end()
+    return iter(found) if found else None
+
+
+def _unportable_patterns(verdict: Verdict) -> bool:
+    """Every reason is a string that fails a `pattern` openapi-mcp leaves out of the tool (and `check` names)."""
+    if verdict.outcome != "rejected" or not verdict.details:
+        return False
+    for detail in verdict.details:
+        matches = _errors(detail, _MISMATCH)
+        if matches is None:
+            return False
+        for match in matches:
+            pattern = ast.literal_eval(match.group("pattern"))
+            if not isinstance(pattern, str) or portable_pattern(pattern)[0] is not None:
+                return False
+    return True
+
+
+def _read_only_items(verdict: Verdict) -> bool:
+    """Every reason is openapi-core's readOnly check on an array item (a path ending in `[N]`)."""
+    if verdict.outcome != "rejected" or not verdict.details:
+        return False
+    for detail in verdict.details:
+        matches = _errors(detail, _READ_ONLY)
+        if matches is None or not all(m.group("at").endswith("]") for m in matches):
+            return False
+    return True
+
+
+_MEDIA_NOT_FOUND: Final = re.compile(r"^Request body validation error: Content for the following mimetype not found: "
+                                     r"(?P<sent>[^.]+)\. Valid mimetypes: (?P<keys>\[.*\])$")
+
+
+def _malformed_media_key(verdict: Verdict) -> bool:
+    """openapi-core found no media type for the body, and the document's keys for it have a parameter that
+    is not name=value, whose essence is the one sent."""
+    if verdict.outcome != "rejected" or len(verdict.details) != 1:
+        return False
+    match = _MEDIA_NOT_FOUND.match(verdict.details[0])
+    if match is None:
+        return False
+    keys = ast.literal_eval(match.group("keys"))
+    return any(isinstance(k, str) and k.split(";", 1)[0].strip() == match.group("sent").strip()
+               and any("=" not in p for p in k.split(";")[1:]) for k in keys)
+
+
+_CRASHES: Final = (
+    "openapi-core failed on this request: RecursionError: maximum recursion depth exceeded",
+    "openapi-core failed on this request: TypeError: first argument must be a string or compiled pattern",
+)
 
 
 JUDGE_LIMITS: Final[tuple[JudgeLimit, ...]] = (
@@ -116,6 +190,57 @@ JUDGE_LIMITS: Final[tuple[JudgeLimit, ...]] = (
         "such a body again against the document without `discriminator`, and only a body that then passes "
         "is listed here",
         lambda v: "discriminator-only" in v.facts,
+    ),
+    JudgeLimit(
+        "pattern with no common reading",
+        "the document's `pattern` is not a regular expression every dialect reads alike: Java's class "
+        "intersection (AWS autoscaling-plans' `[\\p{Print}&&[^|:/]]+`, which ECMA-262 reads as a class followed "
+        "by `]+`) or every metacharacter escaped (AWS identitystore's `\\(\\?!\\(\\?i\\)...\\p\\{L\\}`, "
+        "invalid with the `u` flag, literal text without it); openapi-mcp leaves it out of the tool schema and "
+        "`check` names it, and the judge reads it one way only (the `regex` module), refusing the values its "
+        "authors meant",
+        _unportable_patterns,
+    ),
+    JudgeLimit(
+        "readOnly array items",
+        "openapi-core refuses a readOnly schema anywhere in a request, array items included (apideck.com's "
+        "`image_ids: {items: {$ref: Id}}`, `Id` readOnly), where OAS 3.0.3 makes readOnly relevant for "
+        "properties only: the ids a client refers to are its to send",
+        _read_only_items,
+    ),
+    JudgeLimit(
+        "malformed media type key",
+        "the document's media type has a parameter that is not name=value (anchore.io's `text/plain; utf-8`, "
+        "RFC 9110 §8.3.1): openapi-core matches no Content-Type to it (openapi-mcp sends its well-formed part, "
+        "`text/plain`)",
+        _malformed_media_key,
+    ),
+    JudgeLimit(
+        "object under a text media type",
+        "openapi-core reads a text/* body as a string, so an object or array schema there fails every request "
+        "(Azure ContentModerator's text/plain `{type: object, format: file}`; openapi-mcp sends such bodies "
+        "as JSON text and says so in `check`)",
+        lambda v: _essence(v).startswith("text/") and "xml" not in _essence(v)
+        and _all(v, r"^Request body validation error: '.*' is not of type '(object|array)'$"),
+    ),
+    JudgeLimit(
+        "framing header parameter",
+        "the document declares a header that frames the message as a parameter (Azure Data Lake's required "
+        "`Transfer-Encoding: chunked`): the HTTP client frames each request itself (RFC 9112 §6; a body with "
+        "Content-Length is as valid), so openapi-mcp leaves such parameters out and `check` says why; other "
+        "reasons must be the bytes-body kind",
+        lambda v: v.outcome == "rejected" and bool(v.details) and any(
+            re.match(r"^Missing required header parameter: (?i:transfer-encoding|content-length)$", d)
+            for d in v.details) and all(
+            re.match(r"^Missing required header parameter: (?i:transfer-encoding|content-length)$", d)
+            or re.match(r"^Request body validation error: b['\"]", d) for d in v.details),
+    ),
+    JudgeLimit(
+        "openapi-core crashes",
+        "openapi-core raises instead of judging: RecursionError on apple.com sirikit-cloud-media's recursive "
+        "bodies (at a recursion limit of 20,000 as at 1,000: it does not end), TypeError on a `pattern` that "
+        "is not a string (api.video's `pattern: 0`, which openapi-mcp ignores with a warning in `check`)",
+        lambda v: v.outcome == "rejected" and bool(v.details) and all(d.startswith(_CRASHES) for d in v.details),
     ),
 )
 

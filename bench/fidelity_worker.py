@@ -84,6 +84,8 @@ def _forbid(wire: Wire | None, schema: Any, root: Mapping[str, Any]) -> str:
     if not ({"array", "object", None} & kinds) and not (isinstance(schema, dict) and ("anyOf" in schema or "oneOf" in schema)):
         return ""
     extra = {"spaceDelimited": " ", "pipeDelimited": "|", "deepObject": "[]"}.get(wire.style, "")
+    if wire.location == "query" and wire.style in ("", "form") and wire.explode:
+        extra += "&"  # openapi-core rebuilds an exploded object as `k=v&k=v` from decoded values and splits it
     return ",|=" + extra + (";" if wire.location == "cookie" else "")
 
 
