@@ -73,6 +73,10 @@ def build_input_schema(op: Operation, defs: DefsIndex) -> tuple[JsonSchema, tupl
                 schema = {**schema, "minItems": max(1, int(defs.deref(schema).get("minItems", 0) or 0))}
             elif _is_object(schema, defs):
                 schema = {**schema, "minProperties": max(1, int(defs.deref(schema).get("minProperties", 0) or 0))}
+            elif param.location == "path" and _is_string(schema, defs):
+                # An empty path segment cannot be sent (brex.io's `type`: `/pep/{type}` would lose a segment),
+                # so the request builder refuses it; the schema says so, where a client can see it.
+                schema = {**schema, "minLength": max(1, int(defs.deref(schema).get("minLength", 0) or 0))}
         entries.append((param.name, param.location, schema, param.required))
     body = op.request_body
     if body is not None:
@@ -185,6 +189,11 @@ def _is_array(schema: Any, defs: DefsIndex) -> bool:
     return kind == "array" or (isinstance(kind, list) and "array" in kind) or \
         (isinstance(top, dict) and kind is None and "items" in top) or \
         any(isinstance(b, dict) and b.get("type") == "array" for b in branches)  # a nullable array
+
+
+def _is_string(schema: Any, defs: DefsIndex) -> bool:
+    top = defs.deref(schema)
+    return isinstance(top, dict) and top.get("type") == "string"
 
 
 def _is_object(schema: Any, defs: DefsIndex) -> bool:
