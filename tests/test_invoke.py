@@ -500,3 +500,24 @@ def test_a_declared_accept_encoding_may_only_name_codings_the_server_decodes(mak
         "gzip;q=1, identity")
     with pytest.raises(ArgumentError, match=r"names 'br' in Accept-Encoding; this server accepts only gzip"):
         plan.request.build({"Accept-Encoding": "br, gzip"}, BASE)
+
+
+def test_a_declared_accept_encoding_schema_names_only_codings_the_server_decodes(make_plans) -> None:
+    # beezup.com's required Accept-Encoding is any list of strings: 'br' passed the schema, then the call was refused
+    def header(schema: dict) -> dict:
+        return {"name": "Accept-Encoding", "in": "header", "required": True, "schema": schema}
+
+    paths = {"/l": {"get": {"operationId": "l", "parameters": [header({"type": "array", "items": {"type": "string"}})],
+                            "responses": OK}},
+             "/s": {"get": {"operationId": "s", "parameters": [header({"type": "string"})], "responses": OK}},
+             "/e": {"get": {"operationId": "e", "parameters": [header({"type": "string", "enum": ["gzip", "identity"]})],
+                            "responses": OK}}}
+    plans = make_plans(paths)
+    assert build(make_plans, paths, "l", {"Accept-Encoding": ["gzip", "deflate;q=0.5"]}).headers["Accept-Encoding"] == (
+        "gzip,deflate;q=0.5")
+    assert build(make_plans, paths, "s", {"Accept-Encoding": "gzip;q=1, identity"}).headers["Accept-Encoding"] == (
+        "gzip;q=1, identity")
+    for name, value in (("l", ["br"]), ("s", "br, gzip"), ("s", "")):
+        with pytest.raises(ArgumentError, match=r"Invalid arguments for tool .* at \$(\.Accept-Encoding|\['Accept-Encoding'\])"):
+            plans[name].validate_arguments({"Accept-Encoding": value})
+    assert plans["e"].input_schema["properties"]["Accept-Encoding"] == {"type": "string", "enum": ["gzip", "identity"]}

@@ -77,6 +77,8 @@ def build_input_schema(op: Operation, defs: DefsIndex) -> tuple[JsonSchema, tupl
                 # An empty path segment cannot be sent (brex.io's `type`: `/pep/{type}` would lose a segment),
                 # so the request builder refuses it; the schema says so, where a client can see it.
                 schema = {**schema, "minLength": max(1, int(defs.deref(schema).get("minLength", 0) or 0))}
+        if param.location == "header" and param.name.lower() == "accept-encoding" and param.content_type is None:
+            schema = _decodable_codings(schema, defs)
         entries.append((param.name, param.location, schema, param.required))
     body = op.request_body
     if body is not None:
@@ -189,6 +191,30 @@ def _is_array(schema: Any, defs: DefsIndex) -> bool:
     return kind == "array" or (isinstance(kind, list) and "array" in kind) or \
         (isinstance(top, dict) and kind is None and "items" in top) or \
         any(isinstance(b, dict) and b.get("type") == "array" for b in branches)  # a nullable array
+
+
+# A content coding the server decodes in bounded steps (converter.bodies), with an optional weight; the
+# request builder refuses any other (invoke.request._check_codings). Lower case: ECMA-262 has no (?i).
+_CODING: Final = r"\s*(?:gzip|x-gzip|deflate|identity|\*)\s*(?:;\s*q\s*=\s*[0-9.]{1,5}\s*)?"
+
+
+def _decodable_codings(schema: Any, defs: DefsIndex) -> Any:
+    """A declared Accept-Encoding names only codings this server decodes: the schema says so.
+
+    beezup.com's is any list of strings; a value such as 'br' was refused at call time, after the
+    schema had accepted it. An `enum` is left as written (the builder still refuses the others).
+    """
+    top = defs.deref(schema)
+    if not isinstance(top, dict) or "enum" in top:
+        return schema
+    if top.get("type") == "string":
+        rule = {"pattern": f"^{_CODING}(?:,{_CODING})*$"}
+        return {**schema, **rule} if "pattern" not in schema and "$ref" not in schema else {"allOf": [schema, rule]}
+    if _is_array(schema, defs) and not (isinstance(top.get("items"), dict) and "enum" in top["items"]):
+        item_rule = {"type": "string", "pattern": f"^{_CODING}$"}
+        items = top.get("items")
+        return {**schema, "items": {"allOf": [items, item_rule]} if isinstance(items, dict) and items else item_rule}
+    return schema
 
 
 def _is_string(schema: Any, defs: DefsIndex) -> bool:
