@@ -212,6 +212,24 @@ def test_a_required_form_body_given_whole_needs_a_property(make_plans, media_typ
     assert plans["analyze"].request.build({"body": {"image": "x"}}, "http://up.test").content
 
 
+def test_a_required_body_given_whole_is_never_empty(make_plans) -> None:
+    # codat.io's multipart `schema: {}` took `true` (no form can carry it); cdcgov.local's required text/csv
+    # body took '' (an empty body cannot be told from none)
+    paths = {"/a": {"post": {"operationId": "attach", "requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {}}}}, "responses": OK}},
+        "/r": {"post": {"operationId": "report", "requestBody": {"required": True, "content": {
+            "text/csv": {"schema": {"type": "string"}}}}, "responses": OK}},
+        "/o": {"post": {"operationId": "optional", "requestBody": {"content": {
+            "text/csv": {"schema": {"type": "string"}}}}, "responses": OK}}}
+    plans = make_plans(paths)
+    assert plans["attach"].input_schema["properties"]["body"] == {"type": "object", "minProperties": 1}
+    assert plans["report"].input_schema["properties"]["body"] == {"type": "string", "minLength": 1}
+    assert plans["optional"].input_schema["properties"]["body"] == {"type": "string"}
+    for name, value in (("attach", True), ("attach", {}), ("report", "")):
+        with pytest.raises(ArgumentError, match=r"at \$\.body"):
+            plans[name].validate_arguments({"body": value})
+
+
 def test_a_json_body_keeps_its_empty_lists(make_plans) -> None:
     body = {"type": "object", "required": ["ids"], "properties": {"ids": {"type": "array", "items": {}}}}
     plan = make_plans({"/j": {"post": {"operationId": "j", "requestBody": {"required": True, "content": {

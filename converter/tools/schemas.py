@@ -85,10 +85,16 @@ def build_input_schema(op: Operation, defs: DefsIndex) -> tuple[JsonSchema, tupl
         fields = _flattenable(body.schema, body.media_type, body.required, defs)
         if fields is None:
             schema = body.schema
+            top = defs.deref(schema)
+            if _is_form(body.media_type) and top == {}:
+                schema = {"type": "object"}  # codat.io's multipart `schema: {}`: only an object makes a form
             if body.required and _is_form(body.media_type) and _is_object(schema, defs):
                 # A required form body given whole (Azure's `{type: object, format: file}` multipart
                 # images): `{}` makes no part and no pair (RFC 2046 §5.1.1), so it needs a property.
                 schema = {**schema, "minProperties": max(1, int(defs.deref(schema).get("minProperties", 0) or 0))}
+            elif body.required and _is_string(schema, defs):
+                # cdcgov.local's required text/csv body: an empty body cannot be told from none at all.
+                schema = {**schema, "minLength": max(1, int(defs.deref(schema).get("minLength", 0) or 0))}
             if body.description and isinstance(schema, dict) and "description" not in schema:
                 schema = {**schema, "description": body.description}
             entries.append((BODY, "body", schema, body.required))
