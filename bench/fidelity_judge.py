@@ -357,6 +357,22 @@ class Judge:
                 facts.append(f"deepObject-not-object:{param.get('name')}")
             if self._nests(schema):
                 facts.append(f"nested:{param.get('name')}")
+            if isinstance(schema, dict) and "type" not in schema and ("anyOf" in schema or "oneOf" in schema):
+                facts.append(f"composite:{param.get('name')}")
+            alternatives = [schema, *[_local(self._document, s) for key in ("anyOf", "oneOf")
+                                      for s in (schema.get(key) or [] if isinstance(schema, dict) else [])]]
+            if any(isinstance(a, dict) and a.get("readOnly") is True for a in alternatives):
+                facts.append(f"readonly:{param.get('name')}")
+        body = _local(self._document, operation.get("requestBody"))
+        content = body.get("content") if isinstance(body, dict) else None
+        for media_type, media in content.items() if isinstance(content, dict) else ():
+            if media_type.split(";")[0].strip().lower() not in ("application/x-www-form-urlencoded",
+                                                                "multipart/form-data"):
+                continue
+            schema = _local(self._document, media.get("schema") if isinstance(media, dict) else None)
+            if isinstance(schema, dict) and isinstance(schema.get("required"), list):
+                declared = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+                facts += [f"undeclared:{name}" for name in schema["required"] if name not in declared]
         return facts
 
     def _nests(self, schema: Any) -> bool:
@@ -479,6 +495,8 @@ def _value_errors(expected: Expectation, values: Mapping[str, str], query: list[
             sent = [headers[wire.name]] if wire.name in headers else []
         else:
             continue
+        if not sent and want == "" and wire.location == "query":
+            continue  # "" for an optional query parameter means "not given" (OAS: allowEmptyValue is false unless set)
         if not sent:
             errors.append(f"value: argument {argument!r} ({wire.location} {wire.name!r}) is not sent")
         elif len(sent) > 1:

@@ -104,13 +104,49 @@ def _unportable_patterns(verdict: Verdict) -> bool:
     return True
 
 
-def _read_only_items(verdict: Verdict) -> bool:
-    """Every reason is openapi-core's readOnly check on an array item (a path ending in `[N]`)."""
+_PARAMETER_READ_ONLY: Final = re.compile(
+    r"^Invalid (?:path|query|header|cookie) parameter: (?P<name>[^:]+): (?:Tried to write read-only property with "
+    r".*|.* is not valid under any of the given schemas)$")
+
+
+def _read_only_outside_properties(verdict: Verdict) -> bool:
+    """Every reason is openapi-core's readOnly check on an array item (a path ending in `[N]`) or on a
+    parameter whose schema (or an alternative of it) is readOnly."""
     if verdict.outcome != "rejected" or not verdict.details:
         return False
     for detail in verdict.details:
+        parameter = _PARAMETER_READ_ONLY.match(detail)
+        if parameter is not None and f"readonly:{parameter.group('name')}" in verdict.facts:
+            continue
         matches = _errors(detail, _READ_ONLY)
         if matches is None or not all(m.group("at").endswith("]") for m in matches):
+            return False
+    return True
+
+
+_COMPOSITE: Final = re.compile(r"^Invalid (?:path|query|header|cookie) parameter: (?P<name>[^:]+): .* is not valid "
+                               r"under any of the given schemas$")
+
+
+def _composite_parameters(verdict: Verdict) -> bool:
+    """Every reason is a parameter with an anyOf/oneOf schema (no `type`) that openapi-core found valid under none."""
+    if verdict.outcome != "rejected" or not verdict.details:
+        return False
+    return all((m := _COMPOSITE.match(d)) is not None and f"composite:{m.group('name')}" in verdict.facts
+               for d in verdict.details)
+
+
+_REQUIRED: Final = re.compile(r"'(?P<name>(?:[^'\\]|\\.)*)' is a required property(?: \(at [^)]*\))?(?:; |$)")
+
+
+def _undeclared_form_fields(verdict: Verdict) -> bool:
+    """Every reason is a form field missing that the body schema requires without a property for it."""
+    if verdict.outcome != "rejected" or not verdict.details or _essence(verdict) not in (
+            "application/x-www-form-urlencoded", "multipart/form-data"):
+        return False
+    for detail in verdict.details:
+        matches = _errors(detail, _REQUIRED)
+        if matches is None or not all(f"undeclared:{m.group('name')}" in verdict.facts for m in matches):
             return False
     return True
 
@@ -202,11 +238,26 @@ JUDGE_LIMITS: Final[tuple[JudgeLimit, ...]] = (
         _unportable_patterns,
     ),
     JudgeLimit(
-        "readOnly array items",
-        "openapi-core refuses a readOnly schema anywhere in a request, array items included (apideck.com's "
-        "`image_ids: {items: {$ref: Id}}`, `Id` readOnly), where OAS 3.0.3 makes readOnly relevant for "
-        "properties only: the ids a client refers to are its to send",
-        _read_only_items,
+        "readOnly outside properties",
+        "openapi-core refuses a readOnly schema anywhere in a request: array items (apideck.com's "
+        "`image_ids: {items: {$ref: Id}}`, `Id` readOnly) and parameters (GitHub's `alert_number`, a $ref to "
+        "a readOnly response property; DigitalOcean's `ssh_key_identifier`, an anyOf of two), where OAS 3.0.3 "
+        "makes readOnly relevant for properties only: the ids a client refers to are its to send",
+        _read_only_outside_properties,
+    ),
+    JudgeLimit(
+        "composite parameter",
+        "openapi-core deserializes a parameter by its schema's `type`; with an anyOf/oneOf and no `type` "
+        "(PeerTube's `licenceOneOf`: an id or a list of ids, explode false) it validates the raw text "
+        "(`399,274`) against each alternative, and none is a string",
+        _composite_parameters,
+    ),
+    JudgeLimit(
+        "form field without a property",
+        "openapi-core reads into a form body only the fields its schema's `properties` declare; a field only "
+        "`required` names (Eqivo's `ConferenceName`) is dropped from the request it reads, then found missing "
+        "(openapi-mcp sends it: the document requires it)",
+        _undeclared_form_fields,
     ),
     JudgeLimit(
         "malformed media type key",
