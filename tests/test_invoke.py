@@ -521,3 +521,42 @@ def test_a_declared_accept_encoding_schema_names_only_codings_the_server_decodes
         with pytest.raises(ArgumentError, match=r"Invalid arguments for tool .* at \$(\.Accept-Encoding|\['Accept-Encoding'\])"):
             plans[name].validate_arguments({"Accept-Encoding": value})
     assert plans["e"].input_schema["properties"]["Accept-Encoding"] == {"type": "string", "enum": ["gzip", "identity"]}
+
+
+def test_an_accept_encoding_enum_keeps_the_codings_the_server_decodes(make_spec, make_plans) -> None:
+    # conjur.local: ["application/json", "base64"], none of them a coding this server decodes
+    def op(name: str, enum: list[str]) -> dict:
+        return {"get": {"operationId": name, "parameters": [{"name": "Accept-Encoding", "in": "header", "schema": {
+            "type": "string", "enum": enum}}], "responses": OK}}
+
+    paths = {"/none": op("none", ["application/json", "base64"]), "/some": op("some", ["gzip", "br"])}
+    plans = make_plans(paths)
+    assert "Accept-Encoding" not in plans["none"].input_schema["properties"]
+    request = plans["none"].request.build({}, BASE)
+    assert "Accept-Encoding" not in request.headers and request.skip_defaults == ("accept-encoding",)
+    assert plans["some"].input_schema["properties"]["Accept-Encoding"] == {
+        "allOf": [{"type": "string", "enum": ["gzip", "br"]}, {"enum": ["gzip"]}]}
+    from converter.tools import build_plans
+    _, problems = build_plans(make_spec(paths))
+    assert [p.message for p in problems] == [
+        "header parameter 'Accept-Encoding' is left out of the tool: each value it allows names a coding this "
+        "server does not decode (only gzip, deflate and identity)"]
+
+
+def test_a_required_nullable_parameter_is_not_null_in_the_tool(make_plans) -> None:
+    # gettyimages.com's path `board_id` is `{type: string, nullable: true}`: null cannot be sent in a path
+    paths = {"/boards/{board_id}": {"get": {"operationId": "b", "parameters": [
+        {"name": "board_id", "in": "path", "required": True, "schema": {"type": "string", "nullable": True}},
+        {"name": "q", "in": "query", "schema": {"type": "string", "nullable": True}}], "responses": OK}}}
+    props = make_plans(paths)["b"].input_schema["properties"]
+    assert props["board_id"] == {"type": "string", "minLength": 1}
+    assert props["q"] == {"anyOf": [{"type": "string"}, {"type": "null"}]}  # optional: null is "not given"
+
+
+def test_an_empty_optional_form_body_is_no_body(make_plans) -> None:
+    # codat.io's optional multipart `schema: {}`: `{}` made no part, and the call was refused
+    paths = {"/a": {"post": {"operationId": "a", "requestBody": {"content": {"multipart/form-data": {"schema": {}}}},
+                             "responses": OK}}}
+    request = build(make_plans, paths, "a", {"body": {}})
+    assert (request.content, "content-type" in request.headers) == (None, False)
+    assert build(make_plans, paths, "a", {"body": {"f": "x"}}).headers["content-type"].startswith("multipart/form-data")

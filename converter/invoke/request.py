@@ -63,9 +63,14 @@ class RequestTemplate:
 
     @classmethod
     def compile(
-        cls, tool: str, op: Operation, slots: tuple[Slot, ...], binary_fields: frozenset[str]
+        cls, tool: str, op: Operation, slots: tuple[Slot, ...], binary_fields: frozenset[str],
+        *, declared: Operation | None = None,
     ) -> RequestTemplate:
-        """Precompute everything that does not depend on argument values."""
+        """Precompute everything that does not depend on argument values.
+
+        `declared` is the operation as the document declares it, when header parameters were left out
+        of `op`: one that declares Accept-Encoding gets none from the HTTP client either.
+        """
         by_wire = {(s.name, s.location): s for s in slots}
         key = split_path_key(op.path)  # a fragment is never sent; a query string joins the query
         parts = _pieces(key.path, lambda name: by_wire[(name, "path")])
@@ -89,7 +94,7 @@ class RequestTemplate:
             path_parts=tuple(_path_literal(p) if isinstance(p, str) else p for p in parts if p != ""),
             key_query=tuple(key_query), key_arguments=placed,
             declares_accept_encoding=any(p.location == "header" and p.name.lower() == "accept-encoding"
-                                         for p in op.parameters),
+                                         for p in (declared or op).parameters),
             path_template=op.path, slots=slots, params=params,
             body_media_type=_well_formed_media_type(body.media_type) if body else None,
             body_required=body.required if body else False,
@@ -172,6 +177,8 @@ class RequestTemplate:
         request = HttpRequest(method=self.method, url=url, headers=headers, template=self.path_template)
         if self.declares_accept_encoding and not any(k.lower() == "accept-encoding" for k in headers):
             request.skip_defaults = ("accept-encoding",)
+        if whole_body == {} and not self.body_required and _is_form_media(self.body_media_type):
+            whole_body = _MISSING  # an empty form is no body (as with no field given): codat.io's optional multipart
         if self.body_media_type is not None and (body_fields or whole_body is not _MISSING or self.body_required):
             # A required body goes out even when none of its (optional) fields were given.
             self._encode_body(request, body_fields if whole_body is _MISSING else whole_body)
@@ -307,6 +314,11 @@ def _pieces(template: str, slot_of: Any) -> list[str | Slot]:
     return [p for p in pieces if p != ""]
 
 
+def _is_form_media(media_type: str | None) -> bool:
+    essence = (media_type or "").split(";", 1)[0].strip().lower()
+    return essence in ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
 def _well_formed_media_type(media_type: str) -> str:
     """The document's media type without the parameters that are not `name=value` (RFC 9110 §8.3.1).
 
@@ -364,6 +376,11 @@ def _form_urlencoded(body: Any) -> str:
 
 
 _DECODED_CODINGS: Final = frozenset({"gzip", "x-gzip", "deflate", "identity", "*"})
+
+
+def names_decoded_codings(value: str) -> bool:
+    """Does an Accept-Encoding value name only codings this server decodes (see `_check_codings`)?"""
+    return not {part.split(";", 1)[0].strip().lower() for part in value.split(",") if part.strip()} - _DECODED_CODINGS
 
 
 def _check_codings(tool: str, argument: str, value: str) -> None:

@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final
 
+from converter.invoke.request import names_decoded_codings
 from converter.models import JsonSchema, Operation, Slot, SlotLocation
 
 BODY: Final = "body"
@@ -67,6 +68,9 @@ def build_input_schema(op: Operation, defs: DefsIndex) -> tuple[JsonSchema, tupl
     for param in op.parameters:
         schema = param.schema
         if param.required and param.content_type is None:
+            # A null value is undefined (RFC 6570 §2.3): nothing could be sent for a required parameter
+            # (gettyimages.com's path `board_id`: `{type: string, nullable: true}`).
+            schema = _without_null(schema)
             # RFC 6570 §2.3: an empty list or object is undefined, so nothing is sent for it; a required
             # parameter must therefore hold something.
             if _is_array(schema, defs):
@@ -208,11 +212,14 @@ def _decodable_codings(schema: Any, defs: DefsIndex) -> Any:
     """A declared Accept-Encoding names only codings this server decodes: the schema says so.
 
     beezup.com's is any list of strings; a value such as 'br' was refused at call time, after the
-    schema had accepted it. An `enum` is left as written (the builder still refuses the others).
+    schema had accepted it. An `enum` keeps the values the server decodes.
     """
     top = defs.deref(schema)
-    if not isinstance(top, dict) or "enum" in top:
+    if not isinstance(top, dict):
         return schema
+    if isinstance(top.get("enum"), list):  # conjur.local: ["application/json", "base64"] (see build_plans)
+        kept = [v for v in top["enum"] if not isinstance(v, str) or names_decoded_codings(v)]
+        return schema if len(kept) == len(top["enum"]) or not kept else {"allOf": [schema, {"enum": kept}]}
     if top.get("type") == "string":
         rule = {"pattern": f"^{_CODING}(?:,{_CODING})*$"}
         return {**schema, **rule} if "pattern" not in schema and "$ref" not in schema else {"allOf": [schema, rule]}
@@ -221,6 +228,26 @@ def _decodable_codings(schema: Any, defs: DefsIndex) -> Any:
         items = top.get("items")
         return {**schema, "items": {"allOf": [items, item_rule]} if isinstance(items, dict) and items else item_rule}
     return schema
+
+
+def _without_null(schema: Any) -> Any:
+    """`schema` without its null alternative (`type: [.., "null"]`, or an anyOf branch `{type: null}`)."""
+    if not isinstance(schema, dict):
+        return schema
+    kind = schema.get("type")
+    if isinstance(kind, list) and "null" in kind and len(kind) > 1:
+        rest = [k for k in kind if k != "null"]
+        return {**schema, "type": rest[0] if len(rest) == 1 else rest}
+    branches = schema.get("anyOf")
+    if not isinstance(branches, list):
+        return schema
+    rest = [b for b in branches if not (isinstance(b, dict) and b.get("type") == "null")]
+    if not rest or len(rest) == len(branches):
+        return schema
+    others = {k: v for k, v in schema.items() if k != "anyOf"}
+    if len(rest) == 1 and isinstance(rest[0], dict) and not set(rest[0]) & set(others):
+        return {**others, **rest[0]}
+    return {**others, "anyOf": rest}
 
 
 def _is_string(schema: Any, defs: DefsIndex) -> bool:
