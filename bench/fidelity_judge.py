@@ -35,6 +35,7 @@ from urllib.parse import parse_qsl, unquote
 from starlette.datastructures import Headers
 from starlette.requests import Request
 
+from converter.spec.pattern import portable_pattern
 from mock_api.validation import RequestValidator
 
 _VAR: Final = re.compile(r"{([^{}]+)}")
@@ -291,7 +292,11 @@ def _local(document: dict[str, Any], node: Any) -> Any:
             return node
         node = document
         for token in ref[2:].split("/"):
-            node = node.get(unquote(token).replace("~1", "/").replace("~0", "~")) if isinstance(node, dict) else None
+            token = unquote(token).replace("~1", "/").replace("~0", "~")
+            if isinstance(node, list) and token.isdigit() and int(token) < len(node):
+                node = node[int(token)]  # DigitalOcean points into `allOf/0`
+            else:
+                node = node.get(token) if isinstance(node, dict) else None
     return node
 
 
@@ -357,6 +362,10 @@ class Judge:
                 facts.append(f"deepObject-not-object:{param.get('name')}")
             if self._nests(schema):
                 facts.append(f"nested:{param.get('name')}")
+            items = _local(self._document, schema.get("items")) if isinstance(schema, dict) else None
+            if any(isinstance(node, dict) and isinstance(node.get("pattern"), str)
+                   and portable_pattern(node["pattern"])[0] is None for node in (schema, items)):
+                facts.append(f"unportable-pattern:{param.get('name')}")
             if isinstance(schema, dict) and "type" not in schema and ("anyOf" in schema or "oneOf" in schema):
                 facts.append(f"composite:{param.get('name')}")
             alternatives = [schema, *[_local(self._document, s) for key in ("anyOf", "oneOf")

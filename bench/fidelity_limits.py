@@ -75,6 +75,10 @@ _MISMATCH: Final = re.compile(rf"(?:{_STRING}) does not match (?P<pattern>{_STRI
 _READ_ONLY: Final = re.compile(r"Tried to write read-only property with .*? \(at (?P<at>\$[^)]*)\)(?:; |$)")
 
 
+_PARAMETER_MISMATCH: Final = re.compile(
+    rf"^Invalid (?:path|query|header|cookie) parameter: (?P<name>[^:]+): (?:{_STRING}) does not match ")
+
+
 def _errors(detail: str, pattern: re.Pattern[str]) -> Iterator[re.Match[str]] | None:
     """The body errors of one reason, each a match of `pattern`, or None when one is something else."""
     if not detail.startswith(_BODY):
@@ -94,6 +98,9 @@ def _unportable_patterns(verdict: Verdict) -> bool:
     if verdict.outcome != "rejected" or not verdict.details:
         return False
     for detail in verdict.details:
+        parameter = _PARAMETER_MISMATCH.match(detail)  # its message may be cut: the judge's facts tell
+        if parameter is not None and f"unportable-pattern:{parameter.group('name')}" in verdict.facts:
+            continue
         matches = _errors(detail, _MISMATCH)
         if matches is None:
             return False
@@ -232,8 +239,9 @@ JUDGE_LIMITS: Final[tuple[JudgeLimit, ...]] = (
         "the document's `pattern` is not a regular expression every dialect reads alike: Java's class "
         "intersection (AWS autoscaling-plans' `[\\p{Print}&&[^|:/]]+`, which ECMA-262 reads as a class followed "
         "by `]+`) or every metacharacter escaped (AWS identitystore's `\\(\\?!\\(\\?i\\)...\\p\\{L\\}`, "
-        "invalid with the `u` flag, literal text without it); openapi-mcp leaves it out of the tool schema and "
-        "`check` names it, and the judge reads it one way only (the `regex` module), refusing the values its "
+        "invalid with the `u` flag, literal text without it), or written for a dialect that reads `{,2}` "
+        "as a repetition (ijenko.net's query `functionalities`; ECMA-262 reads it as text); openapi-mcp "
+        "leaves it out of the tool schema and `check` names it, and the judge reads it one way only (the `regex` module), refusing the values its "
         "authors meant",
         _unportable_patterns,
     ),
