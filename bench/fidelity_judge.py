@@ -472,7 +472,8 @@ class Judge:
         template = self.template(expected.key)
         expected_values = {
             wire.name: text for argument, wire in expected.wires.items()
-            if wire.location == "path" and (text := scalar_text(expected.arguments.get(argument))) is not None
+            if wire.location == "path" and wire.style != "content"
+            and (text := scalar_text(expected.arguments.get(argument))) is not None
         }
         values, why = template.match(raw_path, query, expected_values)
         if values is None:
@@ -500,7 +501,7 @@ def _value_errors(expected: Expectation, values: Mapping[str, str], query: list[
             sent: list[str] = [values[wire.name]] if wire.name in values else []
         elif wire.location == "query" and wire.style in ("", "form"):
             sent = [v for k, v in query if k == wire.name]
-        elif wire.location == "header":
+        elif wire.location == "header" and wire.style != "content":
             sent = [headers[wire.name]] if wire.name in headers else []
         else:
             continue

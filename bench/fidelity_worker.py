@@ -201,6 +201,8 @@ def our_wires(plan: Any) -> dict[str, Wire]:
     for slot in plan.request.slots:
         param = plan.request.params.get(slot.argument)
         style, explode = (param.style, param.explode) if param is not None else ("", False)
+        if param is not None and param.content_type:
+            style = "content"  # a value in a media type (JSON text): not compared as a scalar
         wires[slot.argument] = Wire(slot.location, slot.name, style, explode)
     return wires
 

@@ -416,9 +416,9 @@ def test_a_media_type_parameter_that_is_not_name_value_is_not_sent(make_plans) -
     # anchore.io's `text/plain; utf-8` went out as the Content-Type, which RFC 9110 §8.3.1 cannot parse
     paths = {f"/{i}": {"post": {"operationId": f"p{i}", "requestBody": {"required": True, "content": {
         media_type: {"schema": {"type": "string"}}}}, "responses": OK}} for i, media_type in enumerate(
-        ["text/plain; utf-8", "text/plain;charset=utf-8; format=flowed", 'text/x; a="1;2"'])}
-    assert [build(make_plans, paths, f"p{i}", {"body": "x"}).headers["content-type"] for i in range(3)] == [
-        "text/plain", "text/plain; charset=utf-8; format=flowed", 'text/x; a="1;2"']
+        ["text/plain; utf-8", "text/plain;charset=utf-8; format=flowed", 'text/x; a="1;2"', "text/x;v=1; bad"])}
+    assert [build(make_plans, paths, f"p{i}", {"body": "x"}).headers["content-type"] for i in range(4)] == [
+        "text/plain", "text/plain;charset=utf-8; format=flowed", 'text/x; a="1;2"', "text/x; v=1"]
 
 
 def test_a_media_range_is_never_sent_as_the_content_type(make_plans) -> None:
@@ -560,3 +560,18 @@ def test_an_empty_optional_form_body_is_no_body(make_plans) -> None:
     request = build(make_plans, paths, "a", {"body": {}})
     assert (request.content, "content-type" in request.headers) == (None, False)
     assert build(make_plans, paths, "a", {"body": {"f": "x"}}).headers["content-type"].startswith("multipart/form-data")
+
+
+def test_a_json_content_parameter_is_json_text_strings_included(make_plans) -> None:
+    # stream-io-api.com: `name` in the path and `client_id` in the query as `content: application/json`;
+    # a string went out bare (`L`), which is not JSON
+    def content(name: str, where: str) -> dict:
+        return {"name": name, "in": where, "required": where == "path",
+                "content": {"application/json": {"schema": {"type": "string"}}}}
+
+    paths = {"/blocklists/{name}": {"get": {"operationId": "b", "parameters": [
+        content("name", "path"), content("client_id", "query"), content("X-Ids", "header"),
+        {"name": "plain", "in": "query", "content": {"text/plain": {"schema": {"type": "string"}}}}], "responses": OK}}}
+    request = build(make_plans, paths, "b", {"name": "L", "client_id": "a b", "X-Ids": "7", "plain": "p"})
+    assert request.url == f"{BASE}/blocklists/%22L%22?client_id=%22a%20b%22&plain=p"
+    assert request.headers["X-Ids"] == '"7"'

@@ -116,7 +116,8 @@ class RequestTemplate:
                 continue
             value = arguments.get(part.argument)
             param = self.params[part.argument]
-            text = serialize.path_value(value, param.style, param.explode, param.name)
+            text = (serialize.encode(_content_text(param, value)) if param.content_type
+                    else serialize.path_value(value, param.style, param.explode, param.name))
             if text in ("", ".", "..") or value is None:
                 raise ArgumentError(
                     f"{self.tool}: argument {part.argument!r} must not be empty, '.' or '..' "
@@ -144,12 +145,12 @@ class RequestTemplate:
             if location == "query":
                 p = self.params[slot.argument]
                 if p.content_type:
-                    query.append(f"{serialize.encode(p.name)}={serialize.encode(serialize.scalar(value))}")
+                    query.append(f"{serialize.encode(p.name)}={serialize.encode(_content_text(p, value))}")
                 else:
                     query.extend(serialize.query_pairs(p.name, value, p.style, p.explode, p.allow_reserved))
             elif location == "header":
                 p = self.params[slot.argument]
-                text = serialize.scalar(value) if p.content_type else serialize.header_value(value, p.explode)
+                text = _content_text(p, value) if p.content_type else serialize.header_value(value, p.explode)
                 if _BAD_HEADER_CHARS.search(text) or not text.isascii():
                     raise ArgumentError(
                         f"{self.tool}: argument {slot.argument!r} must be ASCII without CR, LF or NUL (it is sent "
@@ -314,6 +315,15 @@ def _pieces(template: str, slot_of: Any) -> list[str | Slot]:
     return [p for p in pieces if p != ""]
 
 
+def _content_text(param: Parameter, value: Any) -> str:
+    """A `content` parameter's value in its media type: JSON text for a JSON one, strings included
+    (OAS 3.x §4.8.12: stream-io-api.com's path `name` as `application/json` is `"L"`, not `L`)."""
+    essence = (param.content_type or "").split(";", 1)[0].strip().lower()
+    if essence == "application/json" or essence.endswith("+json"):
+        return json.dumps(serialize.whole_floats_as_ints(value), separators=(",", ":"), ensure_ascii=False)
+    return serialize.scalar(value)
+
+
 def _is_form_media(media_type: str | None) -> bool:
     essence = (media_type or "").split(";", 1)[0].strip().lower()
     return essence in ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -328,7 +338,10 @@ def _well_formed_media_type(media_type: str) -> str:
     essence, _, rest = media_type.partition(";")
     if not rest or '"' in rest:
         return media_type
-    kept = [p.strip() for p in rest.split(";") if _MEDIA_PARAMETER.fullmatch(p)]
+    parameters = rest.split(";")
+    kept = [p.strip() for p in parameters if _MEDIA_PARAMETER.fullmatch(p)]
+    if len(kept) == len(parameters):
+        return media_type  # as written: loket.nl's server may compare `application/json;version=2018-01-01` as text
     return "; ".join([essence.strip(), *kept])
 
 
