@@ -267,3 +267,19 @@ def test_a_required_list_or_object_parameter_needs_something_in_it(make_plans) -
     assert "minItems" not in props["opt"]
     with pytest.raises(ArgumentError, match=r"at \$\.TargetAction: \{\} should be non-empty"):
         plan.validate_arguments({"TargetAction": {}, "ids": [1], "X-Tags": ["a"]})
+
+
+def test_rules_about_the_whole_body_object_survive_spreading(make_plans) -> None:
+    # webflow.com's PATCH bodies say minProperties 1: spread into arguments, `{}` went out and was refused
+    fields = {"name": {"type": "string"}, "color": {"type": "string"}}
+
+    def op(name: str, schema: dict) -> dict:
+        return {"patch": {"operationId": name, "requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"type": "object", "properties": fields, **schema}}}}, "responses": OK}}
+    plans = make_plans({"/one": op("one", {"minProperties": 1}), "/two": op("two", {"minProperties": 2}),
+                        "/max": op("max", {"maxProperties": 1})})
+    assert plans["one"].input_schema["anyOf"] == [{"required": ["name"]}, {"required": ["color"]}]
+    with pytest.raises(ArgumentError, match="give at least one of: name, color"):
+        plans["one"].validate_arguments({})
+    assert list(plans["two"].input_schema["properties"]) == ["body"]  # kept whole, with its rule
+    assert plans["max"].input_schema["properties"]["body"]["maxProperties"] == 1

@@ -128,10 +128,12 @@ def build_input_schema(op: Operation, defs: DefsIndex) -> tuple[JsonSchema, tupl
     if required:
         result["required"] = required
     body_fields = [slot.argument for slot in slots if slot.location == "body_field"]
-    if body is not None and body.required and _is_form(body.media_type) and body_fields \
-            and not any(argument in required for argument in body_fields):
+    if body is not None and body.required and body_fields \
+            and not any(argument in required for argument in body_fields) \
+            and (_is_form(body.media_type) or defs.deref(body.schema).get("minProperties") == 1):
         # A required form body whose fields are all optional: an empty form cannot be told from no
-        # body at all (and a multipart body has at least one part, RFC 2046 §5.1.1), so one field is needed.
+        # body at all (and a multipart body has at least one part, RFC 2046 §5.1.1), so one field is needed;
+        # so it is for a JSON body with minProperties 1 (webflow.com's PATCH bodies), once spread.
         result["anyOf"] = [_given(argument, properties[argument], defs) for argument in body_fields]
     result["additionalProperties"] = False
     reached = defs.closure(properties)
@@ -176,8 +178,11 @@ def _flattenable(
     top = defs.deref(schema)
     if not isinstance(top, dict) or not isinstance(top.get("properties"), dict) or not top["properties"]:
         return None
-    if any(k in top for k in ("allOf", "anyOf", "oneOf", "not", "if", "patternProperties")):
-        return None
+    if any(k in top for k in ("allOf", "anyOf", "oneOf", "not", "if", "patternProperties", "maxProperties",
+                              "dependentRequired", "dependentSchemas", "propertyNames", "unevaluatedProperties")):
+        return None  # rules about the body object as a whole: spread into arguments they would be lost
+    if isinstance(top.get("minProperties"), int) and top["minProperties"] > 1:
+        return None  # (minProperties 1 is kept: build_input_schema asks for one field)
     inner_required = {n for n in top.get("required", ()) if isinstance(n, str)}
     is_form = _is_form(media_type)
     if not required and inner_required and not is_form:
