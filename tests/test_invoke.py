@@ -575,3 +575,37 @@ def test_a_json_content_parameter_is_json_text_strings_included(make_plans) -> N
     request = build(make_plans, paths, "b", {"name": "L", "client_id": "a b", "X-Ids": "7", "plain": "p"})
     assert request.url == f"{BASE}/blocklists/%22L%22?client_id=%22a%20b%22&plain=p"
     assert request.headers["X-Ids"] == '"7"'
+
+
+def test_null_has_no_place_in_an_object_parameter_or_a_form(make_plans) -> None:
+    # visualstudio.com's header object sent `clientTenantId=` (not a uuid); openai.com's multipart `n: null`
+    # went out as an empty part (not an integer)
+    obj = {"type": "object", "properties": {"a": {"type": ["string", "null"]}, "b": {"type": "string"}}}
+    paths = {"/h": {"post": {"operationId": "h", "parameters": [
+        {"name": "X-O", "in": "header", "schema": obj}, {"name": "q", "in": "query", "schema": obj}],
+        "requestBody": {"content": {"multipart/form-data": {"schema": {"type": "object", "properties": {
+            "n": {"type": ["integer", "null"]}, "p": {"type": "string"}}}}}}, "responses": OK}}}
+    request = build(make_plans, paths, "h", {"X-O": {"a": None, "b": "x"}, "q": {"a": None, "b": "y"},
+                                             "n": None, "p": "z"})
+    assert (request.headers["X-O"], request.url) == ("b,x", f"{BASE}/h?b=y")
+    assert b'name="n"' not in request.content and b'name="p"' in request.content
+
+
+def test_an_array_schema_with_properties_is_not_spread(make_plans) -> None:
+    # xtrf.eu's CategoriesDTO is `type: array` with `properties: {empty}`: spread, a required body went out as {}
+    paths = {"/c": {"put": {"operationId": "c", "requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"type": "array", "items": {"type": "integer"}, "properties": {"empty": {"type": "boolean"}}}}}},
+        "responses": OK}}}
+    assert make_plans(paths)["c"].input_schema["required"] == ["body"]
+    assert build(make_plans, paths, "c", {"body": [1]}).content == b"[1]"
+
+
+def test_a_query_parameter_the_path_key_sets_is_the_keys(make_spec, make_plans) -> None:
+    # opensuse.org: `.../{file}?view=fileinfo` and a query parameter `view` too: the query said `view` twice
+    paths = {"/b/{file}?view=fileinfo": {"get": {"operationId": "b", "parameters": [
+        _param("file", "path"), _param("view", "query", enum=["fileinfo", "fileinfo_ext"])], "responses": OK}}}
+    assert sorted(make_plans(paths)["b"].input_schema["properties"]) == ["file"]
+    assert build(make_plans, paths, "b", {"file": "n"}).url == f"{BASE}/b/n?view=fileinfo"
+    from converter.tools import build_plans
+    assert [p.message for p in build_plans(make_spec(paths))[1]] == [
+        "query parameter 'view' is left out of the tool: the path key sets it ('/b/{file}?view=fileinfo')"]

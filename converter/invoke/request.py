@@ -116,6 +116,8 @@ class RequestTemplate:
                 continue
             value = arguments.get(part.argument)
             param = self.params[part.argument]
+            if isinstance(value, dict) and not param.content_type:
+                value = {k: v for k, v in value.items() if v is not None}  # RFC 6570 §2.3, as below
             text = (serialize.encode(_content_text(param, value)) if param.content_type
                     else serialize.path_value(value, param.style, param.explode, param.name))
             if text in ("", ".", "..") or value is None:
@@ -134,6 +136,11 @@ class RequestTemplate:
                 continue
             value = arguments[slot.argument]
             location = slot.location
+            if location in ("query", "header", "cookie") and isinstance(value, dict) \
+                    and not self.params[slot.argument].content_type:
+                # RFC 6570 §2.3: a pair whose value is undefined (null) is left out of an object
+                # (visualstudio.com's header object: `clientTenantId=` is not a uuid)
+                value = {k: v for k, v in value.items() if v is not None}
             if location in ("query", "header", "cookie") and _undefined(value, self.params[slot.argument]):
                 continue  # RFC 6570 §2.3: empty lists and objects are undefined; "" needs allowEmptyValue
             if location == "query" and value == "":
@@ -266,6 +273,8 @@ class RequestTemplate:
                     serialize.Part(name, self._decode(name, value), declared or "application/octet-stream", name)
                 )
                 continue
+            if value is None:
+                continue  # a form has no null (openai.com's `n`: '' is not an integer): the field is left out
             for item in value if isinstance(value, list) else [value]:
                 if isinstance(item, (dict, list)):
                     data = json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode()

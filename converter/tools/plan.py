@@ -14,6 +14,7 @@ import mcp.types as types
 from converter.errors import ArgumentError
 from converter.invoke.request import RequestTemplate, names_decoded_codings
 from converter.models import SERVER_OWNED_HEADERS, JsonSchema, Operation, Problem, Slot, Spec
+from converter.spec.pathkey import split_path_key
 from converter.tools.names import assign_names
 from converter.tools.schemas import BODY, DefsIndex, build_input_schema, build_output_schema
 
@@ -250,7 +251,7 @@ def build_plans(
             continue
         if not exclude.is_empty() and exclude.matches(op, name):
             continue
-        kept = _without_headers(op, reserved_headers, problems, in_defs)
+        kept = _without_key_pairs(_without_headers(op, reserved_headers, problems, in_defs), problems)
         plans.append(_plan(kept, name, in_defs, out_defs, declared=op))
     return plans, problems
 
@@ -270,6 +271,27 @@ def _without_headers(op: Operation, reserved: frozenset[str], problems: list[Pro
                if undecodable else
                "the server sets it (upstream.headers or auth.claim_to_header), so the caller may not")
         problems.append(Problem(op.pointer, f"header parameter {p.name!r} is left out of the tool: {why}"))
+    return op if len(kept) == len(op.parameters) else replace(op, parameters=tuple(kept))
+
+
+def _without_key_pairs(op: Operation, problems: list[Problem]) -> Operation:
+    """Query parameters named by a literal pair of the path key's query string are the key's.
+
+    opensuse.org's `.../{file_name}?view=fileinfo` also declares a query parameter `view`: sent
+    beside the key's own pair, the query said `view` twice, which no reading of the key allows.
+    """
+    key = split_path_key(op.path)
+    literal = {name for name, eq, value in (pair.partition("=") for pair in key.query.split("&") if pair)
+               if eq and "{" not in value}
+    if not literal:
+        return op
+    kept = []
+    for p in op.parameters:
+        if p.location == "query" and p.name in literal:
+            problems.append(Problem(op.pointer, f"query parameter {p.name!r} is left out of the tool: the path key "
+                                                f"sets it ({op.path!r})"))
+        else:
+            kept.append(p)
     return op if len(kept) == len(op.parameters) else replace(op, parameters=tuple(kept))
 
 

@@ -178,6 +178,8 @@ def _flattenable(
     top = defs.deref(schema)
     if not isinstance(top, dict) or not isinstance(top.get("properties"), dict) or not top["properties"]:
         return None
+    if top.get("type", "object") != "object":
+        return None  # xtrf.eu's CategoriesDTO: `type: array` with `properties` (only objects are spread)
     if any(k in top for k in ("allOf", "anyOf", "oneOf", "not", "if", "patternProperties", "maxProperties",
                               "dependentRequired", "dependentSchemas", "propertyNames", "unevaluatedProperties")):
         return None  # rules about the body object as a whole: spread into arguments they would be lost
