@@ -283,3 +283,14 @@ def test_rules_about_the_whole_body_object_survive_spreading(make_plans) -> None
         plans["one"].validate_arguments({})
     assert list(plans["two"].input_schema["properties"]) == ["body"]  # kept whole, with its rule
     assert plans["max"].input_schema["properties"]["body"]["maxProperties"] == 1
+
+
+def test_a_required_form_body_needs_a_field_that_puts_something_in_it(make_plans) -> None:
+    # seldon.local: a required urlencoded body whose one field `json` is an object: `{"json": {}}` made no pair
+    paths = {"/aggregate": {"post": {"operationId": "agg", "requestBody": {"required": True, "content": {
+        "application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": {
+            "json": {"type": "object"}}}}}}, "responses": OK}}}
+    plan = make_plans(paths)["agg"]
+    assert plan.input_schema["anyOf"] == [{"required": ["json"], "properties": {"json": {"minProperties": 1}}}]
+    with pytest.raises(ArgumentError, match=r"at \$\.json: \{\} should be non-empty"):
+        plan.validate_arguments({"json": {}})

@@ -272,6 +272,8 @@ def _given(argument: str, schema: Any, defs: DefsIndex) -> JsonSchema:
     """A schema saying that `argument` is given with a value that puts at least one field in a form."""
     if _is_array(schema, defs):  # one part (or pair) per item: an empty list adds nothing to the form
         return {"required": [argument], "properties": {argument: {"minItems": 1}}}
+    if _is_object(schema, defs):  # seldon.local's `json` field given as {}: an empty form, no body at all
+        return {"required": [argument], "properties": {argument: {"minProperties": 1}}}
     return {"required": [argument]}
 
 
