@@ -368,6 +368,13 @@ class Judge:
                 facts.append(f"unportable-pattern:{param.get('name')}")
             if isinstance(schema, dict) and "type" not in schema and ("anyOf" in schema or "oneOf" in schema):
                 facts.append(f"composite:{param.get('name')}")
+                if param.get("in") == "query" and param.get("style", "form") == "form" and param.get("explode", True):
+                    for alternative in [*(schema.get("anyOf") or []), *(schema.get("oneOf") or [])]:
+                        alternative = _local(self._document, alternative)
+                        if isinstance(alternative, dict) and isinstance(alternative.get("properties"), dict):
+                            facts += [f"composite-key:{key}" for key in alternative["properties"]]
+            elif isinstance(schema, dict) and "type" not in schema and "$ref" not in schema:
+                facts.append(f"untyped:{param.get('name')}")
             alternatives = [schema, *[_local(self._document, s) for key in ("anyOf", "oneOf")
                                       for s in (schema.get(key) or [] if isinstance(schema, dict) else [])]]
             if any(isinstance(a, dict) and a.get("readOnly") is True for a in alternatives):
@@ -379,6 +386,13 @@ class Judge:
                                                                 "multipart/form-data"):
                 continue
             schema = _local(self._document, media.get("schema") if isinstance(media, dict) else None)
+            encoding = media.get("encoding") if isinstance(media, dict) and isinstance(media.get("encoding"), dict) else {}
+            properties = schema.get("properties") if isinstance(schema, dict) else None
+            for field_name, rule in encoding.items():
+                field_schema = _local(self._document, (properties or {}).get(field_name))
+                if isinstance(rule, dict) and rule.get("style") == "deepObject" and not (
+                        isinstance(field_schema, dict) and field_schema.get("type") == "object"):
+                    facts.append("deepObject-not-object-body")  # Stripe's form `expand`: a list
             if isinstance(schema, dict) and isinstance(schema.get("required"), list):
                 declared = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
                 facts += [f"undeclared:{name}" for name in schema["required"] if name not in declared]

@@ -51,9 +51,27 @@ def _essence(verdict: Verdict) -> str:
 
 def _deep_object(verdict: Verdict) -> bool:
     names = [re.match(r"Query parameter error: (.+?): the value does not follow the 'deepObject' style", d)
+             or re.match(r"Unexpected query parameter: (.+?) \(declared: ", d) for d in verdict.details]
+    bodies = [d == "Request body validation error: the value does not follow the 'deepObject' style"
+              for d in verdict.details]
+    return verdict.outcome == "rejected" and bool(names) and all(
+        (m is not None and f"deepObject-not-object:{m.group(1)}" in verdict.facts)
+        or (body and "deepObject-not-object-body" in verdict.facts) for m, body in zip(names, bodies, strict=True))
+
+
+def _untyped(verdict: Verdict) -> bool:
+    """Every reason is a parameter whose schema has no `type` that fails an enum (openapi-core did not cast it)."""
+    names = [re.match(r"^Invalid (?:path|query|header|cookie) parameter: ([^:]+): '.*' is not one of \[", d)
              for d in verdict.details]
     return verdict.outcome == "rejected" and bool(names) and all(
-        m is not None and f"deepObject-not-object:{m.group(1)}" in verdict.facts for m in names)
+        m is not None and f"untyped:{m.group(1)}" in verdict.facts for m in names)
+
+
+def _composite_keys(verdict: Verdict) -> bool:
+    """Every reason is a query key that an exploded object alternative of a composite parameter puts there."""
+    names = [re.match(r"^Unexpected query parameter: (.+?) \(declared: ", d) for d in verdict.details]
+    return verdict.outcome == "rejected" and bool(names) and all(
+        m is not None and f"composite-key:{m.group(1)}" in verdict.facts for m in names)
 
 
 _PARAMETER_ERROR: Final = re.compile(
@@ -72,7 +90,7 @@ def _names_only(verdict: Verdict, *facts: str) -> bool:
 _BODY: Final = "Request body validation error: "
 _STRING: Final = r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\""
 _MISMATCH: Final = re.compile(rf"(?:{_STRING}) does not match (?P<pattern>{_STRING})(?: \(at [^)]*\))?(?:; |$)")
-_READ_ONLY: Final = re.compile(r"Tried to write read-only property with .*? \(at (?P<at>\$[^)]*)\)(?:; |$)")
+_READ_ONLY: Final = re.compile(r"Tried to write read-only property with .*?(?: \(at (?P<at>\$[^)]*)\))?(?:; |$)")
 
 
 _PARAMETER_MISMATCH: Final = re.compile(
@@ -126,7 +144,7 @@ def _read_only_outside_properties(verdict: Verdict) -> bool:
         if parameter is not None and f"readonly:{parameter.group('name')}" in verdict.facts:
             continue
         matches = _errors(detail, _READ_ONLY)
-        if matches is None or not all(m.group("at").endswith("]") for m in matches):
+        if matches is None or not all(m.group("at") is None or m.group("at").endswith("]") for m in matches):
             return False
     return True
 
@@ -171,13 +189,15 @@ def _malformed_media_key(verdict: Verdict) -> bool:
     if match is None:
         return False
     keys = ast.literal_eval(match.group("keys"))
-    return any(isinstance(k, str) and k.split(";", 1)[0].strip() == match.group("sent").strip()
-               and any("=" not in p for p in k.split(";")[1:]) for k in keys)
+    sent = match.group("sent").strip()
+    return any(isinstance(k, str) and (k.strip() == "" or (
+        k.split(";", 1)[0].strip() == sent and any("=" not in p for p in k.split(";")[1:]))) for k in keys)
 
 
 _CRASHES: Final = (
     "openapi-core failed on this request: RecursionError: maximum recursion depth exceeded",
     "openapi-core failed on this request: TypeError: first argument must be a string or compiled pattern",
+    "openapi-core failed on this request: UnknownType: Unknown type",
 )
 
 
@@ -221,8 +241,9 @@ JUDGE_LIMITS: Final[tuple[JudgeLimit, ...]] = (
     ),
     JudgeLimit(
         "deepObject not an object",
-        "openapi-core cannot read a deepObject parameter whose schema is not a plain object (an anyOf or oneOf "
-        "of an object and a string), and fails the request even when the parameter is absent",
+        "openapi-core cannot read a deepObject parameter (or form body field) whose schema is not a plain object "
+        "(an anyOf or oneOf of an object and a string; Stripe's `expand`, a list: OAS defines deepObject for "
+        "objects only), and fails the request even when the parameter is absent",
         _deep_object,
     ),
     JudgeLimit(
@@ -250,7 +271,8 @@ JUDGE_LIMITS: Final[tuple[JudgeLimit, ...]] = (
         "openapi-core refuses a readOnly schema anywhere in a request: array items (apideck.com's "
         "`image_ids: {items: {$ref: Id}}`, `Id` readOnly) and parameters (GitHub's `alert_number`, a $ref to "
         "a readOnly response property; DigitalOcean's `ssh_key_identifier`, an anyOf of two), where OAS 3.0.3 "
-        "makes readOnly relevant for properties only: the ids a client refers to are its to send",
+        "makes readOnly relevant for properties only: the ids a client refers to are its to send (intellifi.nl "
+        "marks a whole request body readOnly)",
         _read_only_outside_properties,
     ),
     JudgeLimit(
@@ -259,6 +281,19 @@ JUDGE_LIMITS: Final[tuple[JudgeLimit, ...]] = (
         "(PeerTube's `licenceOneOf`: an id or a list of ids, explode false) it validates the raw text "
         "(`399,274`) against each alternative, and none is a string",
         _composite_parameters,
+    ),
+    JudgeLimit(
+        "untyped parameter",
+        "openapi-core casts a parameter's text by its schema's `type`; with none (nexmo.com's `delivered`: "
+        "`enum: [true, false, 0, 1]`), 'true' stays a string and an enum of booleans and numbers refuses it",
+        _untyped,
+    ),
+    JudgeLimit(
+        "composite exploded object",
+        "an exploded form parameter whose schema is an anyOf/oneOf with an object alternative (PandaScore's "
+        "`page`: a number or `{number, size}`) puts that object's keys in the query; openapi-core, reading by "
+        "`type`, does not know them and calls them unexpected",
+        _composite_keys,
     ),
     JudgeLimit(
         "form field without a property",
@@ -270,8 +305,8 @@ JUDGE_LIMITS: Final[tuple[JudgeLimit, ...]] = (
     JudgeLimit(
         "malformed media type key",
         "the document's media type has a parameter that is not name=value (anchore.io's `text/plain; utf-8`, "
-        "RFC 9110 §8.3.1): openapi-core matches no Content-Type to it (openapi-mcp sends its well-formed part, "
-        "`text/plain`)",
+        "RFC 9110 §8.3.1), or is empty (spoonacular.com's `''`): openapi-core matches no Content-Type to it "
+        "(openapi-mcp sends the well-formed part, `text/plain`, or JSON)",
         _malformed_media_key,
     ),
     JudgeLimit(
@@ -298,7 +333,8 @@ JUDGE_LIMITS: Final[tuple[JudgeLimit, ...]] = (
         "openapi-core crashes",
         "openapi-core raises instead of judging: RecursionError on apple.com sirikit-cloud-media's recursive "
         "bodies (at a recursion limit of 20,000 as at 1,000: it does not end), TypeError on a `pattern` that "
-        "is not a string (api.video's `pattern: 0`, which openapi-mcp ignores with a warning in `check`)",
+        "is not a string (api.video's `pattern: 0`, which openapi-mcp ignores with a warning in `check`), "
+        "UnknownType on a `type` that is no JSON type (codat.io, ignored with a warning too)",
         lambda v: v.outcome == "rejected" and bool(v.details) and all(d.startswith(_CRASHES) for d in v.details),
     ),
 )
