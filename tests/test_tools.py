@@ -294,3 +294,23 @@ def test_a_required_form_body_needs_a_field_that_puts_something_in_it(make_plans
     assert plan.input_schema["anyOf"] == [{"required": ["json"], "properties": {"json": {"minProperties": 1}}}]
     with pytest.raises(ArgumentError, match=r"at \$\.json: \{\} should be non-empty"):
         plan.validate_arguments({"json": {}})
+
+
+def test_a_required_body_is_not_null_and_a_required_urlencoded_object_field_not_empty(make_plans) -> None:
+    # stream-io-api.com's required upload body is a nullable schema (null sent nothing); salesloft.com's
+    # required urlencoded field `recording` is an object ({} put no pair in the form)
+    upload = {"type": "object", "nullable": True, "properties": {"file": {"type": "string"}}, "required": ["file"]}
+    paths = {"/up": {"post": {"operationId": "up", "requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/Upload"}}}}, "responses": OK}},
+        "/in": {"post": {"operationId": "inline", "requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"type": "array", "items": {}, "nullable": True}}}}, "responses": OK}},
+        "/calls": {"post": {"operationId": "calls", "requestBody": {"required": True, "content": {
+            "application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["recording"], "properties": {
+                "recording": {"type": "object"}, "to": {"type": "string"}}}}}}, "responses": OK}}}
+    plans = make_plans(paths, components={"schemas": {"Upload": upload}})
+    assert plans["up"].input_schema["properties"]["body"] == {"$ref": "#/$defs/Upload", "not": {"type": "null"}}
+    assert plans["inline"].input_schema["properties"]["body"] == {"type": "array", "items": {}}
+    for name, args in (("up", {"body": None}), ("inline", {"body": None}), ("calls", {"recording": {}})):
+        with pytest.raises(ArgumentError):
+            plans[name].validate_arguments(args)
+    plans["calls"].validate_arguments({"recording": {"a": 1}})

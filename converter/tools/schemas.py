@@ -88,7 +88,7 @@ def build_input_schema(op: Operation, defs: DefsIndex) -> tuple[JsonSchema, tupl
     if body is not None:
         fields = _flattenable(body.schema, body.media_type, body.required, defs)
         if fields is None:
-            schema = body.schema
+            schema = _required_body(body.schema, defs) if body.required else body.schema
             top = defs.deref(schema)
             if _is_form(body.media_type) and top == {}:
                 schema = {"type": "object"}  # codat.io's multipart `schema: {}`: only an object makes a form
@@ -109,6 +109,10 @@ def build_input_schema(op: Operation, defs: DefsIndex) -> tuple[JsonSchema, tupl
                 if is_form and name in body_required and _is_array(schema, defs):
                     # An empty list puts no pair (or part) in a form: the required field would be missing.
                     schema = {**schema, "minItems": max(1, int(defs.deref(schema).get("minItems", 0) or 0))}
+                elif is_form and name in body_required and _is_object(schema, defs) \
+                        and body.media_type.startswith("application/x-www-form-urlencoded"):
+                    # Nor does an empty object in an urlencoded form (salesloft.com's required `recording`).
+                    schema = {**schema, "minProperties": max(1, int(defs.deref(schema).get("minProperties", 0) or 0))}
                 entries.append((name, "body_field", schema, name in body_required))
 
     counts: dict[str, int] = {}
@@ -234,6 +238,17 @@ def _decodable_codings(schema: Any, defs: DefsIndex) -> Any:
         item_rule = {"type": "string", "pattern": f"^{_CODING}$"}
         items = top.get("items")
         return {**schema, "items": {"allOf": [items, item_rule]} if isinstance(items, dict) and items else item_rule}
+    return schema
+
+
+def _required_body(schema: Any, defs: DefsIndex) -> Any:
+    """A required body given whole cannot be null: nothing would be sent (stream-io-api.com's nullable
+    FileUploadRequest). The null alternative is taken out, or refused beside a `$ref`."""
+    if isinstance(schema, dict) and "$ref" not in schema:
+        return _without_null(schema)
+    top = defs.deref(schema)
+    if isinstance(schema, dict) and "not" not in schema and _without_null(top) is not top:
+        return {**schema, "not": {"type": "null"}}
     return schema
 
 
