@@ -323,12 +323,38 @@ class Judge:
                                            check_document=False)
         self._templates = {}
         self._facts: dict[tuple[str, str], frozenset[str]] = {}
+        self._sibling_facts: list[str] | None = None
+
+    def _ref_siblings(self) -> list[str]:
+        """Properties whose schema is a `$ref` with a `type` beside it that the target does not have (OAS 3.0:
+        ignored; openapi-core applies it)."""
+        if self._sibling_facts is not None:
+            return self._sibling_facts
+        found: set[str] = set()
+        if str(self._document.get("openapi", "")).startswith("3.0"):
+            stack: list[Any] = [self._document.get("components"), self._document.get("paths")]
+            while stack:
+                node = stack.pop()
+                if isinstance(node, list):
+                    stack.extend(node)
+                    continue
+                if not isinstance(node, dict):
+                    continue
+                properties = node.get("properties")
+                for name, prop in properties.items() if isinstance(properties, dict) else ():
+                    if isinstance(prop, dict) and "$ref" in prop and "type" in prop:
+                        target = _local(self._document, {"$ref": prop["$ref"]})
+                        if isinstance(target, dict) and target.get("type") != prop["type"]:
+                            found.add(f"ref-sibling:{name}")
+                stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+        self._sibling_facts = sorted(found)
+        return self._sibling_facts
 
     def facts(self, method: str, key: str) -> frozenset[str]:
         """What the judge knows about an operation that bears on its limits (bench/fidelity_limits.py)."""
         found = self._facts.get((method, key))
         if found is None:
-            found = self._facts[method, key] = frozenset(self._find_facts(method.lower(), key))
+            found = self._facts[method, key] = frozenset(self._find_facts(method.lower(), key) + self._ref_siblings())
         return found
 
     def _find_facts(self, method: str, key: str) -> list[str]:
@@ -360,6 +386,8 @@ class Judge:
             schema = _local(self._document, param.get("schema"))
             if param.get("style") == "deepObject" and not (isinstance(schema, dict) and schema.get("type") == "object"):
                 facts.append(f"deepObject-not-object:{param.get('name')}")
+            elif param.get("style") == "deepObject" and param.get("explode") is not True:
+                facts.append(f"deepObject-not-object:{param.get('name')}")  # explode false: soundcloud.com's `bpm`
             if self._nests(schema):
                 facts.append(f"nested:{param.get('name')}")
             items = _local(self._document, schema.get("items")) if isinstance(schema, dict) else None
@@ -393,6 +421,8 @@ class Judge:
                 if isinstance(rule, dict) and rule.get("style") == "deepObject" and not (
                         isinstance(field_schema, dict) and field_schema.get("type") == "object"):
                     facts.append("deepObject-not-object-body")  # Stripe's form `expand`: a list
+            if media_type.startswith("application/x-www-form-urlencoded") and isinstance(properties, dict):
+                facts += [f"nested-field:{name}" for name, sub in properties.items() if self._nests(_local(self._document, sub))]
             if isinstance(schema, dict) and isinstance(schema.get("required"), list):
                 declared = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
                 facts += [f"undeclared:{name}" for name in schema["required"] if name not in declared]

@@ -90,7 +90,8 @@ def _names_only(verdict: Verdict, *facts: str) -> bool:
 _BODY: Final = "Request body validation error: "
 _STRING: Final = r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\""
 _MISMATCH: Final = re.compile(rf"(?:{_STRING}) does not match (?P<pattern>{_STRING})(?: \(at [^)]*\))?(?:; |$)")
-_READ_ONLY: Final = re.compile(r"Tried to write read-only property with .*?(?: \(at (?P<at>\$[^)]*)\))?(?:; |$)")
+_READ_ONLY: Final = re.compile(
+    r"Tried to write read-only property with (?:.*? \(at (?P<at>\$[^)]*)\)|[^;]*?)(?:; |$)")
 
 
 _PARAMETER_MISMATCH: Final = re.compile(
@@ -164,6 +165,26 @@ def _composite_parameters(verdict: Verdict) -> bool:
 _REQUIRED: Final = re.compile(r"'(?P<name>(?:[^'\\]|\\.)*)' is a required property(?: \(at [^)]*\))?(?:; |$)")
 
 
+_NOT_OF_TYPE: Final = re.compile(rf"(?:{_STRING}|\S.*?) is not of type '\w+' \(at (?P<at>\$[^)]*)\)(?:; |$)")
+
+
+def _last_property(at: str) -> str:
+    """`$.a.b[2]` -> `b`: the property an error's JSON path ends in."""
+    return re.sub(r"\[\d+\]$", "", at).rsplit(".", 1)[-1]
+
+
+def _ref_siblings(verdict: Verdict) -> bool:
+    """Every reason is a type error at a property whose schema is a `$ref` with a contradicting `type` beside it."""
+    if verdict.outcome != "rejected" or not verdict.details:
+        return False
+    for detail in verdict.details:
+        matches = _errors(detail, _NOT_OF_TYPE)
+        if matches is None or not all(f"ref-sibling:{_last_property(m.group('at'))}" in verdict.facts
+                                      for m in matches):
+            return False
+    return True
+
+
 def _undeclared_form_fields(verdict: Verdict) -> bool:
     """Every reason is a form field missing that the body schema requires without a property for it."""
     if verdict.outcome != "rejected" or not verdict.details or _essence(verdict) not in (
@@ -190,7 +211,11 @@ def _malformed_media_key(verdict: Verdict) -> bool:
         return False
     keys = ast.literal_eval(match.group("keys"))
     sent = match.group("sent").strip()
-    return any(isinstance(k, str) and (k.strip() == "" or (
+
+    def spaced(text: str) -> str:  # mock_api's QUIRK 8 rebuilds the Content-Type as `type; name=value`
+        return "; ".join(part.strip() for part in text.split(";")).lower()
+
+    return any(isinstance(k, str) and (k.strip() == "" or spaced(k) == spaced(sent) or (
         k.split(";", 1)[0].strip() == sent and any("=" not in p for p in k.split(";")[1:]))) for k in keys)
 
 
@@ -219,6 +244,24 @@ JUDGE_LIMITS: Final[tuple[JudgeLimit, ...]] = (
         lambda v: _all(v, r"^Request body validation error: b['\"]"),  # a bytes value: openapi-core did not parse it
     ),
     JudgeLimit(
+        "no OpenAPI serialization (form field)",
+        "the same for a field of an urlencoded body (salesloft.com's `custom_fields`, a list of objects): "
+        "OAS 3.x §4.8.14.4 encodes such fields with the parameter styles, which have no form for it; "
+        "openapi-core fails to cast the JSON text openapi-mcp sends there",
+        lambda v: _essence(v) == "application/x-www-form-urlencoded" and any(f.startswith("nested-field:")
+                                                                              for f in v.facts)
+        and _all(v, r"^Request body validation error: Failed to cast value to (object|array) type: "),
+    ),
+    JudgeLimit(
+        "no OpenAPI serialization (refused)",
+        "the same for a header: JSON text of nested values holds the `,` that separates a header object's "
+        "parts, so openapi-mcp refuses the call with a message naming the argument (cloudmersive.com's "
+        "`formTemplateDefinition`) rather than send a value that splits",
+        lambda v: v.outcome == "refused" and bool(v.details) and bool(
+            m := re.search(r"argument '([^']+)' must not contain '.' inside a key or value", v.details[0]))
+        and f"nested:{m.group(1)}" in v.facts,
+    ),
+    JudgeLimit(
         "no OpenAPI serialization",
         "the document puts a list of objects, a list of lists or an object of objects in a parameter (AWS's "
         "query `Tags`): OAS 3.x §4.8.12.4 serializes primitives, lists of them and flat objects only, so no "
@@ -243,7 +286,8 @@ JUDGE_LIMITS: Final[tuple[JudgeLimit, ...]] = (
         "deepObject not an object",
         "openapi-core cannot read a deepObject parameter (or form body field) whose schema is not a plain object "
         "(an anyOf or oneOf of an object and a string; Stripe's `expand`, a list: OAS defines deepObject for "
-        "objects only), and fails the request even when the parameter is absent",
+        "objects only) or that does not say `explode: true` (soundcloud.com's `bpm`; the style table has "
+        "deepObject with explode only), and fails the request even when the parameter is absent",
         _deep_object,
     ),
     JudgeLimit(
@@ -283,6 +327,13 @@ JUDGE_LIMITS: Final[tuple[JudgeLimit, ...]] = (
         _composite_parameters,
     ),
     JudgeLimit(
+        "$ref siblings",
+        "openapi-core applies the keywords written beside a `$ref`, which OAS 3.0.3 says SHALL be ignored: "
+        "just-eat.co.uk's `collection: {$ref: ServiceTimesCollection, type: object}` points at a list, so every "
+        "request that sends the list the `$ref` describes is refused (openapi-mcp follows the `$ref`)",
+        _ref_siblings,
+    ),
+    JudgeLimit(
         "untyped parameter",
         "openapi-core casts a parameter's text by its schema's `type`; with none (nexmo.com's `delivered`: "
         "`enum: [true, false, 0, 1]`), 'true' stays a string and an enum of booleans and numbers refuses it",
@@ -305,8 +356,10 @@ JUDGE_LIMITS: Final[tuple[JudgeLimit, ...]] = (
     JudgeLimit(
         "malformed media type key",
         "the document's media type has a parameter that is not name=value (anchore.io's `text/plain; utf-8`, "
-        "RFC 9110 §8.3.1), or is empty (spoonacular.com's `''`): openapi-core matches no Content-Type to it "
-        "(openapi-mcp sends the well-formed part, `text/plain`, or JSON)",
+        "RFC 9110 §8.3.1), or is empty (spoonacular.com's `''`), or has no space after its `;` (xtrf.eu's "
+        "`application/json;charset=UTF-8`, sent as written, which the judge's Content-Type parsing respells "
+        "`application/json; charset=UTF-8`): openapi-core matches no Content-Type to it (openapi-mcp sends the "
+        "document's media type, its well-formed part, or JSON)",
         _malformed_media_key,
     ),
     JudgeLimit(
@@ -341,11 +394,19 @@ JUDGE_LIMITS: Final[tuple[JudgeLimit, ...]] = (
 
 
 def limit_of(verdict: Verdict) -> str | None:
-    """The name of the judge limit a failed verdict falls under, or None (a converter failure)."""
+    """The name of the judge limit a failed verdict falls under, or None (a converter failure).
+
+    A verdict with several reasons falls under a limit when one limit covers them all, or when each
+    reason on its own falls under one (then the first reason's limit names it).
+    """
     for limit in JUDGE_LIMITS:
         if limit.applies(verdict):
             return limit.name
-    return None
+    if len(verdict.details) < 2:
+        return None
+    names = [limit_of(Verdict(verdict.outcome, [detail], verdict.content_type, verdict.facts))
+             for detail in verdict.details]
+    return names[0] if all(names) else None
 
 
 _QUOTED: Final = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
