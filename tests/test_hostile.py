@@ -110,8 +110,7 @@ async def test_a_dot_segment_is_refused_before_sending(value: str) -> None:
 async def test_an_empty_path_value_is_refused_before_sending() -> None:
     async with echo_catalog(SPECS / "multipart.yaml") as (catalog, echo):
         is_error, text = await call(catalog, "putBlob", {"key": "", "body": "AAEC"})
-    assert (is_error, text) == (
-        True, "putBlob: argument 'key' must not be empty, '.' or '..' (it is a path segment)")
+    assert (is_error, text) == (True, "Invalid arguments for tool 'putBlob' at $.key: '' should be non-empty")
     assert echo.answers == []
 
 

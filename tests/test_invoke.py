@@ -33,9 +33,13 @@ def test_path_values_are_percent_encoded_and_cannot_escape(make_plans) -> None:
         {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}], "responses": OK}}}
     assert build(make_plans, paths, "f", {"name": "../admin?x=1#"}).url == f"{BASE}/files/..%2Fadmin%3Fx%3D1%23/meta"
     assert build(make_plans, paths, "f", {"name": "%2e%2e"}).url == f"{BASE}/files/%252e%252e/meta"
-    for bad in ("..", ".", ""):
+    for bad in ("..", "."):
         with pytest.raises(ArgumentError, match=re.escape("must not be empty, '.' or '..'")):
             build(make_plans, paths, "f", {"name": bad})
+    # brex.io's `/pep/{type}`: an empty segment is refused by the tool's schema, where a client sees it
+    assert make_plans(paths)["f"].input_schema["properties"]["name"] == {"type": "string", "minLength": 1}
+    with pytest.raises(ArgumentError, match=re.escape("at $.name: '' should be non-empty")):
+        build(make_plans, paths, "f", {"name": ""})
 
 
 def test_query_styles(make_plans) -> None:
@@ -344,6 +348,15 @@ def test_a_path_key_with_a_query_string_sends_one_well_formed_query(make_plans) 
         f"{BASE}/forecast/daily?postal_code=a%26b%3Dc%20d%2F%3F%23%25&key=k%2B1")
 
 
+def test_literal_path_text_a_path_cannot_carry_is_percent_encoded(make_plans) -> None:
+    # apisetu.gov.in: `/Your Pull URI Request API Path` went out with raw spaces, a request line no server reads
+    paths = {"/Your Pull URI Request API Path": {"post": {"operationId": "pull", "responses": OK}},
+             "/caf\u00e9/{id}/100%/a%2Fb:c@d": {"get": {"operationId": "cafe", "parameters": [_param("id", "path")],
+                                                       "responses": OK}}}
+    assert build(make_plans, paths, "pull", {}).url == f"{BASE}/Your%20Pull%20URI%20Request%20API%20Path"
+    assert build(make_plans, paths, "cafe", {"id": "x y"}).url == f"{BASE}/caf%C3%A9/x%20y/100%25/a%2Fb:c@d"
+
+
 def test_a_query_string_in_the_key_takes_literal_pairs_and_variables_declared_in_the_query(make_plans) -> None:
     paths = {
         # flickr.com: a literal pair; medium.com: the variable declared `in: query`
@@ -397,6 +410,15 @@ def test_header_parameters_that_frame_the_message_are_left_to_the_http_client(ma
     assert sorted(plan.input_schema["properties"]) == ["X-Trace", "body", "id"]
     request = plan.request.build({"id": "1", "X-Trace": "t", "body": {"a": 1}}, BASE)
     assert {k.lower() for k in request.headers} == {"accept", "content-type", "x-trace"}
+
+
+def test_a_media_type_parameter_that_is_not_name_value_is_not_sent(make_plans) -> None:
+    # anchore.io's `text/plain; utf-8` went out as the Content-Type, which RFC 9110 §8.3.1 cannot parse
+    paths = {f"/{i}": {"post": {"operationId": f"p{i}", "requestBody": {"required": True, "content": {
+        media_type: {"schema": {"type": "string"}}}}, "responses": OK}} for i, media_type in enumerate(
+        ["text/plain; utf-8", "text/plain;charset=utf-8; format=flowed", 'text/x; a="1;2"', "text/x;v=1; bad"])}
+    assert [build(make_plans, paths, f"p{i}", {"body": "x"}).headers["content-type"] for i in range(4)] == [
+        "text/plain", "text/plain;charset=utf-8; format=flowed", 'text/x; a="1;2"', "text/x; v=1"]
 
 
 def test_a_media_range_is_never_sent_as_the_content_type(make_plans) -> None:
@@ -478,3 +500,112 @@ def test_a_declared_accept_encoding_may_only_name_codings_the_server_decodes(mak
         "gzip;q=1, identity")
     with pytest.raises(ArgumentError, match=r"names 'br' in Accept-Encoding; this server accepts only gzip"):
         plan.request.build({"Accept-Encoding": "br, gzip"}, BASE)
+
+
+def test_a_declared_accept_encoding_schema_names_only_codings_the_server_decodes(make_plans) -> None:
+    # beezup.com's required Accept-Encoding is any list of strings: 'br' passed the schema, then the call was refused
+    def header(schema: dict) -> dict:
+        return {"name": "Accept-Encoding", "in": "header", "required": True, "schema": schema}
+
+    paths = {"/l": {"get": {"operationId": "l", "parameters": [header({"type": "array", "items": {"type": "string"}})],
+                            "responses": OK}},
+             "/s": {"get": {"operationId": "s", "parameters": [header({"type": "string"})], "responses": OK}},
+             "/e": {"get": {"operationId": "e", "parameters": [header({"type": "string", "enum": ["gzip", "identity"]})],
+                            "responses": OK}}}
+    plans = make_plans(paths)
+    assert build(make_plans, paths, "l", {"Accept-Encoding": ["gzip", "deflate;q=0.5"]}).headers["Accept-Encoding"] == (
+        "gzip,deflate;q=0.5")
+    assert build(make_plans, paths, "s", {"Accept-Encoding": "gzip;q=1, identity"}).headers["Accept-Encoding"] == (
+        "gzip;q=1, identity")
+    for name, value in (("l", ["br"]), ("s", "br, gzip"), ("s", "")):
+        with pytest.raises(ArgumentError, match=r"Invalid arguments for tool .* at \$(\.Accept-Encoding|\['Accept-Encoding'\])"):
+            plans[name].validate_arguments({"Accept-Encoding": value})
+    assert plans["e"].input_schema["properties"]["Accept-Encoding"] == {"type": "string", "enum": ["gzip", "identity"]}
+
+
+def test_an_accept_encoding_enum_keeps_the_codings_the_server_decodes(make_spec, make_plans) -> None:
+    # conjur.local: ["application/json", "base64"], none of them a coding this server decodes
+    def op(name: str, enum: list[str]) -> dict:
+        return {"get": {"operationId": name, "parameters": [{"name": "Accept-Encoding", "in": "header", "schema": {
+            "type": "string", "enum": enum}}], "responses": OK}}
+
+    paths = {"/none": op("none", ["application/json", "base64"]), "/some": op("some", ["gzip", "br"])}
+    plans = make_plans(paths)
+    assert "Accept-Encoding" not in plans["none"].input_schema["properties"]
+    request = plans["none"].request.build({}, BASE)
+    assert "Accept-Encoding" not in request.headers and request.skip_defaults == ("accept-encoding",)
+    assert plans["some"].input_schema["properties"]["Accept-Encoding"] == {
+        "allOf": [{"type": "string", "enum": ["gzip", "br"]}, {"enum": ["gzip"]}]}
+    from converter.tools import build_plans
+    _, problems = build_plans(make_spec(paths))
+    assert [p.message for p in problems] == [
+        "header parameter 'Accept-Encoding' is left out of the tool: each value it allows names a coding this "
+        "server does not decode (only gzip, deflate and identity)"]
+
+
+def test_a_required_nullable_parameter_is_not_null_in_the_tool(make_plans) -> None:
+    # gettyimages.com's path `board_id` is `{type: string, nullable: true}`: null cannot be sent in a path
+    paths = {"/boards/{board_id}": {"get": {"operationId": "b", "parameters": [
+        {"name": "board_id", "in": "path", "required": True, "schema": {"type": "string", "nullable": True}},
+        {"name": "q", "in": "query", "schema": {"type": "string", "nullable": True}}], "responses": OK}}}
+    props = make_plans(paths)["b"].input_schema["properties"]
+    assert props["board_id"] == {"type": "string", "minLength": 1}
+    assert props["q"] == {"anyOf": [{"type": "string"}, {"type": "null"}]}  # optional: null is "not given"
+
+
+def test_an_empty_optional_form_body_is_no_body(make_plans) -> None:
+    # codat.io's optional multipart `schema: {}`: `{}` made no part, and the call was refused
+    paths = {"/a": {"post": {"operationId": "a", "requestBody": {"content": {"multipart/form-data": {"schema": {}}}},
+                             "responses": OK}}}
+    request = build(make_plans, paths, "a", {"body": {}})
+    assert (request.content, "content-type" in request.headers) == (None, False)
+    assert build(make_plans, paths, "a", {"body": {"f": "x"}}).headers["content-type"].startswith("multipart/form-data")
+
+
+def test_a_json_content_parameter_is_json_text_strings_included(make_plans) -> None:
+    # stream-io-api.com: `name` in the path and `client_id` in the query as `content: application/json`;
+    # a string went out bare (`L`), which is not JSON
+    def content(name: str, where: str) -> dict:
+        return {"name": name, "in": where, "required": where == "path",
+                "content": {"application/json": {"schema": {"type": "string"}}}}
+
+    paths = {"/blocklists/{name}": {"get": {"operationId": "b", "parameters": [
+        content("name", "path"), content("client_id", "query"), content("X-Ids", "header"),
+        {"name": "plain", "in": "query", "content": {"text/plain": {"schema": {"type": "string"}}}}], "responses": OK}}}
+    request = build(make_plans, paths, "b", {"name": "L", "client_id": "a b", "X-Ids": "7", "plain": "p"})
+    assert request.url == f"{BASE}/blocklists/%22L%22?client_id=%22a%20b%22&plain=p"
+    assert request.headers["X-Ids"] == '"7"'
+
+
+def test_null_has_no_place_in_an_object_parameter_or_a_form(make_plans) -> None:
+    # visualstudio.com's header object sent `clientTenantId=` (not a uuid); openai.com's multipart `n: null`
+    # went out as an empty part (not an integer)
+    obj = {"type": "object", "properties": {"a": {"type": ["string", "null"]}, "b": {"type": "string"}}}
+    paths = {"/h": {"post": {"operationId": "h", "parameters": [
+        {"name": "X-O", "in": "header", "schema": obj}, {"name": "q", "in": "query", "schema": obj}],
+        "requestBody": {"content": {"multipart/form-data": {"schema": {"type": "object", "properties": {
+            "n": {"type": ["integer", "null"]}, "p": {"type": "string"}}}}}}, "responses": OK}}}
+    request = build(make_plans, paths, "h", {"X-O": {"a": None, "b": "x"}, "q": {"a": None, "b": "y"},
+                                             "n": None, "p": "z"})
+    assert (request.headers["X-O"], request.url) == ("b,x", f"{BASE}/h?b=y")
+    assert b'name="n"' not in request.content and b'name="p"' in request.content
+
+
+def test_an_array_schema_with_properties_is_not_spread(make_plans) -> None:
+    # xtrf.eu's CategoriesDTO is `type: array` with `properties: {empty}`: spread, a required body went out as {}
+    paths = {"/c": {"put": {"operationId": "c", "requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"type": "array", "items": {"type": "integer"}, "properties": {"empty": {"type": "boolean"}}}}}},
+        "responses": OK}}}
+    assert make_plans(paths)["c"].input_schema["required"] == ["body"]
+    assert build(make_plans, paths, "c", {"body": [1]}).content == b"[1]"
+
+
+def test_a_query_parameter_the_path_key_sets_is_the_keys(make_spec, make_plans) -> None:
+    # opensuse.org: `.../{file}?view=fileinfo` and a query parameter `view` too: the query said `view` twice
+    paths = {"/b/{file}?view=fileinfo": {"get": {"operationId": "b", "parameters": [
+        _param("file", "path"), _param("view", "query", enum=["fileinfo", "fileinfo_ext"])], "responses": OK}}}
+    assert sorted(make_plans(paths)["b"].input_schema["properties"]) == ["file"]
+    assert build(make_plans, paths, "b", {"file": "n"}).url == f"{BASE}/b/n?view=fileinfo"
+    from converter.tools import build_plans
+    assert [p.message for p in build_plans(make_spec(paths))[1]] == [
+        "query parameter 'view' is left out of the tool: the path key sets it ('/b/{file}?view=fileinfo')"]

@@ -196,6 +196,40 @@ def test_a_required_list_in_a_form_body_needs_an_item(make_plans, media_type) ->
         plan.validate_arguments({"Permission": [], "Tags": ["a"]})
 
 
+@pytest.mark.parametrize("media_type", ["application/x-www-form-urlencoded", "multipart/form-data"])
+def test_a_required_form_body_given_whole_needs_a_property(make_plans, media_type) -> None:
+    # Azure ComputerVision's images: `{type: object, format: file}` under multipart, no properties, so the
+    # body is one argument; `{}` makes no part and no pair, and every such call was refused (issue 20)
+    paths = {"/analyze": {"post": {"operationId": "analyze", "requestBody": {"required": True, "content": {
+        media_type: {"schema": {"type": "object", "format": "file"}}}}, "responses": OK},
+        "put": {"operationId": "optional", "requestBody": {"content": {
+            media_type: {"schema": {"type": "object"}}}}, "responses": OK}}}
+    plans = make_plans(paths)
+    assert plans["analyze"].input_schema["properties"]["body"] == {"type": "object", "format": "file", "minProperties": 1}
+    assert plans["optional"].input_schema["properties"]["body"] == {"type": "object"}
+    with pytest.raises(ArgumentError, match=r"at \$\.body: \{\} should be non-empty"):
+        plans["analyze"].validate_arguments({"body": {}})
+    assert plans["analyze"].request.build({"body": {"image": "x"}}, "http://up.test").content
+
+
+def test_a_required_body_given_whole_is_never_empty(make_plans) -> None:
+    # codat.io's multipart `schema: {}` took `true` (no form can carry it); cdcgov.local's required text/csv
+    # body took '' (an empty body cannot be told from none)
+    paths = {"/a": {"post": {"operationId": "attach", "requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {}}}}, "responses": OK}},
+        "/r": {"post": {"operationId": "report", "requestBody": {"required": True, "content": {
+            "text/csv": {"schema": {"type": "string"}}}}, "responses": OK}},
+        "/o": {"post": {"operationId": "optional", "requestBody": {"content": {
+            "text/csv": {"schema": {"type": "string"}}}}, "responses": OK}}}
+    plans = make_plans(paths)
+    assert plans["attach"].input_schema["properties"]["body"] == {"type": "object", "minProperties": 1}
+    assert plans["report"].input_schema["properties"]["body"] == {"type": "string", "minLength": 1}
+    assert plans["optional"].input_schema["properties"]["body"] == {"type": "string"}
+    for name, value in (("attach", True), ("attach", {}), ("report", "")):
+        with pytest.raises(ArgumentError, match=r"at \$\.body"):
+            plans[name].validate_arguments({"body": value})
+
+
 def test_a_json_body_keeps_its_empty_lists(make_plans) -> None:
     body = {"type": "object", "required": ["ids"], "properties": {"ids": {"type": "array", "items": {}}}}
     plan = make_plans({"/j": {"post": {"operationId": "j", "requestBody": {"required": True, "content": {
@@ -233,3 +267,50 @@ def test_a_required_list_or_object_parameter_needs_something_in_it(make_plans) -
     assert "minItems" not in props["opt"]
     with pytest.raises(ArgumentError, match=r"at \$\.TargetAction: \{\} should be non-empty"):
         plan.validate_arguments({"TargetAction": {}, "ids": [1], "X-Tags": ["a"]})
+
+
+def test_rules_about_the_whole_body_object_survive_spreading(make_plans) -> None:
+    # webflow.com's PATCH bodies say minProperties 1: spread into arguments, `{}` went out and was refused
+    fields = {"name": {"type": "string"}, "color": {"type": "string"}}
+
+    def op(name: str, schema: dict) -> dict:
+        return {"patch": {"operationId": name, "requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"type": "object", "properties": fields, **schema}}}}, "responses": OK}}
+    plans = make_plans({"/one": op("one", {"minProperties": 1}), "/two": op("two", {"minProperties": 2}),
+                        "/max": op("max", {"maxProperties": 1})})
+    assert plans["one"].input_schema["anyOf"] == [{"required": ["name"]}, {"required": ["color"]}]
+    with pytest.raises(ArgumentError, match="give at least one of: name, color"):
+        plans["one"].validate_arguments({})
+    assert list(plans["two"].input_schema["properties"]) == ["body"]  # kept whole, with its rule
+    assert plans["max"].input_schema["properties"]["body"]["maxProperties"] == 1
+
+
+def test_a_required_form_body_needs_a_field_that_puts_something_in_it(make_plans) -> None:
+    # seldon.local: a required urlencoded body whose one field `json` is an object: `{"json": {}}` made no pair
+    paths = {"/aggregate": {"post": {"operationId": "agg", "requestBody": {"required": True, "content": {
+        "application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": {
+            "json": {"type": "object"}}}}}}, "responses": OK}}}
+    plan = make_plans(paths)["agg"]
+    assert plan.input_schema["anyOf"] == [{"required": ["json"], "properties": {"json": {"minProperties": 1}}}]
+    with pytest.raises(ArgumentError, match=r"at \$\.json: \{\} should be non-empty"):
+        plan.validate_arguments({"json": {}})
+
+
+def test_a_required_body_is_not_null_and_a_required_urlencoded_object_field_not_empty(make_plans) -> None:
+    # stream-io-api.com's required upload body is a nullable schema (null sent nothing); salesloft.com's
+    # required urlencoded field `recording` is an object ({} put no pair in the form)
+    upload = {"type": "object", "nullable": True, "properties": {"file": {"type": "string"}}, "required": ["file"]}
+    paths = {"/up": {"post": {"operationId": "up", "requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/Upload"}}}}, "responses": OK}},
+        "/in": {"post": {"operationId": "inline", "requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"type": "array", "items": {}, "nullable": True}}}}, "responses": OK}},
+        "/calls": {"post": {"operationId": "calls", "requestBody": {"required": True, "content": {
+            "application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["recording"], "properties": {
+                "recording": {"type": "object"}, "to": {"type": "string"}}}}}}, "responses": OK}}}
+    plans = make_plans(paths, components={"schemas": {"Upload": upload}})
+    assert plans["up"].input_schema["properties"]["body"] == {"$ref": "#/$defs/Upload", "not": {"type": "null"}}
+    assert plans["inline"].input_schema["properties"]["body"] == {"type": "array", "items": {}}
+    for name, args in (("up", {"body": None}), ("inline", {"body": None}), ("calls", {"recording": {}})):
+        with pytest.raises(ArgumentError):
+            plans[name].validate_arguments(args)
+    plans["calls"].validate_arguments({"recording": {"a": 1}})

@@ -218,7 +218,7 @@ async def test_openapi_31_null_types_const_examples_and_ref_siblings(tmp_path: P
         assert plan.input_schema == {
             "type": "object",
             "properties": {
-                "handle": {"type": "string", "pattern": "^[a-z0-9_]{3,20}$", "examples": ["ada_lovelace"]},
+                "handle": {"type": "string", "pattern": "^[a-z0-9_]{3,20}$", "examples": ["ada_lovelace"], "minLength": 1},
                 "since": {"type": "integer", "exclusiveMinimum": 0},
                 "schemaVersion": {"const": 2, "description": "Always 2 for this API version"},
                 "displayName": {"type": "string", "minLength": 1, "examples": ["Ada Lovelace", "Grace Hopper"]},

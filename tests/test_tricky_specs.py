@@ -336,7 +336,7 @@ async def test_server_variables_and_refs_into_a_second_file(tmp_path: Path) -> N
         add = tools(catalog)["addStock"].input_schema
         assert list(add["properties"]) == ["warehouseId", "sku", "quantity", "location"]
         assert add["required"] == ["warehouseId", "sku", "quantity"]
-        assert add["properties"]["warehouseId"] == {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{2}$"}
+        assert add["properties"]["warehouseId"] == {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{2}$", "minLength": 1}
         assert add["$defs"] == {"Shelf": {"type": "object", "properties": {"aisle": {"type": "string"},
                                                                             "level": {"type": "integer"}}},
                                 "Sku": {"type": "string", "pattern": "^[A-Z0-9-]{4,32}$"}}

@@ -18,6 +18,9 @@ from converter.spec.pathkey import split_path_key
 
 _TEMPLATE_PART = re.compile(r"{([^{}/]+)}")
 _BAD_HEADER_CHARS = re.compile(r"[\r\n\x00]")
+_PERCENT_ESCAPE: Final = re.compile(r"(%[0-9A-Fa-f]{2})")
+_TOKEN: Final = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_MEDIA_PARAMETER: Final = re.compile(rf"\s*{_TOKEN}\s*=\s*(?:{_TOKEN}|\"(?:[^\"\\]|\\.)*\")\s*")
 
 
 @dataclass(slots=True)
@@ -60,9 +63,14 @@ class RequestTemplate:
 
     @classmethod
     def compile(
-        cls, tool: str, op: Operation, slots: tuple[Slot, ...], binary_fields: frozenset[str]
+        cls, tool: str, op: Operation, slots: tuple[Slot, ...], binary_fields: frozenset[str],
+        *, declared: Operation | None = None,
     ) -> RequestTemplate:
-        """Precompute everything that does not depend on argument values."""
+        """Precompute everything that does not depend on argument values.
+
+        `declared` is the operation as the document declares it, when header parameters were left out
+        of `op`: one that declares Accept-Encoding gets none from the HTTP client either.
+        """
         by_wire = {(s.name, s.location): s for s in slots}
         key = split_path_key(op.path)  # a fragment is never sent; a query string joins the query
         parts = _pieces(key.path, lambda name: by_wire[(name, "path")])
@@ -82,12 +90,13 @@ class RequestTemplate:
         body = op.request_body
         placed = frozenset(p.argument for _, pieces in key_query for p in pieces or () if isinstance(p, Slot))
         return cls(
-            tool=tool, method=op.method, path_parts=tuple(p for p in parts if p != ""),
+            tool=tool, method=op.method,
+            path_parts=tuple(_path_literal(p) if isinstance(p, str) else p for p in parts if p != ""),
             key_query=tuple(key_query), key_arguments=placed,
             declares_accept_encoding=any(p.location == "header" and p.name.lower() == "accept-encoding"
-                                         for p in op.parameters),
+                                         for p in (declared or op).parameters),
             path_template=op.path, slots=slots, params=params,
-            body_media_type=body.media_type if body else None,
+            body_media_type=_well_formed_media_type(body.media_type) if body else None,
             body_required=body.required if body else False,
             body_encoding=dict(body.encoding) if body else {},
             binary_fields=binary_fields, accept=accept, base_url=op.base_url,
@@ -107,7 +116,10 @@ class RequestTemplate:
                 continue
             value = arguments.get(part.argument)
             param = self.params[part.argument]
-            text = serialize.path_value(value, param.style, param.explode, param.name)
+            if isinstance(value, dict) and not param.content_type:
+                value = {k: v for k, v in value.items() if v is not None}  # RFC 6570 §2.3, as below
+            text = (serialize.encode(_content_text(param, value)) if param.content_type
+                    else serialize.path_value(value, param.style, param.explode, param.name))
             if text in ("", ".", "..") or value is None:
                 raise ArgumentError(
                     f"{self.tool}: argument {part.argument!r} must not be empty, '.' or '..' "
@@ -124,6 +136,11 @@ class RequestTemplate:
                 continue
             value = arguments[slot.argument]
             location = slot.location
+            if location in ("query", "header", "cookie") and isinstance(value, dict) \
+                    and not self.params[slot.argument].content_type:
+                # RFC 6570 §2.3: a pair whose value is undefined (null) is left out of an object
+                # (visualstudio.com's header object: `clientTenantId=` is not a uuid)
+                value = {k: v for k, v in value.items() if v is not None}
             if location in ("query", "header", "cookie") and _undefined(value, self.params[slot.argument]):
                 continue  # RFC 6570 §2.3: empty lists and objects are undefined; "" needs allowEmptyValue
             if location == "query" and value == "":
@@ -135,12 +152,12 @@ class RequestTemplate:
             if location == "query":
                 p = self.params[slot.argument]
                 if p.content_type:
-                    query.append(f"{serialize.encode(p.name)}={serialize.encode(serialize.scalar(value))}")
+                    query.append(f"{serialize.encode(p.name)}={serialize.encode(_content_text(p, value))}")
                 else:
                     query.extend(serialize.query_pairs(p.name, value, p.style, p.explode, p.allow_reserved))
             elif location == "header":
                 p = self.params[slot.argument]
-                text = serialize.scalar(value) if p.content_type else serialize.header_value(value, p.explode)
+                text = _content_text(p, value) if p.content_type else serialize.header_value(value, p.explode)
                 if _BAD_HEADER_CHARS.search(text) or not text.isascii():
                     raise ArgumentError(
                         f"{self.tool}: argument {slot.argument!r} must be ASCII without CR, LF or NUL (it is sent "
@@ -168,6 +185,8 @@ class RequestTemplate:
         request = HttpRequest(method=self.method, url=url, headers=headers, template=self.path_template)
         if self.declares_accept_encoding and not any(k.lower() == "accept-encoding" for k in headers):
             request.skip_defaults = ("accept-encoding",)
+        if whole_body == {} and not self.body_required and _is_form_media(self.body_media_type):
+            whole_body = _MISSING  # an empty form is no body (as with no field given): codat.io's optional multipart
         if self.body_media_type is not None and (body_fields or whole_body is not _MISSING or self.body_required):
             # A required body goes out even when none of its (optional) fields were given.
             self._encode_body(request, body_fields if whole_body is _MISSING else whole_body)
@@ -254,6 +273,8 @@ class RequestTemplate:
                     serialize.Part(name, self._decode(name, value), declared or "application/octet-stream", name)
                 )
                 continue
+            if value is None:
+                continue  # a form has no null (openai.com's `n`: '' is not an integer): the field is left out
             for item in value if isinstance(value, list) else [value]:
                 if isinstance(item, (dict, list)):
                     data = json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode()
@@ -303,6 +324,47 @@ def _pieces(template: str, slot_of: Any) -> list[str | Slot]:
     return [p for p in pieces if p != ""]
 
 
+def _content_text(param: Parameter, value: Any) -> str:
+    """A `content` parameter's value in its media type: JSON text for a JSON one, strings included
+    (OAS 3.x §4.8.12: stream-io-api.com's path `name` as `application/json` is `"L"`, not `L`)."""
+    essence = (param.content_type or "").split(";", 1)[0].strip().lower()
+    if essence == "application/json" or essence.endswith("+json"):
+        return json.dumps(serialize.whole_floats_as_ints(value), separators=(",", ":"), ensure_ascii=False)
+    return serialize.scalar(value)
+
+
+def _is_form_media(media_type: str | None) -> bool:
+    essence = (media_type or "").split(";", 1)[0].strip().lower()
+    return essence in ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def _well_formed_media_type(media_type: str) -> str:
+    """The document's media type without the parameters that are not `name=value` (RFC 9110 §8.3.1).
+
+    anchore.io writes `text/plain; utf-8`; as a Content-Type that is malformed, so it is sent as
+    `text/plain`. A quoted value with a `;` in it keeps the media type as written.
+    """
+    essence, _, rest = media_type.partition(";")
+    if not rest or '"' in rest:
+        return media_type
+    parameters = rest.split(";")
+    kept = [p.strip() for p in parameters if _MEDIA_PARAMETER.fullmatch(p)]
+    if len(kept) == len(parameters):
+        return media_type  # as written: loket.nl's server may compare `application/json;version=2018-01-01` as text
+    return "; ".join([essence.strip(), *kept])
+
+
+def _path_literal(text: str) -> str:
+    """Literal text of a path key as a path may carry it (RFC 3986 §3.3: pchar and '/').
+
+    apisetu.gov.in's keys have spaces (`/Your Pull URI Request API Path`), others non-ASCII letters:
+    sent as written, they make a request line no server can read. Such characters are
+    percent-encoded (UTF-8); an escape the key already has (`%20`) is kept as written.
+    """
+    return "".join(piece if index % 2 else quote(piece, safe="!$&'()*+,;=:@/~")
+                   for index, piece in enumerate(_PERCENT_ESCAPE.split(text)))
+
+
 def _literal(text: str) -> str:
     """Literal text of a path key's query string, as written: only what a URL cannot carry is encoded."""
     return quote(text, safe="!$&'()*+,/:;=?@[]~%")
@@ -336,6 +398,11 @@ def _form_urlencoded(body: Any) -> str:
 
 
 _DECODED_CODINGS: Final = frozenset({"gzip", "x-gzip", "deflate", "identity", "*"})
+
+
+def names_decoded_codings(value: str) -> bool:
+    """Does an Accept-Encoding value name only codings this server decodes (see `_check_codings`)?"""
+    return not {part.split(";", 1)[0].strip().lower() for part in value.split(",") if part.strip()} - _DECODED_CODINGS
 
 
 def _check_codings(tool: str, argument: str, value: str) -> None:

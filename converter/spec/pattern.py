@@ -93,6 +93,8 @@ class _Translator:
         self.p = pattern
         self.i = 0
         self.out: list[str] = []
+        self._groups: list[tuple[bool, int]] = []  # open groups: (is a lookaround, where it starts in out)
+        self._assertion: tuple[int, int] | None = None  # the lookaround that just closed: (start, end) in out
 
     def run(self) -> str:
         p = self.p
@@ -106,13 +108,17 @@ class _Translator:
                 self._group()
             elif c == "{":
                 self._brace()
+            elif c == ")":
+                start = self._groups.pop() if self._groups else (False, len(self.out))
+                self.out.append(c)
+                self.i += 1
+                self._assertion = (start[1], len(self.out)) if start[0] else None
             elif c in "}]":
                 self.out.append("\\" + c)  # a literal: ECMA's `u` flag wants it escaped
                 self.i += 1
             elif c in "*+?":
-                self.out.append(c)
                 self.i += 1
-                self._after_quantifier()
+                self._quantified(c, 0 if c in "*?" else 1)
             else:
                 self.out.append(c)
                 self.i += 1
@@ -150,16 +156,19 @@ class _Translator:
         p, i = self.p, self.i
         for plain in ("(?:", "(?=", "(?!", "(?<=", "(?<!"):
             if p.startswith(plain, i):
+                self._groups.append((plain != "(?:", len(self.out)))
                 self.out.append(plain)
                 self.i = i + len(plain)
                 return
         named = re.match(r"\(\?P?<[A-Za-z_][A-Za-z0-9_]*>", p[i:])
         if named:  # Python spells named groups (?P<n>), ECMA (?<n>): a plain group matches the same
+            self._groups.append((False, len(self.out)))
             self.out.append("(")
             self.i = i + len(named.group())
             return
         if p.startswith("(?", i):
             raise _UnportableError(f"uses the group syntax {p[i:i + 4]!r}, which ECMA-262 does not have")
+        self._groups.append((False, len(self.out)))
         self.out.append("(")
         self.i = i + 1
 
@@ -169,15 +178,28 @@ class _Translator:
             low, high = match.group(1), match.group(3)
             if high and int(high) < int(low):
                 raise _UnportableError(f"has the repetition {match.group()!r} with its bounds reversed")
-            self.out.append(match.group())
             self.i = match.end()
-            self._after_quantifier()
+            self._quantified(match.group(), int(low))
             return
         following = self.p[self.i + 1:self.i + 2]
         if following.isdigit() or following == ",":
             raise _UnportableError(f"has {self.p[self.i:self.i + 8]!r}, which is not a valid repetition")
         self.out.append("\\{")
         self.i += 1
+
+    def _quantified(self, quantifier: str, low: int) -> None:
+        """Append a quantifier (and its lazy `?`); on a lookaround, what the repetition means instead.
+
+        An assertion matches no characters, so repeated at least once it is the assertion itself, and
+        repeated from zero times it always matches: nothing. Python and ECMA-262 Annex B read `(?!\\.)+`
+        so (AWS EFS's paths); ECMA's `u` flag and jsonschema-rs refuse a quantified assertion.
+        """
+        assertion, self._assertion = self._assertion, None
+        before = len(self.out)
+        self.out.append(quantifier)
+        self._after_quantifier()
+        if assertion is not None and assertion[1] == before:
+            del self.out[assertion[0] if low == 0 else before:]
 
     def _after_quantifier(self) -> None:
         nxt = self.p[self.i:self.i + 1]

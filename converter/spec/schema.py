@@ -34,6 +34,7 @@ _DROPPED = frozenset(
 _JSON_TYPES = frozenset({"string", "number", "integer", "boolean", "array", "object", "null"})
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _MAX_DEPTH = 256
+_MAX_ALL_OF = 16  # nested allOf levels looked through for readOnly/writeOnly (a loop ends here)
 
 
 class SchemaConverter:
@@ -115,6 +116,7 @@ class SchemaConverter:
             return target
 
         out: dict[str, Any] = {}
+        hidden_by_all_of = self._hidden_in_all_of(node, base, mode)
         for key, value in node.items():
             if key in _DROPPED or key.startswith("x-"):
                 continue
@@ -122,7 +124,7 @@ class SchemaConverter:
                 out[key] = {
                     str(name): self.convert(sub, base, mode, f"{where}/properties/{name}")  # YAML: `200:` is an int
                     for name, sub in value.items()
-                    if not self._is_hidden(sub, base, mode)
+                    if not self._is_hidden(sub, base, mode) and name not in hidden_by_all_of
                 }
             elif key == "patternProperties" and isinstance(value, dict):
                 out[key] = self._pattern_properties(value, base, mode, where)
@@ -162,8 +164,8 @@ class SchemaConverter:
             del out["minimum"]
         if "exclusiveMaximum" in out and out.get("maximum") == out["exclusiveMaximum"]:
             del out["maximum"]
-        if "properties" in out and "required" in out:
-            hidden = set(node.get("properties", {})) - set(out["properties"])
+        if "required" in out and ("properties" in out or hidden_by_all_of):
+            hidden = set(node.get("properties", {})) - set(out.get("properties", {})) | hidden_by_all_of
             if hidden:
                 out["required"] = [name for name in out["required"] if name not in hidden]
         if node.get("nullable") is True and not self._is_31:  # OAS 3.1 has no `nullable`
@@ -191,15 +193,50 @@ class SchemaConverter:
         else:
             self.problems.append(Problem(where, f"type {value!r} is not a JSON Schema type; ignored"))
 
-    def _is_hidden(self, prop: Any, base: str, mode: Mode) -> bool:
-        """readOnly properties are left out of requests, writeOnly ones out of responses."""
+    def _is_hidden(self, prop: Any, base: str, mode: Mode, depth: int = 0) -> bool:
+        """readOnly properties are left out of requests, writeOnly ones out of responses.
+
+        The flag may sit on the property's schema, behind its `$ref`, or on a member of its `allOf`,
+        whose annotations apply to the value itself (asana.com: `{allOf: [{$ref: ProjectCompact},
+        {readOnly: true}]}`; Azure's `{allOf: [{$ref: OSProfile}]}` with OSProfile readOnly).
+        """
         flag = "readOnly" if mode == "in" else "writeOnly"
         if isinstance(prop, dict) and "$ref" in prop and flag not in prop:
             try:
-                prop, _ = self._resolver.deref(prop, base)
+                prop, base = self._resolver.deref(prop, base)
             except SpecError:
                 return False
-        return isinstance(prop, dict) and prop.get(flag) is True
+        if not isinstance(prop, dict) or depth > _MAX_ALL_OF:
+            return False
+        members = prop.get("allOf")
+        return prop.get(flag) is True or (isinstance(members, list) and any(
+            self._is_hidden(member, base, mode, depth + 1) for member in members))
+
+    def _hidden_in_all_of(self, node: dict[str, Any], base: str, mode: Mode, depth: int = 0) -> set[str]:
+        """Names of properties hidden (`_is_hidden`) by a member of the node's `allOf`, at any depth.
+
+        They apply to the same value, so a property the node declares again without the flag is still
+        readOnly (Azure's `Profile` redeclares `name`, readOnly in its `allOf: [Resource]`), and
+        `required` must not ask for it.
+        """
+        members = node.get("allOf")
+        found: set[str] = set()
+        if not isinstance(members, list) or depth > _MAX_ALL_OF:
+            return found
+        for member in members:
+            member_base = base
+            if isinstance(member, dict) and "$ref" in member:
+                try:
+                    member, member_base = self._resolver.deref(member, base)
+                except SpecError:
+                    continue
+            if not isinstance(member, dict):
+                continue
+            properties = member.get("properties")
+            if isinstance(properties, dict):
+                found.update(str(name) for name, sub in properties.items() if self._is_hidden(sub, member_base, mode))
+            found |= self._hidden_in_all_of(member, member_base, mode, depth + 1)
+        return found
 
     def _pattern(self, value: Any, out: dict[str, Any], where: str) -> None:
         if not isinstance(value, str):

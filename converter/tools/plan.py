@@ -12,8 +12,9 @@ import jsonschema_rs
 import mcp.types as types
 
 from converter.errors import ArgumentError
-from converter.invoke.request import RequestTemplate
+from converter.invoke.request import RequestTemplate, names_decoded_codings
 from converter.models import SERVER_OWNED_HEADERS, JsonSchema, Operation, Problem, Slot, Spec
+from converter.spec.pathkey import split_path_key
 from converter.tools.names import assign_names
 from converter.tools.schemas import BODY, DefsIndex, build_input_schema, build_output_schema
 
@@ -250,26 +251,60 @@ def build_plans(
             continue
         if not exclude.is_empty() and exclude.matches(op, name):
             continue
-        op = _without_headers(op, reserved_headers, problems)
-        plans.append(_plan(op, name, in_defs, out_defs))
+        kept = _without_key_pairs(_without_headers(op, reserved_headers, problems, in_defs), problems)
+        plans.append(_plan(kept, name, in_defs, out_defs, declared=op))
     return plans, problems
 
 
-def _without_headers(op: Operation, reserved: frozenset[str], problems: list[Problem]) -> Operation:
+def _without_headers(op: Operation, reserved: frozenset[str], problems: list[Problem], defs: DefsIndex) -> Operation:
     kept = []
     for p in op.parameters:
         lowered = p.name.lower()
-        if p.location != "header" or (lowered not in reserved and lowered not in SERVER_OWNED_HEADERS):
+        undecodable = lowered == "accept-encoding" and _names_no_decoded_coding(p.schema, defs)
+        if p.location != "header" or (lowered not in reserved and lowered not in SERVER_OWNED_HEADERS
+                                      and not undecodable):
             kept.append(p)
             continue
         why = ("HTTP framing and hop-by-hop headers are set by the server, never by the caller"
                if lowered in SERVER_OWNED_HEADERS else
+               "each value it allows names a coding this server does not decode (only gzip, deflate and identity)"
+               if undecodable else
                "the server sets it (upstream.headers or auth.claim_to_header), so the caller may not")
         problems.append(Problem(op.pointer, f"header parameter {p.name!r} is left out of the tool: {why}"))
     return op if len(kept) == len(op.parameters) else replace(op, parameters=tuple(kept))
 
 
-def _plan(op: Operation, name: str, in_defs: DefsIndex, out_defs: DefsIndex) -> ToolPlan:
+def _without_key_pairs(op: Operation, problems: list[Problem]) -> Operation:
+    """Query parameters named by a literal pair of the path key's query string are the key's.
+
+    opensuse.org's `.../{file_name}?view=fileinfo` also declares a query parameter `view`: sent
+    beside the key's own pair, the query said `view` twice, which no reading of the key allows.
+    """
+    key = split_path_key(op.path)
+    literal = {name for name, eq, value in (pair.partition("=") for pair in key.query.split("&") if pair)
+               if eq and "{" not in value}
+    if not literal:
+        return op
+    kept = []
+    for p in op.parameters:
+        if p.location == "query" and p.name in literal:
+            problems.append(Problem(op.pointer, f"query parameter {p.name!r} is left out of the tool: the path key "
+                                                f"sets it ({op.path!r})"))
+        else:
+            kept.append(p)
+    return op if len(kept) == len(op.parameters) else replace(op, parameters=tuple(kept))
+
+
+def _names_no_decoded_coding(schema: Any, defs: DefsIndex) -> bool:
+    """An Accept-Encoding enum none of whose values the server could decode (conjur.local's `base64`)."""
+    top = defs.deref(schema)
+    values = top.get("enum") if isinstance(top, dict) else None
+    return isinstance(values, list) and bool(values) and not any(
+        isinstance(v, str) and names_decoded_codings(v) for v in values)
+
+
+def _plan(op: Operation, name: str, in_defs: DefsIndex, out_defs: DefsIndex,
+          declared: Operation | None = None) -> ToolPlan:
     input_schema, slots = build_input_schema(op, in_defs)
     binary = _binary_arguments(op, input_schema, slots, in_defs)
     output_schema, wraps = build_output_schema(op, out_defs)
@@ -284,7 +319,7 @@ def _plan(op: Operation, name: str, in_defs: DefsIndex, out_defs: DefsIndex) -> 
     )
     return ToolPlan(
         name=name, operation=op, tool=tool, input_schema=input_schema, output_schema=output_schema,
-        wraps_result=wraps, request=RequestTemplate.compile(name, op, slots, binary),
+        wraps_result=wraps, request=RequestTemplate.compile(name, op, slots, binary, declared=declared),
     )
 
 

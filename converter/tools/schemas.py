@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final
 
+from converter.invoke.request import names_decoded_codings
 from converter.models import JsonSchema, Operation, Slot, SlotLocation
 
 BODY: Final = "body"
@@ -67,18 +68,37 @@ def build_input_schema(op: Operation, defs: DefsIndex) -> tuple[JsonSchema, tupl
     for param in op.parameters:
         schema = param.schema
         if param.required and param.content_type is None:
+            # A null value is undefined (RFC 6570 §2.3): nothing could be sent for a required parameter
+            # (gettyimages.com's path `board_id`: `{type: string, nullable: true}`).
+            schema = _without_null(schema)
             # RFC 6570 §2.3: an empty list or object is undefined, so nothing is sent for it; a required
             # parameter must therefore hold something.
             if _is_array(schema, defs):
                 schema = {**schema, "minItems": max(1, int(defs.deref(schema).get("minItems", 0) or 0))}
             elif _is_object(schema, defs):
                 schema = {**schema, "minProperties": max(1, int(defs.deref(schema).get("minProperties", 0) or 0))}
+            elif param.location == "path" and _is_string(schema, defs):
+                # An empty path segment cannot be sent (brex.io's `type`: `/pep/{type}` would lose a segment),
+                # so the request builder refuses it; the schema says so, where a client can see it.
+                schema = {**schema, "minLength": max(1, int(defs.deref(schema).get("minLength", 0) or 0))}
+        if param.location == "header" and param.name.lower() == "accept-encoding" and param.content_type is None:
+            schema = _decodable_codings(schema, defs)
         entries.append((param.name, param.location, schema, param.required))
     body = op.request_body
     if body is not None:
         fields = _flattenable(body.schema, body.media_type, body.required, defs)
         if fields is None:
-            schema = body.schema
+            schema = _required_body(body.schema, defs) if body.required else body.schema
+            top = defs.deref(schema)
+            if _is_form(body.media_type) and top == {}:
+                schema = {"type": "object"}  # codat.io's multipart `schema: {}`: only an object makes a form
+            if body.required and _is_form(body.media_type) and _is_object(schema, defs):
+                # A required form body given whole (Azure's `{type: object, format: file}` multipart
+                # images): `{}` makes no part and no pair (RFC 2046 §5.1.1), so it needs a property.
+                schema = {**schema, "minProperties": max(1, int(defs.deref(schema).get("minProperties", 0) or 0))}
+            elif body.required and _is_string(schema, defs):
+                # cdcgov.local's required text/csv body: an empty body cannot be told from none at all.
+                schema = {**schema, "minLength": max(1, int(defs.deref(schema).get("minLength", 0) or 0))}
             if body.description and isinstance(schema, dict) and "description" not in schema:
                 schema = {**schema, "description": body.description}
             entries.append((BODY, "body", schema, body.required))
@@ -89,6 +109,10 @@ def build_input_schema(op: Operation, defs: DefsIndex) -> tuple[JsonSchema, tupl
                 if is_form and name in body_required and _is_array(schema, defs):
                     # An empty list puts no pair (or part) in a form: the required field would be missing.
                     schema = {**schema, "minItems": max(1, int(defs.deref(schema).get("minItems", 0) or 0))}
+                elif is_form and name in body_required and _is_object(schema, defs) \
+                        and body.media_type.startswith("application/x-www-form-urlencoded"):
+                    # Nor does an empty object in an urlencoded form (salesloft.com's required `recording`).
+                    schema = {**schema, "minProperties": max(1, int(defs.deref(schema).get("minProperties", 0) or 0))}
                 entries.append((name, "body_field", schema, name in body_required))
 
     counts: dict[str, int] = {}
@@ -108,10 +132,12 @@ def build_input_schema(op: Operation, defs: DefsIndex) -> tuple[JsonSchema, tupl
     if required:
         result["required"] = required
     body_fields = [slot.argument for slot in slots if slot.location == "body_field"]
-    if body is not None and body.required and _is_form(body.media_type) and body_fields \
-            and not any(argument in required for argument in body_fields):
+    if body is not None and body.required and body_fields \
+            and not any(argument in required for argument in body_fields) \
+            and (_is_form(body.media_type) or defs.deref(body.schema).get("minProperties") == 1):
         # A required form body whose fields are all optional: an empty form cannot be told from no
-        # body at all (and a multipart body has at least one part, RFC 2046 §5.1.1), so one field is needed.
+        # body at all (and a multipart body has at least one part, RFC 2046 §5.1.1), so one field is needed;
+        # so it is for a JSON body with minProperties 1 (webflow.com's PATCH bodies), once spread.
         result["anyOf"] = [_given(argument, properties[argument], defs) for argument in body_fields]
     result["additionalProperties"] = False
     reached = defs.closure(properties)
@@ -156,8 +182,13 @@ def _flattenable(
     top = defs.deref(schema)
     if not isinstance(top, dict) or not isinstance(top.get("properties"), dict) or not top["properties"]:
         return None
-    if any(k in top for k in ("allOf", "anyOf", "oneOf", "not", "if", "patternProperties")):
-        return None
+    if top.get("type", "object") != "object":
+        return None  # xtrf.eu's CategoriesDTO: `type: array` with `properties` (only objects are spread)
+    if any(k in top for k in ("allOf", "anyOf", "oneOf", "not", "if", "patternProperties", "maxProperties",
+                              "dependentRequired", "dependentSchemas", "propertyNames", "unevaluatedProperties")):
+        return None  # rules about the body object as a whole: spread into arguments they would be lost
+    if isinstance(top.get("minProperties"), int) and top["minProperties"] > 1:
+        return None  # (minProperties 1 is kept: build_input_schema asks for one field)
     inner_required = {n for n in top.get("required", ()) if isinstance(n, str)}
     is_form = _is_form(media_type)
     if not required and inner_required and not is_form:
@@ -183,6 +214,69 @@ def _is_array(schema: Any, defs: DefsIndex) -> bool:
         any(isinstance(b, dict) and b.get("type") == "array" for b in branches)  # a nullable array
 
 
+# A content coding the server decodes in bounded steps (converter.bodies), with an optional weight; the
+# request builder refuses any other (invoke.request._check_codings). Lower case: ECMA-262 has no (?i).
+_CODING: Final = r"\s*(?:gzip|x-gzip|deflate|identity|\*)\s*(?:;\s*q\s*=\s*[0-9.]{1,5}\s*)?"
+
+
+def _decodable_codings(schema: Any, defs: DefsIndex) -> Any:
+    """A declared Accept-Encoding names only codings this server decodes: the schema says so.
+
+    beezup.com's is any list of strings; a value such as 'br' was refused at call time, after the
+    schema had accepted it. An `enum` keeps the values the server decodes.
+    """
+    top = defs.deref(schema)
+    if not isinstance(top, dict):
+        return schema
+    if isinstance(top.get("enum"), list):  # conjur.local: ["application/json", "base64"] (see build_plans)
+        kept = [v for v in top["enum"] if not isinstance(v, str) or names_decoded_codings(v)]
+        return schema if len(kept) == len(top["enum"]) or not kept else {"allOf": [schema, {"enum": kept}]}
+    if top.get("type") == "string":
+        rule = {"pattern": f"^{_CODING}(?:,{_CODING})*$"}
+        return {**schema, **rule} if "pattern" not in schema and "$ref" not in schema else {"allOf": [schema, rule]}
+    if _is_array(schema, defs) and not (isinstance(top.get("items"), dict) and "enum" in top["items"]):
+        item_rule = {"type": "string", "pattern": f"^{_CODING}$"}
+        items = top.get("items")
+        return {**schema, "items": {"allOf": [items, item_rule]} if isinstance(items, dict) and items else item_rule}
+    return schema
+
+
+def _required_body(schema: Any, defs: DefsIndex) -> Any:
+    """A required body given whole cannot be null: nothing would be sent (stream-io-api.com's nullable
+    FileUploadRequest). The null alternative is taken out, or refused beside a `$ref`."""
+    if isinstance(schema, dict) and "$ref" not in schema:
+        return _without_null(schema)
+    top = defs.deref(schema)
+    if isinstance(schema, dict) and "not" not in schema and _without_null(top) is not top:
+        return {**schema, "not": {"type": "null"}}
+    return schema
+
+
+def _without_null(schema: Any) -> Any:
+    """`schema` without its null alternative (`type: [.., "null"]`, or an anyOf branch `{type: null}`)."""
+    if not isinstance(schema, dict):
+        return schema
+    kind = schema.get("type")
+    if isinstance(kind, list) and "null" in kind and len(kind) > 1:
+        rest = [k for k in kind if k != "null"]
+        return {**schema, "type": rest[0] if len(rest) == 1 else rest}
+    branches = schema.get("anyOf")
+    if not isinstance(branches, list):
+        return schema
+    rest = [b for b in branches if not (isinstance(b, dict) and b.get("type") == "null")]
+    if not rest or len(rest) == len(branches):
+        return schema
+    others = {k: v for k, v in schema.items() if k != "anyOf"}
+    if len(rest) == 1 and isinstance(rest[0], dict) and not set(rest[0]) & set(others):
+        return {**others, **rest[0]}
+    return {**others, "anyOf": rest}
+
+
+def _is_string(schema: Any, defs: DefsIndex) -> bool:
+    top = defs.deref(schema)
+    return isinstance(top, dict) and top.get("type") == "string"
+
+
 def _is_object(schema: Any, defs: DefsIndex) -> bool:
     top = defs.deref(schema)
     kind = top.get("type") if isinstance(top, dict) else None
@@ -193,6 +287,8 @@ def _given(argument: str, schema: Any, defs: DefsIndex) -> JsonSchema:
     """A schema saying that `argument` is given with a value that puts at least one field in a form."""
     if _is_array(schema, defs):  # one part (or pair) per item: an empty list adds nothing to the form
         return {"required": [argument], "properties": {argument: {"minItems": 1}}}
+    if _is_object(schema, defs):  # seldon.local's `json` field given as {}: an empty form, no body at all
+        return {"required": [argument], "properties": {argument: {"minProperties": 1}}}
     return {"required": [argument]}
 
 
