@@ -426,6 +426,14 @@ class Judge:
             if isinstance(schema, dict) and isinstance(schema.get("required"), list):
                 declared = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
                 facts += [f"undeclared:{name}" for name in schema["required"] if name not in declared]
+                if media_type.startswith("application/x-www-form-urlencoded"):
+                    for name in schema["required"]:  # style form, explode true: the object's own pairs only
+                        field = _local(self._document, declared.get(name))
+                        rule = encoding.get(name) if isinstance(encoding.get(name), dict) else {}
+                        if isinstance(field, dict) and field.get("type") == "object" \
+                                and not field.get("properties") and rule.get("explode", True) is not False \
+                                and rule.get("style", "form") == "form":
+                            facts.append(f"free-object-field:{name}")
         return facts
 
     def _nests(self, schema: Any) -> bool:

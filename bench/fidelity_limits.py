@@ -197,6 +197,17 @@ def _undeclared_form_fields(verdict: Verdict) -> bool:
     return True
 
 
+def _free_object_fields(verdict: Verdict) -> bool:
+    """Every reason is a required urlencoded field that is an object with no `properties`, exploded."""
+    if verdict.outcome != "rejected" or not verdict.details or _essence(verdict) != "application/x-www-form-urlencoded":
+        return False
+    for detail in verdict.details:
+        matches = _errors(detail, _REQUIRED)
+        if matches is None or not all(f"free-object-field:{m.group('name')}" in verdict.facts for m in matches):
+            return False
+    return True
+
+
 _MEDIA_NOT_FOUND: Final = re.compile(r"^Request body validation error: Content for the following mimetype not found: "
                                      r"(?P<sent>[^.]+)\. Valid mimetypes: (?P<keys>\[.*\])$")
 
@@ -352,6 +363,14 @@ JUDGE_LIMITS: Final[tuple[JudgeLimit, ...]] = (
         "`required` names (Eqivo's `ConferenceName`) is dropped from the request it reads, then found missing "
         "(openapi-mcp sends it: the document requires it)",
         _undeclared_form_fields,
+    ),
+    JudgeLimit(
+        "free-form object form field",
+        "a required urlencoded field is an object with no `properties` (salesloft.com's `recording`: "
+        "`{type: object}`), sent as OAS 3.x §4.8.14.4 says (style form, explode: its own key=value pairs, "
+        "no pair named after the field); openapi-core reassembles an exploded object only from declared "
+        "properties, so it finds the field missing whatever the request holds",
+        _free_object_fields,
     ),
     JudgeLimit(
         "malformed media type key",

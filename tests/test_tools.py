@@ -212,6 +212,28 @@ def test_a_required_form_body_given_whole_needs_a_property(make_plans, media_typ
     assert plans["analyze"].request.build({"body": {"image": "x"}}, "http://up.test").content
 
 
+def test_a_required_form_body_that_is_nullable_or_an_allof_still_needs_a_field(make_plans) -> None:
+    # stream-io-api.com's multipart uploads: a nullable object of optional fields (given whole, as an
+    # anyOf with null); mineskin.org's urlencoded upload: an allOf of a $ref and {properties}. `{}` was
+    # schema-valid and made no part (refused, with an empty list of fields) or an empty form (issue 20)
+    nullable = {"$ref": "#/components/schemas/Upload"}
+    upload = {"type": "object", "nullable": True, "properties": {"file": {"type": "string"}, "user": {"type": "object"}}}
+    options = {"type": "object", "properties": {"name": {"type": "string"}}}
+    paths = {"/up": {"post": {"operationId": "up", "requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": nullable}}}, "responses": OK}},
+        "/gen": {"post": {"operationId": "gen", "requestBody": {"required": True, "content": {
+            "application/x-www-form-urlencoded": {"schema": {"allOf": [
+                {"$ref": "#/components/schemas/Options"},
+                {"properties": {"file": {"type": "string", "format": "binary"}}}]}}}}, "responses": OK}}}
+    plans = make_plans(paths, components={"schemas": {"Upload": upload, "Options": options}})
+    for name in ("up", "gen"):
+        assert plans[name].input_schema["properties"]["body"]["minProperties"] == 1, name
+        with pytest.raises(ArgumentError, match=r"at \$\.body: \{\} should be non-empty"):
+            plans[name].validate_arguments({"body": {}})
+    assert plans["up"].request.build({"body": {"file": "x"}}, "http://up.test").content
+    assert plans["gen"].request.build({"body": {"name": "n"}}, "http://up.test").content == b"name=n"
+
+
 def test_a_required_body_given_whole_is_never_empty(make_plans) -> None:
     # codat.io's multipart `schema: {}` took `true` (no form can carry it); cdcgov.local's required text/csv
     # body took '' (an empty body cannot be told from none)

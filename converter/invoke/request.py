@@ -241,8 +241,8 @@ class RequestTemplate:
             parts = self._parts(body)
             if not parts:  # RFC 2046 §5.1.1: a multipart body has at least one part
                 fields = ", ".join(s.argument for s in self.slots if s.location == "body_field")
-                raise ArgumentError(f"{self.tool}: the request body is required; give at least one of: {fields}",
-                                    tool=self.tool)
+                wanted = f"give at least one of: {fields}" if fields else "give it at least one field"
+                raise ArgumentError(f"{self.tool}: the request body is required; {wanted}", tool=self.tool)
             content, boundary = serialize.multipart(parts)
             request.headers["content-type"] = f"multipart/form-data; boundary={boundary}"
             request.content = content

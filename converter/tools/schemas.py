@@ -92,10 +92,13 @@ def build_input_schema(op: Operation, defs: DefsIndex) -> tuple[JsonSchema, tupl
             top = defs.deref(schema)
             if _is_form(body.media_type) and top == {}:
                 schema = {"type": "object"}  # codat.io's multipart `schema: {}`: only an object makes a form
-            if body.required and _is_form(body.media_type) and _is_object(schema, defs):
+            if body.required and _is_form(body.media_type) and (_is_object(schema, defs)
+                                                                 or _is_object(body.schema, defs)):
                 # A required form body given whole (Azure's `{type: object, format: file}` multipart
-                # images): `{}` makes no part and no pair (RFC 2046 §5.1.1), so it needs a property.
-                schema = {**schema, "minProperties": max(1, int(defs.deref(schema).get("minProperties", 0) or 0))}
+                # images, stream-io-api.com's nullable upload objects): `{}` makes no part and no pair
+                # (RFC 2046 §5.1.1), so it needs a property.
+                least = defs.deref(schema).get("minProperties", 0) if isinstance(defs.deref(schema), dict) else 0
+                schema = {**schema, "minProperties": max(1, int(least or 0))}
             elif body.required and _is_string(schema, defs):
                 # cdcgov.local's required text/csv body: an empty body cannot be told from none at all.
                 schema = {**schema, "minLength": max(1, int(defs.deref(schema).get("minLength", 0) or 0))}
@@ -278,9 +281,24 @@ def _is_string(schema: Any, defs: DefsIndex) -> bool:
 
 
 def _is_object(schema: Any, defs: DefsIndex) -> bool:
+    """An object schema, a nullable one (`anyOf` of objects and `{type: null}`: OAS 3.0's
+    `nullable: true` once converted, stream-io-api.com's upload bodies), or an `allOf` of objects."""
     top = defs.deref(schema)
-    kind = top.get("type") if isinstance(top, dict) else None
-    return kind == "object" or (isinstance(top, dict) and kind is None and isinstance(top.get("properties"), dict))
+    if not isinstance(top, dict):
+        return False
+    kind = top.get("type")
+    if kind == "object" or (kind is None and isinstance(top.get("properties"), dict)):
+        return True
+    members = top.get("allOf")
+    if kind is None and isinstance(members, list) and members:  # mineskin.org's form: allOf [$ref, {properties}]
+        tops = [defs.deref(m) for m in members]
+        return any(_is_object(m, defs) for m in members) and all(
+            isinstance(m, dict) and m.get("type") in (None, "object") for m in tops)
+    branches = top.get("anyOf")
+    if not isinstance(branches, list) or "type" in top:
+        return False
+    objects = [b for b in branches if not (isinstance(b, dict) and b.get("type") == "null")]
+    return bool(objects) and len(objects) < len(branches) and all(_is_object(b, defs) for b in objects)
 
 
 def _given(argument: str, schema: Any, defs: DefsIndex) -> JsonSchema:
