@@ -132,9 +132,15 @@ def _space_delimited_loads(explode: bool, name: str, schema_type: str, location:
     return dict(zip(items[0::2], items[1::2], strict=False))
 
 
+_KEPT_TAIL: Final = 80  # the verdict of a long message is at its end: "{...} is not of type 'string'"
+
+
 def _short(text: str) -> str:
-    """Cut a message to a readable length (values such as uploaded files can be huge)."""
-    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
+    """Cut a message to a readable length (values such as uploaded files can be huge): the middle
+    goes, since a validator quotes the value first and says what is wrong with it last."""
+    if len(text) <= _MAX_MESSAGE:
+        return text
+    return text[: _MAX_MESSAGE - _KEPT_TAIL - 3] + "..." + text[-_KEPT_TAIL:]
 
 
 def describe_error(exc: BaseException) -> str:

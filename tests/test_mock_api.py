@@ -975,3 +975,12 @@ async def test_the_echo_app_expects_an_api_key_its_spec_declares_in_the_query_an
     assert keyed.status_code == 200 and keyed.json()["parameters"]["query"] == {"q": "lamp"}
     assert other.status_code == 400 and other.json()["errors"] == [
         "Unexpected query parameter: apikey (declared: api_key, q)"]
+
+
+def test_a_long_validation_message_keeps_what_is_wrong() -> None:
+    from mock_api.validation import _short
+
+    message = "{" + ", ".join(f"'k{i}': 'v{i}'" for i in range(60)) + "} is not of type 'string'"
+    short = _short(message)
+    assert len(short) <= 240 and short.startswith("{'k0': 'v0'") and short.endswith("} is not of type 'string'")
+    assert _short("brief") == "brief"
