@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent / "converter"
 # Lowest first. A module belongs to the longest prefix that names it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("converter.version", "converter.errors", "converter.models", "converter.asgi", "converter.bodies",
-              "converter.expiring")),
+              "converter.expiring", "converter.redis_client")),
     ("settings, documents, records", ("converter.config", "converter.spec", "converter.auth.principal",
                                       "converter.telemetry.record", "converter.telemetry.tracing",
                                       "converter.invoke.serialize", "converter.invoke.request")),

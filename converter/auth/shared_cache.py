@@ -76,14 +76,9 @@ class SharedVerdicts:
 
     @classmethod
     def from_url(cls, url: str, *, key_prefix: str, timeout: float, **kwargs: Any) -> SharedVerdicts:
-        from redis.asyncio import Redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
+        from converter.redis_client import redis_client
 
-        # As the rate-limit backend: no retries inside redis-py, our timeout bounds each call.
-        client = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                retry=Retry(NoBackoff(), 0))
-        return cls(client, key_prefix=key_prefix, timeout=timeout, **kwargs)
+        return cls(redis_client(url, timeout), key_prefix=key_prefix, timeout=timeout, **kwargs)
 
     def __repr__(self) -> str:
         return f"SharedVerdicts(prefix={self._prefix!r}, healthy={self.stats.healthy})"

@@ -62,13 +62,11 @@ class Announcements:
 
     @classmethod
     def from_url(cls, catalog: Announcer, url: str, *, key_prefix: str, timeout: float) -> Announcements:
-        from redis.asyncio import Redis
+        from converter.redis_client import redis_client
 
-        publisher = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-        # The subscriber waits for messages as long as there are none: no read timeout on its socket
-        # (each wait is bounded by POLL_SECONDS instead), only on connecting.
-        subscriber = Redis.from_url(url, socket_connect_timeout=timeout)
-        return cls(catalog, publisher=publisher, subscriber=subscriber, key_prefix=key_prefix)
+        # Each wait of the subscriber is bounded by POLL_SECONDS instead of a read timeout.
+        return cls(catalog, publisher=redis_client(url, timeout),
+                   subscriber=redis_client(url, timeout, waits_for_messages=True), key_prefix=key_prefix)
 
     @property
     def state(self) -> str:

@@ -60,13 +60,9 @@ class RedisEndedSessions(LocalEndedSessions):
 
     @classmethod
     def from_url(cls, url: str, *, key_prefix: str, timeout: float) -> RedisEndedSessions:
-        from redis.asyncio import Redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
+        from converter.redis_client import redis_client
 
-        client = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                retry=Retry(NoBackoff(), 0))
-        return cls(client, key_prefix=key_prefix, timeout=timeout)
+        return cls(redis_client(url, timeout), key_prefix=key_prefix, timeout=timeout)
 
     @property
     def state(self) -> str:

@@ -25,11 +25,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from converter.policy.limits.window import Count, Counter, MemoryBackend, position
+from converter.redis_client import redis_client
 
 log = logging.getLogger("openapi_mcp.limits")
 
@@ -96,10 +95,7 @@ class RedisBackend:
     def from_url(cls, url: str, *, key_prefix: str = "openapi-mcp:", timeout: float = DEFAULT_TIMEOUT,
                  **kwargs: Any) -> RedisBackend:
         """A backend on its own connection pool to `url` (`redis://host:port/db`, `rediss://` for TLS)."""
-        # No retries inside redis-py: our own timeout bounds the whole call, the fallback handles failure.
-        client = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                retry=Retry(NoBackoff(), 0))
-        return cls(client, key_prefix=key_prefix, timeout=timeout, **kwargs)
+        return cls(redis_client(url, timeout), key_prefix=key_prefix, timeout=timeout, **kwargs)
 
     @property
     def shared_state(self) -> str | None:
