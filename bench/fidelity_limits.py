@@ -185,27 +185,25 @@ def _ref_siblings(verdict: Verdict) -> bool:
     return True
 
 
-def _undeclared_form_fields(verdict: Verdict) -> bool:
-    """Every reason is a form field missing that the body schema requires without a property for it."""
-    if verdict.outcome != "rejected" or not verdict.details or _essence(verdict) not in (
-            "application/x-www-form-urlencoded", "multipart/form-data"):
+def _missing_form_fields(verdict: Verdict, fact: str, media_types: tuple[str, ...]) -> bool:
+    """Every reason is a required form field found missing, each one the judge knows as `fact:<name>`."""
+    if verdict.outcome != "rejected" or not verdict.details or _essence(verdict) not in media_types:
         return False
     for detail in verdict.details:
         matches = _errors(detail, _REQUIRED)
-        if matches is None or not all(f"undeclared:{m.group('name')}" in verdict.facts for m in matches):
+        if matches is None or not all(f"{fact}:{m.group('name')}" in verdict.facts for m in matches):
             return False
     return True
+
+
+def _undeclared_form_fields(verdict: Verdict) -> bool:
+    """Every reason is a form field missing that the body schema requires without a property for it."""
+    return _missing_form_fields(verdict, "undeclared", ("application/x-www-form-urlencoded", "multipart/form-data"))
 
 
 def _free_object_fields(verdict: Verdict) -> bool:
     """Every reason is a required urlencoded field that is an object with no `properties`, exploded."""
-    if verdict.outcome != "rejected" or not verdict.details or _essence(verdict) != "application/x-www-form-urlencoded":
-        return False
-    for detail in verdict.details:
-        matches = _errors(detail, _REQUIRED)
-        if matches is None or not all(f"free-object-field:{m.group('name')}" in verdict.facts for m in matches):
-            return False
-    return True
+    return _missing_form_fields(verdict, "free-object-field", ("application/x-www-form-urlencoded",))
 
 
 _MEDIA_NOT_FOUND: Final = re.compile(r"^Request body validation error: Content for the following mimetype not found: "
