@@ -22,6 +22,7 @@ from converter.config import Settings
 
 log = logging.getLogger("openapi_mcp")
 _SO_ATTACH_FILTER = 26  # linux/asm-generic/socket.h
+USER_ERROR = 2  # the command line's exit code for a problem in the config or the spec
 _TURNS_TO_CONNECT = 10  # loop turns from accepting a socket to its protocol's connection_made (asyncio: 3)
 
 
@@ -37,6 +38,8 @@ def serve_http(settings: Settings, catalog: Catalog | DynamicCatalog,
 
         raise ConfigError("server.workers: more than one needs os.fork (Linux, macOS); run replicas instead",
                           key="server.workers")
+    # One process builds its app first, so a problem in it is one line before anything listens.
+    app = create_app(settings, catalog=catalog, reload_settings=reload_settings) if workers == 1 else None
     sock = bind_socket(settings.server.host, settings.server.port)
     host, port = sock.getsockname()[:2]
     what = (f"{len(catalog.served_tools)} meta-tools over {len(catalog.operations)} operations (dynamic mode)"
@@ -44,14 +47,14 @@ def serve_http(settings: Settings, catalog: Catalog | DynamicCatalog,
     each = f" with {workers} worker processes" if workers > 1 else ""
     log.info("serving %s at http://%s:%d%s%s", what, url_host(host), port, settings.server.path, each)
 
-    def run() -> None:
-        app = create_app(settings, catalog=catalog, reload_settings=reload_settings)
+    def run(app: Any = None) -> None:
+        app = app or create_app(settings, catalog=catalog, reload_settings=reload_settings)
         config = uvicorn_config(app, settings)
         serving()
         _run_uvicorn(config, sock, app.state.catalog.stop_streams)
 
-    if workers == 1:
-        run()
+    if app is not None:
+        run(app)
     else:
         serve_workers(workers, run)
 
@@ -86,7 +89,10 @@ def serve_workers(count: int, run: Callable[[], None], *, restart_window: float 
     import signal
     import time
 
+    from converter.errors import ConverterError
+
     children: dict[int, int] = {}  # pid -> worker number
+    code = 0
     stopping = False
     failures: list[float] = []
 
@@ -100,6 +106,9 @@ def serve_workers(count: int, run: Callable[[], None], *, restart_window: float 
                 run()
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
+            except ConverterError as exc:  # a problem the user can fix: one line, and no restart
+                print(f"openapi-mcp: error: {exc}", file=sys.stderr)
+                code = USER_ERROR
             except BaseException:
                 log.exception("worker %d failed", number)
                 code = 1
@@ -133,6 +142,10 @@ def serve_workers(count: int, run: Callable[[], None], *, restart_window: float 
             continue
         number = children.pop(pid)
         code = os.waitstatus_to_exitcode(status)
+        if code == USER_ERROR:  # every worker would fail alike: stop, with the worker's message
+            failed = True
+            forward(signal.SIGTERM, None)
+            continue
         now = time.monotonic()
         failures[:] = [at for at in failures if now - at < restart_window] + [now]
         if len(failures) >= count:
@@ -143,7 +156,7 @@ def serve_workers(count: int, run: Callable[[], None], *, restart_window: float 
         log.warning("worker %d ended (exit %d); starting it again", number, code)
         start(number)
     if failed:
-        raise SystemExit(1)
+        raise SystemExit(USER_ERROR if code == USER_ERROR else 1)
 
 
 def _run_uvicorn(config: Any, sock: socket.socket, stop_streams: Sequence[Any]) -> None:

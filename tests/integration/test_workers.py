@@ -94,3 +94,20 @@ def test_two_workers_serve_one_session_on_any_connection_and_stop_together(
     assert process.popen.wait(timeout=30) == 0
     assert not any(Path(f"/proc/{pid}").exists() and children(process.popen.pid) for pid in workers)
     assert "worker 1 ended" in process.log() or "worker 2 ended" in process.log()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="workers need os.fork")
+def test_a_problem_every_worker_meets_is_one_line_and_exit_2_not_a_restart_loop(tmp_path: Path) -> None:
+    import subprocess
+
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({"spec": str(Path(__file__).resolve().parents[2] / "specs" / "marketplace.yaml"),
+                                  "upstream": {"url": "http://127.0.0.1:9"},
+                                  "server": {"host": "127.0.0.1", "port": _free_port(), "workers": 2},
+                                  "telemetry": {"access_log": str(tmp_path / "missing" / "access.log")}}))
+    done = subprocess.run([_openapi_mcp(), "serve", "--config", str(config)], capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("openapi-mcp: error:")]
+    assert errors and all("telemetry.access_log: cannot open" in line for line in errors), done.stderr
+    assert "Traceback" not in done.stderr and "starting it again" not in done.stderr
