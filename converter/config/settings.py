@@ -246,6 +246,9 @@ class ServerSettings(ConfigModel):
     transport: Literal["http", "stdio"] = "http"
     json_response: bool = True
     stateless: bool = False
+    # tools/call and tools/list answered in the POST's own task by the session's SDK runner, past the
+    # SDK's stream plumbing (converter.server.direct_calls); false: every request the SDK's way.
+    direct_calls: bool = True
     # Processes serving the one listening socket (converter.serve.serve_workers): with more than one,
     # session IDs are sealed (a key made at start when session_keys is empty), so any worker serves any session.
     workers: int = Field(default=1, ge=1, le=64)

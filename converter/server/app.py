@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import mcp.types as types
 from mcp.server import Server, ServerRequestContext
+from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
@@ -46,6 +47,7 @@ from converter.passthrough import (
     register_handlers,
     request_relay,
 )
+from converter.server.call_results import CallResults
 from converter.server.dashboard import dashboard_routes, data_path_of
 from converter.server.health import healthz, metrics_endpoint, readyz
 from converter.server.limits import RequestLimits
@@ -74,10 +76,14 @@ def call_context(ctx: ServerRequestContext[Any]) -> CallContext:
 
 
 def build_server(catalog: ServedCatalog, *, name: str = "openapi-mcp", telemetry: Telemetry | None = None,
-                 page_size: int | None = None, replicated: bool = False) -> Server[Any]:
+                 page_size: int | None = None, replicated: bool = False, traces: bool = True,
+                 direct: bool = True) -> Server[Any]:
     """The low-level MCP server whose handlers read the catalog (every list change the catalog
     announces reaches the clients: converter.passthrough.install_downstream). `replicated`:
-    sessions are sealed (replicas, workers), so what lives in one process only is not offered."""
+    sessions are sealed (replicas, workers), so what lives in one process only is not offered.
+    `traces`: keep the SDK's OpenTelemetry span per request (`telemetry.traces`); without a tracer
+    to take them, those spans cost 5% of a call's CPU for nothing. `direct`: `tools/call` results
+    are put in wire form once (converter.server.call_results; `server.direct_calls`)."""
 
     async def list_tools(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
@@ -103,6 +109,8 @@ def build_server(catalog: ServedCatalog, *, name: str = "openapi-mcp", telemetry
             return error_result(f"Internal error while calling tool {params.name!r}; the server log has details")
 
     server: Server[Any] = Server(name, version=__version__, on_list_tools=list_tools, on_call_tool=call_tool)
+    if not traces:
+        server.middleware = [m for m in server.middleware if not isinstance(m, OpenTelemetryMiddleware)]
     if telemetry is not None:
         server.middleware.append(McpTelemetry(telemetry.fanout, log_payloads=telemetry.log_payloads))
     server.middleware.append(ListCache(catalog, page_size=page_size))
@@ -111,6 +119,8 @@ def build_server(catalog: ServedCatalog, *, name: str = "openapi-mcp", telemetry
         register_handlers(server, catalog.passthrough, catalog, downstream, principal_of,
                           current=lambda: catalog.passthrough, replicated=replicated)
     _empty_lists(server)
+    if direct:
+        server.middleware.append(CallResults(call_tool))  # innermost: it answers without call_next
     return server
 
 
@@ -173,7 +183,8 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
         reloader = Reloader(live, settings, reload_settings, transport=upstream_transport,
                             on_result=(lambda result: metrics.reloads.labels(result).inc()) if metrics else None)
     server = build_server(live, telemetry=telemetry, page_size=settings.server.page_size,
-                          replicated=bool(settings.server.session_keys))
+                          replicated=bool(settings.server.session_keys), traces=settings.telemetry.traces,
+                          direct=settings.server.direct_calls)
     host = settings.server.host
     security = transport_security(settings.server)
     json_response = settings.server.json_response
@@ -261,6 +272,7 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
         guarded.append(data_path_of(settings.telemetry.dashboard_path))
     app = Starlette(routes=[*routes, Mount("/", app=mcp_asgi)], lifespan=lifespan)
     app.state.catalog = live
+    app.state.session_manager = manager
     app.state.reloader = reloader
     app.state.verifier = verifier
     app.state.telemetry = telemetry
@@ -335,7 +347,8 @@ async def run_stdio(settings: Settings, *, catalog: Catalog | DynamicCatalog | N
 
     live = LiveCatalog(catalog or build_served_catalog(settings))
     telemetry = build_telemetry(settings.telemetry, live.tool_names, transport="stdio")
-    server = build_server(live, telemetry=telemetry, page_size=settings.server.page_size)
+    server = build_server(live, telemetry=telemetry, page_size=settings.server.page_size,
+                          traces=settings.telemetry.traces, direct=settings.server.direct_calls)
     reloader = Reloader(live, settings, reload_settings) if reload_settings is not None else None
     try:
         async with live, stdio_server() as (read_stream, write_stream), anyio.create_task_group() as tasks:

@@ -34,25 +34,23 @@ import logging
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
+from functools import partial
 from typing import Any, Final, Protocol
 
-import anyio
-from anyio.abc import TaskStatus
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, AuthorizationContext, authorization_context
 from mcp.server.connection import Connection
-from mcp.server.runner import ServerRunner, serve_connection
+from mcp.server.runner import ServerRunner
 from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
-from mcp.shared.transport_context import TransportContext
 from mcp_types import InitializeRequestParams
 from pydantic import ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
 from converter.config.settings import ServerSettings
+from converter.server.direct_calls import DirectSessionManager
 from converter.server.ended_sessions import LocalEndedSessions
-from converter.server.session_ids import SealedSession, SessionSealer, same_owner
+from converter.server.session_ids import SessionSealer, same_owner
 
 log = logging.getLogger("openapi_mcp.sessions")
 
@@ -70,7 +68,7 @@ class EndedSessions(Protocol):
     async def has(self, session_id: str) -> bool: ...
 
 
-class SharedSessionManager(StreamableHTTPSessionManager):
+class SharedSessionManager(DirectSessionManager):
     """The SDK's session manager with sealed, rebuildable session IDs (see the module docstring)."""
 
     def __init__(self, app: Any, *, sealer: SessionSealer, ended: EndedSessions | None = None,
@@ -204,13 +202,8 @@ class SharedSessionManager(StreamableHTTPSessionManager):
                 return True  # rebuilt meanwhile by a concurrent request (a GET stream and a POST)
             if self.max_sessions is not None and len(self._server_instances) >= self.max_sessions:
                 return False
-            transport = StreamableHTTPServerTransport(
-                mcp_session_id=session_id, is_json_response_enabled=self.json_response,
-                event_store=self.event_store, security_settings=self.security_settings,
-                retry_interval=self.retry_interval, idle_timeout=self.session_idle_timeout)
-            # Connected before it is registered: a concurrent request that finds the session (calls
-            # the client has in flight, landing on this replica together) must find it ready to serve.
-            await task_group.start(self._serve_rebuilt, transport, sealed, init, negotiated)
+            transport = self._new_transport(session_id)
+            await task_group.start(self._serve_session, transport, negotiated, partial(_past_handshake, init))
             if transport.is_terminated:
                 return False
             self._server_instances[session_id] = transport
@@ -223,30 +216,11 @@ class SharedSessionManager(StreamableHTTPSessionManager):
         log.debug("rebuilt session %s… from its ID", session_id[:12])
         return True
 
-    async def _serve_rebuilt(self, transport: StreamableHTTPServerTransport, sealed: SealedSession,
-                             init: InitializeRequestParams, negotiated: str, *,
-                             task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """The session's server task, as the SDK's `run_server`, with a connection past its handshake."""
-        session_id = transport.mcp_session_id
-        assert session_id is not None
-        async with transport.connect() as (read_stream, write_stream):
-            task_status.started()
-            try:
-                idle_scope = transport.idle_scope or anyio.CancelScope()
-                with idle_scope:
-                    dispatcher: JSONRPCDispatcher[TransportContext] = JSONRPCDispatcher(
-                        read_stream, write_stream, inline_methods=frozenset({"initialize"}))
-                    connection = Connection.for_loop(dispatcher, session_id=session_id,
-                                                     protocol_version_hint=negotiated)
-                    connection.client_params = init  # the handshake's commit (ServerRunner._on_request)
-                    connection.protocol_version = negotiated
-                    connection.initialized.set()  # notifications/initialized came long ago, elsewhere
-                    await serve_connection(self.app, dispatcher, connection=connection,
-                                           lifespan_state=self._lifespan_state)
-            except Exception:
-                log.exception("rebuilt session %s… crashed", session_id[:12])
-            finally:
-                await self._discard_session(session_id, transport)
+
+def _past_handshake(init: InitializeRequestParams, connection: Connection) -> None:
+    """A rebuilt session's connection, as the handshake left it on the replica that ran `initialize`."""
+    connection.client_params = init  # the handshake's commit (ServerRunner._on_request)
+    connection.initialized.set()  # notifications/initialized came long ago, elsewhere
 
 
 def _initialize_params(body: bytes) -> dict[str, Any] | None:
@@ -264,13 +238,14 @@ def _initialize_params(body: bytes) -> dict[str, Any] | None:
 def build_session_manager(server: Any, settings: ServerSettings, *, json_response: bool,
                           security: TransportSecuritySettings | None,
                           ended: EndedSessions | None = None) -> StreamableHTTPSessionManager:
-    """The session manager for `server:`: shared (sealed IDs) when `session_keys` is set, else the SDK's own."""
+    """The session manager for `server:`: sealed, shared IDs when `session_keys` is set, else in-process ones."""
     common: dict[str, Any] = {
         "json_response": json_response, "stateless": settings.stateless, "security_settings": security,
         "session_idle_timeout": settings.session_idle_timeout, "max_sessions": settings.max_sessions,
+        "direct": settings.direct_calls,
     }
     if not settings.session_keys or settings.stateless:
-        return StreamableHTTPSessionManager(server, **common)
+        return DirectSessionManager(server, **common)
     sealer = SessionSealer([key.get_secret_value() for key in settings.session_keys],
                            lifetime=settings.session_lifetime)
     return SharedSessionManager(server, sealer=sealer, ended=ended, **common)

@@ -1,0 +1,235 @@
+"""Sessions whose `tools/call` and `tools/list` skip the SDK's per-request stream plumbing.
+
+In a stateful session with JSON answers, the SDK (mcp 2.3) carries each request through a chain of
+in-memory streams: the transport validates the whole message with pydantic and writes it to the
+session's read stream; the session's dispatcher reads it, spawns a task for it in the session's task
+group, and writes the answer to the write stream; a router task reads that and hands it to a
+per-request stream the HTTP request is waiting on. That plumbing is a third of the server's CPU per
+call (README "Performance"), and none of it is needed for a request that is answered in the body of
+its own POST.
+
+`DirectTransport` is the SDK's transport with one change: a POST that is exactly one JSON-RPC
+`tools/call` or `tools/list` request, on a session whose server task is running, is handed to the
+session's own `ServerRunner` in the HTTP request's task. So everything a request is checked and
+shaped by is the SDK's, run the same way: the DNS-rebinding and content checks, the session ID and
+idle timer (`handle_request`), the method's params validation, the initialize gate, the server
+middleware (telemetry, the list cache), the per-version result sieve, the error mapping, and the
+JSON answer with its headers. The request is registered with the session's dispatcher while it
+runs, so a `notifications/cancelled` for it cancels it as it would the SDK's own; it is then
+answered `Request cancelled`, as the SDK's transport answers a cancelled request on the 2025 wire.
+Anything else (another method, a batch, SSE answers, a body the quick check is unsure of) goes the
+SDK's way, untouched. `server.direct_calls: false` turns this off.
+
+`DirectSessionManager` makes its sessions with this transport and runs their server task itself (as
+the SDK's `run_server` does), so the transport can reach the session's runner and dispatcher.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+from uuid import uuid4
+
+import anyio
+import pydantic_core
+from anyio.abc import TaskStatus
+from mcp.server.auth.middleware.bearer_auth import AuthorizationContext
+from mcp.server.connection import Connection
+from mcp.server.runner import ServerRunner, aclose_shielded
+from mcp.server.streamable_http import (
+    MCP_SESSION_ID_HEADER,
+    REQUEST_CANCELLED,
+    StreamableHTTPServerTransport,
+    check_accept_headers,
+)
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared.dispatcher import coerce_request_id
+from mcp.shared.jsonrpc_dispatcher import (
+    JSONRPCDispatcher,
+    _InFlight,
+    _JSONRPCDispatchContext,
+    handler_exception_to_error_data,
+    progress_token_from_params,
+)
+from mcp.shared.transport_context import TransportContext
+from mcp_types import ErrorData, JSONRPCError, JSONRPCResponse
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import Receive, Scope, Send
+
+log = logging.getLogger("openapi_mcp.sessions")
+
+DIRECT_METHODS: Final = frozenset({"tools/call", "tools/list"})
+_KEYS: Final = frozenset({"jsonrpc", "id", "method", "params"})
+
+
+def direct_request(body: bytes) -> tuple[int | str, str, dict[str, Any] | None] | None:
+    """(id, method, params) of `body` when it is one JSON-RPC request for a DIRECT_METHODS method that
+    the SDK's own message validation accepts as such; None for anything else (the SDK handles it)."""
+    try:
+        message = pydantic_core.from_json(body)  # the parser the SDK's transport uses
+    except ValueError:
+        return None
+    if not isinstance(message, dict) or not message.keys() <= _KEYS or message.get("jsonrpc") != "2.0":
+        return None
+    request_id, method, params = message.get("id"), message.get("method"), message.get("params")
+    if not isinstance(request_id, int | str) or isinstance(request_id, bool) or method not in DIRECT_METHODS:
+        return None  # a bool id, a notification (no id), a response: not for here
+    if params is not None and not isinstance(params, dict):
+        return None
+    return request_id, method, params
+
+
+class DirectTransport(StreamableHTTPServerTransport):
+    """The SDK's transport, answering `tools/call` and `tools/list` directly (see the module docstring)."""
+
+    runner: ServerRunner[Any] | None = None
+    dispatcher: JSONRPCDispatcher[TransportContext] | None = None
+    direct = True
+    on_direct: Callable[[], None] | None = None  # counts the requests answered directly
+
+    async def _handle_post_request(self, scope: Scope, request: Request, receive: Receive, send: Send) -> None:
+        runner, dispatcher = self.runner, self.dispatcher
+        if (runner is None or dispatcher is None or not self.direct or not self.is_json_response_enabled
+                or not self.mcp_session_id or request.headers.get(MCP_SESSION_ID_HEADER) != self.mcp_session_id
+                or not check_accept_headers(request)[0] or not self._check_content_type(request)):
+            await super()._handle_post_request(scope, request, receive, send)
+            return
+        try:
+            body = await request.body()  # kept on `request`: the SDK's path reads the same body again
+        except (ClientDisconnect, RuntimeError):  # a client gone mid-body: the SDK's path answers it as always
+            body = None
+        found = direct_request(body) if body is not None else None
+        if found is None:
+            await super()._handle_post_request(scope, request, receive, send)
+            return
+        request_id, method, params = found
+        answer = await self._answer(runner, dispatcher, request, request_id, method, params)
+        if self.on_direct is not None:
+            self.on_direct()
+        await self._create_json_response(answer)(scope, receive, send)
+
+    async def _answer(self, runner: ServerRunner[Any], dispatcher: JSONRPCDispatcher[TransportContext],
+                      request: Request, request_id: int | str, method: str,
+                      params: Mapping[str, Any] | None) -> JSONRPCResponse | JSONRPCError:
+        """What the session's dispatcher would write for this request (its `_handle_request`), in this task."""
+        metadata = self._message_metadata(request)
+        dctx = _JSONRPCDispatchContext(transport=dispatcher._transport_builder(metadata), _dispatcher=dispatcher,
+                                       _request_id=request_id, message_metadata=metadata,
+                                       _progress_token=progress_token_from_params(params))
+        cancel_scope = anyio.CancelScope()
+        key = coerce_request_id(request_id)
+        dispatcher._in_flight[key] = _InFlight(scope=cancel_scope, dctx=dctx)  # notifications/cancelled finds it
+        answer: JSONRPCResponse | JSONRPCError | None = None
+        try:
+            with cancel_scope:
+                try:
+                    result = await runner.on_request(dctx, method, params)
+                finally:
+                    dctx.close()
+                    if (entry := dispatcher._in_flight.get(key)) is not None and entry.dctx is dctx:
+                        del dispatcher._in_flight[key]
+                if not dctx.cancel_requested.is_set():
+                    answer = JSONRPCResponse(jsonrpc="2.0", id=request_id, result=result)
+        except Exception as exc:
+            error = handler_exception_to_error_data(exc)
+            if error is None:
+                log.exception("handler for %r raised", method)
+                error = ErrorData(code=0, message=str(exc))  # the SDK dispatcher's catch-all, for the same wire
+            if not dctx.cancel_requested.is_set():
+                answer = JSONRPCError(jsonrpc="2.0", id=request_id, error=error)
+        if answer is None:  # cancelled by the client: the 2025 wire still ends the request
+            answer = JSONRPCError(jsonrpc="2.0", id=request_id,
+                                  error=ErrorData(code=REQUEST_CANCELLED, message="Request cancelled"))
+        return answer
+
+
+class DirectSessionManager(StreamableHTTPSessionManager):
+    """The SDK's session manager, with `DirectTransport` sessions whose server task it runs itself."""
+
+    def __init__(self, app: Any, *, direct: bool = True, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.direct = direct
+        self.direct_answers = 0  # requests its sessions answered directly (the tests read it)
+
+    def _count_direct(self) -> None:
+        self.direct_answers += 1
+
+    def _new_transport(self, session_id: str) -> DirectTransport:
+        transport = DirectTransport(
+            mcp_session_id=session_id, is_json_response_enabled=self.json_response, event_store=self.event_store,
+            security_settings=self.security_settings, retry_interval=self.retry_interval,
+            idle_timeout=self.session_idle_timeout)
+        transport.direct, transport.on_direct = self.direct, self._count_direct
+        return transport
+
+    def _admit_session(self, requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport | None:
+        """The SDK's admission (the session limit, the owner), with a `DirectTransport`."""
+        if self.max_sessions is not None and len(self._server_instances) >= self.max_sessions:
+            return None
+        session_id = uuid4().hex
+        transport = self._new_transport(session_id)
+        if requestor is not None:
+            self._session_owners[session_id] = requestor
+        self._server_instances[session_id] = transport
+        log.debug("new session %s…", session_id[:12])
+        return transport
+
+    async def _serve_opening_request(self, http_transport: StreamableHTTPServerTransport, scope: Scope,
+                                     receive: Receive, send: Send) -> None:
+        """As the SDK's: the session's server task, then its opening request; a session whose
+        opening request fails is discarded again."""
+        session_id = http_transport.mcp_session_id
+        assert session_id is not None and isinstance(http_transport, DirectTransport)
+        established = False
+        try:
+            task_group: Any = self._task_group  # typed None in the SDK; set while run() is active
+            await task_group.start(self._serve_session, http_transport, None, None)
+            status: list[int] = []
+
+            async def noting(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    status.append(message["status"])
+                await send(message)
+
+            await http_transport.handle_request(scope, receive, noting)
+            established = bool(status) and status[0] < 400
+        finally:
+            if not established:
+                await self._discard_session(session_id, http_transport)
+
+    async def _serve_session(self, transport: DirectTransport, version: str | None,
+                             restore: Callable[[Connection], None] | None, *,
+                             task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """A session's server task, as the SDK's `run_server` (`serve_loop`, `serve_connection`): the
+        dispatcher and runner made here are handed to the transport for its direct answers.
+
+        Args:
+            version: the protocol version already negotiated (a rebuilt session), else None.
+            restore: sets a connection up past its handshake (a rebuilt session), else None.
+        """
+        session_id = transport.mcp_session_id
+        assert session_id is not None
+        async with transport.connect() as (read_stream, write_stream):
+            task_status.started()
+            try:
+                idle_scope = transport.idle_scope or anyio.CancelScope()
+                with idle_scope:
+                    dispatcher: JSONRPCDispatcher[TransportContext] = JSONRPCDispatcher(
+                        read_stream, write_stream, inline_methods=frozenset({"initialize"}))
+                    connection = Connection.for_loop(dispatcher, session_id=session_id, protocol_version_hint=version)
+                    if restore is not None:
+                        restore(connection)
+                    runner = ServerRunner(self.app, connection, self._lifespan_state)
+                    transport.runner, transport.dispatcher = runner, dispatcher
+                    try:
+                        await dispatcher.run(runner.on_request, runner.on_notify)
+                    finally:
+                        transport.runner = transport.dispatcher = None
+                        await aclose_shielded(connection)
+                if idle_scope.cancelled_caught:
+                    log.info("session %s… idle timeout", session_id[:12])
+            except Exception:
+                log.exception("session %s… crashed", session_id[:12])
+            finally:
+                await self._discard_session(session_id, transport)
