@@ -210,3 +210,46 @@ def test_no_auth_on_a_non_loopback_listener_is_warned_about(host: str, warned: b
     said = [r.getMessage() for r in caplog.records if "anyone who can reach it can call every tool" in r.getMessage()]
     assert said == ([f"no auth: configured and listening on {host}: anyone who can reach it can call every tool"]
                     if warned else [])
+
+
+async def test_the_mcp_path_goes_past_the_router_and_its_near_misses_are_answered_as_before(monkeypatch) -> None:
+    from starlette.routing import Router
+
+    from converter.asgi import PathShortcut
+
+    seen: list[str] = []
+
+    async def app(scope, receive, send):
+        seen.append("app:" + scope["path"])
+
+    async def target(scope, receive, send):
+        seen.append("target:" + scope["path"])
+
+    shortcut = PathShortcut(app, path="/mcp", target=target)
+    for path, kind in (("/mcp", "http"), ("/mcp/", "http"), ("/mcpx", "http"), ("/mcp", "websocket")):
+        await shortcut({"type": kind, "path": path}, None, None)
+    assert seen == ["target:/mcp", "app:/mcp/", "app:/mcpx", "app:/mcp"]
+
+    routed: list[str] = []
+    real = Router.__call__
+
+    async def counting(self, scope, receive, send):
+        routed.append(scope["path"])
+        await real(self, scope, receive, send)
+
+    monkeypatch.setattr(Router, "__call__", counting)
+    settings = load_settings(None, spec=str(mock_api.SPEC_PATH), upstream_url="http://mock.test")
+    created = create_app(settings, upstream_transport=httpx.ASGITransport(app=mock_api.create_app()))
+    async with created.router.lifespan_context(created), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=created), base_url="http://127.0.0.1:8000") as http:
+        headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+        init = await http.post("/mcp", headers=headers, json={
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+        assert init.status_code == 200
+        assert routed == []  # straight to the MCP endpoint
+        slash = await http.post("/mcp/", headers=headers, content=b"{}", follow_redirects=False)
+        assert slash.status_code == 307 and slash.headers["location"].endswith("/mcp")
+        assert (await http.get("/nowhere")).status_code == 404
+        assert (await http.get("/healthz")).status_code == 200
+        assert routed and "/mcp" not in routed

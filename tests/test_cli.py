@@ -115,3 +115,19 @@ def test_the_entry_point_pauses_the_collector_only_while_it_runs(tmp_path, capsy
         cli.main = original
     assert seen == [False] and gc.isenabled()
     assert "getA" in capsys.readouterr().out
+
+
+def test_serving_makes_young_collections_rarer_and_turns_the_collector_back_on() -> None:
+    import gc
+
+    from converter.serve import GC_THRESHOLD, serving
+
+    before = gc.get_threshold()
+    gc.disable()
+    try:
+        serving()
+        assert gc.isenabled() and gc.get_threshold() == GC_THRESHOLD and GC_THRESHOLD[0] > 700
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
+        gc.enable()

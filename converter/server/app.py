@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Mount, Route
 
+from converter.asgi import PathShortcut
 from converter.auth.layer import (
     CORS_ALLOW_HEADERS,
     CORS_EXPOSE_HEADERS,
@@ -207,8 +208,10 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
         announcements = Announcements.from_url(live, settings.redis.url.get_secret_value(),
                                                key_prefix=settings.redis.key_prefix, timeout=settings.redis.timeout)
         live.listeners.append(announcements.publish)
-    mcp_app = Starlette(routes=[Route(settings.server.path, endpoint=StreamableHTTPASGIApp(manager))])
-    mcp_asgi = with_session_limits(mcp_app, manager, settings.server, telemetry.metrics)
+    endpoint = StreamableHTTPASGIApp(manager)
+    mcp_app = Starlette(routes=[Route(settings.server.path, endpoint=endpoint)])  # the path's near misses
+    mcp_asgi = with_session_limits(PathShortcut(mcp_app, path=settings.server.path, target=endpoint), manager,
+                                   settings.server, telemetry.metrics)
 
     if settings.auth is None and host not in _LOOPBACK:
         log.warning("no auth: configured and listening on %s: anyone who can reach it can call every tool", host)
@@ -276,6 +279,8 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
     app.state.reloader = reloader
     app.state.verifier = verifier
     app.state.telemetry = telemetry
+    # Innermost: the MCP path past the router and the mount (the only route for it).
+    app.add_middleware(PathShortcut, path=settings.server.path, target=mcp_asgi)
     # Inside the auth layer: it counts per verified caller. Always there: a reload may add `limits:`.
     app.add_middleware(RequestLimits, limiter=lambda: live.limiter, mcp_path=settings.server.path)
     if telemetry.metrics is not None:
