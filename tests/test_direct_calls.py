@@ -241,3 +241,55 @@ def test_results_that_are_not_plain_go_through_the_sieve(version: str) -> None:
                                                                   annotations=types.Annotations(priority=1))]),
                   types.CallToolResult(content=[], _meta={"k": 1})):
         assert plain_wire(other) is None
+
+
+@pytest.mark.parametrize("swallow", [False, True])
+async def test_a_cancelled_direct_call_leaves_its_task_as_it_found_it(swallow: bool) -> None:
+    """notifications/cancelled cancels the HTTP request's task natively; whether the handler lets the
+    cancellation through or swallows it, the answer is `Request cancelled` and the task goes on
+    uncancelled. A cancellation of the request itself (shutdown) still goes through."""
+    import asyncio
+
+    from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
+    from starlette.requests import Request
+
+    from converter.server.direct_calls import DirectTransport
+
+    started = anyio.Event()
+
+    class Runner:
+        async def on_request(self, dctx: Any, method: str, params: Any) -> dict[str, Any]:
+            started.set()
+            try:
+                await anyio.sleep(30)
+            except asyncio.CancelledError:
+                if not swallow:
+                    raise
+            return {"late": True}
+
+    send, receive = anyio.create_memory_object_stream[Any](1)
+    dispatcher: JSONRPCDispatcher[Any] = JSONRPCDispatcher(receive, send)
+    transport = DirectTransport(mcp_session_id="s", is_json_response_enabled=True)
+    request = Request({"type": "http", "method": "POST", "path": "/mcp", "headers": []})
+
+    async def cancel_when_started() -> None:
+        await started.wait()
+        in_flight = dispatcher._in_flight["r-1"]  # what the dispatcher does on notifications/cancelled
+        in_flight.dctx.cancel_requested.set()
+        in_flight.scope.cancel()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(cancel_when_started)
+        answer = await transport._answer(Runner(), dispatcher, request, "r-1", "tools/call", {})  # type: ignore[arg-type]
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+    assert answer.model_dump(by_alias=True, exclude_none=True) == {
+        "jsonrpc": "2.0", "id": "r-1", "error": {"code": -32800, "message": "Request cancelled"}}
+    assert dispatcher._in_flight == {}
+
+    started = anyio.Event()
+    with anyio.move_on_after(0.2) as scope:  # not the client's cancel: it is not absorbed
+        await transport._answer(Runner(), dispatcher, request, "r-2", "tools/call", {})  # type: ignore[arg-type]
+    assert scope.cancelled_caught != swallow  # a handler that swallows it returns its late result
+    send.close()
+    receive.close()

@@ -26,9 +26,10 @@ the SDK's `run_server` does), so the transport can reach the session's runner an
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, cast
 from uuid import uuid4
 
 import anyio
@@ -80,6 +81,23 @@ def direct_request(body: bytes) -> tuple[int | str, str, dict[str, Any] | None] 
     return request_id, method, params
 
 
+class _TaskCanceller:
+    """Stands in for the dispatcher's cancel scope of a request: `notifications/cancelled` calls
+    `cancel()`, which cancels the HTTP request's task natively (as `asyncio.timeout` does, balanced
+    by `uncancel`), instead of an anyio CancelScope entered and left on every call."""
+
+    __slots__ = ("cancelled", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        if not self.cancelled:
+            self.cancelled = True
+            self.task.cancel()
+
+
 class DirectTransport(StreamableHTTPServerTransport):
     """The SDK's transport, answering `tools/call` and `tools/list` directly (see the module docstring)."""
 
@@ -117,20 +135,26 @@ class DirectTransport(StreamableHTTPServerTransport):
         dctx = _JSONRPCDispatchContext(transport=dispatcher._transport_builder(metadata), _dispatcher=dispatcher,
                                        _request_id=request_id, message_metadata=metadata,
                                        _progress_token=progress_token_from_params(params))
-        cancel_scope = anyio.CancelScope()
+        task = asyncio.current_task()
+        assert task is not None  # uvicorn (and the tests) run on asyncio
+        canceller = _TaskCanceller(task)
         key = coerce_request_id(request_id)
-        dispatcher._in_flight[key] = _InFlight(scope=cancel_scope, dctx=dctx)  # notifications/cancelled finds it
+        # notifications/cancelled finds it here, sets `cancel_requested` and calls `cancel()`
+        dispatcher._in_flight[key] = _InFlight(scope=cast(anyio.CancelScope, canceller), dctx=dctx)
         answer: JSONRPCResponse | JSONRPCError | None = None
         try:
-            with cancel_scope:
-                try:
-                    result = await runner.on_request(dctx, method, params)
-                finally:
-                    dctx.close()
-                    if (entry := dispatcher._in_flight.get(key)) is not None and entry.dctx is dctx:
-                        del dispatcher._in_flight[key]
-                if not dctx.cancel_requested.is_set():
-                    answer = JSONRPCResponse(jsonrpc="2.0", id=request_id, result=result)
+            try:
+                result = await runner.on_request(dctx, method, params)
+            finally:
+                dctx.close()
+                if (entry := dispatcher._in_flight.get(key)) is not None and entry.dctx is dctx:
+                    del dispatcher._in_flight[key]
+            if not dctx.cancel_requested.is_set():
+                answer = JSONRPCResponse(jsonrpc="2.0", id=request_id, result=result)
+        except asyncio.CancelledError:
+            if not canceller.cancelled or task.uncancel() > 0:
+                raise  # not (only) the client's cancel: the request itself is being cancelled (shutdown)
+            canceller.cancelled = False
         except Exception as exc:
             error = handler_exception_to_error_data(exc)
             if error is None:
@@ -138,6 +162,8 @@ class DirectTransport(StreamableHTTPServerTransport):
                 error = ErrorData(code=0, message=str(exc))  # the SDK dispatcher's catch-all, for the same wire
             if not dctx.cancel_requested.is_set():
                 answer = JSONRPCError(jsonrpc="2.0", id=request_id, error=error)
+        if canceller.cancelled:  # the handler swallowed the cancel: take it back, this task goes on
+            task.uncancel()
         if answer is None:  # cancelled by the client: the 2025 wire still ends the request
             answer = JSONRPCError(jsonrpc="2.0", id=request_id,
                                   error=ErrorData(code=REQUEST_CANCELLED, message="Request cancelled"))
