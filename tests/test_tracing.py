@@ -46,10 +46,11 @@ def recording():
     EXPORTER.clear()
 
 
-async def test_upstream_call_is_a_child_span_and_carries_traceparent(tmp_path: Path, recording) -> None:
+async def call_get_user(tmp_path: Path, *, traces: bool) -> tuple[httpx.Response, list[dict]]:
+    """One `tools/call getUser` through the app (traces on or off): its answer and the mock's request log."""
     config = tmp_path / "c.yaml"
     config.write_text(json.dumps({"spec": str(mock_api.SPEC_PATH), "upstream": {"url": "http://mock.test"},
-                                  "telemetry": {"access_log": "off", "traces": True}}))
+                                  "telemetry": {"access_log": "off", "traces": traces}}))
     upstream = mock_api.create_app()
     app = create_app(load_settings(str(config)), upstream_transport=httpx.ASGITransport(app=upstream))
     headers = {"content-type": "application/json", "accept": "application/json, text/event-stream",
@@ -60,10 +61,15 @@ async def test_upstream_call_is_a_child_span_and_carries_traceparent(tmp_path: P
                                    "params": {"protocolVersion": "2025-06-18", "capabilities": {},
                                               "clientInfo": {"name": "t", "version": "1"}}})
             headers["mcp-session-id"] = init.headers["mcp-session-id"]
-            await http.post("/mcp", headers=headers, json={"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-                            "params": {"name": "getUser", "arguments": {"userId": "u1"}}})
+            call = await http.post("/mcp", headers=headers, json={"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                                   "params": {"name": "getUser", "arguments": {"userId": "u1"}}})
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=upstream), base_url="http://mock.test") as mock:
             log = (await mock.get("/__mock/requests")).json()
+    return call, log
+
+
+async def test_upstream_call_is_a_child_span_and_carries_traceparent(tmp_path: Path, recording) -> None:
+    _, log = await call_get_user(tmp_path, traces=True)
     spans = {s.name: s for s in EXPORTER.get_finished_spans()}
     server, client = spans["tools/call getUser"], spans["GET /marketplace/users/{userId}"]
     assert server.kind == trace.SpanKind.SERVER and client.kind == trace.SpanKind.CLIENT
@@ -74,24 +80,10 @@ async def test_upstream_call_is_a_child_span_and_carries_traceparent(tmp_path: P
     assert trace_id == format(server.context.trace_id, "032x")
 
 
-
-
 async def test_without_telemetry_traces_no_span_is_made_even_with_a_tracer_installed(tmp_path: Path,
                                                                                     recording) -> None:
     """The SDK's per-request span is dropped with traces off (5% of a call's CPU for no one)."""
-    config = tmp_path / "c.yaml"
-    config.write_text(json.dumps({"spec": str(mock_api.SPEC_PATH), "upstream": {"url": "http://mock.test"},
-                                  "telemetry": {"access_log": "off"}}))
-    app = create_app(load_settings(str(config)), upstream_transport=httpx.ASGITransport(app=mock_api.create_app()))
-    headers = {"content-type": "application/json", "accept": "application/json, text/event-stream",
-               "mcp-protocol-version": "2025-06-18"}
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8000") as http:
-            init = await http.post("/mcp", headers=headers, json={"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                                   "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                                              "clientInfo": {"name": "t", "version": "1"}}})
-            headers["mcp-session-id"] = init.headers["mcp-session-id"]
-            call = await http.post("/mcp", headers=headers, json={"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-                                   "params": {"name": "getUser", "arguments": {"userId": "u1"}}})
+    call, log = await call_get_user(tmp_path, traces=False)
     assert call.json()["result"]["isError"] is False
+    assert "traceparent" not in next(e for e in log if e["path"] == "/marketplace/users/u1")["headers"]
     assert EXPORTER.get_finished_spans() == ()

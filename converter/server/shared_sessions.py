@@ -203,6 +203,8 @@ class SharedSessionManager(DirectSessionManager):
             if self.max_sessions is not None and len(self._server_instances) >= self.max_sessions:
                 return False
             transport = self._new_transport(session_id)
+            # Connected before it is registered: a concurrent request that finds the session (calls
+            # the client has in flight, landing on this replica together) must find it ready to serve.
             await task_group.start(self._serve_session, transport, negotiated, partial(_past_handshake, init))
             if transport.is_terminated:
                 return False
