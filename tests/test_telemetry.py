@@ -176,3 +176,38 @@ async def test_the_stdio_access_log_has_the_same_fields_as_http(tmp_path: Path) 
     assert missing["upstream_status"] == 404 and (unknown["outcome"], unknown["jsonrpc_error"]) == ("rpc_error", -32602)
     for record in calls:
         assert record["request_bytes"] > 40 and record["response_bytes"] > 40, record
+
+
+async def test_the_access_log_writes_the_lines_of_a_loop_turn_in_one_write_at_its_end() -> None:
+    import io
+    import threading
+
+    import anyio.lowlevel
+
+    from converter.telemetry.record import CallRecord
+    from converter.telemetry.sinks import AccessLog
+
+    class Stream(io.StringIO):
+        writes = 0
+
+        def write(self, text: str) -> int:
+            self.writes += 1
+            return super().write(text)
+
+    stream = Stream()
+    log = AccessLog(stream)
+    for n in range(3):
+        log.emit(CallRecord(http_method="POST", path=f"/mcp/{n}"))
+    assert stream.getvalue() == ""  # this turn of the loop goes on
+    await anyio.lowlevel.checkpoint()  # the end of the turn
+    assert stream.writes == 1 and [json.loads(line)["path"] for line in stream.getvalue().splitlines()] == [
+        "/mcp/0", "/mcp/1", "/mcp/2"]
+
+    log.emit(CallRecord(http_method="POST", path="/mcp/3"))
+    log.flush()  # shutdown: what waits is written now
+    assert stream.writes == 2 and json.loads(stream.getvalue().splitlines()[-1])["path"] == "/mcp/3"
+
+    thread = threading.Thread(target=log.emit, args=(CallRecord(http_method="GET", path="/thread"),))
+    thread.start()
+    thread.join()
+    assert stream.writes == 3 and "/thread" in stream.getvalue()  # off the loop: at once

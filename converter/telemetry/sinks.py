@@ -5,6 +5,8 @@ A sink is anything with `emit(record)`; adding one never touches a handler.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sys
 import threading
 from collections import deque
@@ -21,6 +23,7 @@ from converter.telemetry.record import CallRecord
 if TYPE_CHECKING:
     from converter.credentials.stats import CredentialStats
 
+log = logging.getLogger("openapi_mcp")
 UNKNOWN = "(unknown)"
 NO_TOOL = "(none)"  # a request that calls no tool (rate limits count those too)
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -37,17 +40,47 @@ class Sink(Protocol):
 
 
 class AccessLog:
-    """One JSON line per request on a stream (stderr by default) or a file."""
+    """One JSON line per request on a stream (stderr by default) or a file.
+
+    The lines made during one turn of the event loop are written together at its end: one write
+    for all the requests that finished in that turn. A write is a system call, and in a loaded
+    server each one cost ~20 µs of CPU (the call and the caches it leaves cold), 6% of a call
+    (`bench/inprocess.py`). A line waits for at most the rest of the turn it was made in, and
+    `flush()` (called on shutdown) writes what is left. Off the loop (another thread, no loop) a
+    line is written at once, after any still waiting.
+    """
 
     def __init__(self, stream: IO[str] | None = None) -> None:
         self._stream = stream or sys.stderr
         self._lock = threading.Lock()
+        self._pending: list[str] = []
 
     def emit(self, record: CallRecord) -> None:
         # pydantic-core's encoder: 0.9 µs a line where json.dumps took 5.6 (same compact JSON, UTF-8 kept)
         line = to_json(record.as_log(), fallback=str).decode() + "\n"
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
         with self._lock:
-            self._stream.write(line)
+            self._pending.append(line)
+            if loop is None:
+                self._write_pending()
+            elif len(self._pending) == 1:  # the first line of this turn: write them all at its end
+                loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        with self._lock:
+            try:
+                self._write_pending()
+            except (OSError, ValueError):  # a full disk, a closed stream: the server keeps serving
+                log.exception("the access log could not be written")
+
+    def _write_pending(self) -> None:
+        if self._pending:
+            text = "".join(self._pending)
+            self._pending.clear()
+            self._stream.write(text)
             self._stream.flush()
 
 
@@ -232,6 +265,4 @@ class Fanout:
             try:
                 sink.emit(record)
             except Exception:
-                import logging
-
-                logging.getLogger("openapi_mcp").exception("telemetry sink %r failed", type(sink).__name__)
+                log.exception("telemetry sink %r failed", type(sink).__name__)
