@@ -107,14 +107,15 @@ class _TaskCanceller:
 class DirectTransport(StreamableHTTPServerTransport):
     """The SDK's transport, answering `tools/call` and `tools/list` directly (see the module docstring)."""
 
+    # Set by the session's server task while it runs, and only where direct answers apply (JSON
+    # answers, no event store to keep them in): None, every request goes the SDK's way.
     runner: ServerRunner[Any] | None = None
     dispatcher: JSONRPCDispatcher[TransportContext] | None = None
-    direct = True
     on_direct: Callable[[], None] | None = None  # counts the requests answered directly
 
     async def _handle_post_request(self, scope: Scope, request: Request, receive: Receive, send: Send) -> None:
         runner, dispatcher = self.runner, self.dispatcher
-        if (runner is None or dispatcher is None or not self.direct or not self.is_json_response_enabled
+        if (runner is None or dispatcher is None
                 or not self.mcp_session_id or request.headers.get(MCP_SESSION_ID_HEADER) != self.mcp_session_id
                 or not check_accept_headers(request)[0] or not self._check_content_type(request)):
             await super()._handle_post_request(scope, request, receive, send)
@@ -192,7 +193,7 @@ class DirectSessionManager(StreamableHTTPSessionManager):
             mcp_session_id=session_id, is_json_response_enabled=self.json_response, event_store=self.event_store,
             security_settings=self.security_settings, retry_interval=self.retry_interval,
             idle_timeout=self.session_idle_timeout)
-        transport.direct, transport.on_direct = self.direct, self._count_direct
+        transport.on_direct = self._count_direct
         return transport
 
     def _admit_session(self, requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport | None:
@@ -253,7 +254,8 @@ class DirectSessionManager(StreamableHTTPSessionManager):
                     if restore is not None:
                         restore(connection)
                     runner = ServerRunner(self.app, connection, self._lifespan_state)
-                    transport.runner, transport.dispatcher = runner, dispatcher
+                    if self.direct and self.json_response and self.event_store is None:
+                        transport.runner, transport.dispatcher = runner, dispatcher
                     try:
                         await dispatcher.run(runner.on_request, runner.on_notify)
                     finally:
