@@ -35,12 +35,12 @@ from converter.config import load_settings
 from converter.models import Operation
 from converter.policy import build_policy, operation_scopes
 from converter.server.app import create_app
+from tests.mcp_http import ACCEPT, mcp_request
 
 pytestmark = pytest.mark.anyio
 RESOURCE = "http://127.0.0.1:8000/mcp"
 ISSUER = "http://as.test/realms/demo"
 META = "http://127.0.0.1:8000/.well-known/oauth-protected-resource/mcp"
-ACCEPT = "application/json, text/event-stream"
 
 
 
@@ -112,15 +112,8 @@ class Harness:
 
     async def rpc(self, method: str, params: dict | None = None, *, token: str | None = None,
                   session: str | None = None, headers: dict | None = None, id: int | None = 1) -> httpx.Response:
-        h = {"content-type": "application/json", "accept": ACCEPT, "mcp-protocol-version": "2025-06-18"}
-        if token is not None:
-            h["authorization"] = f"Bearer {token}"
-        if session:
-            h["mcp-session-id"] = session
+        h, body = mcp_request(method, params, session=session, token=token, id=id)
         h.update(headers or {})
-        body: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params or {}}
-        if id is not None:
-            body["id"] = id
         return await self.http.post("/mcp", headers=h, content=json.dumps(body))
 
     async def session(self, token: str) -> str:

@@ -20,10 +20,10 @@ import mock_api
 from converter.config import load_settings
 from converter.server.app import create_app
 from converter.server.dashboard import MAX_ROWS, percentiles, summarize
+from tests.mcp_http import mcp_request
 from tests.test_auth import META, FakeAS, auth_settings
 
 pytestmark = pytest.mark.anyio
-ACCEPT = "application/json, text/event-stream"
 BASE_URL = "http://127.0.0.1:8000"
 
 
@@ -45,14 +45,7 @@ async def serving(app: Any, base_url: str = BASE_URL) -> AsyncIterator[httpx.Asy
 
 async def rpc(http: httpx.AsyncClient, method: str, params: dict | None = None, *, session: str | None = None,
               token: str | None = None, id: int | None = 1) -> httpx.Response:
-    headers = {"content-type": "application/json", "accept": ACCEPT, "mcp-protocol-version": "2025-06-18"}
-    if session:
-        headers["mcp-session-id"] = session
-    if token:
-        headers["authorization"] = f"Bearer {token}"
-    body: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params or {}}
-    if id is not None:
-        body["id"] = id
+    headers, body = mcp_request(method, params, session=session, token=token, id=id)
     return await http.post("/mcp", headers=headers, json=body)
 
 

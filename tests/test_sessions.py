@@ -22,9 +22,9 @@ from converter.config import load_settings
 from converter.server.addresses import client_key
 from converter.server.app import create_app
 from converter.server.sessions import Session, SessionTable
+from tests.mcp_http import introspection_of, mcp_request
 
 pytestmark = pytest.mark.anyio
-ACCEPT = "application/json, text/event-stream"
 INIT = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
 
 
@@ -42,16 +42,7 @@ class Caller:
 
     async def rpc(self, method: str, params: dict[str, Any] | None = None, *, session: str | None = None,
                   version: str | None = "2025-06-18", id: int | None = 1) -> httpx.Response:
-        headers = {"content-type": "application/json", "accept": ACCEPT}
-        if version:
-            headers["mcp-protocol-version"] = version
-        if version == "2026-07-28":
-            headers["mcp-method"] = method
-        if session:
-            headers["mcp-session-id"] = session
-        body: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params or {}}
-        if id is not None:
-            body["id"] = id
+        headers, body = mcp_request(method, params, session=session, id=id, version=version)
         return await self.http.post("/mcp", headers=headers, content=json.dumps(body))
 
     async def open(self) -> str:
@@ -76,14 +67,7 @@ TOKENS = {  # token -> who it was issued to: alice has two tokens, from two clie
 }
 
 
-def introspection(request: httpx.Request) -> httpx.Response:
-    """An authorization server's introspection endpoint for TOKENS."""
-    token = dict(httpx.QueryParams(request.content.decode()))["token"]
-    who = TOKENS.get(token)
-    if who is None:
-        return httpx.Response(200, json={"active": False})
-    return httpx.Response(200, json={"active": True, "iss": ISSUER, "aud": RESOURCE, "scope": "mcp:tools",
-                                     "exp": 4102444800, **who})
+introspection = introspection_of(TOKENS, issuer=ISSUER, resource=RESOURCE)  # an AS's endpoint for TOKENS
 
 
 @asynccontextmanager

@@ -31,9 +31,9 @@ from converter.errors import ConfigError
 from converter.server.app import create_app
 from converter.server.session_ids import PREFIX, SessionSealer, owner_digest, same_owner
 from converter.server.shared_sessions import SharedSessionManager
+from tests.mcp_http import introspection_of, mcp_request
 
 pytestmark = pytest.mark.anyio
-ACCEPT = "application/json, text/event-stream"
 KEY_1 = "k1-" + "a" * 40
 KEY_2 = "k2-" + "b" * 40
 INIT = {"protocolVersion": "2025-06-18", "capabilities": {"sampling": {}},
@@ -49,13 +49,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def introspection(request: httpx.Request) -> httpx.Response:
-    token = dict(httpx.QueryParams(request.content.decode()))["token"]
-    who = TOKENS.get(token)
-    if who is None:
-        return httpx.Response(200, json={"active": False})
-    return httpx.Response(200, json={"active": True, "iss": ISSUER, "aud": RESOURCE, "scope": "mcp:tools",
-                                     "exp": 4102444800, **who})
+introspection = introspection_of(TOKENS, issuer=ISSUER, resource=RESOURCE)
 
 
 class Balancer:
@@ -70,14 +64,7 @@ class Balancer:
 
     async def rpc(self, method: str, params: dict[str, Any] | None = None, *, session: str | None = None,
                   id: int | None = 1, replica: int | None = None, token: str | None = None) -> httpx.Response:
-        headers = {"content-type": "application/json", "accept": ACCEPT, "mcp-protocol-version": "2025-06-18"}
-        if session:
-            headers["mcp-session-id"] = session
-        if token:
-            headers["authorization"] = f"Bearer {token}"
-        body: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params or {}}
-        if id is not None:
-            body["id"] = id
+        headers, body = mcp_request(method, params, session=session, token=token, id=id)
         if replica is None:
             replica, self.turn = self.turn, (self.turn + 1) % len(self.clients)
         self.served_by.append(replica)

@@ -12,9 +12,9 @@ import pytest
 import mock_api
 from converter.config import load_settings
 from converter.server.app import create_app
+from tests.mcp_http import mcp_request
 
 pytestmark = pytest.mark.anyio
-ACCEPT = "application/json, text/event-stream"
 
 
 
@@ -30,12 +30,7 @@ def make_app(tmp_path: Path, transport: httpx.AsyncBaseTransport | None = None, 
 
 async def rpc(http: httpx.AsyncClient, method: str, params: dict | None = None, session: str | None = None,
               id: int | None = 1) -> httpx.Response:
-    headers = {"content-type": "application/json", "accept": ACCEPT, "mcp-protocol-version": "2025-06-18"}
-    if session:
-        headers["mcp-session-id"] = session
-    body: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params or {}}
-    if id is not None:
-        body["id"] = id
+    headers, body = mcp_request(method, params, session=session, id=id)
     return await http.post("/mcp", headers=headers, json=body)
 
 
