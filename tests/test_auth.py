@@ -502,7 +502,7 @@ async def test_auth_outcomes_reach_the_access_log_and_metrics(harness, fake_as) 
         await h.rpc("tools/list", token=token, session=sid)
         telemetry = h.app.state.telemetry
         text = generate_latest(telemetry.metrics.registry).decode()
-        recent = list(telemetry.recent.records)
+        recent = telemetry.recent.logs()
     assert 'openapi_mcp_auth_failures_total{reason="missing_token"} 1.0' in text
     assert 'openapi_mcp_auth_failures_total{reason="invalid_token"} 1.0' in text
     assert 'openapi_mcp_auth_failures_total{reason="insufficient_scope"} 1.0' in text

@@ -184,14 +184,14 @@ def dashboard_routes(path: str, recent: Recent, *, policy: Policy | Callable[[],
     async def show_data(request: Request) -> Response:
         if loopback and _host_of(request) not in hosts:
             return _json({"error": "misdirected_request", "error_description": "Invalid Host header"}, 421)
-        records = list(recent.records)
+        records = recent.logs()
         viewer = request.scope.get(PRINCIPAL_KEY)
         current = policy_of()
         if isinstance(viewer, Principal) and current is not None and not (
                 admin and admin <= current.effective_scopes(viewer)):
             records = [as_seen_by_caller(r) for r in records
                        if (r.get("subject"), r.get("client_id")) == (viewer.subject, viewer.client_id)]
-        return _json(summarize(records, capacity=recent.records.maxlen))
+        return _json(summarize(records, capacity=recent.capacity))
 
     return [Route(base or "/", show_page, methods=["GET"]), Route(data_path, show_data, methods=["GET"])]
 

@@ -61,14 +61,14 @@ class TelemetryLayer:
                 record.response_bytes += len(message.get("body", b""))
             await send(message)
 
-        gauge = self.metrics.in_flight if self.metrics is not None else None
-        if gauge is not None:
-            gauge.inc()
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.request_started()
         try:
             await self.app(scope, counting_receive, recording_send)
         finally:
-            if gauge is not None:
-                gauge.dec()
+            if metrics is not None:
+                metrics.request_ended()
             if record.mcp_method is None and first_chunk:
                 # Notifications are answered (202) before the SDK handles them: name them from the body.
                 record.mcp_method = _method_of(first_chunk)

@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily
 from pydantic_core import to_json
 
 from converter.telemetry.record import CallRecord
+from converter.telemetry.series import CounterSeries, GaugeReading, HistogramSeries
 
 if TYPE_CHECKING:
     from converter.credentials.stats import CredentialStats
@@ -92,13 +93,18 @@ class AccessLog:
 
 
 class Recent:
-    """The last N records, for the traffic page."""
+    """The last N records, for the traffic page: kept as they are, put in log form when it asks."""
 
     def __init__(self, size: int = 500) -> None:
-        self.records: deque[dict[str, Any]] = deque(maxlen=size)
+        self._records: deque[CallRecord] = deque(maxlen=size)
+        self.capacity = size
 
     def emit(self, record: CallRecord) -> None:
-        self.records.append(record.as_log())
+        self._records.append(record)  # emitted once, when its request has ended: nothing changes it after
+
+    def logs(self) -> list[dict[str, Any]]:
+        """The records in access-log form (`CallRecord.as_log`), oldest first."""
+        return [record.as_log() for record in list(self._records)]
 
 
 class Metrics:
@@ -110,17 +116,21 @@ class Metrics:
         # A Set is kept as it is: the catalog's live view of its names (an MCP source's list changes).
         self._tools: AbstractSet[str] = tool_names if isinstance(tool_names, AbstractSet) else frozenset(tool_names)
         r = self.registry
-        self.requests = Counter("openapi_mcp_requests", "MCP requests by method and outcome",
-                                ["method", "outcome"], registry=r)
-        self.tool_calls = Counter("openapi_mcp_tool_calls", "tools/call requests by tool and outcome",
-                                  ["tool", "outcome"], registry=r)
-        self.duration = Histogram("openapi_mcp_request_duration_seconds", "Time to answer an MCP request",
-                                  ["method"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.upstream = Histogram("openapi_mcp_upstream_duration_seconds", "Time of the upstream HTTP call",
-                                  ["tool"], buckets=_LATENCY_BUCKETS, registry=r)
+        # What every request updates: plain numbers under one lock (converter.telemetry.series).
+        self._lock = threading.Lock()
+        self.requests = CounterSeries("openapi_mcp_requests", "MCP requests by method and outcome",
+                                      ["method", "outcome"])
+        self.tool_calls = CounterSeries("openapi_mcp_tool_calls", "tools/call requests by tool and outcome",
+                                        ["tool", "outcome"])
+        self.duration = HistogramSeries("openapi_mcp_request_duration_seconds", "Time to answer an MCP request",
+                                        ["method"], _LATENCY_BUCKETS)
+        self.upstream = HistogramSeries("openapi_mcp_upstream_duration_seconds", "Time of the upstream HTTP call",
+                                        ["tool"], _LATENCY_BUCKETS)
+        self.in_flight = 0  # requests being handled (TelemetryLayer: request_started, request_ended)
+        r.register(_Locked(self._lock, [self.requests, self.tool_calls, self.duration, self.upstream]))
+        r.register(GaugeReading("openapi_mcp_in_flight_requests", "Requests being handled", lambda: self.in_flight))
         self.auth_failures = Counter("openapi_mcp_auth_failures", "Requests refused by the auth layer",
                                      ["reason"], registry=r)
-        self.in_flight = Gauge("openapi_mcp_in_flight_requests", "Requests being handled", registry=r)
         self.rate_limited = Counter("openapi_mcp_rate_limited", "Requests refused by a rate limit (limits:)",
                                     ["tool"], registry=r)
         self.pdp_latency = Histogram("openapi_mcp_pdp_request_duration_seconds",
@@ -158,20 +168,28 @@ class Metrics:
         # tool (the caller was answered the same), so the metrics cannot tell a hidden name exists.
         # The access log and the audit log keep the real outcome (`denied`).
         outcome = record.caller_outcome
-        self._child(self.requests, method, outcome).inc()
-        if record.duration_ms is not None:
-            self._child(self.duration, method).observe(record.duration_ms / 1000)
-        if record.auth_failure:
-            self._child(self.auth_failures, record.auth_failure).inc()
         tool = NO_TOOL
         if record.mcp_method == "tools/call":
             known = record.name is not None and record.name in self._tools and not record.acl_denied
             tool = record.name if known and record.name is not None else UNKNOWN
-            self._child(self.tool_calls, tool, outcome).inc()
-            if record.upstream_ms is not None:
-                self._child(self.upstream, tool).observe(record.upstream_ms / 1000)
+        with self._lock:
+            self.requests.inc((method, outcome))
+            if record.duration_ms is not None:
+                self.duration.observe((method,), record.duration_ms / 1000)
+            if tool != NO_TOOL:
+                self.tool_calls.inc((tool, outcome))
+                if record.upstream_ms is not None:
+                    self.upstream.observe((tool,), record.upstream_ms / 1000)
+        if record.auth_failure:
+            self._child(self.auth_failures, record.auth_failure).inc()
         if record.limited is not None:
             self._child(self.rate_limited, tool).inc()
+
+    def request_started(self) -> None:
+        self.in_flight += 1  # on the event loop's thread (TelemetryLayer), like request_ended
+
+    def request_ended(self) -> None:
+        self.in_flight -= 1
 
     def watch_pdp(self, decisions: Callable[[], Mapping[str, int]]) -> Callable[[str, float], None]:
         """Count the decision service's answers (read when scraped) as
@@ -192,6 +210,18 @@ class Metrics:
         if child is None:
             child = self._children[key] = metric.labels(*labels)
         return child
+
+
+class _Locked:
+    """Series read under the lock their updates hold, so a scrape sees whole requests."""
+
+    def __init__(self, lock: threading.Lock, series: Sequence[CounterSeries | HistogramSeries]) -> None:
+        self._lock, self._series = lock, series
+
+    def collect(self) -> Iterator[Any]:
+        with self._lock:
+            families = [family for series in self._series for family in series.collect()]
+        yield from families
 
 
 class _CountsCollector:
