@@ -11,7 +11,7 @@ again (no echo between replicas).
 
 Redis down, slow or failing: changes are still announced to this replica's clients; publishing
 is skipped (one log line when it starts failing, one when it works again), the subscriber
-reconnects every `RETRY_SECONDS`, and `/readyz` says `"redis-announcements": "degraded"` (still
+reconnects every 2 s (converter.server.pubsub), and `/readyz` says `"redis-announcements": "degraded"` (still
 ready). Nothing a client sends depends on it.
 """
 
@@ -23,8 +23,7 @@ import uuid
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-import anyio
-from redis.exceptions import RedisError
+from converter.server.pubsub import REDIS_FAILURES, close_clients, listen
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -32,11 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("openapi_mcp.announcements")
 
 CHANNEL: Final = "lists-changed"
-RETRY_SECONDS: Final = 2.0
-POLL_SECONDS: Final = 1.0  # how long one wait for a message may block (the loop checks for shutdown between)
 KINDS: Final = frozenset({"tools", "prompts", "resources", "templates"})
 MAX_MESSAGE_BYTES: Final = 4096
-REDIS_FAILURES: Final = (RedisError, OSError, TimeoutError)
 _RELAYED: ContextVar[bool] = ContextVar("openapi_mcp_relayed_announcement", default=False)
 
 
@@ -64,7 +60,7 @@ class Announcements:
     def from_url(cls, catalog: Announcer, url: str, *, key_prefix: str, timeout: float) -> Announcements:
         from converter.redis_client import redis_client
 
-        # Each wait of the subscriber is bounded by POLL_SECONDS instead of a read timeout.
+        # Each wait of the subscriber is bounded (converter.server.pubsub) instead of a read timeout.
         return cls(catalog, publisher=redis_client(url, timeout),
                    subscriber=redis_client(url, timeout, waits_for_messages=True), key_prefix=key_prefix)
 
@@ -92,27 +88,13 @@ class Announcements:
 
     async def run(self) -> None:
         """Announce the other replicas' changes to this replica's clients, until cancelled."""
-        failing = False
-        while True:
-            try:
-                async with self._subscriber.pubsub() as pubsub:
-                    await pubsub.subscribe(self.channel)
-                    self._subscribed = True
-                    self._publish_failing = False  # Redis answers again: the next publish is tried as usual
-                    if failing:
-                        log.info("hearing the other replicas' list changes again")
-                    failing = False
-                    while True:
-                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=POLL_SECONDS)
-                        if message is not None and message.get("type") == "message":
-                            await self._relay(message.get("data"))
-            except REDIS_FAILURES as exc:  # Redis down, restarted, or a broken connection: retry
-                self._subscribed = False
-                if not failing:
-                    log.warning("cannot hear the other replicas' list changes (Redis: %s); retrying every %g s",
-                                type(exc).__name__, RETRY_SECONDS)
-                failing = True
-            await anyio.sleep(RETRY_SECONDS)
+        await listen(self._subscriber, self.channel, self._relay, on_state=self._on_state, log=log,
+                     what="the other replicas' list changes")
+
+    def _on_state(self, subscribed: bool) -> None:
+        self._subscribed = subscribed
+        if subscribed:
+            self._publish_failing = False  # Redis answers again: the next publish is tried as usual
 
     async def _relay(self, data: Any) -> None:
         kinds = _parse(data, self.replica)
@@ -126,11 +108,7 @@ class Announcements:
         self.relayed += 1
 
     async def aclose(self) -> None:
-        for client in (self._publisher, self._subscriber):
-            try:
-                await client.aclose()
-            except REDIS_FAILURES:  # closing a client whose server is gone
-                log.debug("closing a Redis client failed", exc_info=True)
+        await close_clients(log, self._publisher, self._subscriber)
 
 
 def _parse(data: Any, own: str) -> frozenset[str]:
