@@ -191,14 +191,17 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
     json_response = settings.server.json_response
     if live.passthrough is not None and "json_response" not in settings.server.model_fields_set:
         json_response = False  # SSE answers, so an upstream's progress reaches the client during a call
-    ended = None
+    ended = cancels = None
     if settings.redis is not None and settings.server.session_keys and not settings.server.stateless:
+        from converter.server.cancel_relay import CancelRelay
         from converter.server.ended_sessions import RedisEndedSessions
 
-        ended = RedisEndedSessions.from_url(settings.redis.url.get_secret_value(),
-                                            key_prefix=settings.redis.key_prefix, timeout=settings.redis.timeout)
+        redis_url, redis = settings.redis.url.get_secret_value(), settings.redis
+        ended = RedisEndedSessions.from_url(redis_url, key_prefix=redis.key_prefix, timeout=redis.timeout)
+        # notifications/cancelled that lands on another replica than the call it names
+        cancels = CancelRelay.from_url(redis_url, key_prefix=redis.key_prefix, timeout=redis.timeout)
     manager = build_session_manager(server, settings.server, json_response=json_response, security=security,
-                                    ended=ended)
+                                    ended=ended, cancel_relay=cancels)
     if isinstance(manager, SharedSessionManager) and telemetry.metrics is not None:
         manager.on_rebuilt = telemetry.metrics.sessions_rebuilt.inc
     announcements = None
@@ -232,6 +235,8 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
                     tasks.start_soon(watch, reloader)
                 if announcements is not None:
                     tasks.start_soon(announcements.run)
+                if cancels is not None:
+                    tasks.start_soon(cancels.run)
                 yield
                 tasks.cancel_scope.cancel()
         finally:
@@ -241,6 +246,8 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
                 await ended.aclose()
             if announcements is not None:
                 await announcements.aclose()
+            if cancels is not None:
+                await cancels.aclose()
             telemetry.close()
 
     shared_verdicts = getattr(verifier, "shared", None)
@@ -251,6 +258,8 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
             states["redis-sessions"] = ended.state
         if announcements is not None:
             states["redis-announcements"] = announcements.state
+        if cancels is not None:
+            states["redis-cancels"] = cancels.state
         return states
 
     state = reloader.state.as_json if reloader is not None else None
@@ -276,6 +285,7 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
     app = Starlette(routes=[*routes, Mount("/", app=mcp_asgi)], lifespan=lifespan)
     app.state.catalog = live
     app.state.session_manager = manager
+    app.state.cancel_relay = cancels
     app.state.reloader = reloader
     app.state.verifier = verifier
     app.state.telemetry = telemetry

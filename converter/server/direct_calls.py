@@ -15,8 +15,9 @@ shaped by is the SDK's, run the same way: the DNS-rebinding and content checks, 
 idle timer (`handle_request`), the method's params validation, the initialize gate, the server
 middleware (telemetry, the list cache), the per-version result sieve, the error mapping, and the
 JSON answer with its headers. The request is registered with the session's dispatcher while it
-runs, so a `notifications/cancelled` for it cancels it as it would the SDK's own; it is then
-answered `Request cancelled`, as the SDK's transport answers a cancelled request on the 2025 wire.
+runs, so a `notifications/cancelled` for it cancels it as it would the SDK's own (one that landed
+on another replica too: converter.server.cancel_relay); it is then answered `Request cancelled`,
+as the SDK's transport answers a cancelled request on the 2025 wire.
 Anything else (another method, a batch, SSE answers, a body the quick check is unsure of) goes the
 SDK's way, untouched. `server.direct_calls: false` turns this off.
 
@@ -35,7 +36,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, Final, cast
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, Final, Protocol, cast
 from uuid import uuid4
 
 import anyio
@@ -51,7 +53,7 @@ from mcp.server.streamable_http import (
     check_accept_headers,
 )
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from mcp.shared.dispatcher import coerce_request_id
+from mcp.shared.dispatcher import OnNotifyIntercept, coerce_request_id
 from mcp.shared.jsonrpc_dispatcher import (
     JSONRPCDispatcher,
     _InFlight,
@@ -85,6 +87,13 @@ def direct_request(body: bytes) -> tuple[int | str, str, dict[str, Any] | None] 
     if params is not None and not isinstance(params, dict):
         return None
     return request_id, method, params
+
+
+class CancelRelaying(Protocol):
+    """Sees the notifications of each session while its server task runs (converter.server.cancel_relay)."""
+
+    def watching(self, session_id: str,
+                 dispatcher: JSONRPCDispatcher[Any]) -> AbstractContextManager[OnNotifyIntercept]: ...
 
 
 class _TaskCanceller:
@@ -180,9 +189,11 @@ class DirectTransport(StreamableHTTPServerTransport):
 class DirectSessionManager(StreamableHTTPSessionManager):
     """The SDK's session manager, with `DirectTransport` sessions whose server task it runs itself."""
 
-    def __init__(self, app: Any, *, direct: bool = True, **kwargs: Any) -> None:
+    def __init__(self, app: Any, *, direct: bool = True, cancel_relay: CancelRelaying | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self.direct = direct
+        self.cancel_relay = cancel_relay  # `redis:` with sealed sessions: cancels of calls on other replicas
         self.direct_answers = 0  # requests its sessions answered directly (the tests read it)
 
     def _count_direct(self) -> None:
@@ -256,8 +267,11 @@ class DirectSessionManager(StreamableHTTPSessionManager):
                     runner = ServerRunner(self.app, connection, self._lifespan_state)
                     if self.direct and self.json_response and self.event_store is None:
                         transport.runner, transport.dispatcher = runner, dispatcher
+                    relay = self.cancel_relay
                     try:
-                        await dispatcher.run(runner.on_request, runner.on_notify)
+                        with (relay.watching(session_id, dispatcher) if relay is not None
+                              else nullcontext(None)) as intercept:
+                            await dispatcher.run(runner.on_request, runner.on_notify, intercept)
                     finally:
                         transport.runner = transport.dispatcher = None
                         await aclose_shielded(connection)
