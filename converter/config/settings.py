@@ -328,7 +328,7 @@ class ServerSettings(ConfigModel):
 
 class RedisSettings(ConfigModel):
     """Shared state across replicas (`redis:`): rate-limit counters, token verdicts, ended sessions,
-    list-change announcements."""
+    list-change announcements, cancellations of calls running on another replica."""
 
     url: SecretStr  # redis://[user:password@]host:port/db, rediss:// for TLS; may hold a password
     key_prefix: str = Field(default="openapi-mcp:", max_length=100)
