@@ -56,7 +56,7 @@ def serve_http(settings: Settings, catalog: Catalog | DynamicCatalog,
     if app is not None:
         run(app)
     else:
-        serve_workers(workers, run)
+        serve_workers(workers, run, listening=sock)
 
 
 def with_worker_session_key(load: Callable[[], Settings]) -> Callable[[], Settings]:
@@ -78,11 +78,14 @@ def with_worker_session_key(load: Callable[[], Settings]) -> Callable[[], Settin
     return loaded
 
 
-def serve_workers(count: int, run: Callable[[], None], *, restart_window: float = 10.0) -> None:
+def serve_workers(count: int, run: Callable[[], None], *, restart_window: float = 10.0,
+                  listening: socket.socket | None = None) -> None:
     """Fork `count` processes that each `run()` (uvicorn on the socket they inherit) and watch them.
 
     SIGTERM / SIGINT go to every worker (each drains as one process does) and the parent returns
-    once all have ended; SIGHUP goes to every worker (each reloads). A worker that ends while the
+    once all have ended; the parent closes its copy of the `listening` socket then, so that the
+    socket closes when the workers close theirs (new connects are refused while the workers drain,
+    not left waiting until the last one exits). SIGHUP goes to every worker (each reloads). A worker that ends while the
     server is not stopping is forked again, unless workers keep ending (`count` within
     `restart_window` seconds): then the rest are stopped and the server ends with an error.
     """
@@ -121,6 +124,8 @@ def serve_workers(count: int, run: Callable[[], None], *, restart_window: float 
         nonlocal stopping
         if sig != signal.SIGHUP:
             stopping = True
+            if listening is not None:
+                listening.close()  # no worker is forked again from here on
         for pid in list(children):
             with contextlib.suppress(ProcessLookupError):  # ended, not yet reaped
                 os.kill(pid, sig)
