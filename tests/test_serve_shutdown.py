@@ -1,4 +1,4 @@
-"""What a graceful shutdown does with connections that arrive while it begins (converter.serve):
+"""What a graceful shutdown does with connections that arrive while it begins (converter.server.listener):
 every one is served or refused, none is reset after its request could have been sent. Against
 the whole server, under load: tests/integration/test_replicas_restart.py."""
 
@@ -7,12 +7,9 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import errno
-import os
 import select
-import signal
 import socket
 import struct
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -20,8 +17,9 @@ from typing import Any, ClassVar
 
 import pytest
 
-from converter import serve
-from converter.serve import accept_waiting, bind_socket, half_open, refuse_new_connections
+from converter.serve import bind_socket
+from converter.server import listener
+from converter.server.listener import accept_waiting, half_open, refuse_new_connections
 
 linux = pytest.mark.skipif(sys.platform != "linux", reason="socket filters are Linux's")
 LOOPS = ["asyncio", "uvloop"]
@@ -140,10 +138,10 @@ def test_a_handshake_that_completes_while_they_are_counted_is_accepted(monkeypat
         def counted(listeners: Any) -> int:
             client.sendall(b"request")  # its ACK arrives meanwhile: queued, no longer half-open
             select.select([listening], [], [], 2)
-            monkeypatch.setattr(serve, "half_open", half_open)
+            monkeypatch.setattr(listener, "half_open", half_open)
             return 0
 
-        monkeypatch.setattr(serve, "half_open", counted)
+        monkeypatch.setattr(listener, "half_open", counted)
         await accept_waiting([server])
         server.close()
         await asyncio.sleep(0.05)
@@ -152,48 +150,3 @@ def test_a_handshake_that_completes_while_they_are_counted_is_accepted(monkeypat
     run("asyncio", scenario)
     assert (_Recording.made, _Recording.received) == (1, [b"request"])
 
-
-_WORKERS_SCRIPT = """
-import signal, sys, time
-from converter.serve import bind_socket, serve_workers
-
-sock = bind_socket("127.0.0.1", 0)
-print(sock.getsockname()[1], flush=True)
-
-def worker() -> None:  # as uvicorn does: on SIGTERM the listener closes, then what is open drains
-    def stop(sig, frame):
-        sock.close()
-        time.sleep(float(sys.argv[1]))
-        raise SystemExit(0)
-    signal.signal(signal.SIGTERM, stop)
-    print("worker", flush=True)
-    while True:
-        time.sleep(1)
-
-serve_workers(1, worker, listening=sock)
-"""
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="workers need os.fork")
-def test_with_workers_new_connects_are_refused_while_the_workers_drain(tmp_path: Any) -> None:
-    script = tmp_path / "workers.py"
-    script.write_text(_WORKERS_SCRIPT)
-    drain = 1.5
-    process = subprocess.Popen([sys.executable, str(script), str(drain)], stdout=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-    try:
-        assert process.stdout is not None
-        port = int(process.stdout.readline())
-        assert process.stdout.readline().strip() == "worker"
-        with socket.create_connection(("127.0.0.1", port), timeout=2):
-            pass  # listening (the kernel completes the connect: nothing accepts here)
-        process.send_signal(signal.SIGTERM)
-        time.sleep(0.5)  # the worker has closed its copy and drains for `drain` seconds
-        started = time.monotonic()
-        with pytest.raises(ConnectionRefusedError):
-            socket.create_connection(("127.0.0.1", port), timeout=2).close()
-        assert time.monotonic() - started < 1
-        assert process.wait(timeout=drain + 5) == 0
-    finally:
-        process.kill()
-        process.wait()
