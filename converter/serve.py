@@ -1,11 +1,10 @@
 """Serving over HTTP: bind the socket first (a busy port is one clear error), run uvicorn on it,
 and shut down without losing a request: long-lived streams end before uvicorn waits for open
-responses, and the connections the kernel already completed are accepted before the listening
-socket closes (converter.server.connections drains them)."""
+responses, and the connections the kernel already completed or is completing are accepted before
+the listening socket closes, which refuses the rest (converter.server.connections drains them)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import logging
@@ -19,11 +18,10 @@ from typing import Any, Final
 from converter.catalog import Catalog
 from converter.catalog.dynamic import DynamicCatalog
 from converter.config import Settings
+from converter.server.listener import accept_waiting, refuse_new_connections
 
 log = logging.getLogger("openapi_mcp")
-_SO_ATTACH_FILTER = 26  # linux/asm-generic/socket.h
 USER_ERROR = 2  # the command line's exit code for a problem in the config or the spec
-_TURNS_TO_CONNECT = 10  # loop turns from accepting a socket to its protocol's connection_made (asyncio: 3)
 
 
 def serve_http(settings: Settings, catalog: Catalog | DynamicCatalog,
@@ -56,7 +54,7 @@ def serve_http(settings: Settings, catalog: Catalog | DynamicCatalog,
     if app is not None:
         run(app)
     else:
-        serve_workers(workers, run)
+        serve_workers(workers, run, listening=sock)
 
 
 def with_worker_session_key(load: Callable[[], Settings]) -> Callable[[], Settings]:
@@ -78,11 +76,14 @@ def with_worker_session_key(load: Callable[[], Settings]) -> Callable[[], Settin
     return loaded
 
 
-def serve_workers(count: int, run: Callable[[], None], *, restart_window: float = 10.0) -> None:
+def serve_workers(count: int, run: Callable[[], None], *, restart_window: float = 10.0,
+                  listening: socket.socket | None = None) -> None:
     """Fork `count` processes that each `run()` (uvicorn on the socket they inherit) and watch them.
 
     SIGTERM / SIGINT go to every worker (each drains as one process does) and the parent returns
-    once all have ended; SIGHUP goes to every worker (each reloads). A worker that ends while the
+    once all have ended; the parent closes its copy of the `listening` socket then, so that the
+    socket closes when the workers close theirs (new connects are refused while the workers drain,
+    not left waiting until the last one exits). SIGHUP goes to every worker (each reloads). A worker that ends while the
     server is not stopping is forked again, unless workers keep ending (`count` within
     `restart_window` seconds): then the rest are stopped and the server ends with an error.
     """
@@ -121,6 +122,8 @@ def serve_workers(count: int, run: Callable[[], None], *, restart_window: float 
         nonlocal stopping
         if sig != signal.SIGHUP:
             stopping = True
+            if listening is not None:
+                listening.close()  # no worker is forked again from here on
         for pid in list(children):
             with contextlib.suppress(ProcessLookupError):  # ended, not yet reaped
                 os.kill(pid, sig)
@@ -174,46 +177,6 @@ def _run_uvicorn(config: Any, sock: socket.socket, stop_streams: Sequence[Any]) 
             await super().shutdown(sockets)
 
     Server(config).run(sockets=[sock])
-
-
-def refuse_new_connections(listening: socket.socket) -> None:
-    """Stop the kernel from completing new connections on `listening`, which stays open until the
-    ones it completed are accepted: a client's SYN is dropped now (it sends it again after a second,
-    and by then the socket is closed: the connect is refused, nothing was sent, and a balancer tries
-    another replica). Linux: a socket filter that drops every packet of the listener (the accepted
-    connections are sockets of their own); elsewhere a queue of one, which drops SYNs once full."""
-    try:
-        listening.listen(0)
-        if sys.platform == "linux":
-            import ctypes
-            import struct
-
-            drop_all = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))  # BPF_RET|BPF_K 0
-            program = struct.pack("HP", 1, ctypes.addressof(drop_all))  # struct sock_fprog
-            listening.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, program)
-    except OSError as exc:  # pragma: no cover - a kernel without socket filters: the queue of one remains
-        log.debug("could not stop new connections before closing the listener: %s", exc)
-
-
-async def accept_waiting(servers: Sequence[Any], *, limit: float = 0.5) -> None:
-    """Let the loop accept the connections waiting in the listening sockets' queues (at most `limit` s).
-
-    The kernel completes a client's connect before the server accepts it, so a balancer may have
-    sent a request on a connection still in the queue; closing the listening socket resets those
-    connections, and a POST already sent is not sent to another replica (nginx answers 502).
-    Accepted, they are drained like the others: served once, with `Connection: close`."""
-    import select
-
-    fds = [listening.fileno() for server in servers for listening in server.sockets]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    accepted = False
-    while fds and loop.time() < deadline and select.select(fds, [], [], 0)[0]:
-        accepted = True
-        await asyncio.sleep(0)  # the loop's accept callback runs on its next turn
-    if accepted:  # asyncio makes the accepted connection a few turns later; closed before, it is dropped
-        for _ in range(_TURNS_TO_CONNECT):
-            await asyncio.sleep(0)
 
 
 def uvicorn_config(app: Any, settings: Settings) -> Any:

@@ -3,10 +3,8 @@ themselves are shown against a running server with raw sockets: tests/integratio
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import resource
-import socket
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from converter import ConfigError
 from converter.config import Settings, load_settings
-from converter.serve import accept_waiting, bind_socket, fit_open_files, uvicorn_config
+from converter.serve import fit_open_files, uvicorn_config
 
 
 def settings(tmp_path: Path, server: str = "{}") -> Settings:
@@ -60,42 +58,6 @@ def test_max_connections_is_lowered_to_half_the_open_file_limit(monkeypatch: pyt
     assert caplog.messages == ["server.max_connections 5000 is more than half the open-file limit (256): using 128"]
     monkeypatch.setattr(resource, "getrlimit", lambda _: (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
     assert fit_open_files(1000) == 1000
-
-
-class _Counting(asyncio.Protocol):
-    made = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        _Counting.made += 1
-
-
-@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
-@pytest.mark.parametrize("accept_first", [True, False])
-def test_connections_completed_before_shutdown_are_accepted_not_reset(loop_name: str, accept_first: bool) -> None:
-    """The kernel completes a connect before the server accepts it: closing the listening socket
-    resets the ones still queued, so shutdown lets the loop accept them first (a rolling restart
-    behind nginx loses no POST to it: tests/integration/test_replicas_restart.py)."""
-    factory = asyncio.new_event_loop
-    if loop_name == "uvloop":
-        factory = pytest.importorskip("uvloop").new_event_loop
-
-    async def scenario() -> int:
-        _Counting.made = 0
-        listening = bind_socket("127.0.0.1", 0)
-        server = await asyncio.get_running_loop().create_server(_Counting, sock=listening)
-        # connected while the loop is busy here: in the queue, not yet accepted
-        clients = [socket.create_connection(listening.getsockname()[:2]) for _ in range(5)]
-        if accept_first:
-            await accept_waiting([server])
-        server.close()
-        await asyncio.sleep(0.05)
-        for client in clients:
-            client.close()
-        return _Counting.made
-
-    with asyncio.Runner(loop_factory=factory) as runner:
-        made = runner.run(scenario())
-    assert made == (5 if accept_first else 0)
 
 
 def test_trusted_proxies_decide_whose_forwarded_headers_uvicorn_believes(

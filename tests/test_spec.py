@@ -262,6 +262,7 @@ def test_unicode_property_approximation_accepts_what_the_original_accepts(make_s
     ("[\\p{Print}&&[^|:/]]+", "uses class intersection '&&', which ECMA-262 (without the v flag) does not have"),
     ("(?i)abc", "uses the group syntax '(?i)', which ECMA-262 does not have"),
     ("a*+", "uses a possessive quantifier, which ECMA-262 does not have"),
+    ("^\\p{Klingon}+$", "uses the Unicode property 'Klingon', which is not known"),
 ])
 def test_patterns_no_dialect_reads_alike_are_left_out_with_the_reason(make_spec, pattern: str, why: str) -> None:
     schema, problems = _param_schema(make_spec, {"type": "string", "pattern": pattern})

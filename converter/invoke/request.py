@@ -12,15 +12,13 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from converter.errors import ArgumentError
-from converter.invoke import serialize
+from converter.invoke import media, serialize
 from converter.models import Operation, Parameter, Slot, compact_pickle
 from converter.spec.pathkey import split_path_key
 
 _TEMPLATE_PART = re.compile(r"{([^{}/]+)}")
 _BAD_HEADER_CHARS = re.compile(r"[\r\n\x00]")
 _PERCENT_ESCAPE: Final = re.compile(r"(%[0-9A-Fa-f]{2})")
-_TOKEN: Final = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_MEDIA_PARAMETER: Final = re.compile(rf"\s*{_TOKEN}\s*=\s*(?:{_TOKEN}|\"(?:[^\"\\]|\\.)*\")\s*")
 
 
 @dataclass(slots=True)
@@ -96,7 +94,7 @@ class RequestTemplate:
             declares_accept_encoding=any(p.location == "header" and p.name.lower() == "accept-encoding"
                                          for p in (declared or op).parameters),
             path_template=op.path, slots=slots, params=params,
-            body_media_type=_well_formed_media_type(body.media_type) if body else None,
+            body_media_type=media.well_formed_media_type(body.media_type) if body else None,
             body_required=body.required if body else False,
             body_encoding=dict(body.encoding) if body else {},
             binary_fields=binary_fields, accept=accept, base_url=op.base_url,
@@ -118,7 +116,7 @@ class RequestTemplate:
             param = self.params[part.argument]
             if isinstance(value, dict) and not param.content_type:
                 value = {k: v for k, v in value.items() if v is not None}  # RFC 6570 §2.3, as below
-            text = (serialize.encode(_content_text(param, value)) if param.content_type
+            text = (serialize.encode(media.content_text(param, value)) if param.content_type
                     else serialize.path_value(value, param.style, param.explode, param.name))
             if text in ("", ".", "..") or value is None:
                 raise ArgumentError(
@@ -152,19 +150,19 @@ class RequestTemplate:
             if location == "query":
                 p = self.params[slot.argument]
                 if p.content_type:
-                    query.append(f"{serialize.encode(p.name)}={serialize.encode(_content_text(p, value))}")
+                    query.append(f"{serialize.encode(p.name)}={serialize.encode(media.content_text(p, value))}")
                 else:
                     query.extend(serialize.query_pairs(p.name, value, p.style, p.explode, p.allow_reserved))
             elif location == "header":
                 p = self.params[slot.argument]
-                text = _content_text(p, value) if p.content_type else serialize.header_value(value, p.explode)
+                text = media.content_text(p, value) if p.content_type else serialize.header_value(value, p.explode)
                 if _BAD_HEADER_CHARS.search(text) or not text.isascii():
                     raise ArgumentError(
                         f"{self.tool}: argument {slot.argument!r} must be ASCII without CR, LF or NUL (it is sent "
                         f"as the header {p.name!r})", tool=self.tool, json_path=f"$.{slot.argument}",
                     )
                 if p.name.lower() == "accept-encoding":
-                    _check_codings(self.tool, slot.argument, text)
+                    media.check_codings(self.tool, slot.argument, text)
                 headers[p.name] = text
             elif location == "cookie":
                 p = self.params[slot.argument]
@@ -185,7 +183,7 @@ class RequestTemplate:
         request = HttpRequest(method=self.method, url=url, headers=headers, template=self.path_template)
         if self.declares_accept_encoding and not any(k.lower() == "accept-encoding" for k in headers):
             request.skip_defaults = ("accept-encoding",)
-        if whole_body == {} and not self.body_required and _is_form_media(self.body_media_type):
+        if whole_body == {} and not self.body_required and media.is_form_media(self.body_media_type):
             whole_body = _MISSING  # an empty form is no body (as with no field given): codat.io's optional multipart
         if self.body_media_type is not None and (body_fields or whole_body is not _MISSING or self.body_required):
             # A required body goes out even when none of its (optional) fields were given.
@@ -235,7 +233,7 @@ class RequestTemplate:
         media_type = self.body_media_type or "application/json"
         essence = media_type.split(";", 1)[0].strip().lower()
         if "*" in essence:  # a media range (`*/*`, `text/*`) names no media type: send a concrete one
-            media_type = _concrete_media_type(essence, body, binary="body" in self.binary_fields)
+            media_type = media.concrete_media_type(essence, body, binary="body" in self.binary_fields)
             essence = media_type.split(";", 1)[0]
         if essence == "multipart/form-data":
             parts = self._parts(body)
@@ -249,7 +247,7 @@ class RequestTemplate:
             return
         if essence == "application/x-www-form-urlencoded":
             request.headers["content-type"] = media_type
-            request.content = _form_urlencoded(body).encode()
+            request.content = media.form_urlencoded(body).encode()
             return
         request.headers["content-type"] = media_type
         if essence == "application/json" or essence.endswith("+json"):
@@ -303,15 +301,6 @@ def _put(headers: dict[str, str], winners: Mapping[str, str]) -> None:
     headers.update(winners)
 
 
-def _concrete_media_type(media_range: str, body: Any, *, binary: bool) -> str:
-    """What to call a body the document allows under a media range (RFC 9110 §12.5.1)."""
-    if binary:
-        return "application/octet-stream"
-    if media_range.startswith("text/") or (media_range == "*/*" and isinstance(body, str)):
-        return "text/plain; charset=utf-8"
-    return "application/json"
-
-
 def _pieces(template: str, slot_of: Any) -> list[str | Slot]:
     """`template` as literal text and the slots of its `{variables}`."""
     pieces: list[str | Slot] = []
@@ -322,36 +311,6 @@ def _pieces(template: str, slot_of: Any) -> list[str | Slot]:
         pos = match.end()
     pieces.append(template[pos:])
     return [p for p in pieces if p != ""]
-
-
-def _content_text(param: Parameter, value: Any) -> str:
-    """A `content` parameter's value in its media type: JSON text for a JSON one, strings included
-    (OAS 3.x §4.8.12: stream-io-api.com's path `name` as `application/json` is `"L"`, not `L`)."""
-    essence = (param.content_type or "").split(";", 1)[0].strip().lower()
-    if essence == "application/json" or essence.endswith("+json"):
-        return json.dumps(serialize.whole_floats_as_ints(value), separators=(",", ":"), ensure_ascii=False)
-    return serialize.scalar(value)
-
-
-def _is_form_media(media_type: str | None) -> bool:
-    essence = (media_type or "").split(";", 1)[0].strip().lower()
-    return essence in ("application/x-www-form-urlencoded", "multipart/form-data")
-
-
-def _well_formed_media_type(media_type: str) -> str:
-    """The document's media type without the parameters that are not `name=value` (RFC 9110 §8.3.1).
-
-    anchore.io writes `text/plain; utf-8`; as a Content-Type that is malformed, so it is sent as
-    `text/plain`. A quoted value with a `;` in it keeps the media type as written.
-    """
-    essence, _, rest = media_type.partition(";")
-    if not rest or '"' in rest:
-        return media_type
-    parameters = rest.split(";")
-    kept = [p.strip() for p in parameters if _MEDIA_PARAMETER.fullmatch(p)]
-    if len(kept) == len(parameters):
-        return media_type  # as written: loket.nl's server may compare `application/json;version=2018-01-01` as text
-    return "; ".join([essence.strip(), *kept])
 
 
 def _path_literal(text: str) -> str:
@@ -381,40 +340,3 @@ class _Missing:
 
 
 _MISSING: Any = _Missing()
-
-
-def _form_urlencoded(body: Any) -> str:
-    pairs: list[str] = []
-    for name, value in (body.items() if isinstance(body, Mapping) else ()):
-        if isinstance(value, list):  # OAS: form fields default to style form, explode true
-            pairs.extend(f"{serialize.encode(name)}={serialize.encode(serialize.scalar(v))}" for v in value)
-        elif isinstance(value, Mapping):
-            pairs.extend(
-                f"{serialize.encode(str(k))}={serialize.encode(serialize.scalar(v))}" for k, v in value.items()
-            )
-        elif value is not None:
-            pairs.append(f"{serialize.encode(name)}={serialize.encode(serialize.scalar(value))}")
-    return "&".join(pairs)
-
-
-_DECODED_CODINGS: Final = frozenset({"gzip", "x-gzip", "deflate", "identity", "*"})
-
-
-def names_decoded_codings(value: str) -> bool:
-    """Does an Accept-Encoding value name only codings this server decodes (see `_check_codings`)?"""
-    return not {part.split(";", 1)[0].strip().lower() for part in value.split(",") if part.strip()} - _DECODED_CODINGS
-
-
-def _check_codings(tool: str, argument: str, value: str) -> None:
-    """A document may declare Accept-Encoding; a value may only name codings this server decodes in
-    bounded steps (converter.bodies): another one could come back as a body nothing here can cap.
-
-    Raises:
-        ArgumentError: the value names another coding.
-    """
-    names = {part.split(";", 1)[0].strip().lower() for part in value.split(",") if part.strip()}
-    others = sorted(names - _DECODED_CODINGS)
-    if others:
-        raise ArgumentError(f"{tool}: argument {argument!r} names {', '.join(map(repr, others))} in Accept-Encoding; "
-                            "this server accepts only gzip, deflate or identity answers", tool=tool,
-                            json_path=f"$.{argument}")

@@ -39,7 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from converter.auth.layer import PRINCIPAL_KEY
 from converter.auth.principal import Principal
-from converter.config.settings import ServerSettings
+from converter.config.server import ServerSettings
 from converter.server.addresses import client_key
 from converter.telemetry.sinks import Metrics
 

@@ -48,7 +48,7 @@ from mcp_types import InitializeRequestParams
 from pydantic import ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
-from converter.config.settings import ServerSettings
+from converter.config.server import ServerSettings
 from converter.server.direct_calls import CancelRelaying, DirectSessionManager
 from converter.server.ended_sessions import LocalEndedSessions
 from converter.server.session_ids import SessionSealer, same_owner

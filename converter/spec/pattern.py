@@ -33,6 +33,8 @@ from typing import Any, Final
 import jsonschema_rs
 import regex
 
+from converter.spec.pattern_properties import property_facts, runs
+
 __all__ = ["portable_pattern"]
 
 _QUANTIFIER: Final = re.compile(r"\{(\d+)(,(\d*))?\}")
@@ -40,14 +42,6 @@ _PROPERTY_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_ =-]*")
 _SYNTAX: Final = frozenset("^$\\.*+?()[]{}|")
 _CLASS_ESCAPES: Final = frozenset("dDwWsS")
 _CONTROL: Final = {"f": 0x0C, "n": 0x0A, "r": 0x0D, "t": 0x09, "v": 0x0B}
-# Java's POSIX classes (AWS's Smithy models use them), ASCII-only as in Java: pairs of range ends.
-_JAVA_POSIX: Final = {
-    "Lower": "az", "Upper": "AZ", "ASCII": "\x00\x7f", "Alpha": "azAZ", "Digit": "09", "Alnum": "azAZ09",
-    "Punct": "!/:@[`{~", "Graph": "!~", "Print": " ~", "Blank": "  \t\t", "Cntrl": "\x00\x1f\x7f\x7f",
-    "XDigit": "09afAF", "Space": "  \t\r",
-}
-
-
 class _UnportableError(Exception):
     """The pattern uses something that cannot be written the same way for every dialect."""
 
@@ -337,11 +331,14 @@ class _Translator:
         if not match or not _PROPERTY_NAME.fullmatch(match.group(1)):
             raise _UnportableError("has a malformed Unicode property escape")
         self.i += len(match.group())
-        ascii_members, has_non_ascii, misses_non_ascii = _property_facts(match.group(1))
+        facts = property_facts(match.group(1))
+        if facts is None:
+            raise _UnportableError(f"uses the Unicode property {match.group(1)!r}, which is not known")
+        ascii_members, has_non_ascii, misses_non_ascii = facts
         if negated:
             ascii_members = frozenset(range(128)) - ascii_members
             has_non_ascii = misses_non_ascii
-        items: list[_Item] = [("range", a, b, None) for a, b in _ranges(ascii_members)]
+        items: list[_Item] = [("range", a, b, None) for a, b in runs(ascii_members)]
         if has_non_ascii and not in_negated_class:
             items.append(_NON_ASCII)
         return items
@@ -392,46 +389,6 @@ def _is_portable_escape(source: str, *, in_class: bool) -> bool:
     if re.fullmatch(r"\\x[0-9A-Fa-f]{2}", source):
         return True
     return bool(re.fullmatch(r"\\u[0-9A-Fa-f]{4}", source)) and not 0xD800 <= int(source[2:], 16) <= 0xDFFF
-
-
-@lru_cache(maxsize=256)
-def _property_facts(name: str) -> tuple[frozenset[int], bool, bool]:
-    """ASCII members of a property, whether it has non-ASCII members, whether it misses some."""
-    java = _JAVA_POSIX.get(name)
-    if java is not None:  # Java's POSIX classes: ASCII only
-        members: set[int] = set()
-        for low, high in zip(java[::2], java[1::2], strict=True):
-            members.update(range(ord(low), ord(high) + 1))
-        return frozenset(members), False, True
-    compiled = None
-    for candidate in (name, name[2:] if name.startswith(("Is", "In")) else None):
-        if candidate:
-            try:
-                compiled = regex.compile(rf"\p{{{candidate}}}")
-                break
-            except regex.error:
-                continue
-    if compiled is None:
-        raise _UnportableError(f"uses the Unicode property {name!r}, which is not known")
-    ascii_members = frozenset(cp for cp in range(128) if compiled.match(chr(cp)))
-    inverse = regex.compile(rf"\P{{{compiled.pattern[3:-1]}}}")
-    return ascii_members, bool(compiled.search(_non_ascii())), bool(inverse.search(_non_ascii()))
-
-
-@lru_cache(maxsize=1)
-def _non_ascii() -> str:
-    return "".join(chr(cp) for cp in range(0x80, 0x110000) if not 0xD800 <= cp <= 0xDFFF)
-
-
-def _ranges(members: frozenset[int]) -> list[tuple[int, int]]:
-    """Runs of consecutive code points."""
-    out: list[tuple[int, int]] = []
-    for cp in sorted(members):
-        if out and out[-1][1] == cp - 1:
-            out[-1] = (out[-1][0], cp)
-        else:
-            out.append((cp, cp))
-    return out
 
 
 def _render_char(c: str, *, in_class: bool, previous: str = "") -> str:

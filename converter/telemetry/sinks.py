@@ -100,7 +100,9 @@ class Recent:
         self.capacity = size
 
     def emit(self, record: CallRecord) -> None:
-        self._records.append(record)  # emitted once, when its request has ended: nothing changes it after
+        # Emitted once, when its request has ended. (A tool call whose client left before it ended
+        # may still fill in its upstream fields: the page then shows them, the access log line not.)
+        self._records.append(record)
 
     def logs(self) -> list[dict[str, Any]]:
         """The records in access-log form (`CallRecord.as_log`), oldest first."""

@@ -12,7 +12,8 @@ import jsonschema_rs
 import mcp.types as types
 
 from converter.errors import ArgumentError
-from converter.invoke.request import RequestTemplate, names_decoded_codings
+from converter.invoke.media import names_decoded_codings
+from converter.invoke.request import RequestTemplate
 from converter.models import SERVER_OWNED_HEADERS, JsonSchema, Operation, Problem, Slot, Spec
 from converter.spec.pathkey import split_path_key
 from converter.tools.names import assign_names

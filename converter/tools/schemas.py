@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final
 
-from converter.invoke.request import names_decoded_codings
+from converter.invoke.media import names_decoded_codings
 from converter.models import JsonSchema, Operation, Slot, SlotLocation
 
 BODY: Final = "body"
@@ -218,7 +218,7 @@ def _is_array(schema: Any, defs: DefsIndex) -> bool:
 
 
 # A content coding the server decodes in bounded steps (converter.bodies), with an optional weight; the
-# request builder refuses any other (invoke.request._check_codings). Lower case: ECMA-262 has no (?i).
+# request builder refuses any other (invoke.media.check_codings). Lower case: ECMA-262 has no (?i).
 _CODING: Final = r"\s*(?:gzip|x-gzip|deflate|identity|\*)\s*(?:;\s*q\s*=\s*[0-9.]{1,5}\s*)?"
 
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -98,7 +101,6 @@ def test_two_workers_serve_one_session_on_any_connection_and_stop_together(
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="workers need os.fork")
 def test_a_problem_every_worker_meets_is_one_line_and_exit_2_not_a_restart_loop(tmp_path: Path) -> None:
-    import subprocess
 
     config = tmp_path / "config.yaml"
     config.write_text(json.dumps({"spec": str(Path(__file__).resolve().parents[2] / "specs" / "marketplace.yaml"),
@@ -111,3 +113,49 @@ def test_a_problem_every_worker_meets_is_one_line_and_exit_2_not_a_restart_loop(
     errors = [line for line in done.stderr.splitlines() if line.startswith("openapi-mcp: error:")]
     assert errors and all("telemetry.access_log: cannot open" in line for line in errors), done.stderr
     assert "Traceback" not in done.stderr and "starting it again" not in done.stderr
+
+
+_WORKERS_SCRIPT = """
+import signal, sys, time
+from converter.serve import bind_socket, serve_workers
+
+sock = bind_socket("127.0.0.1", 0)
+print(sock.getsockname()[1], flush=True)
+
+def worker() -> None:  # as uvicorn does: on SIGTERM the listener closes, then what is open drains
+    def stop(sig, frame):
+        sock.close()
+        time.sleep(float(sys.argv[1]))
+        raise SystemExit(0)
+    signal.signal(signal.SIGTERM, stop)
+    print("worker", flush=True)
+    while True:
+        time.sleep(1)
+
+serve_workers(1, worker, listening=sock)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="workers need os.fork")
+def test_with_workers_new_connects_are_refused_while_the_workers_drain(tmp_path: Path) -> None:
+    script = tmp_path / "workers.py"
+    script.write_text(_WORKERS_SCRIPT)
+    drain = 1.5
+    process = subprocess.Popen([sys.executable, str(script), str(drain)], stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert process.stdout is not None
+        port = int(process.stdout.readline())
+        assert process.stdout.readline().strip() == "worker"
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass  # listening (the kernel completes the connect: nothing accepts here)
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the worker has closed its copy and drains for `drain` seconds
+        started = time.monotonic()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        assert time.monotonic() - started < 1
+        assert process.wait(timeout=drain + 5) == 0
+    finally:
+        process.kill()
+        process.wait()
