@@ -27,7 +27,7 @@ import converter.redis_client
 import mock_api
 from converter.config import load_settings
 from converter.server.app import create_app
-from converter.server.cancel_relay import CancelRelay, _parse, session_digest
+from converter.server.cancel_relay import MAX_MESSAGE_BYTES, CancelRelay, _encode, _parse, session_digest
 from tests.mcp_http import introspection_of, mcp_request
 
 pytestmark = pytest.mark.anyio
@@ -334,5 +334,19 @@ def test_only_well_formed_messages_of_other_replicas_are_taken() -> None:
     for bad in ({**good, "from": "a"}, {**good, "session": "short"}, {**good, "request": True},
                 {**good, "request": None}, {**good, "request": 1.5}, {**good, "session": None}, [good]):
         assert _parse(json.dumps(bad), "a") is None, bad
-    assert _parse(json.dumps({**good, "reason": "x" * 2000}), "a") is None  # larger than any message we send
+    assert _parse(json.dumps({**good, "reason": "x" * 3000}), "a") is None  # larger than any message we send
     assert _parse(b"not json", "a") is None and _parse(42, "a") is None
+
+
+def test_what_is_published_always_fits_what_is_taken() -> None:
+    digest = "d" * 64
+    assert _parse(_encode("b", digest, 7, "stop"), "a") == (digest, 7, "stop")
+    assert _parse(_encode("b", digest, "r", None), "a") == (digest, "r", None)
+    long = _encode("b", digest, "r", "x" * 5000)  # cut to 200 characters
+    assert long is not None and _parse(long, "a") == (digest, "r", "x" * 200)
+    wide = _encode("b", digest, "é" * 200, "😀" * 200)
+    assert wide is not None and _parse(wide.encode(), "a") == (digest, "é" * 200, "😀" * 200)
+    escaped = _encode("b", digest, "\x01" * 200, "\x01" * 200)  # six bytes a character once escaped
+    assert escaped is not None and len(escaped.encode()) <= MAX_MESSAGE_BYTES
+    assert _parse(escaped.encode(), "a") == (digest, "\x01" * 200, None)  # the reason left out, the cancel kept
+    assert _encode("b", digest, "r" * 201, None) is None  # nobody's request ID

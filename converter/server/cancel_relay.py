@@ -58,7 +58,7 @@ CANCELLED: Final = "notifications/cancelled"
 OUTBOX: Final = 256  # relayed cancels waiting to be published
 MAX_ID_CHARS: Final = 200  # a longer string request ID is not relayed (JSON-RPC IDs are short in practice)
 MAX_REASON_CHARS: Final = 200
-MAX_MESSAGE_BYTES: Final = 1024
+MAX_MESSAGE_BYTES: Final = 2048  # a request ID of MAX_ID_CHARS always fits, however it is escaped
 _DIGEST_CHARS: Final = 64
 
 
@@ -122,14 +122,11 @@ class CancelRelay:
         request_id = cancelled_request_id_from_params(params)
         if request_id is None or coerce_request_id(request_id) in dispatcher._in_flight:
             return  # malformed (the SDK drops it too), or cancelled here by the dispatcher just now
-        if isinstance(request_id, str) and len(request_id) > MAX_ID_CHARS:
+        encoded = _encode(self.replica, digest, request_id, (params or {}).get("reason"))
+        if encoded is None:
             return
-        message: dict[str, Any] = {"from": self.replica, "session": digest, "request": request_id}
-        reason = (params or {}).get("reason")
-        if isinstance(reason, str):
-            message["reason"] = reason[:MAX_REASON_CHARS]
         try:
-            self._outbox_in.send_nowait(json.dumps(message))
+            self._outbox_in.send_nowait(encoded)
         except anyio.WouldBlock:
             self.dropped += 1
             if not self._dropping:
@@ -199,6 +196,19 @@ class CancelRelay:
         self._outbox_in.close()
         self._outbox.close()
         await close_clients(log, self._publisher, self._subscriber)
+
+
+def _encode(replica: str, digest: str, request_id: int | str, reason: Any) -> str | None:
+    """The message for a relayed cancel, within MAX_MESSAGE_BYTES (the reason cut, or left out when
+    it does not fit); None for a request ID longer than MAX_ID_CHARS (no real client's)."""
+    if isinstance(request_id, str) and len(request_id) > MAX_ID_CHARS:
+        return None
+    message: dict[str, Any] = {"from": replica, "session": digest, "request": request_id}
+    if isinstance(reason, str) and reason:
+        encoded = json.dumps({**message, "reason": reason[:MAX_REASON_CHARS]}, ensure_ascii=False)
+        if len(encoded.encode()) <= MAX_MESSAGE_BYTES:
+            return encoded
+    return json.dumps(message, ensure_ascii=False)
 
 
 def _parse(data: Any, own: str) -> tuple[str, int | str, str | None] | None:
