@@ -222,6 +222,10 @@ async def test_a_cancel_landing_on_another_replica_cancels_the_call_where_it_run
                 await upstream.cancelled.wait()  # the upstream request was cancelled on replica A
         assert message_of(answers[0]) == CANCELLED  # what a cancel arriving on A itself gives
         assert (relay_b.published, relay_a.cancelled, relay_b.cancelled) == (1, 1, 0)
+        shown_a, shown_b = (await a.get("/metrics")).text, (await b.get("/metrics")).text
+        assert 'openapi_mcp_cancels_relayed_total{result="applied"} 1.0' in shown_a
+        assert 'openapi_mcp_cancels_relayed_total{result="published"} 1.0' in shown_b
+        assert 'openapi_mcp_cancels_relayed_total{result="applied"} 0.0' in shown_b
 
 
 async def test_a_cancel_for_a_call_in_flight_here_stays_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -295,6 +295,12 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
     app.add_middleware(RequestLimits, limiter=lambda: live.limiter, mcp_path=settings.server.path)
     if telemetry.metrics is not None:
         _watch_pdp(live, telemetry.metrics)
+        if cancels is not None:
+            relay = cancels
+            telemetry.metrics.watch_counts(
+                "openapi_mcp_cancels_relayed", "notifications/cancelled for calls on another replica, by result "
+                "(published: sent to the others; applied: a call here cancelled for another; dropped: not relayed)",
+                "result", lambda: {"published": relay.published, "applied": relay.cancelled, "dropped": relay.dropped})
     if settings.auth is not None and verifier is not None:
         app.add_middleware(AuthLayer, settings=settings.auth, verifier=verifier, policy=lambda: live.policy,
                            mcp_path=settings.server.path, guarded_paths=guarded)

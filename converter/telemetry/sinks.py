@@ -193,11 +193,14 @@ class Metrics:
     def request_ended(self) -> None:
         self.in_flight -= 1
 
+    def watch_counts(self, name: str, documentation: str, label: str, counts: Callable[[], Mapping[str, int]]) -> None:
+        """A counter family `<name>_total{<label>}` read from `counts()` when scraped (label value -> count)."""
+        self.registry.register(_CountsCollector(name, documentation, label, counts))
+
     def watch_pdp(self, decisions: Callable[[], Mapping[str, int]]) -> Callable[[str, float], None]:
         """Count the decision service's answers (read when scraped) as
         `openapi_mcp_pdp_decisions_total{decision}`; returns what to call per exchange (latency)."""
-        self.registry.register(_CountsCollector("openapi_mcp_pdp_decisions", "Decision service answers",
-                                                "decision", decisions))
+        self.watch_counts("openapi_mcp_pdp_decisions", "Decision service answers", "decision", decisions)
 
         def observe(kind: str, seconds: float) -> None:
             self._child(self.pdp_latency, kind).observe(seconds)
