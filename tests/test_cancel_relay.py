@@ -144,7 +144,7 @@ async def two_replicas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, upstream
     bus = Bus()
     monkeypatch.setattr(converter.redis_client, "redis_client", bus.client)
     monkeypatch.setattr("converter.server.pubsub.RETRY_SECONDS", 0.05)
-    monkeypatch.setattr("converter.server.cancel_relay.RETRY_SECONDS", 0.05)
+    monkeypatch.setattr("converter.server.session_relay.RETRY_SECONDS", 0.05)
     document: dict[str, Any] = {
         "spec": str(mock_api.SPEC_PATH), "upstream": {"url": "http://mock.test"},
         "telemetry": {"access_log": "off"}, "redis": {"url": "redis://redis.test:6379/0", "key_prefix": "t:"},

@@ -33,25 +33,20 @@ outage is logged once, the call runs to its end, and `/readyz` says `"redis-canc
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-import anyio
 from mcp.shared.dispatcher import OnNotifyIntercept, coerce_request_id
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher, cancelled_request_id_from_params
 
-from converter.server.pubsub import REDIS_FAILURES, RETRY_SECONDS, close_clients, listen
-
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
+from converter.server.session_relay import DIGEST_CHARS, SessionRelay, session_digest
 
 log = logging.getLogger("openapi_mcp.sessions")
+
+__all__ = ["CancelRelay", "session_digest"]
 
 CHANNEL: Final = "cancels"
 CANCELLED: Final = "notifications/cancelled"
@@ -59,63 +54,28 @@ OUTBOX: Final = 256  # relayed cancels waiting to be published
 MAX_ID_CHARS: Final = 200  # a longer string request ID is not relayed (JSON-RPC IDs are short in practice)
 MAX_REASON_CHARS: Final = 200
 MAX_MESSAGE_BYTES: Final = 2048  # a request ID of MAX_ID_CHARS always fits, however it is escaped
-_DIGEST_CHARS: Final = 64
 
 
-def session_digest(session_id: str) -> str:
-    """What names a session in Redis: the SHA-256 of its ID (converter.server.ended_sessions too)."""
-    return hashlib.sha256(session_id.encode()).hexdigest()
-
-
-class CancelRelay:
+class CancelRelay(SessionRelay):
     """Relays cancels of calls in flight on other replicas, and applies theirs (see the module docstring)."""
 
-    def __init__(self, *, publisher: Redis, subscriber: Redis, key_prefix: str,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.channel = key_prefix + CHANNEL
-        self.replica = uuid.uuid4().hex
-        self._publisher = publisher
-        self._subscriber = subscriber
-        self._monotonic = monotonic
-        self._sessions: dict[str, tuple[JSONRPCDispatcher[Any], str]] = {}  # digest -> (dispatcher, session ID)
-        self._outbox_in, self._outbox = anyio.create_memory_object_stream[str](OUTBOX)
-        self._subscribed = False
-        self._publish_failing = False
-        self._down_until = float("-inf")
-        self._dropping = False
-        self.published = 0  # cancels this replica relayed (the tests read these)
-        self.heard = 0  # well-formed messages of other replicas
-        self.cancelled = 0  # calls this replica cancelled for another one
-        self.dropped = 0
-
-    @classmethod
-    def from_url(cls, url: str, *, key_prefix: str, timeout: float) -> CancelRelay:
-        from converter.redis_client import redis_client
-
-        return cls(publisher=redis_client(url, timeout), subscriber=redis_client(url, timeout, waits_for_messages=True),
-                   key_prefix=key_prefix)
-
-    @property
-    def state(self) -> str:
-        return "reachable" if self._subscribed and not self._publish_failing else "degraded"
+    channel_name = CHANNEL
+    outbox = OUTBOX
+    what = CANCELLED
+    lost = "a call running on another replica runs to its end"
+    cancelled = 0  # calls this replica cancelled for another one
 
     @contextmanager
     def watching(self, session_id: str, dispatcher: JSONRPCDispatcher[Any]) -> Iterator[OnNotifyIntercept]:
         """For as long as `dispatcher` runs `session_id` here: its notification intercept."""
-        digest = session_digest(session_id)
-        entry = (dispatcher, session_id)
-        self._sessions[digest] = entry
+        with self._registered(session_id, dispatcher) as digest:
 
-        def intercept(method: str, params: Mapping[str, Any] | None) -> bool:
-            if method == CANCELLED:
-                self._seen(digest, dispatcher, params)
-            return False  # never consumed: the SDK's on_notify runs as always
+            def intercept(method: str, params: Mapping[str, Any] | None) -> bool:
+                if method == CANCELLED:
+                    self._seen(digest, dispatcher, params)
+                return False  # never consumed: the SDK's on_notify runs as always
 
-        try:
             yield intercept
-        finally:
-            if self._sessions.get(digest) is entry:
-                del self._sessions[digest]
 
     def _seen(self, digest: str, dispatcher: JSONRPCDispatcher[Any], params: Mapping[str, Any] | None) -> None:
         """A `notifications/cancelled` on this session: relayed when its request is not in flight here."""
@@ -123,52 +83,8 @@ class CancelRelay:
         if request_id is None or coerce_request_id(request_id) in dispatcher._in_flight:
             return  # malformed (the SDK drops it too), or cancelled here by the dispatcher just now
         encoded = _encode(self.replica, digest, request_id, (params or {}).get("reason"))
-        if encoded is None:
-            return
-        try:
-            self._outbox_in.send_nowait(encoded)
-        except anyio.WouldBlock:
-            self.dropped += 1
-            if not self._dropping:
-                log.warning("more than %d cancels are waiting to be relayed to the other replicas; "
-                            "dropping the rest until they are sent", OUTBOX)
-            self._dropping = True
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):  # shutting down
-            pass
-
-    async def run(self) -> None:
-        """Publish this replica's relayed cancels and apply the other replicas', until cancelled."""
-        async with anyio.create_task_group() as group:
-            group.start_soon(self._publish_all)
-            await listen(self._subscriber, self.channel, self._apply, on_state=self._on_state, log=log,
-                         what="the other replicas' cancellations")
-
-    def _on_state(self, subscribed: bool) -> None:
-        self._subscribed = subscribed
-        if subscribed:  # Redis answers again: the next cancel is published as usual
-            self._publish_failing = False
-            self._down_until = float("-inf")
-
-    async def _publish_all(self) -> None:
-        async for message in self._outbox:
-            self._dropping = False
-            if self._monotonic() < self._down_until:
-                self.dropped += 1
-                continue
-            try:
-                await self._publisher.publish(self.channel, message)
-            except REDIS_FAILURES as exc:  # Redis down or slow: the call runs to its end
-                self._down_until = self._monotonic() + RETRY_SECONDS
-                self.dropped += 1
-                if not self._publish_failing:
-                    log.warning("cannot relay notifications/cancelled to the other replicas (Redis: %s); "
-                                "a call running on another replica runs to its end", type(exc).__name__)
-                self._publish_failing = True
-                continue
-            if self._publish_failing:
-                log.info("relaying notifications/cancelled to the other replicas again")
-            self._publish_failing = False
-            self.published += 1
+        if encoded is not None:
+            self._queue(encoded)
 
     async def _apply(self, data: Any) -> None:
         """Another replica's relayed cancel: applied only to that exact session and request in flight here."""
@@ -191,11 +107,6 @@ class CancelRelay:
         self.cancelled += 1
         log.info("cancelled request %r of session %s… on notifications/cancelled received by another replica%s",
                  request_id, session_id[:12], f" ({reason!r})" if reason else "")
-
-    async def aclose(self) -> None:
-        self._outbox_in.close()
-        self._outbox.close()
-        await close_clients(log, self._publisher, self._subscriber)
 
 
 def _encode(replica: str, digest: str, request_id: int | str, reason: Any) -> str | None:
@@ -224,7 +135,7 @@ def _parse(data: Any, own: str) -> tuple[str, int | str, str | None] | None:
     if not isinstance(message, dict) or message.get("from") == own:
         return None
     digest, request_id, reason = message.get("session"), message.get("request"), message.get("reason")
-    if not isinstance(digest, str) or len(digest) != _DIGEST_CHARS:
+    if not isinstance(digest, str) or len(digest) != DIGEST_CHARS:
         return None
     if isinstance(request_id, bool) or not isinstance(request_id, int | str):
         return None

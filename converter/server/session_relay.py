@@ -1,0 +1,151 @@
+"""What the relays of one session's messages between replicas share (converter.server.cancel_relay,
+converter.server.answer_relay).
+
+Behind a load balancer without affinity, a message of a sealed session (converter.server.shared_sessions)
+may land on another replica than the one holding what it is about (a call in flight, a request the
+server waits on). `SessionRelay` is the Redis pub/sub side of relaying it there:
+
+- a table of the sessions whose server task runs here, keyed by the SHA-256 of the session ID (as the
+  ended-sessions keys are: whoever reads Redis learns no session ID), each with its dispatcher;
+- an outbox of at most `outbox` encoded messages waiting to be published on `<key_prefix><channel>`
+  (more are dropped, logged once until it drains), published by one task; a failed publish skips
+  publishing for `RETRY_SECONDS`, each outage logged once, and `state` says `"degraded"`;
+- one listener (converter.server.pubsub) that hands the other replicas' messages to `_apply`; each
+  message carries the publishing replica's random `replica` id, so no replica acts on its own.
+
+Nothing on the request path waits for Redis: a message is queued without blocking.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Final, Self
+
+import anyio
+from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
+
+from converter.server.pubsub import REDIS_FAILURES, RETRY_SECONDS, close_clients, listen
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+log = logging.getLogger("openapi_mcp.sessions")
+
+DIGEST_CHARS: Final = 64
+
+
+def session_digest(session_id: str) -> str:
+    """What names a session in Redis: the SHA-256 of its ID (converter.server.ended_sessions too)."""
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+class SessionRelay:
+    """Relays messages of this replica's sessions to the other replicas and applies theirs (see the
+    module docstring). A subclass names its `channel`, `outbox` size and what it relays (`what`, for
+    the log), queues messages with `_queue` and applies the others' in `_apply`."""
+
+    channel_name: str = ""
+    outbox: int = 256
+    what: str = "messages"  # "notifications/cancelled", for "cannot relay notifications/cancelled ..."
+    lost: str = "it is lost"  # what follows when Redis loses one, for the same line
+
+    def __init__(self, *, publisher: Redis, subscriber: Redis, key_prefix: str,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.channel = key_prefix + self.channel_name
+        self.replica = uuid.uuid4().hex
+        self._publisher = publisher
+        self._subscriber = subscriber
+        self._monotonic = monotonic
+        self._sessions: dict[str, tuple[JSONRPCDispatcher[Any], str]] = {}  # digest -> (dispatcher, session ID)
+        self._outbox_in, self._outbox = anyio.create_memory_object_stream[str](self.outbox)
+        self._subscribed = False
+        self._publish_failing = False
+        self._down_until = float("-inf")
+        self._dropping = False
+        self.published = 0  # messages this replica relayed (the tests and the metrics read these)
+        self.heard = 0  # well-formed messages of other replicas
+        self.dropped = 0
+
+    @classmethod
+    def from_url(cls, url: str, *, key_prefix: str, timeout: float) -> Self:
+        from converter.redis_client import redis_client
+
+        return cls(publisher=redis_client(url, timeout), subscriber=redis_client(url, timeout, waits_for_messages=True),
+                   key_prefix=key_prefix)
+
+    @property
+    def state(self) -> str:
+        return "reachable" if self._subscribed and not self._publish_failing else "degraded"
+
+    @contextmanager
+    def _registered(self, session_id: str, dispatcher: JSONRPCDispatcher[Any]) -> Iterator[str]:
+        """`session_id` served by `dispatcher` here, for as long as the block runs; yields its digest."""
+        digest = session_digest(session_id)
+        entry = (dispatcher, session_id)
+        self._sessions[digest] = entry
+        try:
+            yield digest
+        finally:
+            if self._sessions.get(digest) is entry:
+                del self._sessions[digest]
+
+    def _queue(self, encoded: str) -> None:
+        """Publish `encoded` soon (never waits); dropped when the outbox is full."""
+        try:
+            self._outbox_in.send_nowait(encoded)
+        except anyio.WouldBlock:
+            self.dropped += 1
+            if not self._dropping:
+                log.warning("more than %d %s are waiting to be relayed to the other replicas; "
+                            "dropping the rest until they are sent", self.outbox, self.what)
+            self._dropping = True
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):  # shutting down
+            pass
+
+    async def run(self) -> None:
+        """Publish this replica's relayed messages and apply the other replicas', until cancelled."""
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._publish_all)
+            await listen(self._subscriber, self.channel, self._apply, on_state=self._on_state, log=log,
+                         what=f"the other replicas' {self.what}")
+
+    def _on_state(self, subscribed: bool) -> None:
+        self._subscribed = subscribed
+        if subscribed:  # Redis answers again: the next message is published as usual
+            self._publish_failing = False
+            self._down_until = float("-inf")
+
+    async def _publish_all(self) -> None:
+        async for message in self._outbox:
+            self._dropping = False
+            if self._monotonic() < self._down_until:
+                self.dropped += 1
+                continue
+            try:
+                await self._publisher.publish(self.channel, message)
+            except REDIS_FAILURES as exc:  # Redis down or slow
+                self._down_until = self._monotonic() + RETRY_SECONDS
+                self.dropped += 1
+                if not self._publish_failing:
+                    log.warning("cannot relay %s to the other replicas (Redis: %s); %s",
+                                self.what, type(exc).__name__, self.lost)
+                self._publish_failing = True
+                continue
+            if self._publish_failing:
+                log.info("relaying %s to the other replicas again", self.what)
+            self._publish_failing = False
+            self.published += 1
+
+    async def _apply(self, data: Any) -> None:
+        """Another replica's message (or our own: the subclass checks `from`)."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        self._outbox_in.close()
+        self._outbox.close()
+        await close_clients(log, self._publisher, self._subscriber)
