@@ -191,8 +191,9 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
     json_response = settings.server.json_response
     if live.passthrough is not None and "json_response" not in settings.server.model_fields_set:
         json_response = False  # SSE answers, so an upstream's progress reaches the client during a call
-    ended = cancels = None
+    ended = cancels = answers = None
     if settings.redis is not None and settings.server.session_keys and not settings.server.stateless:
+        from converter.server.answer_relay import AnswerRelay
         from converter.server.cancel_relay import CancelRelay
         from converter.server.ended_sessions import RedisEndedSessions
 
@@ -200,8 +201,11 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
         ended = RedisEndedSessions.from_url(redis_url, key_prefix=redis.key_prefix, timeout=redis.timeout)
         # notifications/cancelled that lands on another replica than the call it names
         cancels = CancelRelay.from_url(redis_url, key_prefix=redis.key_prefix, timeout=redis.timeout)
+        # the client's answer to a request a call here sent it (sampling, elicitation, roots), landed elsewhere
+        answers = AnswerRelay.from_url(redis_url, key_prefix=redis.key_prefix, timeout=redis.timeout)
+    relays = [relay for relay in (cancels, answers) if relay is not None]
     manager = build_session_manager(server, settings.server, json_response=json_response, security=security,
-                                    ended=ended, cancel_relay=cancels)
+                                    ended=ended, relays=relays)
     if isinstance(manager, SharedSessionManager) and telemetry.metrics is not None:
         manager.on_rebuilt = telemetry.metrics.sessions_rebuilt.inc
     announcements = None
@@ -235,8 +239,8 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
                     tasks.start_soon(watch, reloader)
                 if announcements is not None:
                     tasks.start_soon(announcements.run)
-                if cancels is not None:
-                    tasks.start_soon(cancels.run)
+                for relay in relays:
+                    tasks.start_soon(relay.run)
                 yield
                 tasks.cancel_scope.cancel()
         finally:
@@ -246,8 +250,8 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
                 await ended.aclose()
             if announcements is not None:
                 await announcements.aclose()
-            if cancels is not None:
-                await cancels.aclose()
+            for relay in relays:
+                await relay.aclose()
             telemetry.close()
 
     shared_verdicts = getattr(verifier, "shared", None)
@@ -260,6 +264,8 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
             states["redis-announcements"] = announcements.state
         if cancels is not None:
             states["redis-cancels"] = cancels.state
+        if answers is not None:
+            states["redis-answers"] = answers.state
         return states
 
     state = reloader.state.as_json if reloader is not None else None
@@ -286,6 +292,7 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
     app.state.catalog = live
     app.state.session_manager = manager
     app.state.cancel_relay = cancels
+    app.state.answer_relay = answers
     app.state.reloader = reloader
     app.state.verifier = verifier
     app.state.telemetry = telemetry

@@ -63,6 +63,7 @@ class CancelRelay(SessionRelay):
     outbox = OUTBOX
     what = CANCELLED
     lost = "a call running on another replica runs to its end"
+    hearing = "the other replicas' cancellations"
     cancelled = 0  # calls this replica cancelled for another one
 
     @contextmanager

@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, ExitStack
 from typing import Any, Final, Protocol, cast
 from uuid import uuid4
 
@@ -66,6 +66,8 @@ from mcp_types import ErrorData, JSONRPCError, JSONRPCResponse
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive, Scope, Send
 
+from converter.server.answer_relay import AnsweringDispatcher
+
 log = logging.getLogger("openapi_mcp.sessions")
 
 DIRECT_METHODS: Final = frozenset({"tools/call", "tools/list"})
@@ -89,11 +91,24 @@ def direct_request(body: bytes) -> tuple[int | str, str, dict[str, Any] | None] 
     return request_id, method, params
 
 
-class CancelRelaying(Protocol):
-    """Sees the notifications of each session while its server task runs (converter.server.cancel_relay)."""
+class SessionRelaying(Protocol):
+    """Sees each session while its server task runs, to relay what lands on another replica than the
+    one it concerns (converter.server.cancel_relay, converter.server.answer_relay); may give a
+    notification intercept."""
 
     def watching(self, session_id: str,
-                 dispatcher: JSONRPCDispatcher[Any]) -> AbstractContextManager[OnNotifyIntercept]: ...
+                 dispatcher: JSONRPCDispatcher[Any]) -> AbstractContextManager[OnNotifyIntercept | None]: ...
+
+
+def _intercepting(intercepts: list[OnNotifyIntercept]) -> OnNotifyIntercept | None:
+    """One notification intercept running each of `intercepts` (consumed when one consumes it)."""
+    if len(intercepts) <= 1:
+        return intercepts[0] if intercepts else None
+
+    def intercept(method: str, params: Mapping[str, Any] | None) -> bool:
+        return any([each(method, params) for each in intercepts])  # a list: every one runs
+
+    return intercept
 
 
 class _TaskCanceller:
@@ -189,11 +204,11 @@ class DirectTransport(StreamableHTTPServerTransport):
 class DirectSessionManager(StreamableHTTPSessionManager):
     """The SDK's session manager, with `DirectTransport` sessions whose server task it runs itself."""
 
-    def __init__(self, app: Any, *, direct: bool = True, cancel_relay: CancelRelaying | None = None,
+    def __init__(self, app: Any, *, direct: bool = True, relays: Sequence[SessionRelaying] = (),
                  **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self.direct = direct
-        self.cancel_relay = cancel_relay  # `redis:` with sealed sessions: cancels of calls on other replicas
+        self.relays = tuple(relays)  # `redis:` with sealed sessions: cancels and answers that land elsewhere
         self.direct_answers = 0  # requests its sessions answered directly (the tests read it)
 
     def _count_direct(self) -> None:
@@ -259,19 +274,19 @@ class DirectSessionManager(StreamableHTTPSessionManager):
             try:
                 idle_scope = transport.idle_scope or anyio.CancelScope()
                 with idle_scope:
-                    dispatcher: JSONRPCDispatcher[TransportContext] = JSONRPCDispatcher(
-                        read_stream, write_stream, inline_methods=frozenset({"initialize"}))
+                    dispatcher = AnsweringDispatcher(read_stream, write_stream,
+                                                     inline_methods=frozenset({"initialize"}))
                     connection = Connection.for_loop(dispatcher, session_id=session_id, protocol_version_hint=version)
                     if restore is not None:
                         restore(connection)
                     runner = ServerRunner(self.app, connection, self._lifespan_state)
                     if self.direct and self.json_response and self.event_store is None:
                         transport.runner, transport.dispatcher = runner, dispatcher
-                    relay = self.cancel_relay
                     try:
-                        with (relay.watching(session_id, dispatcher) if relay is not None
-                              else nullcontext(None)) as intercept:
-                            await dispatcher.run(runner.on_request, runner.on_notify, intercept)
+                        with ExitStack() as watched:
+                            intercepts = [found for relay in self.relays
+                                          if (found := watched.enter_context(relay.watching(session_id, dispatcher)))]
+                            await dispatcher.run(runner.on_request, runner.on_notify, _intercepting(intercepts))
                     finally:
                         transport.runner = transport.dispatcher = None
                         await aclose_shielded(connection)

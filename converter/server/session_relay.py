@@ -53,6 +53,7 @@ class SessionRelay:
     outbox: int = 256
     what: str = "messages"  # "notifications/cancelled", for "cannot relay notifications/cancelled ..."
     lost: str = "it is lost"  # what follows when Redis loses one, for the same line
+    hearing: str = "the other replicas' messages"  # for "cannot hear ..."
 
     def __init__(self, *, publisher: Redis, subscriber: Redis, key_prefix: str,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
@@ -112,7 +113,7 @@ class SessionRelay:
         async with anyio.create_task_group() as group:
             group.start_soon(self._publish_all)
             await listen(self._subscriber, self.channel, self._apply, on_state=self._on_state, log=log,
-                         what=f"the other replicas' {self.what}")
+                         what=self.hearing)
 
     def _on_state(self, subscribed: bool) -> None:
         self._subscribed = subscribed

@@ -21,11 +21,11 @@ DELETE is remembered as ended until it would have expired: in this process, and 
 `redis:` is set (converter.server.ended_sessions), so no replica rebuilds it.
 
 What a rebuilt session does not carry over is what lives only in the memory of the replica that
-ran it: requests the server sent the client and waits on (sampling, elicitation, roots relayed
-from an upstream: the client's answer must reach the replica that asked), `logging/setLevel` and
-resource subscriptions. With `redis:`, list changes (converter.server.announcements) and
-`notifications/cancelled` for a call running elsewhere (converter.server.cancel_relay) are relayed
-to the replica they concern. README "Running several replicas" lists them.
+ran it: `logging/setLevel` and resource subscriptions. With `redis:`, list changes
+(converter.server.announcements), `notifications/cancelled` for a call running elsewhere
+(converter.server.cancel_relay) and the client's answers to requests the server sent it during a
+call (sampling, elicitation, roots relayed from an upstream: converter.server.answer_relay) are
+relayed to the replica they concern. README "Running several replicas" lists them.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from functools import partial
 from typing import Any, Final, Protocol
@@ -49,7 +49,7 @@ from pydantic import ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
 from converter.config.server import ServerSettings
-from converter.server.direct_calls import CancelRelaying, DirectSessionManager
+from converter.server.direct_calls import DirectSessionManager, SessionRelaying
 from converter.server.ended_sessions import LocalEndedSessions
 from converter.server.session_ids import SessionSealer, same_owner
 
@@ -240,9 +240,9 @@ def _initialize_params(body: bytes) -> dict[str, Any] | None:
 
 def build_session_manager(server: Any, settings: ServerSettings, *, json_response: bool,
                           security: TransportSecuritySettings | None, ended: EndedSessions | None = None,
-                          cancel_relay: CancelRelaying | None = None) -> StreamableHTTPSessionManager:
+                          relays: Sequence[SessionRelaying] = ()) -> StreamableHTTPSessionManager:
     """The session manager for `server:`: sealed, shared IDs when `session_keys` is set, else in-process
-    ones. `ended` and `cancel_relay` (`redis:`) serve sealed sessions only: another session lives in
+    ones. `ended` and `relays` (`redis:`) serve sealed sessions only: another session lives in
     one process, so nothing about it needs telling the others."""
     common: dict[str, Any] = {
         "json_response": json_response, "stateless": settings.stateless, "security_settings": security,
@@ -253,4 +253,4 @@ def build_session_manager(server: Any, settings: ServerSettings, *, json_respons
         return DirectSessionManager(server, **common)
     sealer = SessionSealer([key.get_secret_value() for key in settings.session_keys],
                            lifetime=settings.session_lifetime)
-    return SharedSessionManager(server, sealer=sealer, ended=ended, cancel_relay=cancel_relay, **common)
+    return SharedSessionManager(server, sealer=sealer, ended=ended, relays=relays, **common)
