@@ -46,7 +46,7 @@ from mcp.shared.transport_context import TransportContext
 from mcp_types import INTERNAL_ERROR, ErrorData, RequestId
 from pydantic import ValidationError
 
-from converter.server.session_relay import DIGEST_CHARS, SessionRelay
+from converter.server.session_relay import SessionRelay, read_message
 
 log = logging.getLogger("openapi_mcp.sessions")
 
@@ -130,17 +130,12 @@ class AnswerRelay(SessionRelay):
                         "the request gets an error instead", request_id, MAX_MESSAGE_BYTES)
         self._queue(encoded)
 
-    async def _apply(self, data: Any) -> None:
-        """Another replica's relayed answer: delivered only to that exact session and request pending here."""
-        found = parse(data, self.replica)
-        if found is None:
-            return
-        digest, request_id, outcome = found
-        self.heard += 1
-        entry = self._sessions.get(digest)
-        if entry is None:
-            return
-        dispatcher, session_id = entry
+    def _parse(self, data: Any) -> tuple[str, RequestId, Outcome] | None:
+        return parse(data, self.replica)
+
+    def _act(self, dispatcher: JSONRPCDispatcher[Any], session_id: str, found: tuple[Any, ...]) -> None:
+        """Another replica's relayed answer: delivered only to that exact request pending here."""
+        _, request_id, outcome = found
         if (isinstance(dispatcher, AnsweringDispatcher) and tag_of(request_id) == dispatcher.tag
                 and dispatcher.deliver(request_id, outcome)):
             self.delivered += 1
@@ -174,20 +169,11 @@ def encode(replica: str, digest: str, request_id: RequestId, outcome: Outcome) -
 
 def parse(data: Any, own: str) -> tuple[str, RequestId, Outcome] | None:
     """(session digest, request ID, answer) of another replica's message; None for our own messages
-    and anything malformed (whoever can write to Redis can publish: a message can at most answer a
-    request whose session's ID digest and request ID it already knows)."""
-    if not isinstance(data, (bytes, str)) or len(data) > MAX_MESSAGE_BYTES:
+    and anything malformed (converter.server.session_relay.read_message)."""
+    message = read_message(data, own, MAX_MESSAGE_BYTES)
+    if message is None or not isinstance(request_id := message.get("id"), str):
         return None
-    try:
-        message = json.loads(data)
-    except ValueError:
-        return None
-    if not isinstance(message, dict) or message.get("from") == own:
-        return None
-    digest, request_id = message.get("session"), message.get("id")
-    if not isinstance(digest, str) or len(digest) != DIGEST_CHARS or not isinstance(request_id, str):
-        return None
-    result, error = message.get("result"), message.get("error")
+    digest, result, error = message["session"], message.get("result"), message.get("error")
     if isinstance(result, dict) and error is None:
         return digest, request_id, result
     if result is None and isinstance(error, dict):

@@ -42,7 +42,7 @@ from typing import Any, Final
 from mcp.shared.dispatcher import OnNotifyIntercept, coerce_request_id
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher, cancelled_request_id_from_params
 
-from converter.server.session_relay import DIGEST_CHARS, SessionRelay, session_digest
+from converter.server.session_relay import SessionRelay, read_message, session_digest
 
 log = logging.getLogger("openapi_mcp.sessions")
 
@@ -87,17 +87,12 @@ class CancelRelay(SessionRelay):
         if encoded is not None:
             self._queue(encoded)
 
-    async def _apply(self, data: Any) -> None:
-        """Another replica's relayed cancel: applied only to that exact session and request in flight here."""
-        found = _parse(data, self.replica)
-        if found is None:
-            return
-        digest, request_id, reason = found
-        self.heard += 1
-        entry = self._sessions.get(digest)
-        if entry is None:
-            return
-        dispatcher, session_id = entry
+    def _parse(self, data: Any) -> tuple[str, int | str, str | None] | None:
+        return _parse(data, self.replica)
+
+    def _act(self, dispatcher: JSONRPCDispatcher[Any], session_id: str, found: tuple[Any, ...]) -> None:
+        """Another replica's relayed cancel: applied only to that exact request in flight here."""
+        _, request_id, reason = found
         in_flight = dispatcher._in_flight.get(coerce_request_id(request_id))
         if in_flight is None:
             return
@@ -125,19 +120,11 @@ def _encode(replica: str, digest: str, request_id: int | str, reason: Any) -> st
 
 def _parse(data: Any, own: str) -> tuple[str, int | str, str | None] | None:
     """(session digest, request ID, reason) of another replica's message; None for our own messages
-    and anything malformed (whoever can write to Redis can publish: a message can at most cancel a
-    request whose session's ID digest and request ID it already knows)."""
-    if not isinstance(data, (bytes, str)) or len(data) > MAX_MESSAGE_BYTES:
+    and anything malformed (converter.server.session_relay.read_message)."""
+    message = read_message(data, own, MAX_MESSAGE_BYTES)
+    if message is None:
         return None
-    try:
-        message = json.loads(data)
-    except ValueError:
-        return None
-    if not isinstance(message, dict) or message.get("from") == own:
-        return None
-    digest, request_id, reason = message.get("session"), message.get("request"), message.get("reason")
-    if not isinstance(digest, str) or len(digest) != DIGEST_CHARS:
-        return None
+    request_id, reason = message.get("request"), message.get("reason")
     if isinstance(request_id, bool) or not isinstance(request_id, int | str):
         return None
-    return digest, request_id, reason if isinstance(reason, str) else None
+    return message["session"], request_id, reason if isinstance(reason, str) else None

@@ -10,8 +10,9 @@ server waits on). `SessionRelay` is the Redis pub/sub side of relaying it there:
 - an outbox of at most `outbox` encoded messages waiting to be published on `<key_prefix><channel>`
   (more are dropped, logged once until it drains), published by one task; a failed publish skips
   publishing for `RETRY_SECONDS`, each outage logged once, and `state` says `"degraded"`;
-- one listener (converter.server.pubsub) that hands the other replicas' messages to `_apply`; each
-  message carries the publishing replica's random `replica` id, so no replica acts on its own.
+- one listener (converter.server.pubsub); each message is a JSON object with the publishing
+  replica's random id (`from`: no replica acts on its own) and the session's digest (`session`);
+  one of another replica's that names a session running here goes to the subclass's `_act`.
 
 Nothing on the request path waits for Redis: a message is queued without blocking.
 """
@@ -19,6 +20,7 @@ Nothing on the request path waits for Redis: a message is queued without blockin
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 import uuid
@@ -37,6 +39,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("openapi_mcp.sessions")
 
 DIGEST_CHARS: Final = 64
+
+
+def read_message(data: Any, own: str, max_bytes: int) -> dict[str, Any] | None:
+    """The JSON object of a message of another replica than `own`, naming a session by a digest of
+    the right length, in at most `max_bytes`; None for anything else (whoever can write to Redis can
+    publish: a message can at most act on a session whose ID digest it already knows)."""
+    if not isinstance(data, (bytes, str)) or len(data) > max_bytes:
+        return None
+    try:
+        message = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(message, dict) or message.get("from") == own:
+        return None
+    digest = message.get("session")
+    return message if isinstance(digest, str) and len(digest) == DIGEST_CHARS else None
 
 
 def session_digest(session_id: str) -> str:
@@ -143,7 +161,22 @@ class SessionRelay:
             self.published += 1
 
     async def _apply(self, data: Any) -> None:
-        """Another replica's message (or our own: the subclass checks `from`)."""
+        """A message heard on the channel: acted on when it is another replica's, well-formed, and
+        names a session running here."""
+        found = self._parse(data)
+        if found is None:
+            return
+        self.heard += 1
+        entry = self._sessions.get(found[0])
+        if entry is not None:
+            self._act(*entry, found)
+
+    def _parse(self, data: Any) -> tuple[Any, ...] | None:
+        """(session digest, ...) of another replica's message; None for our own and anything malformed."""
+        raise NotImplementedError
+
+    def _act(self, dispatcher: JSONRPCDispatcher[Any], session_id: str, found: tuple[Any, ...]) -> None:
+        """Apply `found` (what `_parse` gave) to the session's dispatcher here."""
         raise NotImplementedError
 
     async def aclose(self) -> None:
