@@ -166,6 +166,9 @@ async def test_an_answer_posted_to_another_replica_reaches_the_call_waiting_for_
                                                                              "content": {"name": "Ada"}}})
         assert final["result"]["content"][0]["text"] == "hello Ada"
         assert relays[1].published == 1 and relays[0].delivered == 1
+        shown_a, shown_b = (await a.get("/metrics")).text, (await b.get("/metrics")).text
+        assert 'openapi_mcp_answers_relayed_total{result="delivered"} 1.0' in shown_a
+        assert 'openapi_mcp_answers_relayed_total{result="published"} 1.0' in shown_b
         # answered on the replica that asked: nothing goes through Redis
         with anyio.fail_after(10):
             final = await call_answered_elsewhere(a, a, relays[0], session, {"result": {"action": "decline"}})

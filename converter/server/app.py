@@ -303,11 +303,20 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
     if telemetry.metrics is not None:
         _watch_pdp(live, telemetry.metrics)
         if cancels is not None:
-            relay = cancels
+            cancel_relay = cancels
             telemetry.metrics.watch_counts(
                 "openapi_mcp_cancels_relayed", "notifications/cancelled for calls on another replica, by result "
                 "(published: sent to the others; applied: a call here cancelled for another; dropped: not relayed)",
-                "result", lambda: {"published": relay.published, "applied": relay.cancelled, "dropped": relay.dropped})
+                "result", lambda: {"published": cancel_relay.published, "applied": cancel_relay.cancelled,
+                                   "dropped": cancel_relay.dropped})
+        if answers is not None:
+            answer_relay = answers
+            telemetry.metrics.watch_counts(
+                "openapi_mcp_answers_relayed", "the clients' answers to requests another replica sent, by result "
+                "(published: sent to the others, too_large: sent as an error; delivered: to a request here; "
+                "dropped: not relayed)",
+                "result", lambda: {"published": answer_relay.published, "too_large": answer_relay.too_large,
+                                   "delivered": answer_relay.delivered, "dropped": answer_relay.dropped})
     if settings.auth is not None and verifier is not None:
         app.add_middleware(AuthLayer, settings=settings.auth, verifier=verifier, policy=lambda: live.policy,
                            mcp_path=settings.server.path, guarded_paths=guarded)
