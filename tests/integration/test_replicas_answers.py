@@ -13,7 +13,6 @@ B logs it once and `/readyz` says degraded, and once Redis is back answers are r
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from tests.integration.conftest import Processes
 from tests.integration.services import RedisServer
 from tests.integration.test_mcp_upstream import Upstream, start_everything
 from tests.integration.test_replicas import SESSION_KEY
+from tests.integration.test_replicas_cancel import wait_until
 from tests.mcp_http import mcp_request
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -84,13 +84,6 @@ def cluster(start_replicas: Callable[..., list[Replica]], start_nginx: Callable[
 def readiness(replica: Replica) -> str:
     body = httpx.get(f"{replica.base_url}/readyz", trust_env=False, timeout=5).json()
     return str(body["upstreams"].get("redis-answers"))
-
-
-async def wait_until(what: str, check: Callable[[], bool], seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await anyio.sleep(0.05)
 
 
 async def post(http: httpx.AsyncClient, base: str, body: dict[str, Any], session: str | None) -> httpx.Response:
