@@ -99,8 +99,15 @@ class AnswerRelay(SessionRelay):
     what = "the clients' answers"
     lost = "a call waiting on another replica for one times out"
     hearing = "the clients' answers other replicas relay"
+    readiness = "redis-answers"
+    metric = "openapi_mcp_answers_relayed"
+    metric_help = ("the clients' answers to requests another replica sent, by result (published: sent to the "
+                   "others, too_large: sent as an error; delivered: to a request here; dropped: not relayed)")
     delivered = 0  # answers this replica handed to its own pending requests for another one
     too_large = 0  # answers replaced by an error because they did not fit MAX_MESSAGE_BYTES
+
+    def counts(self) -> dict[str, int]:
+        return {**super().counts(), "too_large": self.too_large, "delivered": self.delivered}
 
     @contextmanager
     def watching(self, session_id: str, dispatcher: JSONRPCDispatcher[Any]) -> Iterator[None]:

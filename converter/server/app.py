@@ -262,10 +262,8 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
             states["redis-sessions"] = ended.state
         if announcements is not None:
             states["redis-announcements"] = announcements.state
-        if cancels is not None:
-            states["redis-cancels"] = cancels.state
-        if answers is not None:
-            states["redis-answers"] = answers.state
+        for relay in relays:
+            states[relay.readiness] = relay.state
         return states
 
     state = reloader.state.as_json if reloader is not None else None
@@ -302,21 +300,8 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
     app.add_middleware(RequestLimits, limiter=lambda: live.limiter, mcp_path=settings.server.path)
     if telemetry.metrics is not None:
         _watch_pdp(live, telemetry.metrics)
-        if cancels is not None:
-            cancel_relay = cancels
-            telemetry.metrics.watch_counts(
-                "openapi_mcp_cancels_relayed", "notifications/cancelled for calls on another replica, by result "
-                "(published: sent to the others; applied: a call here cancelled for another; dropped: not relayed)",
-                "result", lambda: {"published": cancel_relay.published, "applied": cancel_relay.cancelled,
-                                   "dropped": cancel_relay.dropped})
-        if answers is not None:
-            answer_relay = answers
-            telemetry.metrics.watch_counts(
-                "openapi_mcp_answers_relayed", "the clients' answers to requests another replica sent, by result "
-                "(published: sent to the others, too_large: sent as an error; delivered: to a request here; "
-                "dropped: not relayed)",
-                "result", lambda: {"published": answer_relay.published, "too_large": answer_relay.too_large,
-                                   "delivered": answer_relay.delivered, "dropped": answer_relay.dropped})
+        for relay in relays:
+            telemetry.metrics.watch_counts(relay.metric, relay.metric_help, "result", relay.counts)
     if settings.auth is not None and verifier is not None:
         app.add_middleware(AuthLayer, settings=settings.auth, verifier=verifier, policy=lambda: live.policy,
                            mcp_path=settings.server.path, guarded_paths=guarded)

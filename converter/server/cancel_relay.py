@@ -64,7 +64,14 @@ class CancelRelay(SessionRelay):
     what = CANCELLED
     lost = "a call running on another replica runs to its end"
     hearing = "the other replicas' cancellations"
+    readiness = "redis-cancels"
+    metric = "openapi_mcp_cancels_relayed"
+    metric_help = ("notifications/cancelled for calls on another replica, by result (published: sent to the "
+                   "others; applied: a call here cancelled for another; dropped: not relayed)")
     cancelled = 0  # calls this replica cancelled for another one
+
+    def counts(self) -> dict[str, int]:
+        return {**super().counts(), "applied": self.cancelled}
 
     @contextmanager
     def watching(self, session_id: str, dispatcher: JSONRPCDispatcher[Any]) -> Iterator[OnNotifyIntercept]:

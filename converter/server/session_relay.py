@@ -64,14 +64,18 @@ def session_digest(session_id: str) -> str:
 
 class SessionRelay:
     """Relays messages of this replica's sessions to the other replicas and applies theirs (see the
-    module docstring). A subclass names its `channel`, `outbox` size and what it relays (`what`, for
-    the log), queues messages with `_queue` and applies the others' in `_apply`."""
+    module docstring). A subclass names its `channel`, `outbox` size, what it relays (`what`, for
+    the log), its `readiness` key and `metric`, queues messages with `_queue` and applies the
+    others' in `_act`."""
 
     channel_name: str = ""
     outbox: int = 256
     what: str = "messages"  # "notifications/cancelled", for "cannot relay notifications/cancelled ..."
     lost: str = "it is lost"  # what follows when Redis loses one, for the same line
     hearing: str = "the other replicas' messages"  # for "cannot hear ..."
+    readiness: str = ""  # its key in /readyz ("redis-cancels")
+    metric: str = ""  # its counter family on /metrics, by `result` (`counts`)
+    metric_help: str = ""
 
     def __init__(self, *, publisher: Redis, subscriber: Redis, key_prefix: str,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
@@ -100,6 +104,10 @@ class SessionRelay:
     @property
     def state(self) -> str:
         return "reachable" if self._subscribed and not self._publish_failing else "degraded"
+
+    def counts(self) -> dict[str, int]:
+        """What `metric` shows, by result; a subclass adds what it does with the others' messages."""
+        return {"published": self.published, "dropped": self.dropped}
 
     @contextmanager
     def _registered(self, session_id: str, dispatcher: JSONRPCDispatcher[Any]) -> Iterator[str]:
