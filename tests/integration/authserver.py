@@ -37,6 +37,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import os
 import re
 import secrets
 import shutil
@@ -55,7 +56,10 @@ if TYPE_CHECKING:
     from tests.integration.conftest import Process, Processes
 
 SCRIPT: Final = Path(__file__).resolve().parents[1] / "node" / "auth-server.mjs"
-READY_TIMEOUT: Final = 20.0
+# Starting takes about a second; once in a CI run a start printed nothing for 20 s (stuck before
+# the provider was built, cause unknown), so the wait is long and the failure says what the
+# process was doing.
+READY_TIMEOUT: Final = 60.0
 REALM: Final = "demo"
 OTHER_RESOURCE: Final = "http://127.0.0.1:1/other-api"
 ALL_SCOPES: Final = "mcp:tools mcp:admin mcp:read"
@@ -389,7 +393,22 @@ def _wait_ready(process: Process, timeout: float = READY_TIMEOUT) -> str:
         if process.popen.poll() is not None:
             _fail(process, f"exited with code {process.popen.returncode} before READY")
         time.sleep(0.05)
-    _fail(process, f"printed no READY line within {timeout:g} s")
+    _fail(process, f"printed no READY line within {timeout:g} s ({_process_state(process.popen.pid)})")
+
+
+def _process_state(pid: int) -> str:
+    """Whether a silent process is running or waiting, and on what, from /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        wchan = Path(f"/proc/{pid}/wchan").read_text().strip() or "-"
+        load = Path("/proc/loadavg").read_text().strip()
+    except OSError as exc:
+        return f"no /proc details: {exc}"
+    tick = os.sysconf("SC_CLK_TCK")
+    return (
+        f"state {stat[0]}, wchan {wchan}, user {int(stat[11]) / tick:.2f} s, "
+        f"system {int(stat[12]) / tick:.2f} s; loadavg {load}"
+    )
 
 
 @pytest.fixture(scope="session")
