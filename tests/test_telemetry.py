@@ -140,6 +140,33 @@ async def test_readyz_reports_the_upstream(tmp_path: Path) -> None:
     assert alive.status_code == 200
 
 
+async def test_readyz_shows_the_redis_states_as_they_are_now_while_the_upstream_probe_is_cached() -> None:
+    """The upstream probe costs requests and is cached; the Redis states are in-memory flags, so a
+    replica whose Redis came back says so at once (it said `degraded` for up to the cache's 5 s)."""
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    from converter.server.health import readyz
+
+    class Catalog:
+        tool_names = ("a",)
+        probes = 0
+
+        async def probe(self) -> dict[str, str]:
+            Catalog.probes += 1
+            return {"http://api.test": "reachable"}
+
+    redis = {"redis-cancels": "degraded"}
+    app = Starlette(routes=[Route("/readyz", readyz(Catalog(), shared=lambda: dict(redis)))])  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as http:
+        before = (await http.get("/readyz")).json()
+        redis["redis-cancels"] = "reachable"
+        after = (await http.get("/readyz")).json()
+    assert before["upstreams"] == {"http://api.test": "reachable", "redis-cancels": "degraded"}
+    assert after["upstreams"] == {"http://api.test": "reachable", "redis-cancels": "reachable"}
+    assert Catalog.probes == 1
+
+
 async def test_the_stdio_access_log_has_the_same_fields_as_http(tmp_path: Path) -> None:
     """On stdio (no HTTP layer) the SDK middleware makes and emits the record: a tool error is a
     tool error, an unknown tool an rpc error, and the sizes are those of the JSON-RPC messages."""

@@ -33,25 +33,24 @@ def readyz(catalog: ServedCatalog, *, shared: Callable[[], dict[str, str]] | Non
     `reload_state`: the last live reload (converter.catalog.reload), shown under `reload` as it
     is now. A failed reload does not make the server unready: the previous catalog still serves.
     """
-    cached: dict[str, Any] = {"at": float("-inf"), "body": None}
+    cached: dict[str, Any] = {"at": float("-inf"), "upstreams": {}}
 
     async def endpoint(request: Request) -> Response:
+        # Probing the upstreams costs requests, so it is cached; the shared states are flags in
+        # memory, read as they are now (a Redis that came back shows at once).
         if time.monotonic() - cached["at"] > READY_CACHE_SECONDS:
-            cached["body"] = await _probe(catalog, shared() if shared is not None else {})
+            cached["upstreams"] = await catalog.probe()
             cached["at"] = time.monotonic()
-        body = {**cached["body"], "tools": len(catalog.tool_names)}  # the tools served now
+        upstreams = {**cached["upstreams"], **(shared() if shared is not None else {})}
+        # "degraded" (Redis down: local counters) still serves; an unreachable upstream or PDP does not.
+        ready = all(state in ("reachable", "connected", "degraded") for state in upstreams.values())
+        body: dict[str, Any] = {"status": "ready" if ready else "not ready",
+                                "tools": len(catalog.tool_names), "upstreams": upstreams}
         if reload_state is not None:
-            body = {**body, "reload": reload_state()}
-        return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)
+            body["reload"] = reload_state()
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     return endpoint
-
-
-async def _probe(catalog: ServedCatalog, shared: dict[str, str]) -> dict[str, Any]:
-    upstreams = {**await catalog.probe(), **shared}
-    # "degraded" (Redis down: local counters) still serves; an unreachable upstream or PDP does not.
-    ready = all(state in ("reachable", "connected", "degraded") for state in upstreams.values())
-    return {"status": "ready" if ready else "not ready", "tools": len(catalog.tool_names), "upstreams": upstreams}
 
 
 def metrics_endpoint(metrics: Metrics) -> Endpoint:
