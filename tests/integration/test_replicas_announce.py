@@ -26,7 +26,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import ToolListChangedNotification
 
-from tests.integration.conftest import SPEC, Process, Processes, _free_port, _openapi_mcp
+from tests.integration.conftest import SPEC, Process, Processes, _free_port, _openapi_mcp, wait_until
 from tests.integration.services import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -65,12 +65,6 @@ async def connect(url: str, *, mode: str = "legacy", on_message: Any = None) -> 
 def readyz(base: str) -> dict[str, Any]:
     body: dict[str, Any] = httpx.get(f"{base}/readyz", trust_env=False, timeout=10).json()
     return body
-
-
-async def wait_until(what: str, check: Callable[[], bool], seconds: float = 20.0) -> None:
-    with anyio.fail_after(seconds):
-        while not check():
-            await anyio.sleep(0.1)
 
 
 async def test_a_change_one_replica_learns_of_reaches_the_clients_of_another(

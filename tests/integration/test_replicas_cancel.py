@@ -29,6 +29,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.integration.balancer import Nginx, Replica
+from tests.integration.conftest import wait_until
 from tests.integration.services import RedisServer
 from tests.integration.test_faults import LoopbackServer
 from tests.integration.test_replicas import SESSION_KEY
@@ -144,13 +145,6 @@ def cluster(start_replicas: Callable[..., list[Replica]], start_nginx: Callable[
 def relays(replica: Replica) -> str:
     body = httpx.get(f"{replica.base_url}/readyz", trust_env=False, timeout=5).json()
     return str(body["upstreams"].get("redis-cancels"))
-
-
-async def wait_until(what: str, check: Callable[[], bool], seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await anyio.sleep(0.05)
 
 
 async def rpc(http: httpx.AsyncClient, base: str, method: str, params: dict[str, Any] | None = None, *,
