@@ -17,7 +17,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -40,6 +40,14 @@ RSS_GROWTH_MB: Final = 100
 class Served:
     base_url: str
     process: Process
+    clients: list[httpx.Client] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """Close the sessions' connections, then stop: the drain waits for open keep-alive
+        connections (converter.server.connections), up to their 5 s timeout."""
+        for client in self.clients:
+            client.close()
+        self.process.stop()
 
     def peak_rss_mb(self) -> float:
         for line in Path(f"/proc/{self.process.popen.pid}/status").read_text().splitlines():
@@ -49,6 +57,7 @@ class Served:
 
     def session(self) -> Callable[[str, dict[str, Any]], dict[str, Any]]:
         http = httpx.Client(base_url=self.base_url, timeout=30, trust_env=False)
+        self.clients.append(http)
         init = http.post("/mcp", headers=JSON_HEADERS, json={"jsonrpc": "2.0", "id": 1, "method": "initialize",
                          "params": {"protocolVersion": "2025-06-18", "capabilities": {},
                                     "clientInfo": {"name": "t", "version": "1"}}})
@@ -108,7 +117,7 @@ def test_a_ref_redirected_to_another_origin_never_reaches_tools_list(serve: Call
     assert "stolen_from_the_other_origin" not in json.dumps(tools)
     assert bystander.requests == []
     assert f"redirects to '{bystander.url}/p.json', outside its origin {home.url}" in served.process.log()
-    served.process.stop()
+    served.stop()
 
 
 # -- a hostile MCP upstream -----------------------------------------------------------------------
@@ -140,7 +149,7 @@ def test_an_mcp_upstream_redirect_is_not_followed_and_its_target_gets_no_credent
     assert result["isError"] is True
     assert result["content"][0]["text"] == (f"the MCP upstream {upstream} answered tools/call with HTTP 307 (a "
                                             f"redirect to '{bystander.url}/mcp'); redirects are not followed")
-    served.process.stop()
+    served.stop()
 
 
 @pytest.mark.parametrize("mode", ["bomb", "bomb-sse"])
@@ -157,7 +166,7 @@ def test_an_mcp_upstream_gzip_bomb_costs_bounded_memory(serve: Callable[..., Ser
     assert result["content"][0]["text"] == f"the MCP upstream {upstream} answered tools/call with {what} 33554432 bytes"
     assert served.peak_rss_mb() - before < RSS_GROWTH_MB
     assert rpc("tools/list", {})["result"]["tools"], "the server keeps serving"
-    served.process.stop()
+    served.stop()
 
 
 def test_a_gzip_bomb_on_the_sdk_client_path_costs_bounded_memory(serve: Callable[..., Served],
@@ -169,4 +178,4 @@ def test_a_gzip_bomb_on_the_sdk_client_path_costs_bounded_memory(serve: Callable
     answer = rpc("tools/list", {})
     assert answer.get("result", {}).get("tools", []) == [], str(answer)[:300]  # the list could not be read
     assert served.peak_rss_mb() < 250, f"{served.peak_rss_mb():.0f} MB"  # it starts at about 100 MB
-    served.process.stop()
+    served.stop()

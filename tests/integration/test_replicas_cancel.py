@@ -99,11 +99,13 @@ class HoldingUpstream(LoopbackServer):
             if closed in done:
                 self.ended[call] = "closed"
                 return
+            # Marked before the write: once written, the test thread may read `ended` before this
+            # thread runs again.
+            self.ended[call] = "answered"
             body = json.dumps({"call": call, "released": True}).encode()
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n"
                          + f"content-length: {len(body)}\r\n\r\n".encode() + body)
             await writer.drain()
-            self.ended[call] = "answered"
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass
         finally:
