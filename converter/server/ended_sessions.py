@@ -11,16 +11,15 @@ principal binding holds) until Redis is back. Logged once per outage; `/readyz` 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any
+
+from converter.redis_client import BoundedCommands, redis_client
 
 log = logging.getLogger("openapi_mcp.sessions")
-
-RETRY_INTERVAL: Final = 2.0
 
 
 class LocalEndedSessions:
@@ -48,25 +47,20 @@ class RedisEndedSessions(LocalEndedSessions):
 
     is_shared = True  # the session manager also asks about sessions it holds (a DELETE elsewhere)
 
-    def __init__(self, client: Any, *, key_prefix: str, timeout: float, clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, client: Any, *, key_prefix: str, timeout: float,
+                 clock: Callable[[], float] = time.time) -> None:
         super().__init__(clock)
-        self._client = client
+        self._redis = BoundedCommands(client, timeout=timeout, log=log, back="ended sessions are shared again",
+                                      down="ended sessions are remembered by this replica only until it answers again")
         self._prefix = f"{key_prefix}se:"
-        self._timeout = timeout
-        self._monotonic = monotonic
-        self._down_until = float("-inf")
-        self.healthy = True
 
     @classmethod
     def from_url(cls, url: str, *, key_prefix: str, timeout: float) -> RedisEndedSessions:
-        from converter.redis_client import redis_client
-
         return cls(redis_client(url, timeout), key_prefix=key_prefix, timeout=timeout)
 
     @property
     def state(self) -> str:
-        return "reachable" if self.healthy else "degraded"
+        return self._redis.state
 
     async def add(self, session_id: str, expires_at: float) -> None:
         await super().add(session_id, expires_at)
@@ -82,25 +76,5 @@ class RedisEndedSessions(LocalEndedSessions):
     def _key(self, session_id: str) -> str:
         return self._prefix + hashlib.sha256(session_id.encode()).hexdigest()
 
-    async def _redis(self, *command: Any) -> Any:
-        from redis.exceptions import RedisError
-
-        if self._monotonic() < self._down_until:
-            return None
-        try:
-            async with asyncio.timeout(self._timeout):
-                answer = await self._client.execute_command(*command)
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._down_until = self._monotonic() + RETRY_INTERVAL
-            if self.healthy:
-                self.healthy = False
-                log.error("Redis failed (%s): ended sessions are remembered by this replica only until it "
-                          "answers again", type(exc).__name__)
-            return None
-        if not self.healthy:
-            self.healthy = True
-            log.warning("Redis is back: ended sessions are shared again")
-        return answer
-
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._redis.aclose()
