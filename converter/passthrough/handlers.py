@@ -7,7 +7,7 @@ import functools
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final, get_args
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import mcp.types as types
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from mcp.server import Server, ServerRequestContext
 
 
+from converter.passthrough.log_levels import LEVELS, LogLevels
 from converter.passthrough.subscriptions import ResourceSubscriptions
 from converter.passthrough.tasks import CAPABILITY, TaskRelay, ToolRoutes
 from converter.passthrough.view import NOTIFY_SECONDS, Passthrough
@@ -95,16 +96,18 @@ def install_downstream(server: Server[Any], listeners: list[Callable[[frozenset[
 
 def register_handlers(server: Server[Any], passthrough: Passthrough, routes: ToolRoutes, downstream: Downstream,
                       principal_of: Any, current: Callable[[], Passthrough | None] | None = None,
-                      replicated: bool = False) -> None:
+                      replicated: bool = False, log_levels: LogLevels | None = None) -> None:
     """Add the resources, prompts, completion and task handlers for the features some MCP source
     provides and advertise `listChanged` for the lists that can change (`routes`: where a proxied
     tool is served, checked; `downstream`: from `install_downstream`; `current`: the passthrough
     served now, when a reload may replace `passthrough`: its access rules may have changed, its
     MCP sources stay; `replicated`: sessions are sealed and may move between processes, so resource
     subscriptions and tasks, which live in the process that took them, are neither served nor
-    advertised: a client falls back to reading again and to plain calls)."""
+    advertised: a client falls back to reading again and to plain calls; `log_levels`: where
+    `logging/setLevel` keeps each session's level, this process's memory by default)."""
     if not passthrough.sources:
         return
+    log_levels = log_levels or LogLevels()
     view: Callable[[], Passthrough] = (lambda: current() or passthrough) if current is not None \
         else (lambda: passthrough)
     if passthrough.provides("resources") and not replicated:
@@ -119,7 +122,7 @@ def register_handlers(server: Server[Any], passthrough: Passthrough, routes: Too
     extra: dict[str, Any] = {}
     if passthrough.provides("tasks") and not replicated:
         tasks = TaskRelay(routes, passthrough.sources, principal_of, request_relay=request_relay,
-                          notification_relay=notification_relay,
+                          notification_relay=functools.partial(notification_relay, log_levels=log_levels),
                           progress_relay=progress_relay)
         server.middleware.append(tasks.middleware)
         server.add_request_handler("tasks/get", types.GetTaskRequestParams, tasks.get)
@@ -128,7 +131,11 @@ def register_handlers(server: Server[Any], passthrough: Passthrough, routes: Too
         server.add_request_handler("tasks/list", types.PaginatedRequestParams, tasks.list)
         extra["tasks"] = CAPABILITY  # the SDK derives no tasks capability from handlers
     if passthrough.provides("logging"):  # upstream log messages are passed on during a request
-        server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, _set_level)
+        async def set_level(ctx: ServerRequestContext[Any], params: types.SetLevelRequestParams) -> types.EmptyResult:
+            await log_levels.choose(ctx, params.level)
+            return types.EmptyResult()
+
+        server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
     _advertise(server, options, extra)
 
     if passthrough.provides("resources"):
@@ -179,37 +186,28 @@ def _with_options(create: Any, options: NotificationOptions, extra: dict[str, An
     return created
 
 
-# Handshake-era `logging/setLevel`: the least severe level each connection wants (default: all).
-_LEVELS: Final[tuple[str, ...]] = get_args(types.LoggingLevel)
-_chosen_levels: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
-
-
-async def _set_level(ctx: ServerRequestContext[Any], params: types.SetLevelRequestParams) -> types.EmptyResult:
-    connection = getattr(ctx.session, "_connection", None)  # the SDK has no public handle on it
-    if connection is not None:
-        _chosen_levels[connection] = params.level
-    return types.EmptyResult()
-
-
-def notification_relay(ctx: ServerRequestContext[Any]) -> Any:
+def notification_relay(ctx: ServerRequestContext[Any], log_levels: LogLevels | None = None) -> Any:
     """A callback passing the log messages (`notifications/message`) an upstream sends on a request's
-    stream to this request's client: at the levels its `logging/setLevel` (2025 era) or its
-    request's log-level `_meta` (2026-07-28) asked for, on this request's own stream."""
+    stream to this request's client: at the levels its `logging/setLevel` (2025 era, kept in
+    `log_levels`, read at the call's first log message) or its request's log-level `_meta`
+    (2026-07-28) asked for, on this request's own stream."""
     levels = allowed_log_levels(ctx.protocol_version, ctx.meta)
-    chosen = _chosen_levels.get(getattr(ctx.session, "_connection", None)) if _chosen_levels else None
-    if chosen is not None:
-        levels = levels & frozenset(_LEVELS[_LEVELS.index(chosen):])
     if not levels:
         return None
+    narrowed: frozenset[str] | None = None
 
     async def relay(method: str, params: dict[str, Any]) -> None:
+        nonlocal narrowed
         if method != "notifications/message":
             return
         try:
             note = types.LoggingMessageNotificationParams.model_validate(params, by_name=False)
         except ValidationError:
             return  # a malformed log line is not worth failing the call
-        if note.level in levels:
+        if narrowed is None:
+            chosen = await log_levels.chosen(ctx) if log_levels is not None else None
+            narrowed = levels if chosen is None else levels & frozenset(LEVELS[LEVELS.index(chosen):])
+        if note.level in narrowed:
             await ctx.session.send_notification(types.LoggingMessageNotification(params=note),
                                                 related_request_id=ctx.request_id)
 

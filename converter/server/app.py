@@ -42,6 +42,8 @@ from converter.config.checks import resource_warnings
 from converter.credentials.stats import combined_stats
 from converter.invoke.result import error_result
 from converter.passthrough import (
+    LogLevels,
+    SharedLogLevels,
     install_downstream,
     notification_relay,
     progress_relay,
@@ -78,13 +80,14 @@ def call_context(ctx: ServerRequestContext[Any]) -> CallContext:
 
 def build_server(catalog: ServedCatalog, *, name: str = "openapi-mcp", telemetry: Telemetry | None = None,
                  page_size: int | None = None, replicated: bool = False, traces: bool = True,
-                 direct: bool = True) -> Server[Any]:
+                 direct: bool = True, log_levels: LogLevels | None = None) -> Server[Any]:
     """The low-level MCP server whose handlers read the catalog (every list change the catalog
     announces reaches the clients: converter.passthrough.install_downstream). `replicated`:
     sessions are sealed (replicas, workers), so what lives in one process only is not offered.
     `traces`: keep the SDK's OpenTelemetry span per request (`telemetry.traces`); without a tracer
     to take them, those spans cost 5% of a call's CPU for nothing. `direct`: `tools/call` results
-    are put in wire form once (converter.server.call_results; `server.direct_calls`)."""
+    are put in wire form once (converter.server.call_results; `server.direct_calls`). `log_levels`:
+    where `logging/setLevel` keeps each session's level (converter.passthrough.log_levels)."""
 
     async def list_tools(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
@@ -95,13 +98,14 @@ def build_server(catalog: ServedCatalog, *, name: str = "openapi-mcp", telemetry
         return catalog.list_result if visible is None else types.ListToolsResult(tools=visible)
 
     proxied = catalog.passthrough is not None
+    log_levels = log_levels or LogLevels()
 
     async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
         try:
             return await catalog.call_tool(params.name, params.arguments, principal_of(ctx),
                                            progress=progress_relay(ctx) if proxied else None,
                                            ask=request_relay(ctx) if proxied else None,
-                                           notify=notification_relay(ctx) if proxied else None,
+                                           notify=notification_relay(ctx, log_levels) if proxied else None,
                                            context=call_context(ctx))
         except MCPError:
             raise
@@ -118,7 +122,7 @@ def build_server(catalog: ServedCatalog, *, name: str = "openapi-mcp", telemetry
     downstream = install_downstream(server, catalog.listeners, catalog.stop_streams)
     if catalog.passthrough is not None:
         register_handlers(server, catalog.passthrough, catalog, downstream, principal_of,
-                          current=lambda: catalog.passthrough, replicated=replicated)
+                          current=lambda: catalog.passthrough, replicated=replicated, log_levels=log_levels)
     _empty_lists(server)
     if direct:
         server.middleware.append(CallResults(call_tool))  # innermost: it answers without call_next
@@ -183,16 +187,22 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
     if reload_settings is not None:
         reloader = Reloader(live, settings, reload_settings, transport=upstream_transport,
                             on_result=(lambda result: metrics.reloads.labels(result).inc()) if metrics else None)
+    shared = settings.redis is not None and bool(settings.server.session_keys) and not settings.server.stateless
+    log_levels = None
+    if shared and settings.redis is not None and live.passthrough is not None:
+        redis = settings.redis  # a session's logging/setLevel, for its calls that land on another replica
+        log_levels = SharedLogLevels.from_url(redis.url.get_secret_value(), key_prefix=redis.key_prefix,
+                                              timeout=redis.timeout, lifetime=settings.server.session_lifetime)
     server = build_server(live, telemetry=telemetry, page_size=settings.server.page_size,
                           replicated=bool(settings.server.session_keys), traces=settings.telemetry.traces,
-                          direct=settings.server.direct_calls)
+                          direct=settings.server.direct_calls, log_levels=log_levels)
     host = settings.server.host
     security = transport_security(settings.server)
     json_response = settings.server.json_response
     if live.passthrough is not None and "json_response" not in settings.server.model_fields_set:
         json_response = False  # SSE answers, so an upstream's progress reaches the client during a call
     ended = cancels = answers = None
-    if settings.redis is not None and settings.server.session_keys and not settings.server.stateless:
+    if shared and settings.redis is not None:
         from converter.server.answer_relay import AnswerRelay
         from converter.server.cancel_relay import CancelRelay
         from converter.server.ended_sessions import RedisEndedSessions
@@ -252,6 +262,8 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
                 await announcements.aclose()
             for relay in relays:
                 await relay.aclose()
+            if log_levels is not None:
+                await log_levels.aclose()
             telemetry.close()
 
     shared_verdicts = getattr(verifier, "shared", None)
@@ -264,6 +276,8 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
             states["redis-announcements"] = announcements.state
         for relay in relays:
             states[relay.readiness] = relay.state
+        if log_levels is not None:
+            states[log_levels.readiness] = log_levels.state
         return states
 
     state = reloader.state.as_json if reloader is not None else None

@@ -21,7 +21,8 @@ DELETE is remembered as ended until it would have expired: in this process, and 
 `redis:` is set (converter.server.ended_sessions), so no replica rebuilds it.
 
 What a rebuilt session does not carry over is what lives only in the memory of the replica that
-ran it: `logging/setLevel` and resource subscriptions. With `redis:`, list changes
+ran it: resource subscriptions (not offered with sealed sessions). With `redis:`, its
+`logging/setLevel` is shared (converter.passthrough.log_levels), and list changes
 (converter.server.announcements), `notifications/cancelled` for a call running elsewhere
 (converter.server.cancel_relay) and the client's answers to requests the server sent it during a
 call (sampling, elicitation, roots relayed from an upstream: converter.server.answer_relay) are
