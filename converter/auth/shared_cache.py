@@ -32,12 +32,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from converter.redis_client import RETRY_INTERVAL, BoundedCommands, redis_client
+
 if TYPE_CHECKING:  # redis is the `redis` extra: imported only when redis: is configured
     from redis.asyncio import Redis
 
 log = logging.getLogger("openapi_mcp.auth")
 
-DEFAULT_RETRY_INTERVAL: Final = 2.0
 _POLL: Final = 0.02  # seconds between looks for the verdict another replica is fetching
 
 
@@ -55,38 +56,35 @@ class SharedCacheStats:
     hits: int = 0
     misses: int = 0
     waits: int = 0  # verdicts another replica fetched while this one waited
-    errors: int = 0
-    healthy: bool = True
 
 
 class SharedVerdicts:
     """Verdicts in Redis (see the module docstring); every failure is a miss, never a verdict."""
 
     def __init__(self, client: Redis, *, key_prefix: str, timeout: float,
-                 retry_interval: float = DEFAULT_RETRY_INTERVAL,
+                 retry_interval: float = RETRY_INTERVAL,
                  clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic) -> None:
-        self._client = client
+        self._redis = BoundedCommands(
+            client, timeout=timeout, log=log, retry_interval=retry_interval, monotonic=monotonic,
+            down=f"token verdicts are no longer shared; each replica asks the authorization server itself until "
+                 f"Redis answers again (retrying every {retry_interval:g} s)",
+            back="token verdicts are shared again")
         self._prefix = f"{key_prefix}tv:"
-        self._timeout = timeout
-        self._retry_interval = retry_interval
         self._clock = clock
         self._monotonic = monotonic
-        self._down_until = float("-inf")
         self.stats = SharedCacheStats()
 
     @classmethod
     def from_url(cls, url: str, *, key_prefix: str, timeout: float, **kwargs: Any) -> SharedVerdicts:
-        from converter.redis_client import redis_client
-
         return cls(redis_client(url, timeout), key_prefix=key_prefix, timeout=timeout, **kwargs)
 
     def __repr__(self) -> str:
-        return f"SharedVerdicts(prefix={self._prefix!r}, healthy={self.stats.healthy})"
+        return f"SharedVerdicts(prefix={self._prefix!r}, healthy={self._redis.healthy})"
 
     @property
     def state(self) -> str:
         """For /readyz: degraded (each replica asks the AS itself) is still ready."""
-        return "reachable" if self.stats.healthy else "degraded"
+        return self._redis.state
 
     async def get(self, key: str) -> SharedVerdict | None:
         """The shared verdict for token hash `key`, or None (none yet, expired, or Redis unusable)."""
@@ -103,7 +101,7 @@ class SharedVerdicts:
     async def claim(self, key: str, seconds: float) -> bool:
         """True when this replica should introspect: it took the lock, or Redis cannot say."""
         taken = await self._redis("SET", f"{self._prefix}{key}:lock", b"1", "NX", "PX", max(1, int(seconds * 1000)))
-        return bool(taken) or not self.stats.healthy
+        return bool(taken) or not self._redis.healthy
 
     async def release(self, key: str) -> None:
         """Give the lock up without a verdict (the AS failed): the waiting replicas ask at once."""
@@ -112,7 +110,7 @@ class SharedVerdicts:
     async def wait(self, key: str, seconds: float) -> SharedVerdict | None:
         """The verdict another replica is fetching, if it arrives within `seconds`."""
         deadline = self._monotonic() + seconds
-        while self._monotonic() < deadline and self.stats.healthy:
+        while self._monotonic() < deadline and self._redis.healthy:
             await asyncio.sleep(_POLL)
             raw = await self._redis("GET", self._prefix + key)
             verdict = _parse(raw) if isinstance(raw, bytes) else None
@@ -129,31 +127,8 @@ class SharedVerdicts:
         await self._redis("SET", self._prefix + key, value, "PX", max(1, int(ttl * 1000)))
         await self._redis("DEL", f"{self._prefix}{key}:lock")
 
-    async def _redis(self, *command: Any) -> Any:
-        """One command, bounded by the timeout; None when Redis is down or fails (logged once per outage)."""
-        from redis.exceptions import RedisError
-
-        if self._monotonic() < self._down_until:
-            return None
-        try:
-            async with asyncio.timeout(self._timeout):
-                answer = await self._client.execute_command(*command)  # type: ignore[no-untyped-call]
-        except (RedisError, OSError, TimeoutError) as exc:
-            what = "timed out" if isinstance(exc, TimeoutError) else f"failed ({type(exc).__name__})"
-            self.stats.errors += 1
-            self._down_until = self._monotonic() + self._retry_interval
-            if self.stats.healthy:
-                self.stats.healthy = False
-                log.error("Redis %s: token verdicts are no longer shared; each replica asks the authorization "
-                          "server itself until Redis answers again (retrying every %g s)", what, self._retry_interval)
-            return None
-        if not self.stats.healthy:
-            self.stats.healthy = True
-            log.warning("Redis is back: token verdicts are shared again")
-        return answer
-
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._redis.aclose()
 
 
 def _parse(raw: bytes) -> SharedVerdict | None:
