@@ -90,6 +90,11 @@ class Replica:
     port: int
     process: Process
 
+    def readiness(self, key: str) -> str:
+        """What /readyz says of `key` among its upstreams ("reachable", "degraded"; "None": absent)."""
+        body = httpx.get(f"{self.base_url}/readyz", trust_env=False, timeout=5).json()
+        return str(body["upstreams"].get(key))
+
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of `name` on /metrics whose labels include `labels`."""
         text = httpx.get(f"{self.base_url}/metrics", trust_env=False, timeout=5).text

@@ -80,11 +80,6 @@ def cluster(start_replicas: Callable[..., list[Replica]], start_nginx: Callable[
     redis.stop()
 
 
-def readiness(replica: Replica) -> str:
-    body = httpx.get(f"{replica.base_url}/readyz", trust_env=False, timeout=5).json()
-    return str(body["upstreams"].get("redis-answers"))
-
-
 async def post(http: httpx.AsyncClient, base: str, body: dict[str, Any], session: str | None) -> httpx.Response:
     headers, _ = mcp_request("ping", None, session=session, id=None)
     return await http.post(f"{base}/mcp", headers=headers, content=json.dumps(body))
@@ -166,7 +161,7 @@ async def test_the_sdk_client_through_the_balancer_gets_every_request_answered(c
 async def test_redis_down_loses_the_answer_logs_once_and_comes_back(
         cluster: Cluster, start_redis: Callable[..., RedisServer]) -> None:
     cluster.redis.stop()
-    await wait_until("B noticing Redis is gone", lambda: readiness(cluster.b) == "degraded", 20)
+    await wait_until("B noticing Redis is gone", lambda: cluster.b.readiness("redis-answers") == "degraded", 20)
     async with httpx.AsyncClient(timeout=60, trust_env=False) as http:
         session = await open_session(http, cluster)
         finals: list[dict[str, Any]] = []
@@ -185,7 +180,7 @@ async def test_redis_down_loses_the_answer_logs_once_and_comes_back(
 
         cluster.redis = start_redis(port=cluster.redis.port)  # back on its port
         await wait_until("both relays subscribed again",
-                         lambda: readiness(cluster.a) == readiness(cluster.b) == "reachable", 30)
+                         lambda: all(r.readiness("redis-answers") == "reachable" for r in (cluster.a, cluster.b)), 30)
         with anyio.fail_after(20):
             final = await elicit_on(http, cluster.a, cluster.b, session, "back-1")
         assert "Ada Lovelace" in text_of(final), final

@@ -43,6 +43,7 @@ telemetry: {{access_log: "off"}}
 INIT: Final = {"protocolVersion": "2025-06-18", "capabilities": {},
                "clientInfo": {"name": "log-levels-test", "version": "1"}}
 DOWN_LINE: Final = "a logging/setLevel reaches only the replica that took it"
+READY_KEY: Final = "redis-log-levels"
 
 
 @pytest.fixture
@@ -72,11 +73,6 @@ def cluster(start_replicas: Callable[..., list[Replica]], start_nginx: Callable[
     redis.stop()
 
 
-def readiness(replica: Replica) -> str:
-    body = httpx.get(f"{replica.base_url}/readyz", trust_env=False, timeout=5).json()
-    return str(body["upstreams"].get("redis-log-levels"))
-
-
 async def post(http: httpx.AsyncClient, base: str, body: dict[str, Any], session: str | None) -> httpx.Response:
     headers, _ = mcp_request("ping", None, session=session, id=None)
     return await http.post(f"{base}/mcp", headers=headers, content=json.dumps(body))
@@ -96,7 +92,8 @@ def messages(response: httpx.Response) -> list[dict[str, Any]]:
     """The JSON-RPC messages of an answer, SSE or JSON."""
     if response.headers.get("content-type", "").startswith("application/json"):
         return [response.json()]
-    return [json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:") and line[5:].strip()]
+    data = (line[5:] for line in response.text.splitlines() if line.startswith("data:"))
+    return [json.loads(text) for text in data if text.strip()]
 
 
 async def set_level(http: httpx.AsyncClient, replica: Replica, session: str, level: str) -> None:
@@ -155,13 +152,13 @@ async def test_redis_down_each_replica_goes_by_its_own_levels_logs_once_and_come
         await set_level(http, cluster.a, session, "error")  # A takes error: only A knows it now
         assert await heard(http, cluster.a, session) == []
         assert await heard(http, cluster.b, session) == ["starting"]  # B goes by its own
-        assert readiness(cluster.a) == readiness(cluster.b) == "degraded"
+        assert [r.readiness(READY_KEY) for r in (cluster.a, cluster.b)] == ["degraded"] * 2
         for replica in (cluster.a, cluster.b):
             assert replica.process.log().count(DOWN_LINE) == 1, replica.process.log()
 
         cluster.redis = start_redis(port=cluster.redis.port)  # back on its port, empty
         await anyio.sleep(2.1)  # converter.redis_client.RETRY_INTERVAL: the next command is sent
         await set_level(http, cluster.a, session, "debug")
-        await wait_until("A's level written to Redis again", lambda: readiness(cluster.a) == "reachable", 10)
+        await wait_until("A's level written to Redis again", lambda: cluster.a.readiness(READY_KEY) == "reachable", 10)
         assert await heard(http, cluster.b, session) == ["starting", "details"]
-        assert readiness(cluster.b) == "reachable"
+        assert cluster.b.readiness(READY_KEY) == "reachable"
