@@ -115,6 +115,55 @@ async def test_direct_answers_are_byte_equal_to_the_sdks_for_every_protocol_vers
     assert outcome["no name"]["error"]["code"] == -32602
 
 
+INITIALIZE = {"jsonrpc": "2.0", "id": "i", "method": "initialize",
+              "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+
+
+async def stateless_answers(direct: bool, version: str | None,
+                            session: str | None) -> tuple[list[tuple[str, int, dict[str, str], bytes]], int]:
+    """Each of CALLS (and an initialize) in stateless mode, with the protocol version header `version`
+    (None: none) and a session ID header `session` (ignored there): (name, status, headers, body)."""
+    sent = {k: v for k, v in headers(version or "", session).items() if version or k != "mcp-protocol-version"}
+    seen = []
+    async with served(direct=direct, stateless=True) as (app, client):
+        for name, body in [*CALLS, ("initialize", INITIALIZE)]:
+            content = body if isinstance(body, bytes) else json.dumps(body).encode()
+            answer = await client.post("/mcp", headers=sent, content=content)
+            assert "mcp-session-id" not in answer.headers, name
+            seen.append((name, answer.status_code, {k: v for k, v in answer.headers.items() if k != "date"},
+                         answer.content))
+        return seen, app.state.session_manager.direct_answers
+
+
+@pytest.mark.parametrize(("version", "session"), [*((v, None) for v in HANDSHAKE_PROTOCOL_VERSIONS),
+                                                  (None, None), ("2025-06-18", "stray-session-id")])
+async def test_stateless_direct_answers_are_byte_equal_to_the_sdks(version: str | None, session: str | None) -> None:
+    direct, count = await stateless_answers(True, version, session)
+    sdk, none = await stateless_answers(False, version, session)
+    for mine, theirs in zip(direct, sdk, strict=True):
+        assert mine == theirs, mine[0]
+    assert (count, none) == (len(DIRECT), 0)
+    outcome = {name: json.loads(body) for name, status, _, body in direct if status == 200 and body}
+    assert outcome["call"]["result"]["isError"] is False and "u1" in body_of(outcome["call"])
+    assert outcome["initialize"]["result"]["serverInfo"]["name"]  # the SDK's way, answered as before
+
+
+async def test_stateless_direct_answers_meet_the_same_host_accept_and_content_checks() -> None:
+    base = headers("2025-06-18")
+    refused = [{**base, "host": "evil.example"}, {**base, "accept": "text/event-stream"},
+               {**base, "content-type": "text/plain"}]
+    seen = []
+    for direct in (True, False):
+        async with served(direct=direct, stateless=True) as (app, client):
+            answers = [await client.post("/mcp", headers=sent, content=json.dumps(TOOLS_LIST)) for sent in refused]
+            seen.append([(a.status_code, a.content) for a in answers])
+            assert app.state.session_manager.direct_answers == 0
+            assert (await client.post("/mcp", headers=base, json=TOOLS_LIST)).status_code == 200
+            assert app.state.session_manager.direct_answers == (1 if direct else 0)
+    assert seen[0] == seen[1]
+    assert [status for status, _ in seen[0]] == [421, 406, 400]
+
+
 @pytest.mark.parametrize("version", HANDSHAKE_PROTOCOL_VERSIONS)
 async def test_a_call_before_notifications_initialized_meets_the_same_gate(version: str) -> None:
     bodies = []

@@ -21,12 +21,20 @@ as the SDK's transport answers a cancelled request on the 2025 wire.
 Anything else (another method, a batch, SSE answers, a body the quick check is unsure of) goes the
 SDK's way, untouched. `server.direct_calls: false` turns this off.
 
+In stateless mode (`server.stateless`) the SDK makes, for every request, a transport, its streams,
+a dispatcher and a server task, and tears them down again. `DirectSessionManager` reads a JSON POST's
+body first: one direct request is answered in the request's task by a runner of its own, on a
+connection made as the SDK's stateless path makes it (born ready at the header's protocol version,
+no way back to the client for requests), through an unconnected `DirectTransport` that runs the same
+security checks first; anything else goes the SDK's way with the body handed to it again.
+
 `DirectSessionManager` makes its sessions with this transport and runs their server task itself (as
 the SDK's `run_server` does), so the transport can reach the session's runner and dispatcher.
 
 This leans on private parts of mcp 2.3: the transport's `_handle_post_request`, `_message_metadata`
 and `_create_json_response`, the dispatcher's `_in_flight` table, `_transport_builder` and its
-context class, and the manager's `_admit_session` / `_serve_opening_request`.
+context class, and the manager's `_admit_session` / `_serve_opening_request` /
+`_handle_stateless_request` and `_lifespan_state`.
 tests/test_direct_calls.py exercises each (byte-equal answers, cancellation, the idle timer), so
 `make test-latest` fails on an SDK that changes them.
 """
@@ -47,6 +55,7 @@ from mcp.server.auth.middleware.bearer_auth import AuthorizationContext
 from mcp.server.connection import Connection
 from mcp.server.runner import ServerRunner, aclose_shielded
 from mcp.server.streamable_http import (
+    CONTENT_TYPE_JSON,
     MCP_SESSION_ID_HEADER,
     REQUEST_CANCELLED,
     StreamableHTTPServerTransport,
@@ -62,9 +71,9 @@ from mcp.shared.jsonrpc_dispatcher import (
     progress_token_from_params,
 )
 from mcp.shared.transport_context import TransportContext
-from mcp_types import ErrorData, JSONRPCError, JSONRPCResponse
+from mcp_types import DEFAULT_NEGOTIATED_VERSION, ErrorData, JSONRPCError, JSONRPCResponse
 from starlette.requests import ClientDisconnect, Request
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from converter.server.answer_relay import AnsweringDispatcher
 
@@ -89,6 +98,48 @@ def direct_request(body: bytes) -> tuple[int | str, str, dict[str, Any] | None] 
     if params is not None and not isinstance(params, dict):
         return None
     return request_id, method, params
+
+
+def takes_json(request: Request) -> bool:
+    """Whether a POST may have a JSON answer: it accepts JSON and sends it (else the SDK answers 406, 415)."""
+    return check_accept_headers(request)[0] and any(
+        part.strip() == CONTENT_TYPE_JSON for part in request.headers.get("content-type", "").split(";")[0].split(","))
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """`receive` with the body it already gave handed out again first."""
+    given = False
+
+    async def replay() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+class _Nowhere:
+    """Both streams of a stateless direct answer's dispatcher, which never runs: nothing is read, and
+    what is written (a notification scoped to the request) is dropped, as the SDK's router drops it
+    in JSON-answer mode."""
+
+    async def send(self, item: Any) -> None:
+        return None
+
+    async def receive(self) -> Any:
+        raise anyio.EndOfStream
+
+    async def aclose(self) -> None:
+        return None
+
+
+_NOWHERE: Final = cast(Any, _Nowhere())
+
+
+def _no_back_channel(metadata: Any) -> TransportContext:
+    return TransportContext(kind="streamable-http", can_send_request=False)
 
 
 class SessionRelaying(Protocol):
@@ -136,20 +187,25 @@ class DirectTransport(StreamableHTTPServerTransport):
     runner: ServerRunner[Any] | None = None
     dispatcher: JSONRPCDispatcher[TransportContext] | None = None
     on_direct: Callable[[], None] | None = None  # counts the requests answered directly
+    # A stateless request's own transport (never connected): its body, already found direct.
+    preparsed: tuple[bytes, tuple[int | str, str, dict[str, Any] | None]] | None = None
 
     async def _handle_post_request(self, scope: Scope, request: Request, receive: Receive, send: Send) -> None:
         runner, dispatcher = self.runner, self.dispatcher
-        if (runner is None or dispatcher is None
+        if self.preparsed is not None and runner is not None and dispatcher is not None:
+            found: tuple[int | str, str, dict[str, Any] | None] | None = self.preparsed[1]
+        elif (runner is None or dispatcher is None
                 or not self.mcp_session_id or request.headers.get(MCP_SESSION_ID_HEADER) != self.mcp_session_id
-                or not check_accept_headers(request)[0] or not self._check_content_type(request)):
+                or not takes_json(request)):
             await super()._handle_post_request(scope, request, receive, send)
             return
-        try:
-            body = await request.body()  # kept on `request`: the SDK's path reads the same body again
-        except (ClientDisconnect, RuntimeError):  # a client gone mid-body: the SDK's path answers it as always
-            body = None
-        found = direct_request(body) if body is not None else None
-        if found is None:
+        else:
+            try:
+                body = await request.body()  # kept on `request`: the SDK's path reads the same body again
+            except (ClientDisconnect, RuntimeError):  # a client gone mid-body: the SDK's path answers it as always
+                body = None
+            found = direct_request(body) if body is not None else None
+        if found is None or runner is None or dispatcher is None:
             await super()._handle_post_request(scope, request, receive, send)
             return
         request_id, method, params = found
@@ -213,6 +269,38 @@ class DirectSessionManager(StreamableHTTPSessionManager):
 
     def _count_direct(self) -> None:
         self.direct_answers += 1
+
+    async def _handle_stateless_request(self, protocol_version_hint: str | None, scope: Scope, receive: Receive,
+                                        send: Send) -> None:
+        """As the SDK's, but a POST that is one direct request is answered by a runner of its own in
+        this task: no streams, no server task (the SDK's path makes both for every request)."""
+        request = Request(scope, receive)
+        if not (self.direct and self.json_response) or request.method != "POST" or not takes_json(request):
+            await super()._handle_stateless_request(protocol_version_hint, scope, receive, send)
+            return
+        try:
+            body = await request.body()
+        except ClientDisconnect:  # a client gone mid-body: the SDK's path answers it as always
+            await super()._handle_stateless_request(protocol_version_hint, scope, receive, send)
+            return
+        replay = _replaying(body, receive)  # the SDK's path, and the transport below, read it again
+        found = direct_request(body)
+        if found is None:
+            await super()._handle_stateless_request(protocol_version_hint, scope, replay, send)
+            return
+        transport = DirectTransport(mcp_session_id=None, is_json_response_enabled=True, event_store=None,
+                                    security_settings=self.security_settings)
+        # As the SDK's stateless server: born ready at the header's version, no way back to the client
+        # for requests; notifications scoped to the request have no wire in JSON-answer mode.
+        connection = Connection.from_envelope(protocol_version_hint or DEFAULT_NEGOTIATED_VERSION, None, None)
+        transport.dispatcher = JSONRPCDispatcher(_NOWHERE, _NOWHERE, inline_methods=frozenset({"initialize"}),
+                                                 transport_builder=_no_back_channel)
+        transport.runner = ServerRunner(self.app, connection, self._lifespan_state)
+        transport.preparsed, transport.on_direct = (body, found), self._count_direct
+        try:
+            await transport.handle_request(scope, replay, send)  # the security checks first, as the SDK's
+        finally:
+            await aclose_shielded(connection)
 
     def _new_transport(self, session_id: str) -> DirectTransport:
         transport = DirectTransport(
