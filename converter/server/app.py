@@ -52,6 +52,7 @@ from converter.passthrough import (
 )
 from converter.server.call_results import CallResults
 from converter.server.dashboard import dashboard_routes, data_path_of
+from converter.server.header_schemas import HeaderSchemas
 from converter.server.health import healthz, metrics_endpoint, readyz
 from converter.server.limits import RequestLimits
 from converter.server.list_cache import EMPTY_LIST, ENVELOPE_ONLY, ListCache
@@ -114,6 +115,7 @@ def build_server(catalog: ServedCatalog, *, name: str = "openapi-mcp", telemetry
             return error_result(f"Internal error while calling tool {params.name!r}; the server log has details")
 
     server: Server[Any] = Server(name, version=__version__, on_list_tools=list_tools, on_call_tool=call_tool)
+    HeaderSchemas.install(server, catalog)  # 2026-07-28 calls' Mcp-Param-* checks, without a tools/list each
     if not traces:
         server.middleware = [m for m in server.middleware if not isinstance(m, OpenTelemetryMiddleware)]
     if telemetry is not None:
