@@ -45,7 +45,8 @@ OURS = ROOT / ".venv" / "bin" / "openapi-mcp"
 FASTMCP_PY = BENCH / ".venv-fastmcp" / "bin" / "python"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-LABELS = {"direct": "direct (nginx)", "ours": "openapi-mcp", "ours-quiet": "openapi-mcp-notel",
+LABELS = {"direct": "direct (nginx)", "ours": "openapi-mcp", "ours-modern": "openapi-mcp 2026-07-28",
+          "ours-quiet": "openapi-mcp-notel",
           "ours-auth": "openapi-mcp+auth", "fastmcp": "FastMCP"}
 # The auth-on target introspects one opaque token once (then serves it from its cache); nginx answers
 # the introspection endpoint with this document, whose `aud` is that target's MCP URL.
@@ -183,7 +184,7 @@ http {{
 
 def start_target(target: str, tmp: Path, upstream: str, auth_port: int) -> tuple[Proc, str]:
     port = free_port()
-    if target == "ours":  # defaults: JSON access log (to its log file) and Prometheus metrics on
+    if target in ("ours", "ours-modern"):  # defaults: JSON access log (to its log file) and Prometheus metrics on
         cmd = [str(OURS), "serve", str(SPEC), "--upstream", upstream, "--port", str(port)]
     elif target == "ours-quiet":  # the same with access log and metrics off: what telemetry costs
         config = tmp / "quiet.yaml"
@@ -235,6 +236,8 @@ def measure(target: str, url: str, server_pid: int, conc: int, args, tmp: Path) 
     env = {"BENCH_THREADS": str(threads), "BENCH_EXPECT": EXPECT}
     if target == "direct":
         env["BENCH_MODE"] = "direct"
+    elif target == "ours-modern":  # every call one 2026-07-28 single exchange: no sessions (wrk checks each)
+        env.update({"BENCH_MODE": "modern", "MCP_TOOL": TOOL, "MCP_ARGS": json.dumps(TOOL_ARGS, separators=(",", ":"))})
     else:
         os.environ.pop("MCP_TOKEN", None)
         if target == "ours-auth":
@@ -292,7 +295,8 @@ def _fmt(v: Any, spec: str) -> str:
 def throughput_table(data: dict) -> str:
     runs = data.get("runs", [])
     conc = sorted({r["concurrency"] for r in runs})
-    targets = [t for t in ("direct", "ours", "ours-quiet", "ours-auth", "fastmcp") if any(r["target"] == t for r in runs)]
+    targets = [t for t in ("direct", "ours", "ours-modern", "ours-quiet", "ours-auth", "fastmcp")
+               if any(r["target"] == t for r in runs)]
     by = {(r["target"], r["concurrency"]): r for r in runs}
     out = []
     hdr = f"{'target':<16}{'c':>4}{'calls/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'srv CPU ms/call':>17}{'load1':>7}"
@@ -427,7 +431,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description="openapi-mcp throughput benchmark")
     ap.add_argument("--duration", type=float, default=float(os.environ.get("DURATION", "10")))
     ap.add_argument("--warmup", type=float, default=float(os.environ.get("WARMUP", "2")))
-    ap.add_argument("--targets", default=os.environ.get("TARGETS", "direct,ours,fastmcp"))  # ours-quiet, ours-auth: see ab.py
+    ap.add_argument("--targets", default=os.environ.get("TARGETS", "direct,ours,fastmcp"))  # ours-modern, ours-quiet, ours-auth: see ab.py
     ap.add_argument("--concurrency", default=os.environ.get("CONCURRENCY", "1,32"))
     ap.add_argument("--threads", type=int, default=int(os.environ.get("WRK_THREADS", "2")),
                     help="wrk threads when concurrency > 1 (default 2)")

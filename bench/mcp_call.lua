@@ -4,6 +4,8 @@
 --
 -- Environment:
 --   BENCH_MODE     "mcp" (default): POST tools/call with a session id;
+--                  "modern": POST a 2026-07-28 single-exchange tools/call (no session, the
+--                  `_meta` envelope, the Mcp-Method and Mcp-Name headers; MCP_SESSIONS not needed);
 --                  "direct": plain GET of the URL (the direct-upstream baseline), same checks
 --   MCP_SESSIONS   file with one Mcp-Session-Id per line (written by bench/sessions.py)
 --   BENCH_THREADS  wrk's -t; thread k gets the k-th equal slice of the ids (without it every
@@ -75,6 +77,20 @@ local cursor = 0
 function init(argv)
   if mode == "direct" then
     reqs = { wrk.format("GET", wrk.path) }
+  elseif mode == "modern" then
+    body_head = '{"jsonrpc":"2.0","id":'
+    body_tail = ',"method":"tools/call","params":{"name":"' .. tool .. '","arguments":' .. args
+      .. ',"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",'
+      .. '"io.modelcontextprotocol/clientCapabilities":{}}}}'
+    local h = {
+      ["Content-Type"] = "application/json",
+      ["Accept"] = "application/json, text/event-stream",
+      ["MCP-Protocol-Version"] = "2026-07-28",
+      ["Mcp-Method"] = "tools/call",
+      ["Mcp-Name"] = tool,
+    }
+    if token then h["Authorization"] = "Bearer " .. token end
+    reqs = { h }
   else
     -- The JSON-RPC id must differ between requests in flight in one session (the SDK keys its
     -- per-request streams by session + id), so the body is formatted per request with a counter.
