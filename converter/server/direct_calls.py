@@ -83,7 +83,10 @@ DIRECT_METHODS: Final = frozenset({"tools/call", "tools/list"})
 _KEYS: Final = frozenset({"jsonrpc", "id", "method", "params"})
 
 
-def direct_request(body: bytes) -> tuple[int | str, str, dict[str, Any] | None] | None:
+DirectRequest = tuple[int | str, str, dict[str, Any] | None]  # (id, method, params)
+
+
+def direct_request(body: bytes) -> DirectRequest | None:
     """(id, method, params) of `body` when it is one JSON-RPC request for a DIRECT_METHODS method that
     the SDK's own message validation accepts as such; None for anything else (the SDK handles it)."""
     try:
@@ -187,24 +190,12 @@ class DirectTransport(StreamableHTTPServerTransport):
     runner: ServerRunner[Any] | None = None
     dispatcher: JSONRPCDispatcher[TransportContext] | None = None
     on_direct: Callable[[], None] | None = None  # counts the requests answered directly
-    # A stateless request's own transport (never connected): its body, already found direct.
-    preparsed: tuple[bytes, tuple[int | str, str, dict[str, Any] | None]] | None = None
+    # A stateless request's own transport (never connected): the request its POST was found to be.
+    preparsed: DirectRequest | None = None
 
     async def _handle_post_request(self, scope: Scope, request: Request, receive: Receive, send: Send) -> None:
         runner, dispatcher = self.runner, self.dispatcher
-        if self.preparsed is not None and runner is not None and dispatcher is not None:
-            found: tuple[int | str, str, dict[str, Any] | None] | None = self.preparsed[1]
-        elif (runner is None or dispatcher is None
-                or not self.mcp_session_id or request.headers.get(MCP_SESSION_ID_HEADER) != self.mcp_session_id
-                or not takes_json(request)):
-            await super()._handle_post_request(scope, request, receive, send)
-            return
-        else:
-            try:
-                body = await request.body()  # kept on `request`: the SDK's path reads the same body again
-            except (ClientDisconnect, RuntimeError):  # a client gone mid-body: the SDK's path answers it as always
-                body = None
-            found = direct_request(body) if body is not None else None
+        found = self.preparsed if self.preparsed is not None else await self._direct(request)
         if found is None or runner is None or dispatcher is None:
             await super()._handle_post_request(scope, request, receive, send)
             return
@@ -213,6 +204,17 @@ class DirectTransport(StreamableHTTPServerTransport):
         if self.on_direct is not None:
             self.on_direct()
         await self._create_json_response(answer)(scope, receive, send)
+
+    async def _direct(self, request: Request) -> DirectRequest | None:
+        """The direct request a POST of this session is, or None (the SDK's way)."""
+        if (self.runner is None or not self.mcp_session_id
+                or request.headers.get(MCP_SESSION_ID_HEADER) != self.mcp_session_id or not takes_json(request)):
+            return None
+        try:
+            body = await request.body()  # kept on `request`: the SDK's path reads the same body again
+        except (ClientDisconnect, RuntimeError):  # a client gone mid-body: the SDK's path answers it as always
+            return None
+        return direct_request(body)
 
     async def _answer(self, runner: ServerRunner[Any], dispatcher: JSONRPCDispatcher[TransportContext],
                       request: Request, request_id: int | str, method: str,
@@ -296,7 +298,7 @@ class DirectSessionManager(StreamableHTTPSessionManager):
         transport.dispatcher = JSONRPCDispatcher(_NOWHERE, _NOWHERE, inline_methods=frozenset({"initialize"}),
                                                  transport_builder=_no_back_channel)
         transport.runner = ServerRunner(self.app, connection, self._lifespan_state)
-        transport.preparsed, transport.on_direct = (body, found), self._count_direct
+        transport.preparsed, transport.on_direct = found, self._count_direct
         try:
             await transport.handle_request(scope, replay, send)  # the security checks first, as the SDK's
         finally:
