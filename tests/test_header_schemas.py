@@ -67,28 +67,22 @@ async def test_a_modern_call_runs_no_tools_list_and_is_answered_as_before(monkey
 
 
 @dataclass
-class Tool:
-    name: str
-    tool: types.Tool
-
-
-@dataclass
 class Catalog:
     """What HeaderSchemas reads of a served catalog."""
 
-    served_tools: list[Tool]
+    list_result: types.ListToolsResult
     policy: Policy = field(default_factory=Policy)
     listeners: list[Any] = field(default_factory=list)
     on_swap: list[Any] = field(default_factory=list)
 
 
-def tool(name: str, schema: dict[str, Any]) -> Tool:
-    return Tool(name, types.Tool(name=name, input_schema=schema))
+def tools(*named: tuple[str, dict[str, Any]]) -> types.ListToolsResult:
+    return types.ListToolsResult(tools=[types.Tool(name=name, input_schema=schema) for name, schema in named])
 
 
 async def test_annotated_schemas_answer_when_no_tool_can_be_hidden_else_the_sdk_looks_them_up() -> None:
     server: Server[Any] = Server("t")
-    catalog = Catalog([tool("plain", {"type": "object"}), tool("routed", REGION)])
+    catalog = Catalog(tools(("plain", {"type": "object"}), ("routed", REGION)))
     schemas = HeaderSchemas.install(server, catalog)  # type: ignore[arg-type]
     lookup = server.get_tool_input_schema
     assert lookup is not None and lookup("routed") == REGION and lookup("plain") is None and lookup("nope") is None
@@ -98,10 +92,17 @@ async def test_annotated_schemas_answer_when_no_tool_can_be_hidden_else_the_sdk_
         hook(catalog)
     assert server.get_tool_input_schema is None  # the SDK's own lookup, scoped to the caller
 
-    catalog.served_tools = [tool("plain", {"type": "object"})]  # the annotated tool is gone
+    catalog.list_result = tools(("plain", {"type": "object"}))  # the annotated tool is gone
     await schemas.changed(frozenset({"tools"}))
     lookup = server.get_tool_input_schema
     assert lookup is not None and lookup("routed") is None
+
+    catalog.policy = Policy()
+    catalog.list_result = tools(("routed", REGION))  # a change nobody announced: seen at the next call
+    assert lookup("routed") == REGION
+    catalog.policy = Policy(tool_scopes={"routed": (frozenset({"admin"}),)})
+    catalog.list_result = tools(("routed", REGION))
+    assert lookup("routed") is None and server.get_tool_input_schema is None
 
 
 def test_an_annotation_is_found_wherever_it_is() -> None:

@@ -37,6 +37,7 @@ class HeaderSchemas:
     def __init__(self, server: Server[Any], catalog: ServedCatalog) -> None:
         self._server, self._catalog = server, catalog
         self._annotated: dict[str, Mapping[str, Any]] = {}
+        self._seen: Any = None  # the tool list the table was made from
 
     @classmethod
     def install(cls, server: Server[Any], catalog: ServedCatalog) -> HeaderSchemas:
@@ -49,12 +50,18 @@ class HeaderSchemas:
         return schemas
 
     def refresh(self) -> None:
-        self._annotated = {served.name: served.tool.input_schema for served in self._catalog.served_tools
-                           if annotated(served.tool.input_schema)}
+        """Read the served tools again (every source's: an MCP source's come and go) and set the lookup."""
+        listed = self._catalog.list_result
+        self._annotated = {tool.name: tool.input_schema for tool in listed.tools if annotated(tool.input_schema)}
+        self._seen = listed
         hidden = self._annotated and not self._catalog.policy.is_open
         self._server.get_tool_input_schema = None if hidden else self.lookup
 
     def lookup(self, name: str) -> Mapping[str, Any] | None:
+        if self._catalog.list_result is not self._seen:  # changed unannounced (every change is announced)
+            self.refresh()
+            if self._server.get_tool_input_schema is None:
+                return None  # a tool may be hidden now: the SDK looks up from the next call on
         return self._annotated.get(name)
 
     async def changed(self, kinds: frozenset[str]) -> None:

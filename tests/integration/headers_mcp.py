@@ -1,7 +1,8 @@
 """A tiny MCP server for the passthrough tests: its tool `seen_headers` answers with the HTTP
 headers of every request it has received, so a test can check what the gateway sends upstream;
 `log_twice` sends two log messages (`notifications/message`, info and debug) on the call's own
-stream before it answers.
+stream before it answers; `routed` has an argument annotated `x-mcp-header: Region` (2026-07-28
+clients mirror it into an `Mcp-Param-Region` header) and answers with its value.
 
 Run: `python tests/integration/headers_mcp.py PORT` (listens on 127.0.0.1).
 """
@@ -18,11 +19,13 @@ from mcp.server import Server
 from starlette.types import Receive, Scope, Send
 
 SEEN: list[dict[str, str]] = []
+ROUTED = {"type": "object", "properties": {"region": {"type": "string", "x-mcp-header": "Region"}}}
 
 
 async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
     return types.ListToolsResult(tools=[types.Tool(name="seen_headers", input_schema={"type": "object"}),
-                                        types.Tool(name="log_twice", input_schema={"type": "object"})])
+                                        types.Tool(name="log_twice", input_schema={"type": "object"}),
+                                        types.Tool(name="routed", input_schema=ROUTED)])
 
 
 async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
@@ -32,6 +35,9 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
                 params=types.LoggingMessageNotificationParams(level=level, data=text, logger="headers")),
                 related_request_id=ctx.request_id)
         return types.CallToolResult(content=[types.TextContent(type="text", text="logged")])
+    if params.name == "routed":
+        region = (params.arguments or {}).get("region")
+        return types.CallToolResult(content=[types.TextContent(type="text", text=f"routed {region}")])
     return types.CallToolResult(content=[types.TextContent(type="text", text=json.dumps(SEEN))])
 
 
