@@ -73,8 +73,9 @@ from mcp.shared.jsonrpc_dispatcher import (
 from mcp.shared.transport_context import TransportContext
 from mcp_types import DEFAULT_NEGOTIATED_VERSION, ErrorData, JSONRPCError, JSONRPCResponse
 from starlette.requests import ClientDisconnect, Request
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
+from converter.asgi import replay
 from converter.server.answer_relay import AnsweringDispatcher
 
 log = logging.getLogger("openapi_mcp.sessions")
@@ -107,20 +108,6 @@ def takes_json(request: Request) -> bool:
     """Whether a POST may have a JSON answer: it accepts JSON and sends it (else the SDK answers 406, 415)."""
     return check_accept_headers(request)[0] and any(
         part.strip() == CONTENT_TYPE_JSON for part in request.headers.get("content-type", "").split(";")[0].split(","))
-
-
-def _replaying(body: bytes, receive: Receive) -> Receive:
-    """`receive` with the body it already gave handed out again first."""
-    given = False
-
-    async def replay() -> Message:
-        nonlocal given
-        if not given:
-            given = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
 
 
 class _Nowhere:
@@ -285,10 +272,10 @@ class DirectSessionManager(StreamableHTTPSessionManager):
         except ClientDisconnect:  # a client gone mid-body: the SDK's path answers it as always
             await super()._handle_stateless_request(protocol_version_hint, scope, receive, send)
             return
-        replay = _replaying(body, receive)  # the SDK's path, and the transport below, read it again
+        replayed = replay(body, receive)  # the SDK's path, and the transport below, read it again
         found = direct_request(body)
         if found is None:
-            await super()._handle_stateless_request(protocol_version_hint, scope, replay, send)
+            await super()._handle_stateless_request(protocol_version_hint, scope, replayed, send)
             return
         transport = DirectTransport(mcp_session_id=None, is_json_response_enabled=True, event_store=None,
                                     security_settings=self.security_settings)
@@ -300,7 +287,7 @@ class DirectSessionManager(StreamableHTTPSessionManager):
         transport.runner = ServerRunner(self.app, connection, self._lifespan_state)
         transport.preparsed, transport.on_direct = found, self._count_direct
         try:
-            await transport.handle_request(scope, replay, send)  # the security checks first, as the SDK's
+            await transport.handle_request(scope, replayed, send)  # the security checks first, as the SDK's
         finally:
             await aclose_shielded(connection)
 
