@@ -1,5 +1,6 @@
 """`server.stateless: true` with real clients: `openapi-mcp serve` in front of the mock API, the
-official SDK client in both protocol eras and the Inspector CLI listing and calling tools. In
+official SDK client in both protocol eras, the Inspector CLI and mcp-remote (over stdio, as Claude
+Desktop runs it) listing and calling tools. In
 stateless mode a `tools/call` or `tools/list` POST is answered directly, by a runner of its own
 (converter.server.direct_calls); everything else goes the SDK's way. Byte-for-byte equality with
 the SDK's own path: tests/test_direct_calls.py."""
@@ -11,11 +12,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import anyio
 import pytest
+from mcp import Client
+from mcp.client.stdio import stdio_client
 
 import mock_api
+from tests.integration.conftest import _free_port
 from tests.integration.test_inspector_cli import TOOL_NAMES, inspector, parse
 from tests.integration.test_mcp_upstream import Gateway, connect, serve, text_of  # noqa: F401 - a fixture
+from tests.integration.test_step_up import mcp_remote
 
 if TYPE_CHECKING:
     from conftest import MockApi
@@ -52,3 +58,14 @@ def test_the_inspector_cli_lists_and_calls_tools(stateless: Gateway, node_bin: P
     called = parse(inspector(node_bin, stateless.url, tmp_path, "--method", "tools/call", "--tool-name", "getUser",
                              "--tool-arg", "userId=u1"))
     assert called["structuredContent"] == ALICE and not called.get("isError", False)
+
+
+@pytest.mark.anyio
+async def test_mcp_remote_lists_and_calls_tools(stateless: Gateway, node_bin: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    with anyio.fail_after(60):
+        async with Client(stdio_client(mcp_remote(stateless.url, home, _free_port()))) as client:
+            assert {tool.name for tool in (await client.list_tools()).tools} == TOOL_NAMES
+            result = await client.call_tool("getUser", {"userId": "u1"})
+    assert not result.is_error and json.loads(text_of(result)) == ALICE
