@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 import mock_api
 from converter.config import load_settings
 from converter.server.app import create_app
-from converter.server.direct_calls import direct_request
+from converter.server.direct_requests import direct_request
 
 pytestmark = pytest.mark.anyio
 BASE = "http://127.0.0.1:8000"

@@ -18,8 +18,13 @@ JSON answer with its headers. The request is registered with the session's dispa
 runs, so a `notifications/cancelled` for it cancels it as it would the SDK's own (one that landed
 on another replica too: converter.server.cancel_relay); it is then answered `Request cancelled`,
 as the SDK's transport answers a cancelled request on the 2025 wire.
-Anything else (another method, a batch, SSE answers, a body the quick check is unsure of) goes the
-SDK's way, untouched. `server.direct_calls: false` turns this off.
+Anything else (another method, a batch, a body the quick check is unsure of, a session with an
+event store) goes the SDK's way, untouched. `server.direct_calls: false` turns this off.
+
+In a session with SSE answers (the default when fronting MCP servers) the direct answer is
+deferred (converter.server.deferred_sse): registered as the request's stream, it becomes an event
+stream at the call's first progress, log message or request to the client, written as the SDK
+writes them, and is one JSON body when the call had nothing to stream.
 
 In stateless mode (`server.stateless`) the SDK makes, for every request, a transport, its streams,
 a dispatcher and a server task, and tears them down again. `DirectSessionManager` reads a JSON POST's
@@ -31,35 +36,34 @@ security checks first; anything else goes the SDK's way with the body handed to 
 `DirectSessionManager` makes its sessions with this transport and runs their server task itself (as
 the SDK's `run_server` does), so the transport can reach the session's runner and dispatcher.
 
-This leans on private parts of mcp 2.3: the transport's `_handle_post_request`, `_message_metadata`
-and `_create_json_response`, the dispatcher's `_in_flight` table, `_transport_builder` and its
-context class, and the manager's `_admit_session` / `_serve_opening_request` /
+This leans on private parts of mcp 2.3: the transport's `_handle_post_request`, `_message_metadata`,
+`_create_json_response` and `_request_streams`, the dispatcher's `_in_flight` table, `_write`,
+`_transport_builder` and its context class, and the manager's `_admit_session` / `_serve_opening_request` /
 `_handle_stateless_request` and `_lifespan_state`.
-tests/test_direct_calls.py exercises each (byte-equal answers, cancellation, the idle timer), so
+tests/test_direct_calls.py and tests/test_deferred_sse.py exercise each (byte-equal answers,
+cancellation, the idle timer, the same messages as the SDK's streams), so
 `make test-latest` fails on an SDK that changes them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack
-from typing import Any, Final, Protocol, cast
+from typing import Any, Protocol, cast
 from uuid import uuid4
 
 import anyio
-import pydantic_core
 from anyio.abc import TaskStatus
 from mcp.server.auth.middleware.bearer_auth import AuthorizationContext
 from mcp.server.connection import Connection
 from mcp.server.runner import ServerRunner, aclose_shielded
 from mcp.server.streamable_http import (
-    CONTENT_TYPE_JSON,
     MCP_SESSION_ID_HEADER,
     REQUEST_CANCELLED,
     StreamableHTTPServerTransport,
-    check_accept_headers,
 )
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.dispatcher import OnNotifyIntercept, coerce_request_id
@@ -77,60 +81,10 @@ from starlette.types import Receive, Scope, Send
 
 from converter.asgi import replay
 from converter.server.answer_relay import AnsweringDispatcher
+from converter.server.deferred_sse import DeferredAnswer
+from converter.server.direct_requests import NOWHERE, DirectRequest, direct_request, no_back_channel, takes_json
 
 log = logging.getLogger("openapi_mcp.sessions")
-
-DIRECT_METHODS: Final = frozenset({"tools/call", "tools/list"})
-_KEYS: Final = frozenset({"jsonrpc", "id", "method", "params"})
-
-
-DirectRequest = tuple[int | str, str, dict[str, Any] | None]  # (id, method, params)
-
-
-def direct_request(body: bytes) -> DirectRequest | None:
-    """(id, method, params) of `body` when it is one JSON-RPC request for a DIRECT_METHODS method that
-    the SDK's own message validation accepts as such; None for anything else (the SDK handles it)."""
-    try:
-        message = pydantic_core.from_json(body)  # the parser the SDK's transport uses
-    except ValueError:
-        return None
-    if not isinstance(message, dict) or not message.keys() <= _KEYS or message.get("jsonrpc") != "2.0":
-        return None
-    request_id, method, params = message.get("id"), message.get("method"), message.get("params")
-    if not isinstance(request_id, int | str) or isinstance(request_id, bool) or method not in DIRECT_METHODS:
-        return None  # a bool id, a notification (no id), a response: not for here
-    if params is not None and not isinstance(params, dict):
-        return None
-    return request_id, method, params
-
-
-def takes_json(request: Request) -> bool:
-    """Whether a POST may have a JSON answer: it accepts JSON and sends it (else the SDK answers 406, 415)."""
-    return check_accept_headers(request)[0] and any(
-        part.strip() == CONTENT_TYPE_JSON for part in request.headers.get("content-type", "").split(";")[0].split(","))
-
-
-class _Nowhere:
-    """Both streams of a stateless direct answer's dispatcher, which never runs: nothing is read, and
-    what is written (a notification scoped to the request) is dropped, as the SDK's router drops it
-    in JSON-answer mode."""
-
-    async def send(self, item: Any) -> None:
-        return None
-
-    async def receive(self) -> Any:
-        raise anyio.EndOfStream
-
-    async def aclose(self) -> None:
-        return None
-
-
-_NOWHERE: Final = cast(Any, _Nowhere())
-
-
-def _no_back_channel(metadata: Any) -> TransportContext:
-    return TransportContext(kind="streamable-http", can_send_request=False)
-
 
 class SessionRelaying(Protocol):
     """Sees each session while its server task runs, to relay what lands on another replica than the
@@ -150,6 +104,21 @@ def _intercepting(intercepts: list[OnNotifyIntercept]) -> OnNotifyIntercept | No
         return any([each(method, params) for each in intercepts])  # a list: every one runs
 
     return intercept
+
+
+class _DirectDispatcher(AnsweringDispatcher):
+    """The session's dispatcher, counting what it writes for a direct call whose answer is deferred
+    (converter.server.deferred_sse: the answer waits for all of it before the result)."""
+
+    transport: DirectTransport | None = None
+
+    async def _write(self, message: Any, metadata: Any = None) -> None:
+        related = getattr(metadata, "related_request_id", None)
+        if related is not None and self.transport is not None:
+            deferred = self.transport.deferred.get(str(related))
+            if deferred is not None:
+                deferred.expected += 1
+        await super()._write(message, metadata)
 
 
 class _TaskCanceller:
@@ -180,6 +149,11 @@ class DirectTransport(StreamableHTTPServerTransport):
     # A stateless request's own transport (never connected): the request its POST was found to be.
     preparsed: DirectRequest | None = None
 
+    @functools.cached_property
+    def deferred(self) -> dict[str, DeferredAnswer]:
+        """The answers of this session's direct calls with SSE answers, by request ID (`_DirectDispatcher`)."""
+        return {}
+
     async def _handle_post_request(self, scope: Scope, request: Request, receive: Receive, send: Send) -> None:
         runner, dispatcher = self.runner, self.dispatcher
         found = self.preparsed if self.preparsed is not None else await self._direct(request)
@@ -187,7 +161,33 @@ class DirectTransport(StreamableHTTPServerTransport):
             await super()._handle_post_request(scope, request, receive, send)
             return
         request_id, method, params = found
-        answer = await self._answer(runner, dispatcher, request, request_id, method, params)
+        if self.is_json_response_enabled:
+            answer = await self._answer(runner, dispatcher, request, request_id, method, params)
+        else:  # SSE answers: JSON unless the call has something to stream (converter.server.deferred_sse)
+            key = str(request_id)
+            if key in self._request_streams:  # that ID is in flight here already: the SDK's way
+                await super()._handle_post_request(scope, request, receive, send)
+                return
+            deferred = DeferredAnswer(send, {MCP_SESSION_ID_HEADER: self.mcp_session_id} if self.mcp_session_id else {})
+            streams = cast(dict[str, Any], self._request_streams)  # where the router puts the request's messages
+            streams[key] = (deferred, deferred)
+            self.deferred[key] = deferred  # the dispatcher counts what it writes for it
+            try:
+                answer = await self._answer(runner, dispatcher, request, request_id, method, params)
+                await deferred.drain()
+                streamed = await deferred.finish(answer)
+            except BaseException:
+                deferred.abandon()
+                raise
+            finally:
+                if streams.get(key, (None, None))[0] is deferred:
+                    del streams[key]
+                if self.deferred.get(key) is deferred:
+                    del self.deferred[key]
+            if streamed:
+                if self.on_direct is not None:
+                    self.on_direct()
+                return
         if self.on_direct is not None:
             self.on_direct()
         await self._create_json_response(answer)(scope, receive, send)
@@ -195,7 +195,8 @@ class DirectTransport(StreamableHTTPServerTransport):
     async def _direct(self, request: Request) -> DirectRequest | None:
         """The direct request a POST of this session is, or None (the SDK's way)."""
         if (self.runner is None or not self.mcp_session_id
-                or request.headers.get(MCP_SESSION_ID_HEADER) != self.mcp_session_id or not takes_json(request)):
+                or request.headers.get(MCP_SESSION_ID_HEADER) != self.mcp_session_id
+                or not takes_json(request, sse=not self.is_json_response_enabled)):
             return None
         try:
             body = await request.body()  # kept on `request`: the SDK's path reads the same body again
@@ -282,8 +283,8 @@ class DirectSessionManager(StreamableHTTPSessionManager):
         # As the SDK's stateless server: born ready at the header's version, no way back to the client
         # for requests; notifications scoped to the request have no wire in JSON-answer mode.
         connection = Connection.from_envelope(protocol_version_hint or DEFAULT_NEGOTIATED_VERSION, None, None)
-        transport.dispatcher = JSONRPCDispatcher(_NOWHERE, _NOWHERE, inline_methods=frozenset({"initialize"}),
-                                                 transport_builder=_no_back_channel)
+        transport.dispatcher = JSONRPCDispatcher(NOWHERE, NOWHERE, inline_methods=frozenset({"initialize"}),
+                                                 transport_builder=no_back_channel)
         transport.runner = ServerRunner(self.app, connection, self._lifespan_state)
         transport.preparsed, transport.on_direct = found, self._count_direct
         try:
@@ -351,13 +352,14 @@ class DirectSessionManager(StreamableHTTPSessionManager):
             try:
                 idle_scope = transport.idle_scope or anyio.CancelScope()
                 with idle_scope:
-                    dispatcher = AnsweringDispatcher(read_stream, write_stream,
-                                                     inline_methods=frozenset({"initialize"}))
+                    dispatcher = _DirectDispatcher(read_stream, write_stream,
+                                                   inline_methods=frozenset({"initialize"}))
+                    dispatcher.transport = transport
                     connection = Connection.for_loop(dispatcher, session_id=session_id, protocol_version_hint=version)
                     if restore is not None:
                         restore(connection)
                     runner = ServerRunner(self.app, connection, self._lifespan_state)
-                    if self.direct and self.json_response and self.event_store is None:
+                    if self.direct and self.event_store is None:  # JSON answers, or SSE ones deferred
                         transport.runner, transport.dispatcher = runner, dispatcher
                     try:
                         with ExitStack() as watched:

@@ -209,8 +209,8 @@ async def test_the_upstreams_task_status_notifications_reach_the_client_that_mad
     base = {"accept": "application/json, text/event-stream", "mcp-protocol-version": "2025-11-25"}
 
     async def answer(response: httpx2.Response) -> dict[str, Any]:
-        if response.headers.get("content-type", "").startswith("application/json"):
-            found: dict[str, Any] = response.json()
+        if response.headers.get("content-type", "").startswith("application/json"):  # a client takes either
+            found: dict[str, Any] = json.loads(await response.aread())
             return found
         async for event in httpx2.EventSource(response):
             if event.data.strip():
