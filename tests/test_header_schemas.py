@@ -4,22 +4,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import mcp.types as types
 import pytest
 from mcp.server import Server
-from starlette.applications import Starlette
 
-import mock_api
-from converter.config import load_settings
 from converter.policy.decision import Policy
-from converter.server.app import create_app
 from converter.server.header_schemas import HeaderSchemas, annotated
+from tests.test_direct_calls import served
 
 pytestmark = pytest.mark.anyio
 VERSION = "2026-07-28"
@@ -36,17 +30,8 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@asynccontextmanager
-async def served() -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
-    settings = load_settings(None, spec=str(mock_api.SPEC_PATH), upstream_url="http://mock.test")
-    app = create_app(settings, upstream_transport=httpx.ASGITransport(app=mock_api.create_app()))
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8000") as client:
-        yield app, client
-
-
 async def test_a_modern_call_runs_no_tools_list_and_is_answered_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
-    async with served() as (app, client):
+    async with served(direct=True) as (app, client):
         listed: list[Any] = []
         catalog = app.state.catalog
         original = catalog.visible_tools
