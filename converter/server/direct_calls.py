@@ -48,7 +48,6 @@ cancellation, the idle timer, the same messages as the SDK's streams), so
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack
@@ -108,16 +107,17 @@ def _intercepting(intercepts: list[OnNotifyIntercept]) -> OnNotifyIntercept | No
 
 class _DirectDispatcher(AnsweringDispatcher):
     """The session's dispatcher, counting what it writes for a direct call whose answer is deferred
-    (converter.server.deferred_sse: the answer waits for all of it before the result)."""
+    (converter.server.deferred_sse: the answer waits for all of it before the result; the answer is
+    the request's stream in the transport's table)."""
 
     transport: DirectTransport | None = None
 
     async def _write(self, message: Any, metadata: Any = None) -> None:
         related = getattr(metadata, "related_request_id", None)
         if related is not None and self.transport is not None:
-            deferred = self.transport.deferred.get(str(related))
-            if deferred is not None:
-                deferred.expected += 1
+            sink: Any = self.transport._request_streams.get(str(related), (None,))[0]
+            if isinstance(sink, DeferredAnswer):
+                sink.expected += 1
         await super()._write(message, metadata)
 
 
@@ -149,48 +149,47 @@ class DirectTransport(StreamableHTTPServerTransport):
     # A stateless request's own transport (never connected): the request its POST was found to be.
     preparsed: DirectRequest | None = None
 
-    @functools.cached_property
-    def deferred(self) -> dict[str, DeferredAnswer]:
-        """The answers of this session's direct calls with SSE answers, by request ID (`_DirectDispatcher`)."""
-        return {}
-
     async def _handle_post_request(self, scope: Scope, request: Request, receive: Receive, send: Send) -> None:
         runner, dispatcher = self.runner, self.dispatcher
         found = self.preparsed if self.preparsed is not None else await self._direct(request)
-        if found is None or runner is None or dispatcher is None:
+        if found is None or runner is None or dispatcher is None or (
+                not self.is_json_response_enabled and str(found[0]) in self._request_streams):
+            # (an ID in flight here already goes the SDK's way too)
             await super()._handle_post_request(scope, request, receive, send)
             return
         request_id, method, params = found
+        answer: JSONRPCResponse | JSONRPCError | None
         if self.is_json_response_enabled:
             answer = await self._answer(runner, dispatcher, request, request_id, method, params)
-        else:  # SSE answers: JSON unless the call has something to stream (converter.server.deferred_sse)
-            key = str(request_id)
-            if key in self._request_streams:  # that ID is in flight here already: the SDK's way
-                await super()._handle_post_request(scope, request, receive, send)
-                return
-            deferred = DeferredAnswer(send, {MCP_SESSION_ID_HEADER: self.mcp_session_id} if self.mcp_session_id else {})
-            streams = cast(dict[str, Any], self._request_streams)  # where the router puts the request's messages
-            streams[key] = (deferred, deferred)
-            self.deferred[key] = deferred  # the dispatcher counts what it writes for it
-            try:
-                answer = await self._answer(runner, dispatcher, request, request_id, method, params)
-                await deferred.drain()
-                streamed = await deferred.finish(answer)
-            except BaseException:
-                deferred.abandon()
-                raise
-            finally:
-                if streams.get(key, (None, None))[0] is deferred:
-                    del streams[key]
-                if self.deferred.get(key) is deferred:
-                    del self.deferred[key]
-            if streamed:
-                if self.on_direct is not None:
-                    self.on_direct()
-                return
+        else:
+            answer = await self._deferred_answer(send, runner, dispatcher, request, request_id, method, params)
         if self.on_direct is not None:
             self.on_direct()
-        await self._create_json_response(answer)(scope, receive, send)
+        if answer is not None:  # None: it went out as an event stream
+            await self._create_json_response(answer)(scope, receive, send)
+
+    async def _deferred_answer(self, send: Send, runner: ServerRunner[Any],
+                               dispatcher: JSONRPCDispatcher[TransportContext], request: Request,
+                               request_id: int | str, method: str,
+                               params: Mapping[str, Any] | None) -> JSONRPCResponse | JSONRPCError | None:
+        """SSE answers: JSON unless the call has something to stream (converter.server.deferred_sse);
+        None when the answer went out as an event stream."""
+        key = str(request_id)
+        deferred = DeferredAnswer(send, {MCP_SESSION_ID_HEADER: self.mcp_session_id} if self.mcp_session_id else {})
+        # The router puts the request's messages here, and `_DirectDispatcher` counts them.
+        streams = cast(dict[str, Any], self._request_streams)
+        streams[key] = (deferred, deferred)
+        try:
+            answer = await self._answer(runner, dispatcher, request, request_id, method, params)
+            await deferred.drain()
+            streamed = await deferred.finish(answer)
+        except BaseException:
+            deferred.abandon()
+            raise
+        finally:
+            if streams.get(key, (None, None))[0] is deferred:
+                del streams[key]
+        return None if streamed else answer
 
     async def _direct(self, request: Request) -> DirectRequest | None:
         """The direct request a POST of this session is, or None (the SDK's way)."""
