@@ -9,6 +9,7 @@ the `redis` extra, imported only when `redis:` is configured.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -18,6 +19,11 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 RETRY_INTERVAL: Final = 2.0  # seconds without a command after one failed
+
+
+def session_digest(session_id: str) -> str:
+    """What names a session in Redis: the SHA-256 of its ID (whoever reads Redis learns no session ID)."""
+    return hashlib.sha256(session_id.encode()).hexdigest()
 
 
 def redis_client(url: str, timeout: float, *, waits_for_messages: bool = False) -> Redis:

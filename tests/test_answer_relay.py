@@ -28,9 +28,9 @@ from pydantic import BaseModel
 
 import converter.redis_client
 from converter.config import load_settings
+from converter.redis_client import session_digest
 from converter.server.answer_relay import MAX_MESSAGE_BYTES, AnswerRelay, encode, parse, tag_of
 from converter.server.app import create_app
-from converter.server.session_relay import session_digest
 from tests.fake_redis import Bus, wait_until
 from tests.mcp_http import mcp_request
 

@@ -14,14 +14,13 @@ MCP default), logged once per outage, and `/readyz` says `"redis-log-levels": "d
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import weakref
 from typing import Any, Final, get_args
 
 import mcp.types as types
 
-from converter.redis_client import BoundedCommands, redis_client
+from converter.redis_client import BoundedCommands, redis_client, session_digest
 
 log = logging.getLogger("openapi_mcp.sessions")
 
@@ -88,7 +87,7 @@ class SharedLogLevels(LogLevels):
         session_id = headers.get("mcp-session-id") if headers is not None else None
         if not isinstance(session_id, str) or not session_id:
             return None  # stdio: this process only
-        return self._prefix + hashlib.sha256(session_id.encode()).hexdigest()
+        return self._prefix + session_digest(session_id)
 
     async def aclose(self) -> None:
         await self._redis.aclose()

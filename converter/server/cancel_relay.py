@@ -42,7 +42,8 @@ from typing import Any, Final
 from mcp.shared.dispatcher import OnNotifyIntercept, coerce_request_id
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher, cancelled_request_id_from_params
 
-from converter.server.session_relay import SessionRelay, read_message, session_digest
+from converter.redis_client import session_digest
+from converter.server.session_relay import SessionRelay, read_message
 
 log = logging.getLogger("openapi_mcp.sessions")
 

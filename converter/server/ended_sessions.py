@@ -11,13 +11,12 @@ principal binding holds) until Redis is back. Logged once per outage; `/readyz` 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
-from converter.redis_client import BoundedCommands, redis_client
+from converter.redis_client import BoundedCommands, redis_client, session_digest
 
 log = logging.getLogger("openapi_mcp.sessions")
 
@@ -74,7 +73,7 @@ class RedisEndedSessions(LocalEndedSessions):
         return bool(await self._redis("EXISTS", self._key(session_id)))
 
     def _key(self, session_id: str) -> str:
-        return self._prefix + hashlib.sha256(session_id.encode()).hexdigest()
+        return self._prefix + session_digest(session_id)
 
     async def aclose(self) -> None:
         await self._redis.aclose()

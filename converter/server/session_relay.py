@@ -19,7 +19,6 @@ Nothing on the request path waits for Redis: a message is queued without blockin
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 import anyio
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 
+from converter.redis_client import session_digest
 from converter.server.pubsub import REDIS_FAILURES, RETRY_SECONDS, close_clients, listen
 
 if TYPE_CHECKING:
@@ -55,11 +55,6 @@ def read_message(data: Any, own: str, max_bytes: int) -> dict[str, Any] | None:
         return None
     digest = message.get("session")
     return message if isinstance(digest, str) and len(digest) == DIGEST_CHARS else None
-
-
-def session_digest(session_id: str) -> str:
-    """What names a session in Redis: the SHA-256 of its ID (converter.server.ended_sessions too)."""
-    return hashlib.sha256(session_id.encode()).hexdigest()
 
 
 class SessionRelay:
