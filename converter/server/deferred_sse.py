@@ -49,8 +49,7 @@ class DeferredAnswer:
 
     def __init__(self, send: Send, extra_headers: Mapping[str, str]) -> None:
         self._send = send
-        self._headers = [*_SSE_HEADERS, *((k.lower().encode("latin-1"), v.encode("latin-1"))
-                                           for k, v in extra_headers.items())]
+        self._extra_headers = extra_headers  # encoded only if the answer becomes a stream
         self._lock = asyncio.Lock()
         self.streaming = False
         self._ended = False
@@ -109,7 +108,9 @@ class DeferredAnswer:
             try:
                 if not self.streaming:
                     self.streaming = True
-                    await self._send({"type": "http.response.start", "status": 200, "headers": self._headers})
+                    headers = [*_SSE_HEADERS, *((k.lower().encode("latin-1"), v.encode("latin-1"))
+                                                for k, v in self._extra_headers.items())]
+                    await self._send({"type": "http.response.start", "status": 200, "headers": headers})
                 await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
             except Exception:  # noqa: BLE001 - never into the router: it serves the whole session
                 self._broken = True
