@@ -277,3 +277,56 @@ def test_the_table_prunes_on_the_sdk_clock_and_picks_the_least_recently_active_i
     table.end(busy)
     now[0] += 60
     assert len(table) == 1 and table.count("k") == 1
+
+
+async def open_answered_before_it_returns(app: ASGIApp, caller: Caller) -> str:
+    """initialize, with the client's next requests made the moment its answer is sent: before the app returns.
+
+    A real client does this under load (it reads the answer while the server is still unwinding the request).
+    """
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/mcp", "raw_path": b"/mcp", "root_path": "", "query_string": b"", "client": ("192.0.2.1", 40002),
+             "server": ("127.0.0.1", 8000), "headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json"),
+                                                       (b"accept", b"application/json, text/event-stream")]}
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INIT}).encode()
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    sid: list[str] = []
+
+    async def receive() -> Message:
+        if messages:
+            return messages.pop()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            sid.extend(v.decode() for k, v in message["headers"] if k == b"mcp-session-id")
+        elif not message.get("more_body"):
+            assert (await caller.rpc("notifications/initialized", session=sid[0], id=None)).status_code == 202
+            assert await caller.alive(sid[0])
+
+    await app(scope, receive, send)
+    return sid[0]
+
+
+async def test_a_session_used_before_its_opening_request_returns_is_counted_once(tmp_path: Path) -> None:
+    async with serving(tmp_path, max_sessions_per_principal=2) as app:
+        a = Caller(app, "192.0.2.1")
+        first = await open_answered_before_it_returns(app, a)
+        assert await metric(app, "openapi_mcp_sessions") == 1
+        second = await a.open()  # under the cap of 2: nothing may be ended to make room
+        assert await metric(app, "openapi_mcp_sessions_evicted_total") == 0
+        assert await a.alive(first) and await a.alive(second)
+        await a.open()  # now over it: the least recently used idle one goes, and the table agrees with the SDK
+        assert [await a.alive(s) for s in (first, second)] == [False, True]
+        assert await metric(app, "openapi_mcp_sessions") == 2
+
+
+def test_the_table_keeps_one_entry_per_session_id() -> None:
+    table = SessionTable(max_sessions=10, per_principal=2, idle_timeout=60)
+    _, opening = table.admit("k", None, None, ())
+    assert isinstance(opening, Session)
+    table.adopt("k", None, None, (), "s1")  # served before its opening request was seen to succeed
+    table.opened(opening, "s1")
+    table.end(opening)
+    assert len(table) == 1 and table.count("k") == 1

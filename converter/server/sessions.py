@@ -134,6 +134,9 @@ class SessionTable:
 
     def opened(self, session: Session, session_id: str) -> None:
         """The opening request was answered with this ID: the session is established."""
+        stale = self._by_id.get(session_id)
+        if stale is not None and stale is not session:
+            self.remove(stale)  # one entry per session, whatever order the requests end in
         session.session_id = session_id
         self._by_id[session_id] = session
 
@@ -244,12 +247,13 @@ class SessionLimits:
             return
         if victim is not None:
             await self._evict(victim)
-        answer = _Answer(send)
+        # The ID is recorded as the answer goes out, not when the app returns: a client may use the
+        # session before then, and that request must find it here (else it is counted twice).
+        answer = _Answer(send, on_session=lambda session_id: self.table.opened(admitted, session_id))
         try:
             await self.app(scope, receive, answer)
         finally:
-            if answer.status is not None and answer.status < 400 and answer.session_id:
-                self.table.opened(admitted, answer.session_id)
+            if admitted.session_id is not None:
                 self.table.end(admitted)
             else:
                 self.table.remove(admitted)
@@ -321,19 +325,21 @@ def with_session_limits(mcp_app: ASGIApp, manager: SessionManager, server: Serve
 
 
 class _Answer:
-    """A `send` that notes the response status and the `Mcp-Session-Id` it assigns."""
+    """A `send` that notes the response status, and tells `on_session` the `Mcp-Session-Id` a success assigns
+    before the client can see it."""
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, on_session: Callable[[str], None] | None = None) -> None:
         self._send = send
+        self._on_session = on_session
         self.status: int | None = None
-        self.session_id: str | None = None
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
-            for name, value in message.get("headers", ()):
-                if name.lower() == _SESSION_HEADER:
-                    self.session_id = bytes(value).decode("latin-1")
+            if self._on_session is not None and self.status < 400:
+                for name, value in message.get("headers", ()):
+                    if name.lower() == _SESSION_HEADER:
+                        self._on_session(bytes(value).decode("latin-1"))
         await self._send(message)
 
 
