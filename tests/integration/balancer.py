@@ -4,10 +4,13 @@
 no `sticky`) under a temp dir, starts Debian's nginx in the foreground on a free loopback
 port, waits until it answers and returns it; `processes` stops it at session end.
 `Replica` / `start_replicas` start N `openapi-mcp serve --config FILE` processes.
+`Pair` / `start_pair` is the usual shape of a cross-replica test: two replicas sharing a fresh Redis,
+behind nginx; `post` and `open_session` speak raw JSON-RPC to either.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import time
@@ -19,8 +22,11 @@ from typing import TYPE_CHECKING, Any, Final
 import httpx
 import pytest
 
+from tests.mcp_http import mcp_request
+
 if TYPE_CHECKING:
     from tests.integration.conftest import Process, Processes
+    from tests.integration.services import RedisServer
 
 READY_TIMEOUT: Final = 15.0
 NGINX_CONF: Final = """
@@ -173,3 +179,47 @@ def start_replicas(processes: Processes, openapi_mcp_command: str,
 
 def spread(replicas: Sequence[Replica], metric: str, **labels: Any) -> list[float]:
     return [replica.metric(metric, **labels) for replica in replicas]
+
+
+@dataclass
+class Pair:
+    """Two replicas sharing one Redis, behind a round-robin nginx."""
+
+    nginx: Nginx
+    a: Replica
+    b: Replica
+    redis: RedisServer
+
+    def stop(self) -> None:
+        self.nginx.process.stop()
+        self.a.process.stop()
+        self.b.process.stop()
+        self.redis.stop()
+
+
+@pytest.fixture(scope="session")
+def start_pair(start_replicas: Callable[..., list[Replica]], start_nginx: Callable[..., Nginx],
+               start_redis: Callable[..., RedisServer]) -> Callable[..., Pair]:
+    def start(config: str, *, env: Mapping[str, str] | None = None, **fields: Any) -> Pair:
+        """A fresh Redis, then two replicas with `config` (a YAML template: `{redis}` is its URL, the rest `fields`)."""
+        redis = start_redis()
+        a, b = start_replicas(config.format(redis=redis.url, **fields), 2, env=env)
+        return Pair(start_nginx([a.port, b.port]), a, b, redis)
+
+    return start
+
+
+async def post(http: httpx.AsyncClient, base: str, body: Mapping[str, Any], session: str | None) -> httpx.Response:
+    """One JSON-RPC message POSTed to `base`/mcp, with the headers of a 2025-06-18 client."""
+    headers, _ = mcp_request("ping", None, session=session, id=None)
+    return await http.post(f"{base}/mcp", headers=headers, content=json.dumps(body))
+
+
+async def open_session(http: httpx.AsyncClient, base: str, init: Mapping[str, Any]) -> str:
+    """initialize (with these params) and notifications/initialized at `base`: the session's ID."""
+    opened = await post(http, base, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": init}, None)
+    assert opened.status_code == 200, opened.text
+    session = opened.headers["mcp-session-id"]
+    done = await post(http, base, {"jsonrpc": "2.0", "method": "notifications/initialized"}, session)
+    assert done.status_code == 202, done.text
+    return session

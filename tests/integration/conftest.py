@@ -283,7 +283,7 @@ def spec_path() -> Path:
     return SPEC
 
 from tests.integration.authserver import AuthServer, auth_server, start_auth_server  # noqa: E402, F401
-from tests.integration.balancer import start_nginx, start_replicas  # noqa: E402, F401
+from tests.integration.balancer import start_nginx, start_pair, start_replicas  # noqa: E402, F401
 from tests.integration.services import (  # noqa: E402, F401
     _session_pdp,
     pdp_server,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -26,7 +25,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CreateMessageResult, ElicitResult, TextContent
 
-from tests.integration.balancer import Nginx, Replica
+from tests.integration.balancer import Pair, Replica, open_session, post
 from tests.integration.conftest import Processes, wait_until
 from tests.integration.services import RedisServer
 from tests.integration.test_mcp_upstream import Upstream, start_everything
@@ -53,46 +52,16 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@dataclass
-class Cluster:
-    nginx: Nginx
-    a: Replica
-    b: Replica
-    redis: RedisServer
-
-
 @pytest.fixture(scope="module")
 def everything(processes: Processes, node_bin: Path) -> Upstream:
     return start_everything(processes, "server-everything-answers")
 
 
 @pytest.fixture(scope="module")
-def cluster(start_replicas: Callable[..., list[Replica]], start_nginx: Callable[..., Nginx],
-            start_redis: Callable[..., RedisServer], everything: Upstream) -> Iterator[Cluster]:
-    redis = start_redis()
-    a, b = start_replicas(CONFIG.format(upstream=everything.url, redis=redis.url, timeout=CALL_TIMEOUT), 2,
-                          env={"SESSION_KEY": SESSION_KEY})
-    nginx = start_nginx([a.port, b.port])
-    yield Cluster(nginx, a, b, redis)
-    nginx.process.stop()
-    for replica in (a, b):
-        replica.process.stop()
-    redis.stop()
-
-
-async def post(http: httpx.AsyncClient, base: str, body: dict[str, Any], session: str | None) -> httpx.Response:
-    headers, _ = mcp_request("ping", None, session=session, id=None)
-    return await http.post(f"{base}/mcp", headers=headers, content=json.dumps(body))
-
-
-async def open_session(http: httpx.AsyncClient, cluster: Cluster) -> str:
-    init = await post(http, cluster.nginx.url, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": INIT},
-                      None)
-    assert init.status_code == 200, init.text
-    session = init.headers["mcp-session-id"]
-    done = await post(http, cluster.nginx.url, {"jsonrpc": "2.0", "method": "notifications/initialized"}, session)
-    assert done.status_code == 202, done.text
-    return session
+def cluster(start_pair: Callable[..., Pair], everything: Upstream) -> Iterator[Pair]:
+    pair = start_pair(CONFIG, upstream=everything.url, timeout=CALL_TIMEOUT, env={"SESSION_KEY": SESSION_KEY})
+    yield pair
+    pair.stop()
 
 
 async def elicit_on(http: httpx.AsyncClient, caller: Replica, answerer: Replica, session: str,
@@ -122,10 +91,10 @@ def text_of(message: dict[str, Any]) -> str:
     return " ".join(part.get("text", "") for part in message.get("result", {}).get("content", []))
 
 
-async def test_an_answer_landing_on_another_replica_reaches_the_call_waiting_for_it(cluster: Cluster) -> None:
+async def test_an_answer_landing_on_another_replica_reaches_the_call_waiting_for_it(cluster: Pair) -> None:
     delivered = cluster.a.metric("openapi_mcp_answers_relayed_total", result="delivered")
     async with httpx.AsyncClient(timeout=60, trust_env=False) as http:
-        session = await open_session(http, cluster)
+        session = await open_session(http, cluster.nginx.url, INIT)
         with anyio.fail_after(20):
             final = await elicit_on(http, cluster.a, cluster.b, session, "raw-1")
         assert "Ada Lovelace" in text_of(final), final
@@ -135,7 +104,7 @@ async def test_an_answer_landing_on_another_replica_reaches_the_call_waiting_for
         assert "Ada Lovelace" in text_of(final), final
 
 
-async def test_the_sdk_client_through_the_balancer_gets_every_request_answered(cluster: Cluster) -> None:
+async def test_the_sdk_client_through_the_balancer_gets_every_request_answered(cluster: Pair) -> None:
     before = sum(r.metric("openapi_mcp_answers_relayed_total", result="delivered") for r in (cluster.a, cluster.b))
 
     async def sample(context: Any, params: Any) -> CreateMessageResult:
@@ -159,11 +128,11 @@ async def test_the_sdk_client_through_the_balancer_gets_every_request_answered(c
 
 
 async def test_redis_down_loses_the_answer_logs_once_and_comes_back(
-        cluster: Cluster, start_redis: Callable[..., RedisServer]) -> None:
+        cluster: Pair, start_redis: Callable[..., RedisServer]) -> None:
     cluster.redis.stop()
     await wait_until("B noticing Redis is gone", lambda: cluster.b.readiness("redis-answers") == "degraded", 20)
     async with httpx.AsyncClient(timeout=60, trust_env=False) as http:
-        session = await open_session(http, cluster)
+        session = await open_session(http, cluster.nginx.url, INIT)
         finals: list[dict[str, Any]] = []
 
         async def lost(call: str) -> None:

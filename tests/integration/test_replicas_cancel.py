@@ -28,7 +28,7 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.integration.balancer import Nginx, Replica
+from tests.integration.balancer import Pair, Replica, open_session
 from tests.integration.conftest import wait_until
 from tests.integration.services import RedisServer
 from tests.integration.test_faults import LoopbackServer
@@ -115,38 +115,27 @@ class HoldingUpstream(LoopbackServer):
         raise AssertionError("unused: _connection answers")
 
 
-@dataclass
-class Cluster:
-    nginx: Nginx
-    a: Replica
-    b: Replica
-    upstream: HoldingUpstream
-    redis: RedisServer
-
-
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[HoldingUpstream]:
     with HoldingUpstream() as server:
         yield server
 
 
+@dataclass
+class Cluster(Pair):
+    upstream: HoldingUpstream
+
+
 @pytest.fixture(scope="module")
-def cluster(start_replicas: Callable[..., list[Replica]], start_nginx: Callable[..., Nginx],
-            start_redis: Callable[..., RedisServer], upstream: HoldingUpstream) -> Iterator[Cluster]:
-    redis = start_redis()
-    a, b = start_replicas(CONFIG.format(upstream=upstream.url, redis=redis.url), 2, env={"SESSION_KEY": SESSION_KEY})
-    nginx = start_nginx([a.port, b.port])
-    cluster = Cluster(nginx, a, b, upstream, redis)
+def cluster(start_pair: Callable[..., Pair], upstream: HoldingUpstream) -> Iterator[Cluster]:
+    pair = start_pair(CONFIG, upstream=upstream.url, env={"SESSION_KEY": SESSION_KEY})
+    cluster = Cluster(pair.nginx, pair.a, pair.b, pair.redis, upstream)
     yield cluster
-    nginx.process.stop()
-    for replica in (a, b):
-        replica.process.stop()
-    cluster.redis.stop()
+    cluster.stop()
 
 
 def relays(replica: Replica) -> str:
-    body = httpx.get(f"{replica.base_url}/readyz", trust_env=False, timeout=5).json()
-    return str(body["upstreams"].get("redis-cancels"))
+    return replica.readiness("redis-cancels")
 
 
 async def rpc(http: httpx.AsyncClient, base: str, method: str, params: dict[str, Any] | None = None, *,
@@ -155,16 +144,6 @@ async def rpc(http: httpx.AsyncClient, base: str, method: str, params: dict[str,
     if id is not None:
         body["id"] = id
     return await http.post(f"{base}/mcp", headers=headers, content=json.dumps(body))
-
-
-async def open_session(http: httpx.AsyncClient, cluster: Cluster) -> str:
-    """A session opened through the balancer (whichever replica answers `initialize`)."""
-    init = await rpc(http, cluster.nginx.url, "initialize", INIT, id=0)
-    assert init.status_code == 200, init.text
-    session = init.headers["mcp-session-id"]
-    done = await rpc(http, cluster.nginx.url, "notifications/initialized", session=session)
-    assert done.status_code == 202, done.text
-    return session
 
 
 @asynccontextmanager
@@ -186,7 +165,7 @@ async def call_on(http: httpx.AsyncClient, replica: Replica, session: str, call:
 
 async def test_a_cancel_landing_on_another_replica_ends_the_call_there(cluster: Cluster) -> None:
     async with httpx.AsyncClient(timeout=60, trust_env=False) as http:
-        session = await open_session(http, cluster)
+        session = await open_session(http, cluster.nginx.url, INIT)
         async with call_on(http, cluster.a, session, "raw-1", cluster.upstream) as answer:
             sent = time.monotonic()
             note = await rpc(http, cluster.b.base_url, "notifications/cancelled",
@@ -236,8 +215,8 @@ async def test_the_sdk_client_abandoning_a_call_is_heard_by_the_replica_running_
 
 async def test_a_cancel_on_another_session_cancels_nothing(cluster: Cluster) -> None:
     async with httpx.AsyncClient(timeout=60, trust_env=False) as http:
-        session = await open_session(http, cluster)
-        other = await open_session(http, cluster)
+        session = await open_session(http, cluster.nginx.url, INIT)
+        other = await open_session(http, cluster.nginx.url, INIT)
         relayed_before = cluster.a.process.log().count(RELAYED_LINE)
         async with call_on(http, cluster.a, session, "mine-1", cluster.upstream) as answer:
             for replica in (cluster.b, cluster.a):  # relayed from B, and on A itself: the session decides
@@ -260,7 +239,7 @@ async def test_redis_down_the_call_runs_to_its_end_and_cancels_are_relayed_once_
     cluster.redis.stop()
     await wait_until("B noticing Redis is gone", lambda: relays(cluster.b) == "degraded", 20)
     async with httpx.AsyncClient(timeout=60, trust_env=False) as http:
-        session = await open_session(http, cluster)
+        session = await open_session(http, cluster.nginx.url, INIT)
         async with call_on(http, cluster.a, session, "down-1", cluster.upstream) as answer:
             for _ in range(2):
                 note = await rpc(http, cluster.b.base_url, "notifications/cancelled", {"requestId": "down-1"},

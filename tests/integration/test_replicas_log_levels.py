@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, Final
 
 import anyio
@@ -24,12 +23,11 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import LoggingMessageNotificationParams
 
-from tests.integration.balancer import Nginx, Replica
+from tests.integration.balancer import Pair, Replica, open_session, post
 from tests.integration.conftest import wait_until
 from tests.integration.services import RedisServer
 from tests.integration.test_mcp_upstream import Upstream, headers_upstream  # noqa: F401 - a fixture
 from tests.integration.test_replicas import SESSION_KEY
-from tests.mcp_http import mcp_request
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -51,41 +49,11 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@dataclass
-class Cluster:
-    nginx: Nginx
-    a: Replica
-    b: Replica
-    redis: RedisServer
-
-
 @pytest.fixture(scope="module")
-def cluster(start_replicas: Callable[..., list[Replica]], start_nginx: Callable[..., Nginx],
-            start_redis: Callable[..., RedisServer], headers_upstream: Upstream) -> Iterator[Cluster]:  # noqa: F811
-    redis = start_redis()
-    a, b = start_replicas(CONFIG.format(upstream=headers_upstream.url, redis=redis.url), 2,
-                          env={"SESSION_KEY": SESSION_KEY})
-    nginx = start_nginx([a.port, b.port])
-    yield Cluster(nginx, a, b, redis)
-    nginx.process.stop()
-    for replica in (a, b):
-        replica.process.stop()
-    redis.stop()
-
-
-async def post(http: httpx.AsyncClient, base: str, body: dict[str, Any], session: str | None) -> httpx.Response:
-    headers, _ = mcp_request("ping", None, session=session, id=None)
-    return await http.post(f"{base}/mcp", headers=headers, content=json.dumps(body))
-
-
-async def open_session(http: httpx.AsyncClient, replica: Replica) -> str:
-    init = await post(http, replica.base_url, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": INIT},
-                      None)
-    assert init.status_code == 200, init.text
-    session = init.headers["mcp-session-id"]
-    done = await post(http, replica.base_url, {"jsonrpc": "2.0", "method": "notifications/initialized"}, session)
-    assert done.status_code == 202, done.text
-    return session
+def cluster(start_pair: Callable[..., Pair], headers_upstream: Upstream) -> Iterator[Pair]:  # noqa: F811
+    pair = start_pair(CONFIG, upstream=headers_upstream.url, env={"SESSION_KEY": SESSION_KEY})
+    yield pair
+    pair.stop()
 
 
 def messages(response: httpx.Response) -> list[dict[str, Any]]:
@@ -110,9 +78,9 @@ async def heard(http: httpx.AsyncClient, replica: Replica, session: str) -> list
     return [m["params"]["data"] for m in answer if m.get("method") == "notifications/message"]
 
 
-async def test_a_level_set_on_one_replica_holds_for_the_sessions_calls_on_the_other(cluster: Cluster) -> None:
+async def test_a_level_set_on_one_replica_holds_for_the_sessions_calls_on_the_other(cluster: Pair) -> None:
     async with httpx.AsyncClient(timeout=30, trust_env=False) as http:
-        session = await open_session(http, cluster.a)
+        session = await open_session(http, cluster.a.base_url, INIT)
         assert await heard(http, cluster.b, session) == ["starting", "details"]  # no level yet: all
         await set_level(http, cluster.a, session, "info")
         for replica in (cluster.b, cluster.a, cluster.b):
@@ -120,13 +88,13 @@ async def test_a_level_set_on_one_replica_holds_for_the_sessions_calls_on_the_ot
         await set_level(http, cluster.b, session, "debug")  # and back, from the other side
         for replica in (cluster.a, cluster.b):
             assert await heard(http, replica, session) == ["starting", "details"], replica.base_url
-        other = await open_session(http, cluster.b)  # a level belongs to its session only
+        other = await open_session(http, cluster.b.base_url, INIT)  # a level belongs to its session only
         await set_level(http, cluster.b, other, "error")
         assert await heard(http, cluster.a, other) == []
         assert await heard(http, cluster.a, session) == ["starting", "details"]
 
 
-async def test_the_sdk_client_through_the_balancer_hears_only_what_it_asked_for(cluster: Cluster) -> None:
+async def test_the_sdk_client_through_the_balancer_hears_only_what_it_asked_for(cluster: Pair) -> None:
     logged: list[LoggingMessageNotificationParams] = []
 
     async def on_log(params: LoggingMessageNotificationParams) -> None:
@@ -144,9 +112,9 @@ async def test_the_sdk_client_through_the_balancer_hears_only_what_it_asked_for(
 
 
 async def test_redis_down_each_replica_goes_by_its_own_levels_logs_once_and_comes_back(
-        cluster: Cluster, start_redis: Callable[..., RedisServer]) -> None:
+        cluster: Pair, start_redis: Callable[..., RedisServer]) -> None:
     async with httpx.AsyncClient(timeout=30, trust_env=False) as http:
-        session = await open_session(http, cluster.a)
+        session = await open_session(http, cluster.a.base_url, INIT)
         await set_level(http, cluster.b, session, "info")  # B took info, while Redis is up
         cluster.redis.stop()
         await set_level(http, cluster.a, session, "error")  # A takes error: only A knows it now
