@@ -1,6 +1,6 @@
 """Server CPU per call with no HTTP client or parser in the way: for A/B of small changes.
 
-    python bench/inprocess.py [--conc 32] [--calls 4000] [--rounds 7] [--config FILE] [--set KEY=JSON ...]
+    python bench/inprocess.py [--conc 32] [--calls 4000] [--rounds 7] [--config FILE] [--set KEY=JSON ...] [--auth]
 
 The app `create_app` builds runs in this process and is called as ASGI directly (no socket, no
 uvicorn parsing, no wrk); its upstream calls go to a real nginx (bench/bench.py's, `getUser`).
@@ -9,6 +9,8 @@ time this process spends (its upstream client included) is divided by the calls.
 median of `--rounds` rounds, printed with the range. Differences of a few percent show up between
 two runs of this that wrk's figures drown in the machine's drift, so alternate the two variants
 (A B A B A B) and compare the medians. `--set server.direct_calls=false` changes one setting.
+`--auth` puts the server behind token introspection (nginx's `/introspect`, as bench/ab.py's
+`ours-auth`) and sends a bearer token with every request: after the first, its verdict is cached.
 Every answer is checked (HTTP 200, the user's name, no tool error).
 
 What it cannot show: the cost of the socket side (uvicorn's parsing and writes) and of the event
@@ -67,14 +69,16 @@ async def call(app: Any, body: bytes, headers: list[tuple[bytes, bytes]]) -> dic
 async def run(app: Any, args: argparse.Namespace) -> list[float]:
     from converter.serve import serving
 
+    base = [*HEADERS, (b"authorization", b"Bearer bench-token")] if args.auth else HEADERS
     async with app.router.lifespan_context(app):
         serving()  # as the server does once it listens (frozen startup objects, the GC threshold)
         sessions = []
         for _ in range(args.conc):
             init = await call(app, json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
                 "protocolVersion": VERSION, "capabilities": {},
-                "clientInfo": {"name": "inprocess", "version": "1"}}}).encode(), HEADERS)
-            headers = [*HEADERS, (b"mcp-session-id", init["headers"][b"mcp-session-id"]),
+                "clientInfo": {"name": "inprocess", "version": "1"}}}).encode(), base)
+            assert init["status"] == 200, init
+            headers = [*base, (b"mcp-session-id", init["headers"][b"mcp-session-id"]),
                        (b"mcp-protocol-version", VERSION.encode())]
             await call(app, b'{"jsonrpc":"2.0","method":"notifications/initialized"}', headers)
             sessions.append(headers)
@@ -105,6 +109,7 @@ def main() -> int:
     ap.add_argument("--config", help="a config file (its spec and upstream are replaced)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                     help="one setting, e.g. server.direct_calls=false or telemetry.access_log='\"off\"'")
+    ap.add_argument("--auth", action="store_true", help="token introspection (cached) and a bearer token per call")
     args = ap.parse_args()
     if not 1 <= args.conc <= args.calls:
         ap.error("need 1 <= --conc <= --calls")
@@ -121,6 +126,11 @@ def main() -> int:
                 config = yaml.safe_load(Path(args.config).read_text()) or {}
             config.update(spec=str(SPEC), upstream={**config.get("upstream", {}), "url": f"http://127.0.0.1:{port}"})
             config.setdefault("telemetry", {}).setdefault("access_log", str(Path(tmp) / "access.log"))
+            if args.auth:  # what bench.py's ours-auth target runs with
+                config["auth"] = {"resource": "http://127.0.0.1:8000/mcp",
+                                  "authorization_servers": ["http://127.0.0.1/realms/bench"],
+                                  "introspection_endpoint": f"http://127.0.0.1:{port}/introspect",
+                                  "client_id": "bench", "client_secret": "bench", "required_scopes": ["mcp:tools"]}
             for item in args.set:
                 key, _, value = item.partition("=")
                 *parents, leaf = key.split(".")

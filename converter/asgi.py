@@ -1,4 +1,4 @@
-"""Small ASGI helpers the HTTP layers share: headers, plain answers, and one look at a JSON-RPC POST.
+"""Small ASGI helpers the HTTP layers share: headers, plain answers, one look at a JSON-RPC POST, CORS.
 
 `peek_rpc` reads the body of a POST once, notes which methods (and tools) it calls, and hands on
 a `receive` that replays the body, so the next layer and the MCP transport read it as sent. The
@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Final
 
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_BODY_BYTES: Final = 4 * 1024 * 1024  # the SDK's own limit for a POST to the MCP endpoint
@@ -134,3 +135,23 @@ class PathShortcut:
             await self.target(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+
+class BrowserCORS(CORSMiddleware):
+    """Starlette's CORS, past which a POST or DELETE without `Origin` goes untouched.
+
+    Such a request is no browser's cross-origin call, and its answer is never cached, so the
+    `Vary: Origin` Starlette adds to every answer (for caches) has nothing to do there; skipping
+    the wrapped `send` saves a few microseconds on every MCP call. Everything else (preflights,
+    requests with an `Origin`, GETs that a cache may keep) is Starlette's own.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] == "http" and scope["method"] in _UNCACHED
+                and not any(key == b"origin" for key, _ in scope["headers"])):
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+_UNCACHED: Final = frozenset({"POST", "DELETE"})

@@ -616,3 +616,20 @@ async def test_a_reload_keeps_the_token_cache_and_applies_new_tool_scopes_at_onc
     assert "listUsers" not in [t["name"] for t in listed.json()["result"]["tools"]]
     assert fake_as.calls == 1  # the token was introspected once: the cache outlived the reload
     assert app.state.reloader.state.restart_needed == []
+
+
+async def test_cors_headers_go_to_browsers_only(harness, fake_as) -> None:
+    token = fake_as.add("t")
+    async with harness() as h:
+        plain = await h.rpc("initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                                           "clientInfo": {"name": "t", "version": "1"}}, token=token)
+        metadata = await h.http.get("/.well-known/oauth-protected-resource")
+        h.http.headers["origin"] = "http://localhost:6274"
+        browser = await h.rpc("initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                                             "clientInfo": {"name": "t", "version": "1"}}, token=token)
+    # A POST without Origin is no cross-origin call and is never cached: nothing is added to it.
+    assert plain.status_code == 200 and "vary" not in plain.headers
+    assert not any(name.startswith("access-control-") for name in plain.headers)
+    assert metadata.headers["vary"] == "Origin"  # a GET a cache may keep still says what it varies by
+    assert browser.headers["access-control-allow-origin"] == "*"
+    assert "mcp-session-id" in browser.headers["access-control-expose-headers"]

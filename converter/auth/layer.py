@@ -96,8 +96,8 @@ class AuthLayer:
 
     async def _guard(self, scope: Scope, receive: Receive, send: Send, *, mcp: bool) -> None:
         values = [v for k, v in scope["headers"] if k == b"authorization"]
-        query = scope.get("query_string", b"").decode("latin-1")
-        if any(k == "access_token" for k, _ in parse_qsl(query, keep_blank_values=True)):
+        query = scope.get("query_string", b"")
+        if query and any(k == "access_token" for k, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True)):
             await self._challenge(send, 400, "invalid_request", "Access tokens are not accepted in the query string")
             return
         if not values:

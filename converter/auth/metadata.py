@@ -1,7 +1,9 @@
 """RFC 9728 protected resource metadata, served with the MCP SDK's model and handler.
 
 The document is served at the root well-known URL and at the path-inserted ones (for the
-`resource` path and for the MCP path: clients build either), with CORS for browser clients.
+`resource` path and for the MCP path: clients build either). Browser clients read it across
+origins through the app's CORS layer (converter.asgi.BrowserCORS, in front of every path when
+`auth:` is set); a second CORS layer here would only repeat its headers.
 """
 
 from __future__ import annotations
@@ -11,9 +13,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mcp.server.auth.handlers.metadata import ProtectedResourceMetadataHandler
-from mcp.server.auth.routes import cors_middleware
 from mcp.shared.auth import ProtectedResourceMetadata
-from starlette.routing import Route
+from starlette.routing import Route, request_response
 from starlette.types import Receive, Scope, Send
 
 from converter.config import AuthSettings
@@ -73,4 +74,4 @@ def _document_endpoint(auth: AuthSettings, scopes: Sequence[str]) -> Any:
         "resource_name": auth.resource_name,
         "resource_documentation": auth.resource_documentation,
     })
-    return cors_middleware(ProtectedResourceMetadataHandler(document).handle, ["GET", "OPTIONS"])
+    return request_response(ProtectedResourceMetadataHandler(document).handle)

@@ -19,10 +19,9 @@ from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from starlette.applications import Starlette
-from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Mount, Route
 
-from converter.asgi import PathShortcut
+from converter.asgi import BrowserCORS, PathShortcut
 from converter.auth.layer import (
     CORS_ALLOW_HEADERS,
     CORS_EXPOSE_HEADERS,
@@ -322,7 +321,7 @@ def create_app(settings: Settings, *, catalog: Catalog | DynamicCatalog | LiveCa
         app.add_middleware(AuthLayer, settings=settings.auth, verifier=verifier, policy=lambda: live.policy,
                            mcp_path=settings.server.path, guarded_paths=guarded)
         # Browser clients call with a bearer token (no cookies), from any origin.
-        app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        app.add_middleware(BrowserCORS, allow_origins=["*"], allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
                            allow_headers=list(CORS_ALLOW_HEADERS), expose_headers=list(CORS_EXPOSE_HEADERS),
                            max_age=600)
     # Outermost, so a request refused by the auth layer is recorded too.
