@@ -37,6 +37,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import itertools
 import os
 import re
 import secrets
@@ -56,10 +57,10 @@ if TYPE_CHECKING:
     from tests.integration.conftest import Process, Processes
 
 SCRIPT: Final = Path(__file__).resolve().parents[1] / "node" / "auth-server.mjs"
-# Starting takes about a second; once in a CI run a start printed nothing for 20 s (stuck before
-# the provider was built, cause unknown), so the wait is long and the failure says what the
-# process was doing.
-READY_TIMEOUT: Final = 60.0
+# Starting takes about half a second. Twice in CI runs a start printed nothing for the whole wait
+# (20 s, then 60 s: stuck before it listened, cause unknown), so a start silent for READY_TIMEOUT
+# is reported on stderr with what the process was doing (/proc), ended, and made once more.
+READY_TIMEOUT: Final = 15.0
 REALM: Final = "demo"
 OTHER_RESOURCE: Final = "http://127.0.0.1:1/other-api"
 ALL_SCOPES: Final = "mcp:tools mcp:admin mcp:read"
@@ -383,8 +384,9 @@ def _fail(process: Process, what: str) -> NoReturn:
     pytest.fail(message, pytrace=False)
 
 
-def _wait_ready(process: Process, timeout: float = READY_TIMEOUT) -> str:
-    """The issuer from the `READY <issuer>` line; fails with the process log otherwise."""
+def _wait_ready(process: Process, timeout: float = READY_TIMEOUT) -> str | None:
+    """The issuer from the `READY <issuer>` line; None if none came within `timeout` (the process
+    is still running); fails with the process log if it exited first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for line in process.log().splitlines():
@@ -393,7 +395,7 @@ def _wait_ready(process: Process, timeout: float = READY_TIMEOUT) -> str:
         if process.popen.poll() is not None:
             _fail(process, f"exited with code {process.popen.returncode} before READY")
         time.sleep(0.05)
-    _fail(process, f"printed no READY line within {timeout:g} s ({_process_state(process.popen.pid)})")
+    return None
 
 
 def _process_state(pid: int) -> str:
@@ -412,11 +414,14 @@ def _process_state(pid: int) -> str:
 
 
 @pytest.fixture(scope="session")
-def start_auth_server(processes: Processes, node_bin: Path) -> Callable[..., AuthServer]:
+def start_auth_server(processes: Processes, node_bin: Path, pytestconfig: pytest.Config) -> Callable[..., AuthServer]:
     """Factory: `start_auth_server([mcp_url, ...])`, one running server per distinct resource list."""
     node = shutil.which("node")
     assert node is not None  # node_bin checked it
     servers: dict[tuple[str, ...], AuthServer] = {}
+    terminal = pytestconfig.pluginmanager.getplugin("terminalreporter")
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+    names = itertools.count(1)  # one log file per process started, the ones that never got ready included
 
     def start(resources: Sequence[str], *, dcr_scope: str | None = None) -> AuthServer:
         """`dcr_scope`: scopes every dynamically registered client may ask for (Keycloak's Allowed
@@ -426,14 +431,24 @@ def start_auth_server(processes: Processes, node_bin: Path) -> Callable[..., Aut
             raise ValueError("at least one resource is required")
         if key in servers:
             return servers[key]
-        port = _free_port()
-        argv = [node, str(SCRIPT), "--port", str(port)]
-        for resource in resources:
-            argv += ["--resource", resource]
-        if dcr_scope:
-            argv += ["--dcr-scope", dcr_scope]
-        process = processes.start(f"auth-server-{len(servers) + 1}", argv)
-        issuer = _wait_ready(process)
+        for attempt in (1, 2):
+            argv = [node, str(SCRIPT), "--port", str(_free_port())]
+            for resource in resources:
+                argv += ["--resource", resource]
+            if dcr_scope:
+                argv += ["--dcr-scope", dcr_scope]
+            process = processes.start(f"auth-server-{next(names)}", argv)
+            issuer = _wait_ready(process)
+            if issuer is not None:
+                break
+            state = _process_state(process.popen.pid)
+            if attempt == 2:
+                _fail(process, f"printed no READY line within {READY_TIMEOUT:g} s, twice ({state})")
+            # On pytest's terminal, past its capture: a CI log shows it even when the second start passes.
+            with capture.global_and_fixture_disabled():
+                terminal.write_line(f"\n{process.name} printed no READY line within {READY_TIMEOUT:g} s ({state}); "
+                                    f"log: {process.log()!r}; starting it again")
+            process.stop()
         try:
             with httpx.Client(timeout=5.0, trust_env=False) as client:
                 response = client.get(f"{issuer}/.well-known/openid-configuration")
