@@ -13,6 +13,8 @@
 --   MCP_TOOL       tool name (default getUser)
 --   MCP_ARGS       JSON arguments (default {"userId":"u1"})
 --   BENCH_EXPECT   text every response body must contain (default Alice Johnson)
+--   MCP_PROTOCOL   the MCP-Protocol-Version header of "mcp" mode (default 2025-06-18): the version
+--                  the sessions in MCP_SESSIONS were opened with
 --
 -- Sessions and connections: wrk gives Lua one state per thread and no handle on the connection a
 -- request() is for, so a session cannot be pinned to a TCP connection. Each thread gets as many
@@ -29,7 +31,7 @@ local expect = os.getenv("BENCH_EXPECT") or "Alice Johnson"
 local tool = os.getenv("MCP_TOOL") or "getUser"
 local args = os.getenv("MCP_ARGS") or '{"userId":"u1"}'
 local token = os.getenv("MCP_TOKEN")  -- set for the auth-on target: one bearer token, cached by the server
-local protocol = "2025-06-18"
+local protocol = os.getenv("MCP_PROTOCOL") or "2025-06-18"
 
 -- ---------------------------------------------------------------- main state: setup / done
 local threads = {}

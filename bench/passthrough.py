@@ -7,7 +7,15 @@ Same harness as bench/bench.py: fresh MCP sessions (bench/sessions.py), one chec
 warm-up wrk run (discarded), then the measured run with bench/mcp_call.lua (every response must
 be HTTP 200, contain `Echo: bench` and not be an `isError` result). Targets, in one run:
 
-  1. direct:           wrk -> server-everything (streamable HTTP, its SSE answers);
+  1. direct:           wrk -> server-everything (streamable HTTP, its SSE answers), in the protocol
+                       version the gateway's SDK client negotiates upstream (2025-11-25), so that
+                       the upstream's own work per call is the same as through the gateway;
+     direct-2025-06-18: the same in the version wrk's clients speak to the gateway. At concurrency 1
+                       server-everything answers a 2025-11-25 call about a millisecond later than a
+                       2025-06-18 one (its answer streams then begin with a priming event; its CPU
+                       per call is about the same, and with 32 calls in flight it is no slower).
+                       That millisecond is in every passthrough call, so the ratios compare the
+                       passthrough rows with `direct`;
   2. passthrough:      wrk -> `openapi-mcp serve` with `mcp_upstream:` -> server-everything, as
                        configured by default (SSE answers, so upstream progress can be relayed);
   3. passthrough-json: the same with `server.json_response: true` (one JSON body per answer).
@@ -41,7 +49,10 @@ import bench as harness
 NODE_DIR = ROOT / "tests" / "node"
 EVERYTHING = NODE_DIR / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
 TOOL, ARGS, EXPECT = "echo", {"message": "bench"}, "Echo: bench"
-LABELS = {"direct": "server-everything direct", "passthrough": "openapi-mcp passthrough",
+UPSTREAM_PROTOCOL = "2025-11-25"  # what the gateway's SDK client (legacy mode) negotiates with server-everything
+PROTOCOLS = {"direct": UPSTREAM_PROTOCOL, "direct-2025-06-18": "2025-06-18"}  # the rest: wrk -> gateway, 2025-06-18
+LABELS = {"direct": "server-everything direct", "direct-2025-06-18": "  direct, 2025-06-18",
+          "passthrough": "openapi-mcp passthrough",
           "passthrough-json": "passthrough, JSON answers"}
 
 
@@ -68,14 +79,15 @@ def start_gateway(target: str, tmp: Path, upstream: str) -> tuple[harness.Proc, 
 def measure(target: str, url: str, pids: dict[str, int], conc: int, args: argparse.Namespace,
             tmp: Path) -> dict[str, Any]:
     threads = 1 if conc == 1 else min(args.threads, conc)
-    ids = [sessions.open_session(url) for _ in range(conc)]
-    msg, _ = sessions.request(url, ids[0], "tools/call", {"name": TOOL, "arguments": ARGS})
+    protocol = PROTOCOLS.get(target, sessions.PROTOCOL)
+    ids = [sessions.open_session(url, protocol=protocol) for _ in range(conc)]
+    msg, _ = sessions.request(url, ids[0], "tools/call", {"name": TOOL, "arguments": ARGS}, protocol=protocol)
     if EXPECT not in json.dumps(msg) or msg.get("result", {}).get("isError"):
         raise RuntimeError(f"the check call failed: {json.dumps(msg)[:300]}")
     sid_file = tmp / f"sessions-{target}-{conc}.txt"
     sid_file.write_text("".join(i + "\n" for i in ids))
     env = {"BENCH_THREADS": str(threads), "BENCH_EXPECT": EXPECT, "BENCH_MODE": "mcp", "MCP_SESSIONS": str(sid_file),
-           "MCP_TOOL": TOOL, "MCP_ARGS": json.dumps(ARGS, separators=(",", ":"))}
+           "MCP_TOOL": TOOL, "MCP_ARGS": json.dumps(ARGS, separators=(",", ":")), "MCP_PROTOCOL": protocol}
     logf = tmp / f"wrk-{target}.log"
     if args.warmup > 0:
         warm = harness.run_wrk(url, threads, conc, args.warmup, env, logf)
@@ -122,7 +134,7 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=2 if smoke else 10)
     ap.add_argument("--warmup", type=float, default=1 if smoke else 2)
     ap.add_argument("--concurrency", default="1,32")
-    ap.add_argument("--targets", default="direct,passthrough,passthrough-json")
+    ap.add_argument("--targets", default="direct,direct-2025-06-18,passthrough,passthrough-json")
     ap.add_argument("--threads", type=int, default=2, help="wrk threads when concurrency > 1")
     ap.add_argument("--out", type=Path, default=BENCH / "results" / "passthrough.json")
     args = ap.parse_args()
@@ -145,7 +157,7 @@ def main() -> int:
             try:
                 pids = {"node": everything.pid}
                 url = upstream
-                if target != "direct":
+                if target not in PROTOCOLS:
                     gateway, url = start_gateway(target, tmp, upstream)
                     pids["gateway"] = gateway.pid
                 for c in concs:

@@ -2,7 +2,7 @@
 
     python bench/sessions.py http://127.0.0.1:8000/mcp -n 32 -o /tmp/sessions.txt
 
-Each session is a full handshake: POST `initialize` (protocolVersion 2025-06-18), read the
+Each session is a full handshake: POST `initialize` (protocolVersion 2025-06-18, or `protocol`), read the
 `Mcp-Session-Id` response header, POST `notifications/initialized` (expects 202). wrk's Lua state is
 per thread, not per connection, so the handshake is done here and `bench/mcp_call.lua` only sends
 `tools/call` requests carrying these ids.
@@ -33,6 +33,7 @@ def post(
     message: dict[str, Any],
     session: str | None = None,
     timeout: float = 10.0,
+    protocol: str = PROTOCOL,
 ) -> tuple[int, dict[str, str], bytes]:
     """One POST to the MCP endpoint; returns (status, lower-cased headers, raw body)."""
     u = urllib.parse.urlsplit(url)
@@ -43,7 +44,7 @@ def post(
     }
     if session:
         headers["Mcp-Session-Id"] = session
-        headers["MCP-Protocol-Version"] = PROTOCOL
+        headers["MCP-Protocol-Version"] = protocol
     if os.environ.get("MCP_TOKEN"):
         headers["Authorization"] = f"Bearer {os.environ['MCP_TOKEN']}"
     try:
@@ -65,11 +66,14 @@ def parse_message(headers: dict[str, str], body: bytes) -> dict[str, Any]:
             if line.startswith("data:"):
                 data.append(line[5:].lstrip(" "))
             elif line == "" and data:
-                msg = json.loads("\n".join(data))
+                text = "\n".join(data)
                 data = []
+                if not text.strip():  # a priming event (2025-11-25): an event ID to resume from, no message
+                    continue
+                msg = json.loads(text)
                 if "id" in msg:  # skip notifications (logging, progress) sent before the answer
                     last = msg
-        if data:
+        if data and "".join(data).strip():
             msg = json.loads("\n".join(data))
             if "id" in msg:
                 last = msg
@@ -79,7 +83,8 @@ def parse_message(headers: dict[str, str], body: bytes) -> dict[str, Any]:
     return json.loads(body)
 
 
-def open_session(url: str, timeout: float = 10.0, client_name: str = "openapi-mcp-bench") -> str:
+def open_session(url: str, timeout: float = 10.0, client_name: str = "openapi-mcp-bench",
+                 protocol: str = PROTOCOL) -> str:
     """initialize + notifications/initialized; returns the Mcp-Session-Id."""
     status, headers, body = post(
         url,
@@ -88,12 +93,13 @@ def open_session(url: str, timeout: float = 10.0, client_name: str = "openapi-mc
             "id": 0,
             "method": "initialize",
             "params": {
-                "protocolVersion": PROTOCOL,
+                "protocolVersion": protocol,
                 "capabilities": {},
                 "clientInfo": {"name": client_name, "version": "1"},
             },
         },
         timeout=timeout,
+        protocol=protocol,
     )
     if status != 200:
         raise MCPError(f"initialize: HTTP {status}: {body[:300]!r}")
@@ -103,20 +109,21 @@ def open_session(url: str, timeout: float = 10.0, client_name: str = "openapi-mc
     msg = parse_message(headers, body)
     if "result" not in msg:
         raise MCPError(f"initialize: {msg}")
-    status, _, body = post(url, {"jsonrpc": "2.0", "method": "notifications/initialized"}, sid, timeout)
+    status, _, body = post(url, {"jsonrpc": "2.0", "method": "notifications/initialized"}, sid, timeout, protocol)
     if status != 202:
         raise MCPError(f"notifications/initialized: HTTP {status}: {body[:300]!r}")
     return sid
 
 
 def request(
-    url: str, sid: str, method: str, params: dict[str, Any] | None = None, timeout: float = 10.0
+    url: str, sid: str, method: str, params: dict[str, Any] | None = None, timeout: float = 10.0,
+    protocol: str = PROTOCOL,
 ) -> tuple[dict[str, Any], int]:
     """One JSON-RPC request in a session; returns (message, raw body size in bytes)."""
     msg: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": method}
     if params is not None:
         msg["params"] = params
-    status, headers, body = post(url, msg, sid, timeout)
+    status, headers, body = post(url, msg, sid, timeout, protocol)
     if status != 200:
         raise MCPError(f"{method}: HTTP {status}: {body[:300]!r}")
     return parse_message(headers, body), len(body)
