@@ -7,7 +7,7 @@ The same limits against a running `openapi-mcp serve` and the SDK client: tests/
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -279,18 +279,18 @@ def test_the_table_prunes_on_the_sdk_clock_and_picks_the_least_recently_active_i
     assert len(table) == 1 and table.count("k") == 1
 
 
-async def open_answered_before_it_returns(app: ASGIApp, caller: Caller) -> str:
-    """initialize, with the client's next requests made the moment its answer is sent: before the app returns.
-
-    A real client does this under load (it reads the answer while the server is still unwinding the request).
-    """
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+async def answered_before_it_returns(app: ASGIApp, method: str, headers: dict[str, str], body: bytes,
+                                     then: Callable[[dict[str, str]], Awaitable[None]]) -> None:
+    """One request from 192.0.2.1, with `then(its answer's headers)` run the moment the answer is sent:
+    before the app returns, as a real client under load does (it reads the answer while the server
+    is still unwinding the request)."""
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
              "path": "/mcp", "raw_path": b"/mcp", "root_path": "", "query_string": b"", "client": ("192.0.2.1", 40002),
              "server": ("127.0.0.1", 8000), "headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json"),
-                                                       (b"accept", b"application/json, text/event-stream")]}
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INIT}).encode()
+                                                       (b"accept", b"application/json, text/event-stream"),
+                                                       *((k.encode(), v.encode()) for k, v in headers.items())]}
     messages = [{"type": "http.request", "body": body, "more_body": False}]
-    sid: list[str] = []
+    answer: dict[str, str] = {}
 
     async def receive() -> Message:
         if messages:
@@ -300,12 +300,24 @@ async def open_answered_before_it_returns(app: ASGIApp, caller: Caller) -> str:
 
     async def send(message: Message) -> None:
         if message["type"] == "http.response.start":
-            sid.extend(v.decode() for k, v in message["headers"] if k == b"mcp-session-id")
+            answer.update((k.decode(), v.decode()) for k, v in message["headers"])
         elif not message.get("more_body"):
-            assert (await caller.rpc("notifications/initialized", session=sid[0], id=None)).status_code == 202
-            assert await caller.alive(sid[0])
+            await then(answer)
 
     await app(scope, receive, send)
+
+
+async def open_answered_before_it_returns(app: ASGIApp, caller: Caller) -> str:
+    """initialize, with the session used (initialized, then a tools/list) the moment its answer is sent."""
+    sid: list[str] = []
+
+    async def use(answer: dict[str, str]) -> None:
+        sid.append(answer["mcp-session-id"])
+        assert (await caller.rpc("notifications/initialized", session=sid[0], id=None)).status_code == 202
+        assert await caller.alive(sid[0])
+
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INIT}).encode()
+    await answered_before_it_returns(app, "POST", {}, body, use)
     return sid[0]
 
 
@@ -321,6 +333,21 @@ async def test_a_session_used_before_its_opening_request_returns_is_counted_once
         assert [await a.alive(s) for s in (first, second)] == [False, True]
         assert await metric(app, "openapi_mcp_sessions") == 2
 
+
+async def test_a_session_ended_by_delete_frees_its_slot_before_the_request_returns(tmp_path: Path) -> None:
+    async with serving(tmp_path, max_sessions_per_principal=2) as app:
+        a = Caller(app, "192.0.2.1")
+        ended, kept = await a.open(), await a.open()
+        opened: list[str] = []
+
+        async def open_another(answer: dict[str, str]) -> None:
+            opened.append(await a.open())  # at the cap only if the ended session still counted
+
+        await answered_before_it_returns(app, "DELETE", {"mcp-session-id": ended, "mcp-protocol-version": "2025-06-18"},
+                                         b"", open_another)
+        assert await metric(app, "openapi_mcp_sessions_evicted_total") == 0
+        assert await a.alive(kept) and await a.alive(opened[0]) and not await a.alive(ended)
+        assert await metric(app, "openapi_mcp_sessions") == 2
 
 def test_the_table_keeps_one_entry_per_session_id() -> None:
     table = SessionTable(max_sessions=10, per_principal=2, idle_timeout=60)

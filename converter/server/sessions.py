@@ -247,9 +247,13 @@ class SessionLimits:
             return
         if victim is not None:
             await self._evict(victim)
-        # The ID is recorded as the answer goes out, not when the app returns: a client may use the
-        # session before then, and that request must find it here (else it is counted twice).
-        answer = _Answer(send, on_session=lambda session_id: self.table.opened(admitted, session_id))
+        def started(status: int, session_id: str | None) -> None:
+            # Recorded as the answer goes out, not when the app returns: a client may use the session
+            # before then, and that request must find it here (else it is counted twice).
+            if status < 400 and session_id:
+                self.table.opened(admitted, session_id)
+
+        answer = _Answer(send, started)
         try:
             await self.app(scope, receive, answer)
         finally:
@@ -261,16 +265,21 @@ class SessionLimits:
     async def _use(self, scope: Scope, receive: Receive, send: Send, session_id: str,
                    owner: AuthorizationContext | None) -> None:
         session = self.table.begin(session_id, owner)
-        answer = _Answer(send)
+        deleting = scope["method"] == "DELETE"
+
+        def started(status: int, _: str | None) -> None:
+            # Ended (DELETE), or already gone on the SDK's side: forgotten as the client learns it, so
+            # the session it opens next finds the slot free.
+            if session is not None and (status == 404 or (deleting and status < 300)):
+                self.table.remove(session)
+
+        answer = _Answer(send, started)
         try:
             await self.app(scope, receive, answer)
         finally:
             if session is not None:
                 self.table.end(session)
-                if answer.status == 404 or (scope["method"] == "DELETE" and answer.status is not None
-                                            and answer.status < 300):
-                    self.table.remove(session)  # ended (DELETE), or already gone on the SDK's side
-            elif (answer.status is not None and answer.status < 400 and scope["method"] != "DELETE"
+            elif (answer.status is not None and answer.status < 400 and not deleting
                   and not self.table.knows(session_id)):
                 # Served by the SDK, so it is open there: the two tables never drift apart for long.
                 self.table.adopt(principal_key(scope), owner, scope.get("user"), _kept(scope), session_id)
@@ -325,21 +334,22 @@ def with_session_limits(mcp_app: ASGIApp, manager: SessionManager, server: Serve
 
 
 class _Answer:
-    """A `send` that notes the response status, and tells `on_session` the `Mcp-Session-Id` a success assigns
-    before the client can see it."""
+    """A `send` that notes the response status, and tells `on_start` the status and `Mcp-Session-Id`
+    before the client can see them."""
 
-    def __init__(self, send: Send, on_session: Callable[[str], None] | None = None) -> None:
+    def __init__(self, send: Send, on_start: Callable[[int, str | None], None]) -> None:
         self._send = send
-        self._on_session = on_session
+        self._on_start = on_start
         self.status: int | None = None
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
-            if self._on_session is not None and self.status < 400:
-                for name, value in message.get("headers", ()):
-                    if name.lower() == _SESSION_HEADER:
-                        self._on_session(bytes(value).decode("latin-1"))
+            session_id = None
+            for name, value in message.get("headers", ()):
+                if name.lower() == _SESSION_HEADER:
+                    session_id = bytes(value).decode("latin-1")
+            self._on_start(self.status, session_id)
         await self._send(message)
 
 
