@@ -1,6 +1,7 @@
 """Server CPU per call with no HTTP client or parser in the way: for A/B of small changes.
 
     python bench/inprocess.py [--conc 32] [--calls 4000] [--rounds 7] [--config FILE] [--set KEY=JSON ...] [--auth]
+                              [--modern]
 
 The app `create_app` builds runs in this process and is called as ASGI directly (no socket, no
 uvicorn parsing, no wrk); its upstream calls go to a real nginx (bench/bench.py's, `getUser`).
@@ -9,8 +10,9 @@ time this process spends (its upstream client included) is divided by the calls.
 median of `--rounds` rounds, printed with the range. Differences of a few percent show up between
 two runs of this that wrk's figures drown in the machine's drift, so alternate the two variants
 (A B A B A B) and compare the medians. `--set server.direct_calls=false` changes one setting.
-`--auth` puts the server behind token introspection (nginx's `/introspect`, as bench/ab.py's
-`ours-auth`) and sends a bearer token with every request: after the first, its verdict is cached.
+`--modern` makes every call a 2026-07-28 single exchange (no session). `--auth` puts the server
+behind token introspection (nginx's `/introspect`, as bench/ab.py's `ours-auth`) and sends a
+bearer token with every request: after the first, its verdict is cached.
 Every answer is checked (HTTP 200, the user's name, no tool error).
 
 What it cannot show: the cost of the socket side (uvicorn's parsing and writes) and of the event
@@ -38,6 +40,7 @@ from bench import EXPECT, SPEC, TOOL, TOOL_ARGS, start_nginx
 HEADERS = [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json"),
            (b"accept", b"application/json, text/event-stream")]
 VERSION = "2025-11-25"
+MODERN = "2026-07-28"
 
 
 async def call(app: Any, body: bytes, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
@@ -73,7 +76,7 @@ async def run(app: Any, args: argparse.Namespace) -> list[float]:
     async with app.router.lifespan_context(app):
         serving()  # as the server does once it listens (frozen startup objects, the GC threshold)
         sessions = []
-        for _ in range(args.conc):
+        for _ in range(args.conc if not args.modern else 0):
             init = await call(app, json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
                 "protocolVersion": VERSION, "capabilities": {},
                 "clientInfo": {"name": "inprocess", "version": "1"}}}).encode(), base)
@@ -83,6 +86,11 @@ async def run(app: Any, args: argparse.Namespace) -> list[float]:
             await call(app, b'{"jsonrpc":"2.0","method":"notifications/initialized"}', headers)
             sessions.append(headers)
         params = json.dumps({"name": TOOL, "arguments": TOOL_ARGS})
+        if args.modern:  # 2026-07-28 single exchanges: no session, the `_meta` envelope, the routing headers
+            params = json.dumps({"name": TOOL, "arguments": TOOL_ARGS, "_meta": {
+                "io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}})
+            sessions = [[*base, (b"mcp-protocol-version", MODERN.encode()), (b"mcp-method", b"tools/call"),
+                         (b"mcp-name", TOOL.encode())]] * args.conc
 
         async def client(headers: list[tuple[bytes, bytes]], first: int, count: int) -> None:
             for n in range(first, first + count):
@@ -110,6 +118,7 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                     help="one setting, e.g. server.direct_calls=false or telemetry.access_log='\"off\"'")
     ap.add_argument("--auth", action="store_true", help="token introspection (cached) and a bearer token per call")
+    ap.add_argument("--modern", action="store_true", help="2026-07-28 single exchanges instead of sessions")
     args = ap.parse_args()
     if not 1 <= args.conc <= args.calls:
         ap.error("need 1 <= --conc <= --calls")

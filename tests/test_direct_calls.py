@@ -258,8 +258,49 @@ def test_only_one_plain_request_for_a_direct_method_is_taken() -> None:
         assert direct_request(body) is None, body
 
 
+MODERN = "2026-07-28"
+ENVELOPE = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
+
+
+def modern(body: Any) -> tuple[dict[str, str], bytes]:
+    """One of CALLS as a 2026-07-28 single exchange (the `_meta` envelope, the routing headers) where
+    it is a request with object params or none; else as it is, with the modern version header."""
+    sent = headers(MODERN)
+    if isinstance(body, dict) and isinstance(body.get("params", {}), dict) and "method" in body:
+        params = {**body.get("params", {}), "_meta": ENVELOPE}
+        body = {**body, "params": params}
+        sent["mcp-method"] = body["method"]
+        if isinstance(params.get("name"), str):
+            sent["mcp-name"] = params["name"]
+    return sent, body if isinstance(body, bytes) else json.dumps(body).encode()
+
+
+async def modern_answers(direct: bool) -> list[tuple[str, int, dict[str, str], bytes]]:
+    seen = []
+    async with served(direct=direct) as (_, client):
+        for name, body in CALLS:
+            sent, content = modern(body)
+            answer = await client.post("/mcp", headers=sent, content=content)
+            seen.append((name, answer.status_code, {k: v for k, v in answer.headers.items() if k != "date"},
+                         answer.content))
+    return seen
+
+
+async def test_2026_answers_are_byte_equal_to_the_sdks() -> None:
+    mine, theirs = await modern_answers(True), await modern_answers(False)
+    for one, other in zip(mine, theirs, strict=True):
+        assert one == other, one[0]
+    outcome = {name: json.loads(body) for name, status, _, body in mine if status == 200 and body}
+    call = outcome["call"]["result"]
+    assert call["isError"] is False and call["resultType"] == "complete" and "u1" in body_of(outcome["call"])
+    assert call["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "openapi-mcp"
+    assert outcome["upstream 404"]["result"]["isError"] is True
+
+
 @pytest.mark.parametrize("direct", [True, False])
-async def test_a_plain_tool_result_is_put_in_wire_form_once(direct: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("version", ["2025-11-25", MODERN])
+async def test_a_plain_tool_result_is_put_in_wire_form_once(direct: bool, version: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """The runner's sieve (dump, validate, dump again) is skipped for our plain results when direct."""
     import mcp.server.runner as runner
 
@@ -268,10 +309,40 @@ async def test_a_plain_tool_result_is_put_in_wire_form_once(direct: bool, monkey
     monkeypatch.setattr(runner._methods, "serialize_server_result",
                         lambda method, *rest, **kw: sieved.append(method) or real(method, *rest, **kw))
     async with served(direct=direct) as (_, client):
-        session = await open_session(client, "2025-11-25")
-        call = await client.post("/mcp", headers=headers("2025-11-25", session), json=CALLS[2][1])
+        if version == MODERN:
+            call = await client.post("/mcp", headers=modern(CALLS[2][1])[0], content=modern(CALLS[2][1])[1])
+        else:
+            session = await open_session(client, version)
+            call = await client.post("/mcp", headers=headers(version, session), json=CALLS[2][1])
     assert call.json()["result"]["isError"] is False
     assert sieved.count("tools/call") == (0 if direct else 1)
+
+
+def test_2026_results_are_finished_as_the_runner_finishes_them() -> None:
+    """The sieve's shape plus what the runner adds in the 2026-07-28 era (resultType, the serverInfo
+    stamp), for plain results and for ones that go through the sieve (an image, a `_meta` of the
+    result's own, one that names its own serverInfo)."""
+    from mcp import types
+    from mcp.server.connection import Connection
+    from mcp.server.lowlevel.server import Server
+    from mcp.server.runner import ServerRunner
+    from mcp_types.methods import serialize_server_result
+
+    from converter.server.call_results import plain_wire, stamped
+
+    server: Server[Any] = Server("s", version="9", icons=[types.Icon(src="https://x.test/i.png")])
+    runner = ServerRunner(server, Connection.from_envelope(MODERN, None, None), None)
+    text = types.TextContent(type="text", text="é")
+    for result in (types.CallToolResult(content=[text], structured_content={"n": [1, None]}, is_error=True),
+                   types.CallToolResult(content=[]),
+                   types.CallToolResult(content=[types.ImageContent(type="image", data="AA==", mime_type="image/png")]),
+                   types.CallToolResult(content=[text], _meta={"k": 1}),
+                   types.CallToolResult(content=[text], _meta={"io.modelcontextprotocol/serverInfo": {"name": "up"}})):
+        expected = runner._serialize("tools/call", MODERN, result)
+        wire = plain_wire(result, modern=True) or serialize_server_result(
+            "tools/call", MODERN, result.model_dump(by_alias=True, mode="json", exclude_none=True))
+        mine = stamped(wire, lambda: server.server_info_stamp)
+        assert json.dumps(mine) == json.dumps(expected), result
 
 
 @pytest.mark.parametrize("version", HANDSHAKE_PROTOCOL_VERSIONS)

@@ -126,7 +126,7 @@ def build_server(catalog: ServedCatalog, *, name: str = "openapi-mcp", telemetry
                           current=lambda: catalog.passthrough, replicated=replicated, log_levels=log_levels)
     _empty_lists(server)
     if direct:
-        server.middleware.append(CallResults(call_tool))  # innermost: it answers without call_next
+        server.middleware.append(CallResults(call_tool, server))  # innermost: it answers without call_next
     return server
 
 
