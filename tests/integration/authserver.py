@@ -407,9 +407,15 @@ def _process_state(pid: int) -> str:
     except OSError as exc:
         return f"no /proc details: {exc}"
     tick = os.sysconf("SC_CLK_TCK")
+    threads = []  # what each of node's threads waits on: the main one, V8's workers, libuv's pool
+    for task in sorted(Path(f"/proc/{pid}/task").glob("*")):
+        try:
+            threads.append(f"{(task / 'comm').read_text().strip()}: {(task / 'wchan').read_text().strip() or '-'}")
+        except OSError:
+            continue
     return (
         f"state {stat[0]}, wchan {wchan}, user {int(stat[11]) / tick:.2f} s, "
-        f"system {int(stat[12]) / tick:.2f} s; loadavg {load}"
+        f"system {int(stat[12]) / tick:.2f} s; threads [{', '.join(threads)}]; loadavg {load}"
     )
 
 
