@@ -247,6 +247,7 @@ class SessionLimits:
             return
         if victim is not None:
             await self._evict(victim)
+
         def started(status: int, session_id: str | None) -> None:
             # Recorded as the answer goes out, not when the app returns: a client may use the session
             # before then, and that request must find it here (else it is counted twice).
