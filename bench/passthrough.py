@@ -18,7 +18,9 @@ be HTTP 200, contain `Echo: bench` and not be an `isError` result). Targets, in 
                        passthrough rows with `direct`;
   2. passthrough:      wrk -> `openapi-mcp serve` with `mcp_upstream:` -> server-everything, as
                        configured by default (SSE answers, so upstream progress can be relayed);
-  3. passthrough-json: the same with `server.json_response: true` (one JSON body per answer).
+  3. passthrough-json: the same with `server.json_response: true` (one JSON body per answer);
+  4. passthrough-modern: the default gateway, every call a 2026-07-28 single exchange (no session
+                       between wrk and the gateway; the gateway's own upstream session as always).
 
 Server CPU per call is measured for openapi-mcp's process alone (the overhead) and for
 server-everything (node), from /proc, before and after the measured run. Needs wrk, node and
@@ -53,7 +55,7 @@ UPSTREAM_PROTOCOL = "2025-11-25"  # what the gateway's SDK client (legacy mode) 
 PROTOCOLS = {"direct": UPSTREAM_PROTOCOL, "direct-2025-06-18": "2025-06-18"}  # the rest: wrk -> gateway, 2025-06-18
 LABELS = {"direct": "server-everything direct", "direct-2025-06-18": "  direct, 2025-06-18",
           "passthrough": "openapi-mcp passthrough",
-          "passthrough-json": "passthrough, JSON answers"}
+          "passthrough-json": "passthrough, JSON answers", "passthrough-modern": "passthrough, 2026-07-28"}
 
 
 def start_everything(tmp: Path) -> tuple[harness.Proc, int]:
@@ -80,14 +82,18 @@ def measure(target: str, url: str, pids: dict[str, int], conc: int, args: argpar
             tmp: Path) -> dict[str, Any]:
     threads = 1 if conc == 1 else min(args.threads, conc)
     protocol = PROTOCOLS.get(target, sessions.PROTOCOL)
-    ids = [sessions.open_session(url, protocol=protocol) for _ in range(conc)]
-    msg, _ = sessions.request(url, ids[0], "tools/call", {"name": TOOL, "arguments": ARGS}, protocol=protocol)
-    if EXPECT not in json.dumps(msg) or msg.get("result", {}).get("isError"):
-        raise RuntimeError(f"the check call failed: {json.dumps(msg)[:300]}")
-    sid_file = tmp / f"sessions-{target}-{conc}.txt"
-    sid_file.write_text("".join(i + "\n" for i in ids))
-    env = {"BENCH_THREADS": str(threads), "BENCH_EXPECT": EXPECT, "BENCH_MODE": "mcp", "MCP_SESSIONS": str(sid_file),
-           "MCP_TOOL": TOOL, "MCP_ARGS": json.dumps(ARGS, separators=(",", ":")), "MCP_PROTOCOL": protocol}
+    env = {"BENCH_THREADS": str(threads), "BENCH_EXPECT": EXPECT, "MCP_TOOL": TOOL,
+           "MCP_ARGS": json.dumps(ARGS, separators=(",", ":")), "MCP_PROTOCOL": protocol}
+    if target == "passthrough-modern":  # no sessions: wrk's first responses are the check
+        env["BENCH_MODE"] = "modern"
+    else:
+        ids = [sessions.open_session(url, protocol=protocol) for _ in range(conc)]
+        msg, _ = sessions.request(url, ids[0], "tools/call", {"name": TOOL, "arguments": ARGS}, protocol=protocol)
+        if EXPECT not in json.dumps(msg) or msg.get("result", {}).get("isError"):
+            raise RuntimeError(f"the check call failed: {json.dumps(msg)[:300]}")
+        sid_file = tmp / f"sessions-{target}-{conc}.txt"
+        sid_file.write_text("".join(i + "\n" for i in ids))
+        env.update({"BENCH_MODE": "mcp", "MCP_SESSIONS": str(sid_file)})
     logf = tmp / f"wrk-{target}.log"
     if args.warmup > 0:
         warm = harness.run_wrk(url, threads, conc, args.warmup, env, logf)
@@ -134,7 +140,7 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=2 if smoke else 10)
     ap.add_argument("--warmup", type=float, default=1 if smoke else 2)
     ap.add_argument("--concurrency", default="1,32")
-    ap.add_argument("--targets", default="direct,direct-2025-06-18,passthrough,passthrough-json")
+    ap.add_argument("--targets", default="direct,direct-2025-06-18,passthrough,passthrough-json,passthrough-modern")
     ap.add_argument("--threads", type=int, default=2, help="wrk threads when concurrency > 1")
     ap.add_argument("--out", type=Path, default=BENCH / "results" / "passthrough.json")
     args = ap.parse_args()
