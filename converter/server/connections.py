@@ -43,6 +43,7 @@ from typing import Any, Final
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from converter.server import disconnects
 from converter.server.addresses import client_key
 from converter.telemetry.sinks import Metrics
 
@@ -172,6 +173,9 @@ def guarded_protocol(limits: ConnectionLimits, metrics: Metrics | None = None) -
             if running is not None and running is not self.cycle and not running.response_complete:
                 running.disconnected = True
                 running.message_event.set()
+            for cycle in (running, self.cycle):  # and whoever asked to hear of it (converter.server.disconnects)
+                if cycle is not None and not cycle.response_complete and (gone := disconnects.of(cycle.scope)):
+                    gone.fire()
             super().connection_lost(exc)
 
         # -- reading: head, body, then the application's turn ------------------------------------
@@ -216,6 +220,7 @@ def guarded_protocol(limits: ConnectionLimits, metrics: Metrics | None = None) -
                 self._too_large = True
                 raise _HeadTooLargeError  # httptools makes it a parse error; uvicorn answers it (send_400_response)
             queued = len(self.pipeline)
+            self.scope[disconnects.DISCONNECT_KEY] = disconnects.Disconnect()  # type: ignore[typeddict-unknown-key]
             super().on_headers_complete()
             if self._draining:  # answered, then closed: the client learns it from the response
                 cycle: Any = self.cycle

@@ -75,10 +75,12 @@ from mcp.shared.jsonrpc_dispatcher import (
 )
 from mcp.shared.transport_context import TransportContext
 from mcp_types import DEFAULT_NEGOTIATED_VERSION, ErrorData, JSONRPCError, JSONRPCResponse
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive, Scope, Send
 
-from converter.asgi import replay
+from converter.asgi import header, replay
+from converter.server import disconnects
 from converter.server.answer_relay import AnsweringDispatcher
 from converter.server.deferred_sse import DeferredAnswer
 from converter.server.direct_requests import NOWHERE, DirectRequest, direct_request, no_back_channel, takes_json
@@ -258,6 +260,17 @@ class DirectSessionManager(StreamableHTTPSessionManager):
 
     def _count_direct(self) -> None:
         self.direct_answers += 1
+
+    async def _handle_request(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """As the SDK's; but a 2026-07-28 POST answered as JSON is cancelled when its client goes, as
+        one answered as SSE is (the SDK watches for the disconnect only there). In that era closing
+        the request is how a client cancels it: there is no session to send `notifications/cancelled` on."""
+        gone = disconnects.of(scope) if self.json_response and scope["method"] == "POST" else None
+        version = header(scope, b"mcp-protocol-version") if gone is not None else None
+        if gone is None or version is None or version in HANDSHAKE_PROTOCOL_VERSIONS:
+            await super()._handle_request(scope, receive, send)
+            return
+        await disconnects.cancelled_at(gone, super()._handle_request(scope, receive, send))
 
     async def _handle_stateless_request(self, protocol_version_hint: str | None, scope: Scope, receive: Receive,
                                         send: Send) -> None:
