@@ -262,7 +262,11 @@ async def test_a_rolling_restart_under_load_fails_no_call(
           + ", ".join(f"{e:.2f} s" for e in exits))
     assert load.failures == [], ([f"{at - signalled[0]:.3f} s after the first SIGTERM: {what}"
                                   for at, what in load.failures],
-                                 [f"{t - signalled[0]:.3f}" for t in signalled + restarted])
+                                 [f"{t - signalled[0]:.3f}" for t in signalled + restarted],
+                                 # what nginx answered other than 200/202, and why (a reset, a refusal...)
+                                 [line for line in nginx.access_log().splitlines()
+                                  if '" 200 ' not in line and '" 202 ' not in line][-10:],
+                                 nginx.error_log()[-3000:])
     # every restarted replica served calls of the session (rebuilt from its sealed ID)
     served = spread(replicas, "openapi_mcp_tool_calls_total", tool="getUser")
     assert all(s > 0 for s in served), served
