@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Final
 import pytest
 
 from tests.integration.conftest import wait_until
-from tests.integration.test_replicas_cancel import HoldingUpstream
+from tests.integration.test_replicas_cancel import HOLD_CONFIG, HoldingUpstream
 
 if TYPE_CHECKING:
     from tests.integration.conftest import Processes
@@ -27,15 +27,7 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 MODERN: Final = "2026-07-28"
-CONFIG: Final = """
-upstream: {{url: "{upstream}", timeout: 60}}
-tools:
-  - name: hold
-    description: Waits until the test releases it, or until the call is cancelled
-    method: GET
-    path: /hold
-    parameters: [{{name: call, in: query, required: true, schema: {{type: string}}}}]
-server: {{json_response: {json_response}}}
+CONFIG: Final = HOLD_CONFIG + """server: {{json_response: {json_response}}}
 telemetry: {{access_log: "off"}}
 """
 

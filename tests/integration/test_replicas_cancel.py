@@ -38,7 +38,8 @@ from tests.mcp_http import mcp_request
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 HOLD_SECONDS: Final = 30.0  # how long the upstream holds a call nobody releases or cancels
-CONFIG: Final = """
+# The config's start: HoldingUpstream's one tool (a template: `{upstream}` is its URL; test_modern_cancel uses it too).
+HOLD_CONFIG: Final = """
 upstream: {{url: "{upstream}", timeout: 60}}
 tools:
   - name: hold
@@ -46,7 +47,8 @@ tools:
     method: GET
     path: /hold
     parameters: [{{name: call, in: query, required: true, schema: {{type: string}}}}]
-server:
+"""
+CONFIG: Final = HOLD_CONFIG + """server:
   session_keys: ["${{SESSION_KEY}}"]
   json_response: true
 redis: {{url: "{redis}", key_prefix: "cancel-relay:", timeout: 0.3}}
