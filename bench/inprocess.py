@@ -69,28 +69,31 @@ async def call(app: Any, body: bytes, headers: list[tuple[bytes, bytes]]) -> dic
     return answer
 
 
+async def open_session(app: Any, base: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """initialize + notifications/initialized: the headers of the session's calls."""
+    init = await call(app, json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": VERSION, "capabilities": {}, "clientInfo": {"name": "inprocess", "version": "1"}}}).encode(),
+        base)
+    assert init["status"] == 200, init
+    headers = [*base, (b"mcp-session-id", init["headers"][b"mcp-session-id"]), (b"mcp-protocol-version", VERSION.encode())]
+    await call(app, b'{"jsonrpc":"2.0","method":"notifications/initialized"}', headers)
+    return headers
+
+
 async def run(app: Any, args: argparse.Namespace) -> list[float]:
     from converter.serve import serving
 
     base = [*HEADERS, (b"authorization", b"Bearer bench-token")] if args.auth else HEADERS
     async with app.router.lifespan_context(app):
         serving()  # as the server does once it listens (frozen startup objects, the GC threshold)
-        sessions = []
-        for _ in range(args.conc if not args.modern else 0):
-            init = await call(app, json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-                "protocolVersion": VERSION, "capabilities": {},
-                "clientInfo": {"name": "inprocess", "version": "1"}}}).encode(), base)
-            assert init["status"] == 200, init
-            headers = [*base, (b"mcp-session-id", init["headers"][b"mcp-session-id"]),
-                       (b"mcp-protocol-version", VERSION.encode())]
-            await call(app, b'{"jsonrpc":"2.0","method":"notifications/initialized"}', headers)
-            sessions.append(headers)
-        params = json.dumps({"name": TOOL, "arguments": TOOL_ARGS})
         if args.modern:  # 2026-07-28 single exchanges: no session, the `_meta` envelope, the routing headers
             params = json.dumps({"name": TOOL, "arguments": TOOL_ARGS, "_meta": {
                 "io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}})
             sessions = [[*base, (b"mcp-protocol-version", MODERN.encode()), (b"mcp-method", b"tools/call"),
                          (b"mcp-name", TOOL.encode())]] * args.conc
+        else:
+            params = json.dumps({"name": TOOL, "arguments": TOOL_ARGS})
+            sessions = [await open_session(app, base) for _ in range(args.conc)]
 
         async def client(headers: list[tuple[bytes, bytes]], first: int, count: int) -> None:
             for n in range(first, first + count):
